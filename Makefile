@@ -1,0 +1,35 @@
+# The two commands a newcomer needs:  make demo   |   make test
+# Both install what they need first (Debian packages, the project venv); repeat runs skip that.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup system venv lint bench chaos down clean
+
+demo: setup
+	$(BIN)/crossvisor demo
+
+test: setup
+	bash tests/run.sh
+
+setup: system venv
+
+system:
+	bash deploy/install-system.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+down:
+	-$(BIN)/crossvisor down
+
+clean: down
+	rm -rf .state

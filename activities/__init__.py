@@ -1,0 +1,1 @@
+"""Temporal activities: all I/O (drivers, inventory, artifacts, metrics) happens here."""

@@ -1,0 +1,71 @@
+"""Content-addressed artifact cache shared by cells, campaigns and worker restarts.
+
+An export of image X from platform P is the same bytes whichever target it goes to; a conversion
+of package bytes H to format F is the same whatever cell asks. Keys are content hashes, entries
+are written atomically and guarded by a file lock, so a retried or concurrent activity finds the
+finished artifact instead of redoing it, and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def key(*parts: object) -> str:
+    return hashlib.sha256(
+        json.dumps(parts, sort_keys=True, default=str).encode()
+    ).hexdigest()[:40]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, k: str) -> Path:
+        d = self.root / k[:2] / k
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @contextmanager
+    def locked(self, k: str) -> Iterator[Path]:
+        d = self.dir(k)
+        with open(d / ".lock", "a") as lf:
+            fcntl.flock(lf, fcntl.LOCK_EX)
+            yield d
+
+    def lookup(self, k: str) -> dict | None:
+        """The entry's manifest if every file it lists still has its recorded hash."""
+        m = self.dir(k) / "manifest.json"
+        if not m.exists():
+            return None
+        entry = json.loads(m.read_text())
+        for rel, digest in entry.get("files", {}).items():
+            p = self.dir(k) / rel
+            if not p.exists() or sha256_file(p) != digest:
+                return None
+        return entry
+
+    def commit(self, k: str, files: list[Path], meta: dict[str, str]) -> dict:
+        d = self.dir(k)
+        entry = {
+            "files": {str(f.relative_to(d)): sha256_file(f) for f in files},
+            "meta": meta,
+        }
+        tmp = d / "manifest.json.tmp"
+        tmp.write_text(json.dumps(entry, indent=1))
+        tmp.replace(d / "manifest.json")
+        return entry

@@ -1,0 +1,435 @@
+"""The ``crossvisor`` command line.
+
+crossvisor demo                      local stack + example campaign + progress + matrix
+crossvisor up | down                 local Temporal dev server and worker
+crossvisor worker                    run a worker in the foreground
+crossvisor campaign start SPEC [--id ID] [--wait]
+crossvisor campaign status|watch|cancel|pause|resume ID
+crossvisor campaign retry ID (--failed | CELL...)   | skip ID CELL...
+crossvisor campaign swap-host ID HOST [--replacement H] | concurrency ID N | add-cells ID SRC TGT IMAGE
+crossvisor campaign history ID --out FILE
+crossvisor report ID [--html F] [--junit F] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from crossvisor.config import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _exit(code: int) -> None:
+    # sdk-python#300: a process that held a Temporal client can crash at interpreter exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def campaign_id_for(name: str) -> str:
+    return f"campaign-{name}"
+
+
+async def _client(settings: Settings):
+    from crossvisor.temporal_client import connect
+
+    return await connect(settings)
+
+
+async def start_campaign(
+    settings: Settings, spec: str, cid: str | None
+) -> tuple[str, bool]:
+    """Start (or find) the campaign workflow. Returns (id, started_now)."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.service import RPCError
+
+    from crossvisor.spec import load_spec
+    from domain.messages import CampaignInput
+    from workflows.campaign import CampaignWorkflow
+
+    plan = load_spec(spec)  # validated before anything starts
+    cid = cid or campaign_id_for(plan.name)
+    client = await _client(settings)
+    try:
+        desc = await client.get_workflow_handle(cid).describe()
+        if desc.status in (
+            WorkflowExecutionStatus.RUNNING,
+            WorkflowExecutionStatus.COMPLETED,
+        ):
+            return cid, False
+    except RPCError:
+        pass
+    # a failed/cancelled/terminated earlier run: start again; passed cells come from the result store
+    await client.start_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(plan=plan, campaign_id=cid),
+        id=cid,
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return cid, True
+
+
+async def progress(settings: Settings, cid: str):
+    from workflows.campaign import CampaignWorkflow
+
+    client = await _client(settings)
+    return await client.get_workflow_handle(cid).query(CampaignWorkflow.progress)
+
+
+async def result(settings: Settings, cid: str, wait: bool = True):
+    from temporalio.client import WorkflowExecutionStatus
+
+    from domain.model import CampaignResult, CellResult
+    from workflows.campaign import CampaignWorkflow
+
+    client = await _client(settings)
+    h = client.get_workflow_handle(cid)
+    desc = await h.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING and not wait:
+        cells = await h.query(CampaignWorkflow.results, result_type=list[CellResult])
+        p = await h.query(CampaignWorkflow.progress)
+        return CampaignResult(
+            campaign_id=cid, name=p.name, cells=cells, status=p.status
+        )
+    return await client.get_workflow_handle(cid, result_type=CampaignResult).result()
+
+
+async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from temporalio.client import WorkflowExecutionStatus
+
+    client = await _client(settings)
+    h = client.get_workflow_handle(cid)
+    from workflows.campaign import CampaignWorkflow
+
+    cols = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*cols, transient=False) as bar:
+        task = bar.add_task(cid, total=None, detail="")
+        while True:
+            desc = await h.describe()
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                break
+            try:
+                p = await h.query(CampaignWorkflow.progress)
+            except Exception:  # noqa: BLE001 - a query can fail during continue-as-new; poll again
+                await asyncio.sleep(poll_s)
+                continue
+            c = p.counts
+            detail = f"{p.status} pass {c.get('pass', 0)} fail {c.get('fail', 0)} error {c.get('error', 0)} skipped {c.get('skipped', 0)} running {c.get('running', 0)}"
+            bar.update(
+                task, total=c.get("total", 0), completed=c.get("done", 0), detail=detail
+            )
+            await asyncio.sleep(poll_s)
+        from domain.model import CampaignResult
+
+        r = await client.get_workflow_handle(cid, result_type=CampaignResult).result()
+        done = len(r.cells)
+        bar.update(task, total=done, completed=done, detail=r.status)
+
+
+def render_matrix(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from domain.model import Grade
+
+    style = {
+        Grade.PASS: "green",
+        Grade.FAIL: "red",
+        Grade.ERROR: "magenta",
+        Grade.SKIPPED: "yellow",
+    }
+    console = Console()
+    images = sorted({c.image for c in res.cells})
+    sources = sorted({c.source for c in res.cells})
+    targets = sorted({c.target for c in res.cells})
+    by = {(c.source, c.target, c.image): c for c in res.cells}
+    for image in images:
+        t = Table(title=f"{res.name}: {image} (source rows x target columns)")
+        t.add_column("source \\ target")
+        for tg in targets:
+            t.add_column(tg)
+        for s in sources:
+            row = [s]
+            for tg in targets:
+                c = by.get((s, tg, image))
+                if c is None:
+                    row.append("")
+                    continue
+                g = c.grade
+                label = g.value.upper() + (" (cached)" if c.cached else "")
+                row.append(f"[{style[g]}]{label}[/]")
+            t.add_row(*row)
+        console.print(t)
+    failures = [
+        (c, ch)
+        for c in res.cells
+        for ch in c.checks
+        if ch.grade.value in ("fail", "error")
+    ]
+    if failures:
+        console.print("[bold]Failures[/]")
+        seen = set()
+        for c, ch in failures:
+            key = (c.cell_id, ch.reason)
+            if key in seen:
+                continue
+            seen.add(key)
+            console.print(
+                f"  {c.source} -> {c.target} / {c.image}: {ch.check}: {ch.reason}"
+            )
+    counts: dict[str, int] = {}
+    for c in res.cells:
+        counts[c.grade.value] = counts.get(c.grade.value, 0) + 1
+    console.print(
+        f"cells: {len(res.cells)}  "
+        + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    )
+
+
+def write_reports(
+    res, html: str | None, junit: str | None, js: str | None
+) -> list[str]:
+    from crossvisor import report
+
+    out = []
+    for path, fn in (
+        (html, report.render_html),
+        (junit, report.render_junit),
+        (js, report.render_json),
+    ):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(fn(res))
+            out.append(path)
+    return out
+
+
+async def steer(settings: Settings, cid: str, **kw) -> str:
+    from workflows.campaign import CampaignWorkflow, SteerRequest
+
+    client = await _client(settings)
+    req = SteerRequest(request_id=kw.pop("request_id", None) or uuid.uuid4().hex, **kw)
+    r = await client.get_workflow_handle(cid).execute_update(
+        CampaignWorkflow.steer, req
+    )
+    return r.message
+
+
+async def export_history(settings: Settings, cid: str, out: str) -> int:
+    client = await _client(settings)
+    hist = await client.get_workflow_handle(cid).fetch_history()
+    Path(out).write_text(hist.to_json())
+    return len(hist.events)
+
+
+async def demo(settings: Settings, spec: str) -> int:
+    from crossvisor import stack
+
+    print(f"crossvisor demo: state in {settings.home}", flush=True)
+    stack.temporal_up(settings)
+    print(
+        f"temporal dev server: {settings.temporal_address} (sqlite {settings.home / 'temporal.db'})",
+        flush=True,
+    )
+    pid = stack.worker_up(settings, PROJECT_DIR)
+    print(
+        f"worker: pid {pid}, metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {settings.home / 'run/worker.log'}",
+        flush=True,
+    )
+    cid, started = await start_campaign(settings, spec, None)
+    print(
+        f"campaign {cid}: {'started' if started else 'already there (finished cells are not redone)'}",
+        flush=True,
+    )
+    await watch(settings, cid)
+    res = await result(settings, cid)
+    render_matrix(res)
+    paths = write_reports(
+        res,
+        str(settings.home / "reports/demo.html"),
+        str(settings.home / "reports/demo.junit.xml"),
+        str(settings.home / "reports/demo.json"),
+    )
+    print("reports: " + ", ".join(paths))
+    print("stop the local stack with: crossvisor down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="crossvisor", description="hypervisor interoperability campaigns"
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser(
+        "demo", help="run the example campaign on the embedded local stack"
+    )
+    d.add_argument("--spec", default=str(PROJECT_DIR / "examples/demo.yaml"))
+    sub.add_parser("up", help="start the local Temporal dev server and a worker")
+    sub.add_parser("down", help="stop the local stack")
+    w = sub.add_parser("worker", help="run a worker in the foreground")
+    w.add_argument("--metrics-port", type=int)
+    w.add_argument("--sdk-metrics-port", type=int)
+    w.add_argument(
+        "--metrics-host", default=os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1")
+    )
+    v = sub.add_parser("validate", help="validate a campaign spec without running it")
+    v.add_argument("spec")
+
+    c = sub.add_parser("campaign", help="start and steer campaigns").add_subparsers(
+        dest="sub", required=True
+    )
+    s = c.add_parser("start")
+    s.add_argument("spec")
+    s.add_argument("--id")
+    s.add_argument("--wait", action="store_true")
+    for name in ("status", "watch", "cancel", "pause", "resume"):
+        c.add_parser(name).add_argument("id")
+    r = c.add_parser("retry")
+    r.add_argument("id")
+    r.add_argument("cells", nargs="*")
+    r.add_argument("--failed", action="store_true")
+    k = c.add_parser("skip")
+    k.add_argument("id")
+    k.add_argument("cells", nargs="+")
+    sh = c.add_parser("swap-host")
+    sh.add_argument("id")
+    sh.add_argument("host")
+    sh.add_argument("--replacement", default="")
+    cc = c.add_parser("concurrency")
+    cc.add_argument("id")
+    cc.add_argument("max_cells", type=int)
+    ac = c.add_parser("add-cells")
+    ac.add_argument("id")
+    ac.add_argument("triples", nargs="+", help="SOURCE:TARGET:IMAGE")
+    hi = c.add_parser("history")
+    hi.add_argument("id")
+    hi.add_argument("--out", required=True)
+
+    rp = sub.add_parser("report", help="interop matrix as HTML / JUnit / JSON")
+    rp.add_argument("id")
+    rp.add_argument("--html")
+    rp.add_argument("--junit")
+    rp.add_argument("--json")
+    rp.add_argument(
+        "--no-wait", action="store_true", help="report a running campaign as it stands"
+    )
+
+    a = ap.parse_args(argv)
+    settings = Settings()
+    try:
+        code = asyncio.run(_dispatch(a, settings))
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # noqa: BLE001 - every failure becomes one clear line and a non-zero exit
+        from crossvisor.log import redact_text
+
+        print(f"crossvisor: error: {redact_text(str(e))}", file=sys.stderr)
+        code = (
+            2
+            if type(e).__name__ in ("SpecError", "InventoryError", "ValueError")
+            else 1
+        )
+    _exit(code)
+
+
+async def _dispatch(a, settings: Settings) -> int:
+    from crossvisor import stack
+
+    if a.cmd == "demo":
+        return await demo(settings, a.spec)
+    if a.cmd == "up":
+        stack.temporal_up(settings)
+        pid = stack.worker_up(settings, PROJECT_DIR)
+        print(f"temporal {settings.temporal_address}; worker pid {pid}")
+        return 0
+    if a.cmd == "down":
+        print("stopped: " + (", ".join(stack.down(settings)) or "nothing"))
+        return 0
+    if a.cmd == "validate":
+        from crossvisor.spec import load_spec
+        from domain.matrix import expand
+
+        plan = load_spec(a.spec)
+        print(f"{a.spec}: ok, {len(expand(plan))} cells")
+        return 0
+    if a.cmd == "worker":
+        import worker
+
+        if a.metrics_port:
+            settings.metrics_port = a.metrics_port
+        if a.sdk_metrics_port:
+            settings.sdk_metrics_port = a.sdk_metrics_port
+        await worker.run(settings, a.metrics_host)
+        return 0
+    if a.cmd == "report":
+        res = await result(settings, a.id, wait=not a.no_wait)
+        paths = write_reports(res, a.html, a.junit, a.json)
+        render_matrix(res)
+        if paths:
+            print("wrote " + ", ".join(paths))
+        return 0
+    if a.cmd == "campaign":
+        if a.sub == "start":
+            cid, started = await start_campaign(settings, a.spec, a.id)
+            print(f"{cid}: {'started' if started else 'already running or finished'}")
+            if a.wait:
+                await watch(settings, cid)
+                render_matrix(await result(settings, cid))
+            return 0
+        if a.sub == "status":
+            p = await progress(settings, a.id)
+            print(json.dumps(dataclasses.asdict(p), indent=1))
+            return 0
+        if a.sub == "watch":
+            await watch(settings, a.id)
+            render_matrix(await result(settings, a.id))
+            return 0
+        if a.sub == "history":
+            n = await export_history(settings, a.id, a.out)
+            print(f"{a.out}: {n} events")
+            return 0
+        kw: dict = {}
+        if a.sub in ("cancel", "pause", "resume"):
+            kw = {"action": a.sub}
+        elif a.sub == "retry":
+            kw = {"action": "retry", "cells": ["*failed"] if a.failed else a.cells}
+        elif a.sub == "skip":
+            kw = {"action": "skip", "cells": a.cells}
+        elif a.sub == "swap-host":
+            kw = {"action": "swap_host", "host": a.host, "replacement": a.replacement}
+        elif a.sub == "concurrency":
+            kw = {"action": "set_concurrency", "max_cells": a.max_cells}
+        elif a.sub == "add-cells":
+            kw = {"action": "add_cells", "add": [t.split(":") for t in a.triples]}
+        print(await steer(settings, a.id, **kw))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    main()

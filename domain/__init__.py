@@ -1,0 +1,1 @@
+"""Pure domain logic: no I/O, safe to import inside Temporal workflows."""

@@ -1,0 +1,179 @@
+"""Plain dataclasses shared by the campaign spec, the workflows and the activities.
+
+They cross Temporal boundaries (workflow inputs/outputs, activity arguments) so they hold only
+JSON-friendly types and never a secret: credentials travel as *references* (``env:NAME``,
+``file:/path``) resolved inside an activity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+HYPERVISOR_KINDS = ("kvm", "vsphere", "hyperv", "xen")
+DRIVERS = ("libvirt", "vsphere")
+
+# Stage order of one cell. Cleanup and release always run (finally), whatever happened before.
+STAGES = (
+    "reserve",
+    "provision",
+    "baseline",
+    "export",
+    "convert",
+    "import",
+    "boot",
+    "verify",
+    "lifecycle",
+    "cleanup",
+    "release",
+)
+ALWAYS_STAGES = ("cleanup", "release")
+
+CHECKS = ("boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle")
+
+
+class Grade(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"  # a real interop failure, with evidence
+    ERROR = (
+        "error"  # infrastructure kept failing after retries: not a verdict on interop
+    )
+    SKIPPED = "skipped"
+
+
+@dataclass
+class Host:
+    """One physical hypervisor host from the inventory (NetBox device or file entry)."""
+
+    name: str
+    kind: str  # one of HYPERVISOR_KINDS
+    driver: str  # one of DRIVERS
+    endpoint: str  # libvirt URI or vCenter URL
+    site: str = ""
+    version: str = ""
+    tags: list[str] = field(default_factory=list)
+    cpus: int = 0
+    memory_mib: int = 0
+    slots: int = 1  # cells this host may serve at once
+    credentials_ref: str = (
+        ""  # "env:NAME" / "file:/path" / "" — never the secret itself
+    )
+    status: str = "active"
+    custom: dict[str, str] = field(default_factory=dict)
+    inventory_id: str = ""  # NetBox device id or file key, for write-back
+
+
+@dataclass
+class Platform:
+    """A campaign platform: which hosts (by selection) and how to drive them."""
+
+    name: str
+    kind: str
+    driver: str
+    select: dict[str, str] = field(default_factory=dict)  # site/tag/version/cf_*
+    disk_format: str = "qcow2"  # native disk format on this platform
+    hardware_version: str = ""  # e.g. vmx-13 for vSphere
+    nic_models: list[str] = field(
+        default_factory=lambda: ["virtio", "e1000", "vmxnet3"]
+    )
+    firmware: list[str] = field(default_factory=lambda: ["bios", "efi"])
+
+
+@dataclass
+class GuestImage:
+    name: str
+    cpus: int = 1
+    memory_mib: int = 256
+    disk_mib: int = 64
+    firmware: str = "bios"
+    nic_model: str = "virtio"
+    disk_bus: str = "virtio"
+    os: str = "linux"
+    source: str = ""  # path/URL of a bootable image; "" = generated blank disk with a content marker
+
+
+@dataclass
+class RetryPolicySpec:
+    max_attempts: int = 5
+    initial_interval_s: float = 1.0
+    backoff: float = 2.0
+    max_interval_s: float = 60.0
+
+
+@dataclass
+class Concurrency:
+    max_cells: int = 4
+    per_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    """One source x target x image run; it grades every check of the campaign."""
+
+    id: str
+    source: str  # platform name
+    target: str
+    image: str
+    checks: list[str]
+    fingerprint: str  # content hash of everything that determines the result
+
+
+@dataclass
+class CheckResult:
+    check: str
+    grade: Grade
+    reason: str = ""
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    status: str  # ok | fail | error | skipped | reused
+    duration_s: float = 0.0
+    attempts: int = 1
+    reason: str = ""
+
+
+@dataclass
+class CellResult:
+    cell_id: str
+    source: str
+    target: str
+    image: str
+    checks: list[CheckResult]
+    stages: list[StageRecord]
+    source_host: str = ""
+    target_host: str = ""
+    fingerprint: str = ""
+    cached: bool = False  # result reused from an earlier identical run
+
+    @property
+    def grade(self) -> Grade:
+        return overall_grade([c.grade for c in self.checks])
+
+
+def overall_grade(grades: list[Grade]) -> Grade:
+    """Worst grade wins: error > fail > pass; all skipped -> skipped."""
+    if any(g == Grade.ERROR for g in grades):
+        return Grade.ERROR
+    if any(g == Grade.FAIL for g in grades):
+        return Grade.FAIL
+    if grades and all(g == Grade.SKIPPED for g in grades):
+        return Grade.SKIPPED
+    return Grade.PASS
+
+
+@dataclass
+class CampaignResult:
+    """Everything a report needs: the matrix, and the inventory the campaign actually used."""
+
+    campaign_id: str
+    name: str
+    cells: list[CellResult]
+    hosts: list[Host] = field(
+        default_factory=list
+    )  # inventory snapshot (reproducibility)
+    status: str = "completed"  # running | paused | completed | cancelled
+    started_at: str = ""  # ISO 8601
+    finished_at: str = ""

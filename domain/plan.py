@@ -1,0 +1,35 @@
+"""The validated campaign plan: the workflow's input, built by ``crossvisor.spec`` from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from domain.model import CHECKS, Concurrency, GuestImage, Platform, RetryPolicySpec
+
+
+@dataclass
+class CampaignPlan:
+    name: str
+    platforms: list[Platform]
+    images: list[GuestImage]
+    checks: list[str] = field(default_factory=lambda: list(CHECKS))
+    concurrency: Concurrency = field(default_factory=Concurrency)
+    retry: RetryPolicySpec = field(default_factory=RetryPolicySpec)
+    # explicit [source, target] platform pairs; empty = every ordered pair of distinct platforms
+    pairs: list[list[str]] = field(default_factory=list)
+    include_same_platform: bool = False
+    # where hosts come from: "file:<path>" or "netbox" (connection settings come from the worker's env)
+    inventory: str = "file:examples/lab.yaml"
+    export_format: str = "ova"  # ova | ovf
+
+    def platform(self, name: str) -> Platform:
+        for p in self.platforms:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def image(self, name: str) -> GuestImage:
+        for i in self.images:
+            if i.name == name:
+                return i
+        raise KeyError(name)

@@ -1,0 +1,65 @@
+"""VM descriptions exchanged with drivers; pure data so grading can compare them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DiskSpec:
+    path: str  # file on the local artifact store
+    format: str  # qcow2 | vmdk | vpc | vhdx | raw
+    bus: str = "virtio"  # virtio | scsi | ide | sata
+    capacity_bytes: int = 0
+
+
+@dataclass
+class NicSpec:
+    model: str = "virtio"  # virtio | e1000 | vmxnet3 | rtl8139 | netvsc
+    mac: str = ""
+    network: str = "default"
+
+
+@dataclass
+class VmSpec:
+    """What to create on a hypervisor."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    disks: list[DiskSpec]
+    nics: list[NicSpec] = field(default_factory=list)
+    firmware: str = "bios"  # bios | efi
+    hardware_version: str = ""  # vmx-NN on vSphere
+    metadata: dict[str, str] = field(default_factory=dict)  # kept across export/import
+    kernel: str = ""  # direct kernel boot (tiny test guests)
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass
+class Hardware:
+    """What a hypervisor reports about a VM: compared before/after to grade checks."""
+
+    cpus: int
+    memory_mib: int
+    disks: list[DiskSpec]
+    nics: list[NicSpec]
+    firmware: str
+    controllers: list[str] = field(
+        default_factory=list
+    )  # e.g. ["scsi:lsilogic", "ide"]
+    hardware_version: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    power_state: str = "off"  # on | off
+
+
+@dataclass
+class ExportedVm:
+    """An exported VM package on the local artifact store (OVF descriptor or OVA)."""
+
+    package: str  # path to .ova or .ovf
+    disks: list[DiskSpec]
+    # source NIC model -> model to create on the target, decided by the import policy
+    # (``domain.interop.nic_map``); drivers apply it on import
+    nic_map: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Hypervisor drivers: one interface (``drivers.base.Driver``), one implementation per API family."""

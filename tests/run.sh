@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, then pytest over every part (real servers started by fixtures).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CROSSVISOR_FULL=1 bash deploy/install-system.sh
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=15 "$@"

@@ -1,0 +1,107 @@
+"""crossvisor worker: runs campaign/cell workflows and stage activities, serves Prometheus metrics.
+
+Usage: ``python worker.py`` or ``crossvisor worker`` (settings from CROSSVISOR_* env vars).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+from prometheus_client import start_http_server
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.campaign import CampaignActivities
+from activities.stages import StageActivities
+from crossvisor import log as cvlog
+from crossvisor.config import Settings
+from crossvisor.metrics import REGISTRY
+from crossvisor.temporal_client import connect
+from workflows.campaign import CampaignWorkflow
+from workflows.cell import CellWorkflow
+
+
+def tiny_guest_provider():
+    """Kernel + initrd for direct-kernel-boot guests on real QEMU hosts (built and cached on demand)."""
+    try:
+        from drivers.guest_images import tiny_guest
+    except ImportError:
+        return None
+
+    def provide() -> tuple[str, str]:
+        g = tiny_guest()
+        return str(g.kernel), str(g.initrd)
+
+    return provide
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    # domain/ is pure and deterministic: share it with the sandbox instead of re-importing it per
+    # workflow run (faster, and its dataclasses stay the same classes the converter resolves)
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("domain"))
+
+
+def build_worker(
+    client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8
+) -> Worker:
+    stages = StageActivities(settings, tiny_guest=tiny_guest_provider())
+    camp = CampaignActivities(settings)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[CampaignWorkflow, CellWorkflow],
+        activities=[
+            stages.run_stage,
+            camp.load_inventory,
+            camp.lookup_cached_result,
+            camp.store_result,
+            camp.publish_progress,
+            camp.sweep_leaks,
+        ],
+        activity_executor=executor,
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=max_activities,
+    )
+
+
+async def run(settings: Settings, metrics_host: str = "127.0.0.1") -> None:
+    cvlog.configure(settings.log_level)
+    log = structlog.get_logger("crossvisor").bind(component="worker")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # SDK metrics on their own port so a second worker (other ports) never collides with the first
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"{metrics_host}:{settings.sdk_metrics_port}"
+            )
+        )
+    )
+    start_http_server(settings.metrics_port, addr=metrics_host, registry=REGISTRY)
+    client = await connect(settings, runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(client, settings, executor)
+        log.info(
+            "worker.start",
+            task_queue=settings.task_queue,
+            temporal=settings.temporal_address,
+            metrics_port=settings.metrics_port,
+            sdk_metrics_port=settings.sdk_metrics_port,
+        )
+        async with worker:
+            await stop.wait()
+        log.info("worker.stop")
+
+
+if __name__ == "__main__":
+    import os
+
+    asyncio.run(run(Settings(), os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1")))
+    os._exit(0)  # sdk-python#300: the runtime can crash at interpreter exit

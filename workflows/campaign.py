@@ -1,0 +1,452 @@
+"""The campaign: expands the matrix, schedules cells onto leased hosts as child workflows, takes
+operator steering, and continues-as-new before its history grows past Temporal's limits.
+
+Idiom from temporalio/samples-python (message_passing/safe_message_handlers): all state that crosses
+continue-as-new lives in one dataclass (``CampaignState``); updates carry an idempotency key; a lock
+guards state touched across awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from domain import matrix, scheduling
+    from domain.messages import (
+        CampaignInput,
+        CampaignState,
+        CellInput,
+        InventoryRequest,
+        InventorySnapshot,
+        ProgressReport,
+        StoreResultRequest,
+        SweepRequest,
+    )
+    from domain.model import CampaignResult, Cell, CellResult, CheckResult, Grade
+    from workflows.cell import CellWorkflow
+
+SHORT = timedelta(seconds=60)
+ACT_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"]
+)
+APPLIED_KEYS_KEPT = (
+    500  # bounded: idempotency keys older than this are assumed delivered
+)
+
+
+@dataclass
+class SteerRequest:
+    """An operator action. ``request_id`` makes a retried CLI call apply once."""
+
+    action: str  # pause | resume | cancel | retry | skip | swap_host | add_cells | set_concurrency
+    request_id: str = ""
+    cells: list[str] = field(
+        default_factory=list
+    )  # retry/skip: cell ids ("*failed" = all failed)
+    host: str = ""  # swap_host: take this host out of scheduling
+    replacement: str = (
+        ""  # swap_host: a host (already in the snapshot) that takes its platforms
+    )
+    add: list[list[str]] = field(
+        default_factory=list
+    )  # add_cells: [source, target, image]
+    max_cells: int = 0  # set_concurrency
+
+
+@dataclass
+class SteerResponse:
+    applied: bool
+    message: str
+
+
+@dataclass
+class Progress:
+    campaign_id: str
+    name: str
+    status: str
+    counts: dict[str, int]
+    running: dict[str, str]  # cell id -> "src_host -> tgt_host"
+    paused: bool
+    generation: int
+    history_length: int
+
+
+@workflow.defn
+class CampaignWorkflow:
+    def __init__(self) -> None:
+        self.st = CampaignState()
+        self.cells: dict[str, Cell] = {}
+        self.running: dict[str, scheduling.Assignment] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.lock = asyncio.Lock()
+        self.cancel_requested = False
+        self.dirty = True
+        self.status = "starting"
+        self.campaign_id = ""
+        self.plan = None
+
+    # -- queries --------------------------------------------------------------------------------
+    @workflow.query
+    def progress(self) -> Progress:
+        return Progress(
+            campaign_id=self.campaign_id,
+            name=self.plan.name if self.plan else "",
+            status=self.status,
+            counts=self._counts(),
+            running={
+                c: f"{a.source_host} -> {a.target_host}"
+                for c, a in self.running.items()
+            },
+            paused=self.st.paused,
+            generation=self.st.generation,
+            history_length=workflow.info().get_current_history_length(),
+        )
+
+    @workflow.query
+    def results(self) -> list[CellResult]:
+        return list(self.st.results.values())
+
+    def _counts(self) -> dict[str, int]:
+        counts = {
+            "total": len(self.cells),
+            "pending": len(self.st.pending),
+            "running": len(self.running),
+            "done": len(self.st.results),
+        }
+        for g in Grade:
+            counts[g.value] = sum(1 for r in self.st.results.values() if r.grade == g)
+        counts["cached"] = sum(1 for r in self.st.results.values() if r.cached)
+        return counts
+
+    # -- steering ---------------------------------------------------------------------------------
+    @workflow.update
+    async def steer(self, req: SteerRequest) -> SteerResponse:
+        async with self.lock:
+            if req.request_id and req.request_id in self.st.applied_updates:
+                return SteerResponse(False, f"request {req.request_id} already applied")
+            msg = self._apply(req)
+            if req.request_id:
+                self.st.applied_updates = (self.st.applied_updates + [req.request_id])[
+                    -APPLIED_KEYS_KEPT:
+                ]
+            self.dirty = True
+            return SteerResponse(True, msg)
+
+    @steer.validator
+    def _validate_steer(self, req: SteerRequest) -> None:
+        # runs before the update is written to history: bad requests leave no trace
+        known = (
+            "pause",
+            "resume",
+            "cancel",
+            "retry",
+            "skip",
+            "swap_host",
+            "add_cells",
+            "set_concurrency",
+        )
+        if req.action not in known:
+            raise ValueError(f"unknown action {req.action!r}; known: {list(known)}")
+        if self.status in ("completed", "cancelled"):
+            raise ValueError(f"campaign is {self.status}")
+        if req.action in ("retry", "skip"):
+            unknown = [c for c in req.cells if c != "*failed" and c not in self.cells]
+            if unknown or not req.cells:
+                raise ValueError(
+                    f"unknown cells {unknown}" if unknown else "name cells (or *failed)"
+                )
+        if req.action == "swap_host":
+            names = {h.name for h in self.st.hosts}
+            if req.host not in names:
+                raise ValueError(f"unknown host {req.host!r}")
+            if req.replacement and req.replacement not in names:
+                raise ValueError(
+                    f"replacement {req.replacement!r} is not in the campaign's inventory snapshot"
+                )
+        if req.action == "add_cells":
+            plats = {p.name for p in self.plan.platforms}
+            imgs = {i.name for i in self.plan.images}
+            for trip in req.add:
+                if (
+                    len(trip) != 3
+                    or trip[0] not in plats
+                    or trip[1] not in plats
+                    or trip[2] not in imgs
+                ):
+                    raise ValueError(
+                        f"bad cell {trip}: need [source platform, target platform, image] from the spec"
+                    )
+        if req.action == "set_concurrency" and req.max_cells < 1:
+            raise ValueError("max_cells must be >= 1")
+
+    def _apply(self, req: SteerRequest) -> str:
+        if req.action == "pause":
+            self.st.paused = True
+            return "paused: running cells finish, no new cells start"
+        if req.action == "resume":
+            self.st.paused = False
+            return "resumed"
+        if req.action == "cancel":
+            self.cancel_requested = True
+            return "cancelling: running cells clean up and release their hosts"
+        if req.action == "set_concurrency":
+            self.st.max_cells = req.max_cells
+            return f"max_cells={req.max_cells}"
+        if req.action == "retry":
+            ids = (
+                [c for c, r in self.st.results.items() if r.grade != Grade.PASS]
+                if "*failed" in req.cells
+                else req.cells
+            )
+            requeued = []
+            for c in ids:
+                if c in self.running or c in self.st.pending:
+                    continue
+                self.st.results.pop(c, None)
+                self.st.skipped.pop(c, None)
+                self.st.pending.append(c)
+                requeued.append(c)
+            return f"requeued {len(requeued)} cells"
+        if req.action == "skip":
+            done = []
+            for c in req.cells:
+                if c in self.st.pending:
+                    self.st.pending.remove(c)
+                    self.st.skipped[c] = "skipped by operator"
+                    self.st.results[c] = self._skipped_result(c, "skipped by operator")
+                    done.append(c)
+            return f"skipped {len(done)} cells"
+        if req.action == "swap_host":
+            if req.host not in self.st.unavailable_hosts:
+                self.st.unavailable_hosts.append(req.host)
+            if req.replacement:
+                for plat, names in self.st.platform_hosts.items():
+                    if req.host in names and req.replacement not in names:
+                        names.append(req.replacement)
+            return f"host {req.host} out of scheduling" + (
+                f", {req.replacement} takes its platforms" if req.replacement else ""
+            )
+        if req.action == "add_cells":
+            added = 0
+            for s, t, i in req.add:
+                cid = matrix.cell_id(s, t, i)
+                if cid in self.cells:
+                    continue
+                cell = Cell(
+                    cid,
+                    s,
+                    t,
+                    i,
+                    list(self.plan.checks),
+                    matrix.fingerprint(self.plan, s, t, i),
+                )
+                self.cells[cid] = cell
+                self.st.extra_cells.append(cell)
+                self.st.pending.append(cid)
+                added += 1
+            return f"added {added} cells"
+        raise ApplicationError(f"unhandled action {req.action}")
+
+    def _skipped_result(self, cid: str, reason: str) -> CellResult:
+        c = self.cells[cid]
+        return CellResult(
+            cell_id=cid,
+            source=c.source,
+            target=c.target,
+            image=c.image,
+            checks=[CheckResult(k, Grade.SKIPPED, reason) for k in c.checks],
+            stages=[],
+            fingerprint=c.fingerprint,
+        )
+
+    # -- main loop --------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, inp: CampaignInput) -> CampaignResult:
+        self.plan = plan = inp.plan
+        self.campaign_id = inp.campaign_id or workflow.info().workflow_id
+        self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
+        for c in matrix.expand(plan) + self.st.extra_cells:
+            self.cells[c.id] = c
+        if not self.st.hosts:
+            await self._load_inventory()
+        self.status = "running"
+        await self._publish()
+
+        while True:
+            await workflow.wait_condition(lambda: self.dirty or self.cancel_requested)
+            async with self.lock:
+                self.dirty = False
+                if self.cancel_requested:
+                    break
+                if not self.st.pending and not self.running:
+                    break
+                draining = (
+                    workflow.info().get_current_history_length() > inp.history_limit
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+                if draining and not self.running:
+                    # everything that crosses over is in self.st; no child is left behind
+                    self.st.generation += 1
+                    workflow.continue_as_new(
+                        CampaignInput(
+                            plan=plan,
+                            campaign_id=self.campaign_id,
+                            state=self.st,
+                            history_limit=inp.history_limit,
+                        )
+                    )
+                if not self.st.paused and not draining:
+                    self._start_ready_cells()
+                self.status = (
+                    "paused"
+                    if self.st.paused
+                    else ("draining" if draining else "running")
+                )
+
+        if self.cancel_requested:
+            self.status = "cancelling"
+            for t in self.tasks.values():
+                t.cancel()
+            await workflow.wait_condition(lambda: not self.running)
+            for cid in list(self.st.pending):
+                self.st.results[cid] = self._skipped_result(cid, "campaign cancelled")
+            self.st.pending.clear()
+            await workflow.execute_activity(
+                "sweep_leaks",
+                SweepRequest(self.campaign_id, plan.inventory, self.st.hosts),
+                result_type=list[str],
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=ACT_RETRY,
+            )
+        self.status = "cancelled" if self.cancel_requested else "completed"
+        await self._publish(running=False)
+        return CampaignResult(
+            campaign_id=self.campaign_id,
+            name=plan.name,
+            cells=[self.st.results[c] for c in self.cells if c in self.st.results],
+            hosts=self.st.hosts,
+            status=self.status,
+            started_at=self.st.started_at,
+            finished_at=workflow.now().isoformat(),
+        )
+
+    async def _load_inventory(self) -> None:
+        plan = self.plan
+        snap = await workflow.execute_activity(
+            "load_inventory",
+            InventoryRequest(
+                plan.inventory,
+                {p.name: {**p.select, "kind": p.kind} for p in plan.platforms},
+            ),
+            result_type=InventorySnapshot,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=ACT_RETRY,
+        )
+        self.st.hosts = snap.hosts
+        self.st.platform_hosts = snap.platform_hosts
+        self.st.pending = [c for c in self.cells if c not in self.st.results]
+        # cells whose platform has no host can never run: say so instead of waiting forever
+        for cid in list(self.st.pending):
+            c = self.cells[cid]
+            missing = [
+                p for p in (c.source, c.target) if not snap.platform_hosts.get(p)
+            ]
+            if missing:
+                self.st.pending.remove(cid)
+                self.st.results[cid] = self._skipped_result(
+                    cid, f"no healthy host matches platform(s) {missing}"
+                )
+
+    def _start_ready_cells(self) -> None:
+        plan = self.plan
+        hosts = {h.name: h for h in self.st.hosts}
+        kinds = {p.name: p.kind for p in plan.platforms}
+        load: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        for cid, a in self.running.items():
+            load[a.source_host] = load.get(a.source_host, 0) + 1
+            load[a.target_host] = load.get(a.target_host, 0) + 1
+            c = self.cells[cid]
+            for k in {kinds[c.source], kinds[c.target]}:
+                by_kind[k] = by_kind.get(k, 0) + 1
+        limits = plan.concurrency
+        if self.st.max_cells:
+            limits = type(limits)(max_cells=self.st.max_cells, per_kind=limits.per_kind)
+        pending = [self.cells[c] for c in self.st.pending]
+        picks = scheduling.schedule(
+            pending,
+            hosts,
+            self.st.platform_hosts,
+            kinds,
+            scheduling.LabState(load, by_kind, len(self.running)),
+            limits,
+            unavailable=frozenset(self.st.unavailable_hosts),
+        )
+        for a in picks:
+            self.st.pending.remove(a.cell_id)
+            self.running[a.cell_id] = a
+            self.st.attempts[a.cell_id] = self.st.attempts.get(a.cell_id, 0) + 1
+            self.tasks[a.cell_id] = asyncio.create_task(self._run_cell(a, hosts))
+
+    async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
+        cell = self.cells[a.cell_id]
+        plan = self.plan
+        attempt = self.st.attempts[a.cell_id]
+        src, tgt = plan.platform(cell.source), plan.platform(cell.target)
+        inp = CellInput(
+            campaign_id=self.campaign_id,
+            cell=cell,
+            source=src,
+            target=tgt,
+            image=plan.image(cell.image),
+            source_host=hosts[a.source_host],
+            target_host=hosts[a.target_host],
+            inventory=plan.inventory,
+            retry=plan.retry,
+            export_format=plan.export_format,
+            attempt=attempt,
+        )
+        try:
+            result = await workflow.execute_child_workflow(
+                CellWorkflow.run,
+                inp,
+                id=f"{self.campaign_id}.cell.{cell.id}.{attempt}",
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                # on cancel, wait for the child's cleanup/release instead of abandoning it
+                cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ChildWorkflowError as e:
+            result = self._skipped_result(
+                cell.id, f"cell workflow failed: {e.cause or e}"
+            )
+            result.checks = [
+                CheckResult(c.check, Grade.ERROR, c.reason) for c in result.checks
+            ]
+        except asyncio.CancelledError:
+            # the campaign was cancelled and so was the child (its cleanup ran); record it
+            result = self._skipped_result(cell.id, "campaign cancelled")
+        async with self.lock:
+            self.running.pop(cell.id, None)
+            self.tasks.pop(cell.id, None)
+            self.st.results[cell.id] = result
+            self.dirty = True
+        await workflow.execute_activity(
+            "store_result",
+            StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind),
+            start_to_close_timeout=SHORT,
+            retry_policy=ACT_RETRY,
+        )
+        await self._publish()
+
+    async def _publish(self, running: bool = True) -> None:
+        await workflow.execute_local_activity(
+            "publish_progress",
+            ProgressReport(self.plan.name, self._counts(), running),
+            start_to_close_timeout=timedelta(seconds=10),
+        )
