@@ -25,6 +25,7 @@ from temporalio import activity
 from crossvisor import metrics
 from crossvisor.config import Settings
 from domain import grading, interop
+from domain.ovf import QEMU_FORMAT
 from domain.messages import StageInput, StageOutput
 from domain.model import CheckResult, Grade, Host
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
@@ -336,7 +337,7 @@ class StageActivities:
             disks, outs = [], []
             for i, disk in enumerate(desc.disks):
                 src = files[disk.file_href]
-                src_fmt = "vmdk" if disk.format.startswith("vmdk") else disk.format
+                src_fmt = QEMU_FORMAT[disk.format]
                 dst = d / f"disk{i}.{_ext(fmt)}"
                 self._heartbeat(f"convert disk{i}")
                 res = diskconv.convert(

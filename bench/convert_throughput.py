@@ -5,10 +5,10 @@
 
 The source disk is real data: 1 MiB blocks, by default half random and half zeros (spread evenly,
 like a freshly installed guest). Every run starts from the page cache (the source was just
-written), so both sides measure CPU + write cost, not the source disk. qemu-img flushes its
-output on close unless ``durable=False`` (``-t unsafe``); ``shutil.copyfile`` never does. So
-each conversion is timed twice and compared like with like: ``durable=False`` vs copyfile, and
-``durable=True`` (the default) vs copyfile + fsync. Goal: raw/vpc/vhdx <= 1.3x the copy.
+written), so both sides measure CPU + write cost, not the source disk. convert(durable=True),
+the default, flushes its output once (``-t writeback``); ``durable=False`` (``-t unsafe``) and
+``shutil.copyfile`` never flush. So each conversion is timed twice and compared like with like:
+``durable=False`` vs copyfile, ``durable=True`` vs copyfile + fsync. Goal: raw/vpc/vhdx <= 1.3x.
 """
 
 from __future__ import annotations

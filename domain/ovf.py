@@ -18,9 +18,7 @@ from domain.vm import DiskSpec, Hardware, NicSpec
 OVF1_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 OVF2_NS = "http://schemas.dmtf.org/ovf/envelope/2"
 RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
-VSSD_NS = (
-    "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
-)
+VSSD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
 SASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_StorageAllocationSettingData.xsd"
 EPASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_EthernetPortAllocationSettingData.xsd"
 VMW_NS = "http://www.vmware.com/schema/ovf"
@@ -59,9 +57,7 @@ DISK_FORMAT_URLS: dict[str, tuple[str, ...]] = {
     "vhdx": ("https://learn.microsoft.com/openspecs/windows_protocols/ms-vhdx",),
 }
 DISK_FORMATS = tuple(DISK_FORMAT_URLS)
-_URL_TO_FORMAT = {
-    url.lower(): fmt for fmt, urls in DISK_FORMAT_URLS.items() for url in urls
-}
+_URL_TO_FORMAT = {url.lower(): fmt for fmt, urls in DISK_FORMAT_URLS.items() for url in urls}
 
 # qemu-img format name of each OVF disk format (the convert stage works in qemu terms).
 QEMU_FORMAT = {
@@ -87,9 +83,7 @@ _NIC_SUBTYPE = {
 }
 
 METADATA_CLASS = "org.crossvisor"
-ANNOTATION_KEY = (
-    "annotation"  # metadata key carried in AnnotationSection instead of a Property
-)
+ANNOTATION_KEY = "annotation"  # metadata key carried in AnnotationSection instead of a Property
 
 
 class OvfError(ValueError):
@@ -104,9 +98,7 @@ class OvfDisk:
     controller: str = "scsi"  # scsi | ide | sata | virtio
     controller_subtype: str = ""  # e.g. lsilogic, pvscsi, VirtualSCSI, virtio-scsi
     populated_bytes: int = 0
-    file_size: int = (
-        0  # References/File ovf:size (bytes of the file as stored), 0 = unknown
-    )
+    file_size: int = 0  # References/File ovf:size (bytes of the file as stored), 0 = unknown
     compression: str = ""  # References/File ovf:compression, e.g. "gzip"
 
 
@@ -214,9 +206,7 @@ def build_ovf(d: OvfDescriptor) -> str:
     ET.SubElement(system, f"{{{VSSD_NS}}}InstanceID").text = "0"
     ET.SubElement(system, f"{{{VSSD_NS}}}VirtualSystemIdentifier").text = d.name
     if d.hardware_version:
-        ET.SubElement(
-            system, f"{{{VSSD_NS}}}VirtualSystemType"
-        ).text = d.hardware_version
+        ET.SubElement(system, f"{{{VSSD_NS}}}VirtualSystemType").text = d.hardware_version
 
     v2 = ns == OVF2_NS
     ids = iter(range(1, 10_000))
@@ -313,11 +303,7 @@ def build_ovf(d: OvfDescriptor) -> str:
             },
         )
     ET.indent(env, space="  ")
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        + ET.tostring(env, encoding="unicode")
-        + "\n"
-    )
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(env, encoding="unicode") + "\n"
 
 
 def _validate(d: OvfDescriptor) -> None:
@@ -329,13 +315,9 @@ def _validate(d: OvfDescriptor) -> None:
         raise OvfError(f"cpus={d.cpus} memory_mib={d.memory_mib}: both must be >= 1")
     for disk in d.disks:
         if disk.format not in DISK_FORMAT_URLS:
-            raise OvfError(
-                f"Disk ovf:format {disk.format!r} unknown (one of {DISK_FORMATS})"
-            )
+            raise OvfError(f"Disk ovf:format {disk.format!r} unknown (one of {DISK_FORMATS})")
         if disk.controller not in CONTROLLERS:
-            raise OvfError(
-                f"disk controller {disk.controller!r} unknown (one of {CONTROLLERS})"
-            )
+            raise OvfError(f"disk controller {disk.controller!r} unknown (one of {CONTROLLERS})")
         if disk.capacity_bytes <= 0:
             raise OvfError(f"Disk {disk.file_href!r} ovf:capacity must be > 0")
     hrefs = [x.file_href for x in d.disks if x.file_href]
@@ -394,9 +376,7 @@ def _int(text: str | None, where: str) -> int:
         raise OvfError(f"{where}: {text!r} is not an integer") from None
 
 
-_UNITS_RE = re.compile(
-    r"^\s*byte\s*(?:\*\s*(\d+)\s*(?:\^\s*(\d+))?)?\s*$", re.IGNORECASE
-)
+_UNITS_RE = re.compile(r"^\s*byte\s*(?:\*\s*(\d+)\s*(?:\^\s*(\d+))?)?\s*$", re.IGNORECASE)
 _UNIT_WORDS = {
     "bytes": 1,
     "kilobytes": 2**10,
@@ -430,9 +410,7 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
         raise OvfError(f"root element is <{_local(root.tag)}>, expected <Envelope>")
     ns = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
     if ns not in (OVF1_NS, OVF2_NS):
-        raise OvfError(
-            f"Envelope namespace {ns!r} is neither OVF 1.x ({OVF1_NS}) nor 2.x"
-        )
+        raise OvfError(f"Envelope namespace {ns!r} is neither OVF 1.x ({OVF1_NS}) nor 2.x")
     version = "2.0" if ns == OVF2_NS else (_attr(root, ns, "version") or "1.0")
 
     # References: file id -> (href, size, compression)
@@ -463,13 +441,9 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
         if cap is None:
             raise OvfError(f"{where}: missing ovf:capacity")
         if cap.strip().startswith("${"):
-            raise OvfError(
-                f"{where}: ovf:capacity {cap!r} uses a property reference (unsupported)"
-            )
+            raise OvfError(f"{where}: ovf:capacity {cap!r} uses a property reference (unsupported)")
         units = _attr(el, ns, "capacityAllocationUnits") or "byte"
-        capacity = _int(cap, f"{where} ovf:capacity") * _unit_multiplier(
-            units, f"{where} ovf:capacityAllocationUnits"
-        )
+        capacity = _int(cap, f"{where} ovf:capacity") * _unit_multiplier(units, f"{where} ovf:capacityAllocationUnits")
         fmt_url = _attr(el, ns, "format") or ""
         fmt = _URL_TO_FORMAT.get(fmt_url.lower())
         if fmt is None:
@@ -478,9 +452,7 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
         ref = _attr(el, ns, "fileRef")
         if ref:
             if ref not in files:
-                raise OvfError(
-                    f"{where}: ovf:fileRef {ref!r} matches no References/File ovf:id"
-                )
+                raise OvfError(f"{where}: ovf:fileRef {ref!r} matches no References/File ovf:id")
             href, fsize, compression = files[ref]
         pop = _attr(el, ns, "populatedSize")
         disks[did] = OvfDisk(
@@ -522,9 +494,7 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
     hw_secs = _children(vs, "VirtualHardwareSection")
     if not hw_secs:
         raise OvfError(f"VirtualSystem {name!r} has no VirtualHardwareSection")
-    hw = hw_secs[
-        0
-    ]  # several sections = alternatives per platform; the first is the default
+    hw = hw_secs[0]  # several sections = alternatives per platform; the first is the default
     hardware_version = ""
     system = _child(hw, "System")
     if system is not None:
@@ -548,22 +518,16 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
         if rtype == RT_CPU:
             cpus = _int(fields.get("VirtualQuantity"), f"{where} (CPU) VirtualQuantity")
         elif rtype == RT_MEMORY:
-            qty = _int(
-                fields.get("VirtualQuantity"), f"{where} (memory) VirtualQuantity"
-            )
+            qty = _int(fields.get("VirtualQuantity"), f"{where} (memory) VirtualQuantity")
             nbytes = qty * _unit_multiplier(
                 fields.get("AllocationUnits") or "byte * 2^20",
                 f"{where} (memory) AllocationUnits",
             )
             if nbytes % 2**20:
-                raise OvfError(
-                    f"{where} (memory): {nbytes} bytes is not a whole number of MiB"
-                )
+                raise OvfError(f"{where} (memory): {nbytes} bytes is not a whole number of MiB")
             memory_mib = nbytes // 2**20
         elif rtype in (RT_IDE, RT_SCSI, RT_OTHER_STORAGE):
-            controllers[iid] = _controller_from_rasd(
-                rtype, fields.get("ResourceSubType", "")
-            )
+            controllers[iid] = _controller_from_rasd(rtype, fields.get("ResourceSubType", ""))
         elif rtype == RT_DISK:
             host = fields.get("HostResource", "")
             if not host:
@@ -578,13 +542,9 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
                 )
             )
     if cpus < 1:
-        raise OvfError(
-            "VirtualHardwareSection: no CPU Item (ResourceType 3) with VirtualQuantity >= 1"
-        )
+        raise OvfError("VirtualHardwareSection: no CPU Item (ResourceType 3) with VirtualQuantity >= 1")
     if memory_mib < 1:
-        raise OvfError(
-            "VirtualHardwareSection: no memory Item (ResourceType 4) with VirtualQuantity >= 1"
-        )
+        raise OvfError("VirtualHardwareSection: no memory Item (ResourceType 4) with VirtualQuantity >= 1")
 
     ordered: list[OvfDisk] = []
     used: set[str] = set()
@@ -595,24 +555,18 @@ def parse_ovf(xml_text: str) -> OvfDescriptor:
             raise OvfError(f"{where}: HostResource {host!r} is not ovf:/disk/<diskId>")
         did = m.group(1)
         if did not in disks:
-            raise OvfError(
-                f"{where}: HostResource {host!r} matches no DiskSection/Disk ovf:diskId"
-            )
+            raise OvfError(f"{where}: HostResource {host!r} matches no DiskSection/Disk ovf:diskId")
         if did in used:
             raise OvfError(f"{where}: DiskSection/Disk {did!r} attached twice")
         if parent not in controllers:
-            raise OvfError(
-                f"{where}: Parent {parent!r} matches no controller Item InstanceID"
-            )
+            raise OvfError(f"{where}: Parent {parent!r} matches no controller Item InstanceID")
         used.add(did)
         disk = disks[did]
         disk.controller, disk.controller_subtype = controllers[parent]
         ordered.append(disk)
     for did in disks:
         if did not in used:
-            raise OvfError(
-                f"DiskSection/Disk {did!r} is not attached by any disk Item (ResourceType 17)"
-            )
+            raise OvfError(f"DiskSection/Disk {did!r} is not attached by any disk Item (ResourceType 17)")
 
     firmware = "bios"
     for el in hw.iter():
@@ -645,9 +599,7 @@ def ovf_disk_format(fmt: str) -> str:
     return fmt
 
 
-def descriptor_from_hardware(
-    name: str, hw: Hardware, disk_hrefs: list[str], disk_format: str
-) -> OvfDescriptor:
+def descriptor_from_hardware(name: str, hw: Hardware, disk_hrefs: list[str], disk_format: str) -> OvfDescriptor:
     """Describe ``hw`` for export; ``disk_hrefs[i]`` is the package file of ``hw.disks[i]``."""
     if len(disk_hrefs) != len(hw.disks):
         raise OvfError(f"{len(disk_hrefs)} disk hrefs for {len(hw.disks)} disks")
@@ -686,21 +638,14 @@ def descriptor_from_hardware(
     )
 
 
-def hardware_from_descriptor(
-    d: OvfDescriptor, disk_paths: list[str], disk_format: str
-) -> Hardware:
+def hardware_from_descriptor(d: OvfDescriptor, disk_paths: list[str], disk_format: str) -> Hardware:
     """Hardware an importer should create; ``disk_paths`` are the converted disks (qemu format)."""
     if len(disk_paths) != len(d.disks):
-        raise OvfError(
-            f"{len(disk_paths)} disk paths for {len(d.disks)} disks in {d.name!r}"
-        )
+        raise OvfError(f"{len(disk_paths)} disk paths for {len(d.disks)} disks in {d.name!r}")
     to_model = {v.lower(): k for k, v in _NIC_SUBTYPE.items()}
     controllers = list(
         dict.fromkeys(
-            f"{x.controller}:{x.controller_subtype}"
-            if x.controller_subtype
-            else x.controller
-            for x in d.disks
+            f"{x.controller}:{x.controller_subtype}" if x.controller_subtype else x.controller for x in d.disks
         )
     )
     return Hardware(

@@ -43,6 +43,8 @@ NIC_MODELS = {
 }
 BUS_TARGET = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 
+# errors come back as exceptions that we handle; libvirt's default handler would also print them
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 _test_lock = threading.Lock()
 # test:///default lives as long as one connection to it is open: keep one per process so that the
 # "host" does not forget its domains between two activities

@@ -278,7 +278,7 @@ def read_ova(path: Path, dest_dir: Path) -> tuple[OvfDescriptor, dict[str, Path]
             if mf_name in by_name:
                 mf_text = _read_member(tar, by_name[mf_name], pkg).decode("utf-8", "replace")
                 manifest = _parse_manifest(mf_text, mf_name)
-            algos = {a for a, _ in (manifest or {}).values()} or {"sha256"}
+            algos = {a for a, _ in (manifest or {}).values()}  # no manifest: nothing to hash
 
             digests: dict[str, dict[str, str]] = {}
             sizes: dict[str, int] = {}
@@ -353,7 +353,7 @@ def read_ovf_dir(ovf_path: Path) -> tuple[OvfDescriptor, dict[str, Path]]:
     d = _parse_descriptor(ovf_bytes, pkg)
     mf_path = ovf_path.with_suffix(".mf")
     manifest = _parse_manifest(mf_path.read_text(errors="replace"), mf_path.name) if mf_path.exists() else None
-    algos = {a for a, _ in (manifest or {}).values()} or {"sha256"}
+    algos = {a for a, _ in (manifest or {}).values()}  # no manifest: nothing to hash
     base = ovf_path.parent
     digests: dict[str, dict[str, str]] = {}
     sizes: dict[str, int] = {}

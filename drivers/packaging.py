@@ -58,4 +58,9 @@ def read_descriptor(package: str) -> ovf.OvfDescriptor:
                 return ovf.parse_ovf(f.read().decode())
         except tarfile.TarError as e:
             raise ova.CorruptPackage(f"{p.name}: not a readable OVA: {e}") from None
-    return ovf.parse_ovf(p.read_text())
+        except ovf.OvfError as e:
+            raise ova.CorruptPackage(f"{p.name}: bad OVF descriptor: {e}") from None
+    try:
+        return ovf.parse_ovf(p.read_text())
+    except ovf.OvfError as e:
+        raise ova.CorruptPackage(f"{p.name}: bad OVF descriptor: {e}") from None

@@ -47,15 +47,11 @@ def check_markers(path: Path, fmt: str) -> None:
         assert diskconv.read_marker(path, fmt, off, len(data)) == data, (path, fmt, off)
 
 
-@pytest.mark.parametrize(
-    ("fmt", "sub"), TARGETS, ids=[f"{f}-{s or 'default'}" for f, s in TARGETS]
-)
+@pytest.mark.parametrize(("fmt", "sub"), TARGETS, ids=[f"{f}-{s or 'default'}" for f, s in TARGETS])
 def test_round_trip(tmp_path: Path, source: Path, fmt: str, sub: str) -> None:
     mid = tmp_path / f"mid.{fmt}"
     seen: list[float] = []
-    res = diskconv.convert(
-        source, "qcow2", mid, fmt, subformat=sub, progress=seen.append
-    )
+    res = diskconv.convert(source, "qcow2", mid, fmt, subformat=sub, progress=seen.append)
     assert (res.src_format, res.dst_format, res.bytes) == ("qcow2", fmt, SIZE)
     assert seen and seen[-1] == 100.0 and seen == sorted(seen)
     inf = diskconv.info(mid, fmt)
@@ -98,9 +94,7 @@ def test_marker_on_stream_optimized(tmp_path: Path) -> None:
 def test_vpc_size_trap(tmp_path: Path) -> None:
     """The trap is real on this qemu (plain create rounds), and our create/convert avoid it."""
     plain = tmp_path / "plain.vhd"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "vpc", str(plain), str(SIZE)], check=True
-    )
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", str(plain), str(SIZE)], check=True)
     assert diskconv.info(plain, "vpc").virtual_size != SIZE
     ours = tmp_path / "ours.vhd"
     diskconv.create(ours, "vpc", SIZE)
@@ -111,9 +105,7 @@ def test_size_change_is_precise_error(tmp_path: Path, source: Path) -> None:
     """A size-changing conversion is refused with both sizes named, and leaves nothing behind."""
     fake = tmp_path / "fake-qemu-img"
     # Real qemu-img, but with force_size stripped: reproduces the CHS rounding bug.
-    fake.write_text(
-        '#!/bin/sh\nexec qemu-img $(echo "$@" | sed "s/force_size=on/force_size=off/")\n'
-    )
+    fake.write_text('#!/bin/sh\nexec qemu-img $(echo "$@" | sed "s/force_size=on/force_size=off/")\n')
     fake.chmod(0o755)
     old = diskconv.QEMU_IMG
     diskconv.QEMU_IMG = str(fake)
@@ -130,9 +122,7 @@ def test_explicit_format_trap(tmp_path: Path) -> None:
     q = tmp_path / "inner.qcow2"
     diskconv.create(q, "qcow2", 64 * MiB)
     raw = tmp_path / "guest.raw"
-    raw.write_bytes(
-        q.read_bytes().ljust(MiB, b"\0")
-    )  # a guest wrote a qcow2 image to its disk
+    raw.write_bytes(q.read_bytes().ljust(MiB, b"\0"))  # a guest wrote a qcow2 image to its disk
     probed = json.loads(
         subprocess.run(
             ["qemu-img", "info", "--output=json", str(raw)],
@@ -140,22 +130,16 @@ def test_explicit_format_trap(tmp_path: Path) -> None:
             check=True,
         ).stdout
     )
-    assert (
-        probed["format"] == "qcow2" and probed["virtual-size"] == 64 * MiB
-    )  # the trap
+    assert probed["format"] == "qcow2" and probed["virtual-size"] == 64 * MiB  # the trap
     assert diskconv.info(raw, "raw").virtual_size == MiB
     out = tmp_path / "out.qcow2"
     diskconv.convert(raw, "raw", out, "qcow2")
     assert diskconv.info(out, "qcow2").virtual_size == MiB
-    assert (
-        diskconv.read_marker(out, "qcow2", 0, 4) == b"QFI\xfb"
-    )  # header kept as guest data
+    assert diskconv.read_marker(out, "qcow2", 0, 4) == b"QFI\xfb"  # header kept as guest data
     # A fixed VHD probes as raw too.
     vhd = tmp_path / "fixed.vhd"
     diskconv.create(vhd, "vpc", SIZE, subformat="fixed")
-    probe = subprocess.run(
-        ["qemu-img", "info", "--output=json", str(vhd)], capture_output=True, check=True
-    )
+    probe = subprocess.run(["qemu-img", "info", "--output=json", str(vhd)], capture_output=True, check=True)
     assert json.loads(probe.stdout)["format"] == "raw"
     assert diskconv.info(vhd, "vpc").virtual_size == SIZE
 

@@ -59,9 +59,7 @@ def disks(tmp_path: Path) -> list[Path]:
     for i in (1, 2):
         q = src / f"d{i}.qcow2"
         diskconv.create(q, "qcow2", 4 * MiB)
-        diskconv.write_marker(
-            q, "qcow2", 4096 * i, f"disk-{i}".encode() + os.urandom(64)
-        )
+        diskconv.write_marker(q, "qcow2", 4096 * i, f"disk-{i}".encode() + os.urandom(64))
         v = src / f"pkg-disk{i}.vmdk"
         diskconv.convert(q, "qcow2", v, "vmdk", subformat="streamOptimized")
         q.unlink()
@@ -84,15 +82,10 @@ def test_ova_round_trip(tmp_path: Path, disks: list[Path], digest: str) -> None:
         assert all(m.type == tarfile.REGTYPE for m in tar.getmembers())
         mf = tar.extractfile("pkg.mf").read().decode()  # type: ignore[union-attr]
     algo = digest.upper()
-    assert (
-        f"{algo}(pkg-disk1.vmdk)= {hashlib.new(digest, disks[0].read_bytes()).hexdigest()}"
-        in mf
-    )
+    assert f"{algo}(pkg-disk1.vmdk)= {hashlib.new(digest, disks[0].read_bytes()).hexdigest()}" in mf
     assert f"{algo}(pkg.ovf)= {hashlib.new(digest, xml.encode()).hexdigest()}" in mf
     # GNU tar agrees it is a valid archive (USTAR, as the OVF spec requires).
-    listing = subprocess.run(
-        ["tar", "tvf", str(ova)], capture_output=True, text=True, check=True
-    )
+    listing = subprocess.run(["tar", "tvf", str(ova)], capture_output=True, text=True, check=True)
     assert "pkg-disk2.vmdk" in listing.stdout
 
     d, files = read_ova(ova, tmp_path / "out")
@@ -123,9 +116,7 @@ def test_write_ova_checks_files(tmp_path: Path, disks: list[Path]) -> None:
 # ------------------------------------------------------------------------------ broken packages
 
 
-def make_tar(
-    path: Path, members: list[tuple[str, bytes]], kind: bytes = tarfile.REGTYPE
-) -> Path:
+def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
@@ -135,9 +126,7 @@ def make_tar(
 
 
 def manifest(entries: list[tuple[str, bytes]], algo: str = "sha256") -> bytes:
-    return "".join(
-        f"{algo.upper()}({n})= {hashlib.new(algo, b).hexdigest()}\n" for n, b in entries
-    ).encode()
+    return "".join(f"{algo.upper()}({n})= {hashlib.new(algo, b).hexdigest()}\n" for n, b in entries).encode()
 
 
 DISK = b"VMDK-ish payload " * 1000
@@ -180,9 +169,7 @@ def test_tampered_disk_byte(tmp_path: Path, disks: list[Path]) -> None:
 def test_wrong_manifest_digest(tmp_path: Path) -> None:
     m = good_members()
     m[1] = ("p.mf", manifest([("p.ovf", m[0][1]), ("a.vmdk", DISK + b"x")]))
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", m), tmp_path, "checksum of a.vmdk does not match"
-    )
+    expect_corrupt(make_tar(tmp_path / "p.ova", m), tmp_path, "checksum of a.vmdk does not match")
 
 
 def test_sha1_manifest_tamper_detected(tmp_path: Path) -> None:
@@ -200,9 +187,7 @@ def test_malformed_manifest_line(tmp_path: Path) -> None:
 def test_manifest_misses_file(tmp_path: Path) -> None:
     m = good_members()
     m[1] = ("p.mf", manifest([("p.ovf", m[0][1])]))
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", m), tmp_path, "a.vmdk is in the package but not in"
-    )
+    expect_corrupt(make_tar(tmp_path / "p.ova", m), tmp_path, "a.vmdk is in the package but not in")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -214,25 +199,17 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_missing_ovf(tmp_path: Path) -> None:
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", good_members()[1:]), tmp_path, "exactly one .ovf"
-    )
+    expect_corrupt(make_tar(tmp_path / "p.ova", good_members()[1:]), tmp_path, "exactly one .ovf")
 
 
 def test_bad_xml(tmp_path: Path) -> None:
     m = good_members("<Envelope><unclosed></Envelope>")
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", m), tmp_path, "p.ovf: invalid descriptor"
-    )
+    expect_corrupt(make_tar(tmp_path / "p.ova", m), tmp_path, "p.ovf: invalid descriptor")
 
 
 def test_file_size_mismatch(tmp_path: Path) -> None:
-    xml = descriptor(["a.vmdk"]).replace(
-        'ovf:id="file1"', 'ovf:id="file1" ovf:size="5"'
-    )
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", good_members(xml)), tmp_path, "ovf:size says 5"
-    )
+    xml = descriptor(["a.vmdk"]).replace('ovf:id="file1"', 'ovf:id="file1" ovf:size="5"')
+    expect_corrupt(make_tar(tmp_path / "p.ova", good_members(xml)), tmp_path, "ovf:size says 5")
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.999])
@@ -254,9 +231,7 @@ def test_not_a_tar(tmp_path: Path) -> None:
 
 def test_path_traversal_member(tmp_path: Path) -> None:
     m = [*good_members(), ("../evil.sh", b"#!/bin/sh\nrm -rf /\n")]
-    expect_corrupt(
-        make_tar(tmp_path / "p.ova", m), tmp_path, "'../evil.sh' escapes the package"
-    )
+    expect_corrupt(make_tar(tmp_path / "p.ova", m), tmp_path, "'../evil.sh' escapes the package")
     assert not (tmp_path / "evil.sh").exists()
 
 
@@ -307,9 +282,7 @@ def test_ovf_dir_round_trip_and_tamper(tmp_path: Path, disks: list[Path]) -> Non
     assert ovf == tmp_path / "exp" / "pkg.ovf"
     assert (tmp_path / "exp" / "pkg.mf").read_text().startswith("SHA1(pkg.ovf)= ")
     d, files = read_ovf_dir(ovf)
-    assert [files[x.file_href] for x in d.disks] == [
-        tmp_path / "exp" / x.name for x in disks
-    ]
+    assert [files[x.file_href] for x in d.disks] == [tmp_path / "exp" / x.name for x in disks]
     with open(files["pkg-disk1.vmdk"], "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\xde\xad")
@@ -318,3 +291,10 @@ def test_ovf_dir_round_trip_and_tamper(tmp_path: Path, disks: list[Path]) -> Non
     files["pkg-disk2.vmdk"].unlink()
     with pytest.raises(CorruptPackage, match="references pkg-disk2.vmdk but"):
         read_ovf_dir(ovf)
+
+
+def test_package_without_manifest_reads(tmp_path: Path) -> None:
+    """A manifest is optional in OVF; without one only structure and sizes are checked."""
+    m = [good_members()[0], good_members()[2]]
+    _, files = read_ova(make_tar(tmp_path / "p.ova", m), tmp_path / "out")
+    assert files["a.vmdk"].read_bytes() == DISK

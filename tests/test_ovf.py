@@ -36,9 +36,7 @@ def sample(version: str = "1.0") -> OvfDescriptor:
                 3 * GiB,
                 1234,
             ),
-            OvfDisk(
-                "d2.vmdk", 512 * MiB + 4096, "vmdk-monolithicSparse", "scsi", "lsilogic"
-            ),
+            OvfDisk("d2.vmdk", 512 * MiB + 4096, "vmdk-monolithicSparse", "scsi", "lsilogic"),
             OvfDisk("d3.qcow2", 1 * GiB, "qcow2", "virtio"),
             OvfDisk("d4.vhd", 64 * MiB, "vhd", "ide"),
             OvfDisk("d5.vhdx", 64 * MiB, "vhdx", "sata", "vmware.sata.ahci"),
@@ -269,9 +267,7 @@ def test_parse_vmware_export() -> None:
             68608,
         ),
     ]
-    assert d.nics == [
-        OvfNic("VmxNet3", "VM Network")
-    ]  # CD-ROM/video/VMCI items are not NICs
+    assert d.nics == [OvfNic("VmxNet3", "VM Network")]  # CD-ROM/video/VMCI items are not NICs
     assert d.metadata == {
         "annotation": "web tier, owner=ops",
         "guestinfo.hostname": "web01",
@@ -301,9 +297,7 @@ def test_hardware_round_trip() -> None:
     d = descriptor_from_hardware("vm1", hw, ["root.vmdk", "data.vmdk"], "vmdk")
     assert d.disks[0].format == "vmdk-streamOptimized"
     assert [n.model for n in d.nics] == ["VmxNet3", "E1000"]  # OVF spelling on the wire
-    back = hardware_from_descriptor(
-        parse_ovf(build_ovf(d)), ["/b/r.raw", "/b/d.raw"], "raw"
-    )
+    back = hardware_from_descriptor(parse_ovf(build_ovf(d)), ["/b/r.raw", "/b/d.raw"], "raw")
     assert back == dataclasses.replace(
         hw,
         disks=[
@@ -348,9 +342,7 @@ MALFORMED = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "message"), MALFORMED, ids=[m[2][:40] for m in MALFORMED]
-)
+@pytest.mark.parametrize(("old", "new", "message"), MALFORMED, ids=[m[2][:40] for m in MALFORMED])
 def test_malformed(old: str, new: str, message: str) -> None:
     assert old in GOOD
     bad = GOOD.replace(old, new)

@@ -431,17 +431,19 @@ class CampaignWorkflow:
         except asyncio.CancelledError:
             # the campaign was cancelled and so was the child (its cleanup ran); record it
             result = self._skipped_result(cell.id, "campaign cancelled")
-        async with self.lock:
-            self.running.pop(cell.id, None)
-            self.tasks.pop(cell.id, None)
-            self.st.results[cell.id] = result
-            self.dirty = True
+        # persist before marking done: the main loop may finish the campaign as soon as it sees
+        # the last cell done, and an activity still in flight then would be lost
         await workflow.execute_activity(
             "store_result",
             StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind),
             start_to_close_timeout=SHORT,
             retry_policy=ACT_RETRY,
         )
+        async with self.lock:
+            self.running.pop(cell.id, None)
+            self.tasks.pop(cell.id, None)
+            self.st.results[cell.id] = result
+            self.dirty = True
         await self._publish()
 
     async def _publish(self, running: bool = True) -> None:

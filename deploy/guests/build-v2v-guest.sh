@@ -101,7 +101,9 @@ mke2fs -q -t ext4 -L cvroot -d "$root" -E offset=1048576 "$raw" "${part_kib}k"
 rm -rf "$root"
 
 log "grub-install in a libguestfs appliance (TCG) at $((SECONDS - t0)) s"
-LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg guestfish --rw -a "$raw" <<'EOF'
+# shellcheck disable=SC2046  # KEY=VALUE lines without spaces
+export $(bash "$(dirname "${BASH_SOURCE[0]}")/libguestfs-env.sh")
+guestfish --rw -a "$raw" <<'EOF'
 run
 mount /dev/sda1 /
 command "grub-install --target=i386-pc /dev/sda"

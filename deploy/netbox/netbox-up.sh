@@ -31,7 +31,8 @@ log() { echo "netbox-up: $*" >&2; }
 mkdir -p "$CACHE" "$RUN" "$SECRETS"
 chmod 700 "$SECRETS" "$RUN"
 
-# One caller at a time (parallel test sessions / CI steps).
+# One caller at a time (parallel test sessions / CI steps). Daemons get `9>&-`: a server that
+# inherited the lock fd would hold the lock for its whole life.
 exec 9>"$CACHE/.lock"
 flock 9
 
@@ -120,7 +121,7 @@ fi
 if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
   # fsync off: a throwaway test cluster; it makes migrate/restore much cheaper on a shared disk.
   as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGHOME/postgres.log" -w -t 60 start \
-    -o "-p $PG_PORT -k $PGHOME -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+    -o "-p $PG_PORT -k $PGHOME -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null 9>&-
 fi
 head -1 "$PGDATA/postmaster.pid" >"$RUN/postgres.pid"
 psqlc() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
@@ -130,7 +131,7 @@ db_exists() { [[ $(psqlc -tAc "SELECT 1 FROM pg_database WHERE datname='$1'") ==
 redis_up() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 if ! redis_up; then
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize yes \
-    --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN"
+    --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" 9>&-
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 fi
 
@@ -164,7 +165,7 @@ stop_web() {
 }
 # The header comes from a 0600 file: a token on curl's command line would show in `ps`.
 (umask 077 && printf 'Authorization: Token %s\n' "$(cat "$SECRETS/api_token")" >"$RUN/auth.header")
-api_ok() { curl -fsS -o /dev/null -m 5 "$URL/api/status/" -H "@$RUN/auth.header"; }
+api_ok() { curl -fs -o /dev/null -m 5 "$URL/api/status/" -H "@$RUN/auth.header"; }
 
 if ((FRESH)) || ! db_exists netbox; then
   stop_web
@@ -188,7 +189,7 @@ fi
 
 if ! pid_alive "$RUN/netbox.pid" || ! api_ok; then
   stop_web
-  setsid "${NB[@]}" runserver "127.0.0.1:$HTTP_PORT" --insecure --noreload >"$RUN/netbox.log" 2>&1 </dev/null &
+  setsid "${NB[@]}" runserver "127.0.0.1:$HTTP_PORT" --insecure --noreload >"$RUN/netbox.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/netbox.pid"
   for _ in $(seq 120); do api_ok && break; sleep 0.5; done
   api_ok || { log "runserver not ready, see $RUN/netbox.log"; exit 1; }

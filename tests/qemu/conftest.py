@@ -27,11 +27,6 @@ UP = REPO / "deploy" / "libvirt" / "libvirtd-up.sh"
 DOWN = REPO / "deploy" / "libvirt" / "libvirtd-down.sh"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "qemu: needs real QEMU + libvirtd (qemu:///system)")
-    config.addinivalue_line("markers", "v2v: runs virt-v2v (minutes)")
-
-
 def _answers() -> bool:
     return subprocess.run(["virsh", "-c", URI, "version"], capture_output=True, check=False).returncode == 0
 

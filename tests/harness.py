@@ -1,0 +1,102 @@
+"""Helpers to run real campaigns in-process against Temporal's test servers."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.worker import Worker
+
+from activities.campaign import CampaignActivities
+from activities.stages import StageActivities
+from crossvisor.config import Settings
+from domain.messages import CampaignInput, StageInput, StageOutput
+from domain.model import CampaignResult, Concurrency, GuestImage, Platform, RetryPolicySpec
+from domain.plan import CampaignPlan
+from worker import workflow_runner
+from workflows.campaign import CampaignWorkflow
+from workflows.cell import CellWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> str:
+    p = Path(ROOT / ".venv/bin" / name)
+    return str(p) if p.exists() else shutil.which(name) or name
+
+
+def small_plan(tmp: Path, **kw) -> CampaignPlan:
+    """Two libvirt test-driver platforms and one image: four stages of real qemu-img work per cell."""
+    lab = tmp / "lab.yaml"
+    lab.write_text(
+        "hosts:\n"
+        "  - {name: kvm-1, kind: kvm, endpoint: 'test:///default', site: s, slots: 2}\n"
+        "  - {name: xen-1, kind: xen, endpoint: 'test:///default', site: s, slots: 2}\n"
+    )
+    base = dict(
+        name="t" + uuid.uuid4().hex[:6],
+        platforms=[
+            Platform("kvm", "kvm", "libvirt", disk_format="qcow2"),
+            Platform("xen", "xen", "libvirt", disk_format="raw", firmware=["bios"], nic_models=["netfront", "e1000"]),
+        ],
+        images=[GuestImage("img", disk_mib=8)],
+        concurrency=Concurrency(max_cells=2),
+        retry=RetryPolicySpec(max_attempts=3, initial_interval_s=0.1, backoff=1.0, max_interval_s=0.2),
+        inventory=f"file:{lab}",
+    )
+    base.update(kw)
+    return CampaignPlan(**base)
+
+
+class Sabotage:
+    """Fault injection around the real stage activity (the activity itself is untouched)."""
+
+    def __init__(self, stages: StageActivities):
+        self.stages = stages
+        self.before: dict[str, Callable[[StageInput], None]] = {}
+        self.after: dict[str, Callable[[StageInput, StageOutput], None]] = {}
+
+    @activity.defn(name="run_stage")
+    def run_stage(self, inp: StageInput) -> StageOutput:
+        if inp.stage in self.before:
+            self.before[inp.stage](inp)
+        out = self.stages.run_stage(inp)
+        if inp.stage in self.after:
+            self.after[inp.stage](inp, out)
+        return out
+
+
+def make_worker(client, settings: Settings, task_queue: str, executor: ThreadPoolExecutor, sabotage: bool = False):
+    stages = StageActivities(settings)
+    camp = CampaignActivities(settings)
+    sab = Sabotage(stages)
+    w = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CampaignWorkflow, CellWorkflow],
+        activities=[
+            sab.run_stage if sabotage else stages.run_stage,
+            camp.load_inventory,
+            camp.lookup_cached_result,
+            camp.store_result,
+            camp.publish_progress,
+            camp.sweep_leaks,
+        ],
+        activity_executor=executor,
+        workflow_runner=workflow_runner(),
+    )
+    return w, sab
+
+
+async def run_campaign(client, plan: CampaignPlan, task_queue: str, cid: str | None = None, **kw) -> CampaignResult:
+    return await client.execute_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(plan=plan, **kw),
+        id=cid or f"c-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+        result_type=CampaignResult,
+    )

@@ -1,0 +1,243 @@
+"""Campaign and cell workflows on Temporal's time-skipping test server, with the real activities
+(libvirt test driver, qemu-img, OVA packaging, file inventory)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import libvirt
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.execlog import ExecutionLog
+from domain.messages import CampaignInput
+from domain.model import CampaignResult, Grade, GuestImage, Platform
+from inventory.file_source import FileInventory
+from tests.harness import make_worker, run_campaign, small_plan, tool
+from workflows.campaign import CampaignWorkflow, SteerRequest
+
+
+@pytest_asyncio.fixture(scope="module")
+async def env():
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    yield e
+    await e.shutdown()
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        yield ex
+
+
+def leaked_vms(prefix: str = "cv-") -> list[str]:
+    conn = libvirt.open("test:///default")
+    try:
+        return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+    finally:
+        conn.close()
+
+
+async def test_campaign_grades_every_cell(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, images=[GuestImage("bios", disk_mib=8), GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    by = {(c.source, c.target, c.image): c for c in res.cells}
+    assert len(by) == 4
+    assert by[("kvm", "xen", "bios")].grade == Grade.PASS
+    nics = next(c for c in by[("kvm", "xen", "bios")].checks if c.check == "nics")
+    assert nics.reason == "mapped virtio->netfront"
+    efi_to_xen = by[("kvm", "xen", "efi")]
+    assert efi_to_xen.grade == Grade.FAIL
+    assert "firmware EFI not supported on xen" in efi_to_xen.checks[0].reason
+    # a failed import still cleans up and releases
+    assert [s.stage for s in efi_to_xen.stages][-2:] == ["cleanup", "release"]
+    assert by[("xen", "kvm", "efi")].grade == Grade.SKIPPED  # the source can't boot EFI
+    assert by[("xen", "kvm", "bios")].grade == Grade.PASS
+    disks = next(c for c in by[("xen", "kvm", "bios")].checks if c.check == "disks")
+    assert disks.evidence["marker_before"] == disks.evidence["marker_after"] != ""
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+    assert {h.name for h in res.hosts} == {"kvm-1", "xen-1"}  # inventory snapshot kept
+
+
+async def test_corrupt_ova_is_a_failing_grade_with_evidence(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+
+    def flip_a_disk_byte(inp, out):  # storage corruption between export and conversion
+        import tarfile
+
+        pkg = Path(out.outputs["package"])
+        with tarfile.open(pkg) as tar:
+            disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
+        data = bytearray(pkg.read_bytes())
+        data[disk.offset_data + disk.size // 2] ^= 0xFF  # inside the disk's data, not a header
+        pkg.write_bytes(bytes(data))
+
+    sab.after["export"] = flip_a_disk_byte
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    cell = res.cells[0]
+    assert cell.grade == Grade.FAIL
+    assert "convert failed" in cell.checks[0].reason
+    assert "does not match" in cell.checks[0].reason or "checksum" in cell.checks[0].reason.lower()
+    assert [s.status for s in cell.stages if s.stage == "convert"] == ["fail"]
+    assert leaked_vms() == []
+
+
+async def test_transient_fault_is_retried_then_passes(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+    calls = []
+
+    def flaky(inp):
+        calls.append(inp.stage)
+        if len(calls) < 3:
+            raise ConnectionError("hypervisor API timed out")
+
+    sab.before["import"] = flaky
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    assert res.cells[0].grade == Grade.PASS
+    assert calls == ["import"] * 3
+
+
+async def test_infra_fault_exhausts_retries_to_error_and_cleans_up(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+
+    def down(inp):
+        raise ConnectionError("target host unreachable")
+
+    sab.before["boot"] = down
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    cell = res.cells[0]
+    assert cell.grade == Grade.ERROR
+    assert "target host unreachable" in cell.checks[0].reason
+    assert [s.stage for s in cell.stages][-2:] == ["cleanup", "release"]
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
+async def test_rerun_reuses_passed_cells_without_rework(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path)
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    log = ExecutionLog(settings.home / "executions.jsonl")
+    async with w:
+        first = await run_campaign(env.client, plan, tq)
+        n_first = len(log.read())
+        second = await run_campaign(env.client, plan, tq)  # a new campaign with the same spec
+    assert all(c.grade == Grade.PASS for c in first.cells)
+    assert all(c.cached for c in second.cells)
+    assert [c.checks for c in second.cells] == [c.checks for c in first.cells]
+    assert len(log.read()) == n_first  # not one stage ran again
+
+
+async def test_export_and_conversion_are_reused_by_content_hash(env, settings, tmp_path: Path, executor) -> None:
+    # two targets for the same source+image: one export, reused by the second cell
+    lab_plan = small_plan(tmp_path)
+    plan = small_plan(tmp_path, platforms=lab_plan.platforms + [Platform("kvm2", "kvm", "libvirt")], pairs=[["kvm", "xen"], ["kvm", "kvm2"]])
+    plan.concurrency.max_cells = 1
+    (tmp_path / "lab.yaml").write_text((tmp_path / "lab.yaml").read_text() + "  - {name: kvm-2, kind: kvm, endpoint: 'test:///default', site: s}\n")
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    exports = sorted(s.status for c in res.cells for s in c.stages if s.stage == "export")
+    assert exports == ["ok", "reused"]
+    assert all(c.grade == Grade.PASS for c in res.cells)
+
+
+async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    plan.concurrency.max_cells = 1
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    released = threading.Event()
+
+    def hold(inp):  # keep the first cell busy while the operator steers
+        if inp.cell.image == "i0":
+            loop.call_soon_threadsafe(gate.set)
+            released.wait(30)
+
+    sab.before["provision"] = hold
+    async with w:
+        h = await env.client.start_workflow(
+            CampaignWorkflow.run, CampaignInput(plan=plan), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=tq,
+            result_type=CampaignResult,
+        )
+        await gate.wait()
+        r = await h.execute_update(CampaignWorkflow.steer, SteerRequest("pause", request_id="p1"))
+        assert r.applied
+        again = await h.execute_update(CampaignWorkflow.steer, SteerRequest("pause", request_id="p1"))
+        assert not again.applied  # idempotent by request id
+        skip_id = "xen--kvm--i2"
+        await h.execute_update(CampaignWorkflow.steer, SteerRequest("skip", cells=[skip_id]))
+        with pytest.raises(WorkflowUpdateFailedError) as bad:
+            await h.execute_update(CampaignWorkflow.steer, SteerRequest("skip", cells=["nope"]))
+        assert "unknown cells ['nope']" in str(bad.value.cause)
+        p = await h.query(CampaignWorkflow.progress)
+        assert p.paused and p.counts["running"] == 1
+        released.set()
+        await asyncio.sleep(0)
+        await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume"))
+        res = await h.result()
+    cells = {c.cell_id: c for c in res.cells}
+    assert len(cells) == 6
+    assert cells[skip_id].grade == Grade.SKIPPED
+    assert cells[skip_id].checks[0].reason == "skipped by operator"
+    assert sum(c.grade == Grade.PASS for c in cells.values()) == 5
+
+
+async def test_cancel_cleans_up_and_releases(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(inp):
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.5)
+
+    sab.before["boot"] = slow
+    async with w:
+        h = await env.client.start_workflow(CampaignWorkflow.run, CampaignInput(plan=plan), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=tq, result_type=CampaignResult)
+        await started.wait()
+        await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel"))
+        res = await h.result()
+    assert res.status == "cancelled"
+    assert len(res.cells) == 6
+    assert any(c.grade == Grade.SKIPPED for c in res.cells)
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
+async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    cid = f"c-{uuid.uuid4().hex[:8]}"
+    async with w:
+        res = await run_campaign(env.client, plan, tq, cid=cid, history_limit=40)
+        desc = await env.client.get_workflow_handle(cid).describe()
+    assert len(res.cells) == 6 and all(c.grade == Grade.PASS for c in res.cells)
+    runs = [e async for e in env.client.list_workflows(f"WorkflowId = '{cid}'")]
+    assert len(runs) >= 2 or desc.run_id != desc.raw_description.workflow_execution_info.first_run_id
