@@ -11,6 +11,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.converter import value_to_type
 
+from activities.stages import vm_prefix
 from crossvisor import metrics
 from crossvisor.config import Settings
 from domain.messages import (
@@ -24,7 +25,6 @@ from domain.messages import (
 from domain.model import CellResult, Grade, Host
 from drivers.factory import open_driver
 from inventory.factory import open_inventory
-from activities.stages import vm_prefix
 
 
 class CampaignActivities:

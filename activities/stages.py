@@ -22,19 +22,19 @@ from pathlib import Path
 import structlog
 from temporalio import activity
 
+from activities.artifacts import ArtifactCache, key, sha256_file
+from activities.execlog import ExecutionLog
 from crossvisor import metrics
 from crossvisor.config import Settings
 from domain import grading, interop
-from domain.ovf import QEMU_FORMAT
 from domain.messages import StageInput, StageOutput
 from domain.model import CheckResult, Grade, Host
+from domain.ovf import QEMU_FORMAT
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, ova
 from drivers.base import Driver, InteropFailure
 from drivers.factory import open_driver
 from inventory.factory import open_inventory
-from activities.artifacts import ArtifactCache, key, sha256_file
-from activities.execlog import ExecutionLog
 
 MARKER_OFFSET = (
     1 << 20
@@ -381,8 +381,8 @@ class StageActivities:
             disks.append(
                 DiskSpec(str(dst), d["format"], _bus(d["bus"]), d["capacity_bytes"])
             )
-        from drivers.packaging import read_descriptor
         from domain.ovf import hardware_from_descriptor
+        from drivers.packaging import read_descriptor
 
         desc = read_descriptor(inp.context["descriptor"])
         described = hardware_from_descriptor(

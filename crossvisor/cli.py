@@ -113,7 +113,6 @@ async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
         TextColumn,
         TimeElapsedColumn,
     )
-
     from temporalio.client import WorkflowExecutionStatus
 
     client = await _client(settings)

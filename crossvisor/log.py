@@ -13,9 +13,9 @@ _SECRET_KEYS = re.compile(
 )
 # values that look like credentials even under an innocent key: NetBox v1/v2 tokens, basic auth in URLs
 _SECRET_VALUES = [
-    re.compile(r"nbt_[A-Za-z0-9]+\.[A-Za-z0-9]+"),
-    re.compile(r"(?i)(token\s+)[0-9a-f]{40}"),
-    re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"),
+    (re.compile(r"nbt_[A-Za-z0-9]+\.[A-Za-z0-9]+"), "nbt_***"),
+    (re.compile(r"(?i)\b(token\s+)[0-9a-f]{40}\b"), r"\1***"),
+    (re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"), r"\1:***@"),
 ]
 _extra: set[str] = (
     set()
@@ -31,10 +31,8 @@ def register_secret(value: str) -> None:
 def redact_text(text: str) -> str:
     for v in _extra:
         text = text.replace(v, "***")
-    for pat in _SECRET_VALUES:
-        text = pat.sub(
-            lambda m: m.group(1) + "***" if pat.groups == 1 else "***@", text
-        )
+    for pat, repl in _SECRET_VALUES:
+        text = pat.sub(repl, text)
     return text
 
 

@@ -104,6 +104,9 @@ class CampaignInput:
     state: CampaignState | None = None
     # continue-as-new once history passes this many events (Temporal warns at 10,240)
     history_limit: int = 8000
+    # the child workflow type run per cell: "CellWorkflow" for real work; a simulated lab
+    # (bench/, capacity planning) plugs in a workflow that only sleeps each stage's duration
+    cell_workflow: str = "CellWorkflow"
 
 
 @dataclass

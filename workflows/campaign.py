@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         SweepRequest,
     )
     from domain.model import CampaignResult, Cell, CellResult, CheckResult, Grade
-    from workflows.cell import CellWorkflow
 
 SHORT = timedelta(seconds=60)
 ACT_RETRY = RetryPolicy(
@@ -90,6 +89,7 @@ class CampaignWorkflow:
         self.status = "starting"
         self.campaign_id = ""
         self.plan = None
+        self.cell_workflow = "CellWorkflow"
 
     # -- queries --------------------------------------------------------------------------------
     @workflow.query
@@ -226,7 +226,7 @@ class CampaignWorkflow:
             if req.host not in self.st.unavailable_hosts:
                 self.st.unavailable_hosts.append(req.host)
             if req.replacement:
-                for plat, names in self.st.platform_hosts.items():
+                for names in self.st.platform_hosts.values():
                     if req.host in names and req.replacement not in names:
                         names.append(req.replacement)
             return f"host {req.host} out of scheduling" + (
@@ -269,6 +269,7 @@ class CampaignWorkflow:
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignResult:
         self.plan = plan = inp.plan
+        self.cell_workflow = inp.cell_workflow
         self.campaign_id = inp.campaign_id or workflow.info().workflow_id
         self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
         for c in matrix.expand(plan) + self.st.extra_cells:
@@ -414,8 +415,9 @@ class CampaignWorkflow:
         )
         try:
             result = await workflow.execute_child_workflow(
-                CellWorkflow.run,
+                self.cell_workflow,
                 inp,
+                result_type=CellResult,
                 id=f"{self.campaign_id}.cell.{cell.id}.{attempt}",
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 # on cancel, wait for the child's cleanup/release instead of abandoning it
