@@ -17,9 +17,7 @@ from pathlib import Path
 
 
 def key(*parts: object) -> str:
-    return hashlib.sha256(
-        json.dumps(parts, sort_keys=True, default=str).encode()
-    ).hexdigest()[:40]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

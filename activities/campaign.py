@@ -70,9 +70,7 @@ class CampaignActivities:
     def store_result(self, req: StoreResultRequest) -> None:
         r = req.result
         if not r.cached:
-            metrics.CELLS_FINISHED.labels(
-                req.source_kind, req.target_kind, r.grade.value
-            ).inc()
+            metrics.CELLS_FINISHED.labels(req.source_kind, req.target_kind, r.grade.value).inc()
         if r.fingerprint and r.grade == Grade.PASS and not r.cached:
             tmp = self._path(r.fingerprint).with_suffix(".tmp")
             tmp.write_text(json.dumps(dataclasses.asdict(r), default=str))

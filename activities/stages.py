@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.execlog import ExecutionLog
@@ -36,9 +37,7 @@ from drivers.base import Driver, InteropFailure
 from drivers.factory import open_driver
 from inventory.factory import open_inventory
 
-MARKER_OFFSET = (
-    1 << 20
-)  # 1 MiB into the first disk: past any partition table a guest tool rewrites
+MARKER_OFFSET = 1 << 20  # 1 MiB into the first disk: past any partition table a guest tool rewrites
 
 
 def vm_name(campaign_id: str, cell_id: str, role: str) -> str:
@@ -52,9 +51,7 @@ def vm_prefix(campaign_id: str) -> str:
 
 def disk_marker(source_platform: str, image: str) -> bytes:
     """Content written into the source disk and looked for after conversion and import."""
-    return hashlib.sha256(
-        f"crossvisor-marker:{source_platform}:{image}".encode()
-    ).digest()
+    return hashlib.sha256(f"crossvisor-marker:{source_platform}:{image}".encode()).digest()
 
 
 def hw_json(hw: Hardware) -> str:
@@ -84,11 +81,7 @@ class StageActivities:
         return open_driver(host, self.settings.home / "drivers")
 
     def _workdir(self, inp: StageInput) -> Path:
-        d = (
-            self.settings.artifacts
-            / vm_prefix(inp.campaign_id).rstrip("-")
-            / inp.cell.id
-        )
+        d = self.settings.artifacts / vm_prefix(inp.campaign_id).rstrip("-") / inp.cell.id
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -108,14 +101,8 @@ class StageActivities:
                 inp.stage,
                 info.heartbeat_details[0] if info.heartbeat_details else "retry",
             ).inc()
-        kind = (
-            inp.target.kind
-            if inp.stage in ("import", "boot", "verify", "lifecycle")
-            else inp.source.kind
-        )
-        self.execlog.record(
-            inp.campaign_id, inp.cell.id, inp.stage, info.attempt, "start"
-        )
+        kind = inp.target.kind if inp.stage in ("import", "boot", "verify", "lifecycle") else inp.source.kind
+        self.execlog.record(inp.campaign_id, inp.cell.id, inp.stage, info.attempt, "start")
         log.info("stage.start")
         t0 = time.monotonic()
         outcome = "error"
@@ -162,15 +149,11 @@ class StageActivities:
         for host in (inp.source_host, inp.target_host):
             if host.name in held:
                 continue
-            if not inv.acquire_lease(
-                host.name, owner, note=f"crossvisor cell {inp.cell.id}"
-            ):
+            if not inv.acquire_lease(host.name, owner, note=f"crossvisor cell {inp.cell.id}"):
                 for h in held:
                     inv.release_lease(h, owner)
                 # infrastructure contention, not interop: retried with backoff until the host frees
-                raise RuntimeError(
-                    f"host {host.name} is leased by another owner: {inv.leases().get(host.name, '?')}"
-                )
+                raise RuntimeError(f"host {host.name} is leased by another owner: {inv.leases().get(host.name, '?')}")
             held.append(host.name)
         for host in (inp.source_host, inp.target_host):
             try:
@@ -179,6 +162,15 @@ class StageActivities:
             except Exception as e:
                 inv.report_health(host.name, False, str(e))
                 metrics.HEALTH_FAILURES.labels(host.kind).inc()
+                for h in held:
+                    inv.release_lease(h, owner)
+                if inv.is_unhealthy(host.name):
+                    metrics.HOSTS_AVAILABLE.labels(host.kind, "unhealthy").inc()
+                    metrics.HOSTS_AVAILABLE.labels(host.kind, "healthy").dec()
+                    # no retry can fix this cell on this host: the campaign reschedules it elsewhere
+                    raise ApplicationError(
+                        f"host {host.name} marked unhealthy: {e}", host.name, type="HostUnhealthy", non_retryable=True
+                    ) from None
                 raise
         metrics.HOST_LEASES.labels(inp.source.kind).inc()
         metrics.HOST_LEASES.labels(inp.target.kind).inc()
@@ -205,18 +197,14 @@ class StageActivities:
                 diskconv.convert(img.source, _fmt_of(img.source), tmp, "qcow2")
             else:
                 diskconv.create(tmp, "qcow2", img.disk_mib * 1024 * 1024)
-            diskconv.write_marker(
-                tmp, "qcow2", MARKER_OFFSET, disk_marker(inp.source.name, img.name)
-            )
+            diskconv.write_marker(tmp, "qcow2", MARKER_OFFSET, disk_marker(inp.source.name, img.name))
             tmp.rename(disk)
         kernel, initrd, cmdline = self._guest_boot(inp.source_host)
         spec = VmSpec(
             name=vm_name(inp.campaign_id, inp.cell.id, "src"),
             cpus=img.cpus,
             memory_mib=img.memory_mib,
-            disks=[
-                DiskSpec(str(disk), "qcow2", img.disk_bus, img.disk_mib * 1024 * 1024)
-            ],
+            disks=[DiskSpec(str(disk), "qcow2", img.disk_bus, img.disk_mib * 1024 * 1024)],
             nics=[NicSpec(img.nic_model)],
             firmware=img.firmware,
             hardware_version=inp.source.hardware_version,
@@ -239,9 +227,7 @@ class StageActivities:
             hw = drv.provision(spec)
         finally:
             drv.close()
-        return StageOutput(
-            "ok", outputs={"source_vm": spec.name, "baseline_hw": hw_json(hw)}
-        )
+        return StageOutput("ok", outputs={"source_vm": spec.name, "baseline_hw": hw_json(hw)})
 
     def _stage_baseline(self, inp: StageInput, log) -> StageOutput:
         name = inp.context["source_vm"]
@@ -259,9 +245,7 @@ class StageActivities:
                 "source guest did not boot on its own platform",
                 {"console_tail": evidence[-2000:]},
             )
-        marker = diskconv.read_marker(
-            hw.disks[0].path, hw.disks[0].format, MARKER_OFFSET, 32
-        ).hex()
+        marker = diskconv.read_marker(hw.disks[0].path, hw.disks[0].format, MARKER_OFFSET, 32).hex()
         return StageOutput(
             "ok",
             outputs={"baseline_hw": hw_json(hw), "source_marker": marker},
@@ -297,9 +281,7 @@ class StageActivities:
                     [
                         p
                         for p in d.rglob("*")
-                        if p.is_file()
-                        and p.name
-                        not in (".lock", "manifest.json", "manifest.json.tmp")
+                        if p.is_file() and p.name not in (".lock", "manifest.json", "manifest.json.tmp")
                     ],
                     {"package": str(pkg.relative_to(d))},
                 )
@@ -378,16 +360,12 @@ class StageActivities:
             if not dst.exists():
                 shutil.copyfile(d["path"], wd / f"{dst.name}.tmp")
                 (wd / f"{dst.name}.tmp").rename(dst)
-            disks.append(
-                DiskSpec(str(dst), d["format"], _bus(d["bus"]), d["capacity_bytes"])
-            )
+            disks.append(DiskSpec(str(dst), d["format"], _bus(d["bus"]), d["capacity_bytes"]))
         from domain.ovf import hardware_from_descriptor
         from drivers.packaging import read_descriptor
 
         desc = read_descriptor(inp.context["descriptor"])
-        described = hardware_from_descriptor(
-            desc, [d.path for d in disks], disks[0].format if disks else "qcow2"
-        )
+        described = hardware_from_descriptor(desc, [d.path for d in disks], disks[0].format if disks else "qcow2")
         problems = interop.import_problems(described, inp.target)
         if problems:
             raise InteropFailure(
@@ -407,9 +385,7 @@ class StageActivities:
             hw = drv.import_vm(package, name)
         finally:
             drv.close()
-        return StageOutput(
-            "ok", outputs={"target_vm": name, "imported_hw": hw_json(hw)}
-        )
+        return StageOutput("ok", outputs={"target_vm": name, "imported_hw": hw_json(hw)})
 
     def _stage_boot(self, inp: StageInput, log) -> StageOutput:
         name = inp.context["target_vm"]
@@ -437,11 +413,7 @@ class StageActivities:
             drv.close()
         baseline = hw_from_json(inp.context["baseline_hw"])
         first = imported.disks[0] if imported.disks else None
-        target_marker = (
-            diskconv.read_marker(first.path, first.format, MARKER_OFFSET, 32).hex()
-            if first
-            else ""
-        )
+        target_marker = diskconv.read_marker(first.path, first.format, MARKER_OFFSET, 32).hex() if first else ""
         checks = grading.grade_verify(
             [c for c in inp.cell.checks if c != "lifecycle"],
             baseline,
@@ -452,9 +424,7 @@ class StageActivities:
             source_marker=inp.context.get("source_marker", ""),
             target_marker=target_marker,
         )
-        return StageOutput(
-            "ok", checks=checks, outputs={"imported_hw": hw_json(imported)}
-        )
+        return StageOutput("ok", checks=checks, outputs={"imported_hw": hw_json(imported)})
 
     def _stage_lifecycle(self, inp: StageInput, log) -> StageOutput:
         if "lifecycle" not in inp.cell.checks:
@@ -489,9 +459,7 @@ class StageActivities:
             drv.close()
         return StageOutput(
             "ok",
-            checks=[
-                CheckResult("lifecycle", Grade.PASS, "", {"steps": " ".join(steps)})
-            ],
+            checks=[CheckResult("lifecycle", Grade.PASS, "", {"steps": " ".join(steps)})],
         )
 
     def _stage_cleanup(self, inp: StageInput, log) -> StageOutput:
@@ -529,9 +497,7 @@ def _ext(fmt: str) -> str:
 
 
 def _fmt_of(path: str) -> str:
-    return {".vhd": "vpc", ".img": "raw"}.get(
-        Path(path).suffix, Path(path).suffix.lstrip(".") or "raw"
-    )
+    return {".vhd": "vpc", ".img": "raw"}.get(Path(path).suffix, Path(path).suffix.lstrip(".") or "raw")
 
 
 def _bus(controller: str) -> str:

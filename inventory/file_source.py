@@ -19,9 +19,7 @@ from domain.model import DRIVERS, HYPERVISOR_KINDS, Host
 from inventory.source import InventoryError, InventorySource
 
 SELECT_KEYS = ("site", "tag", "kind", "version")
-UNHEALTHY_AFTER = (
-    3  # consecutive failed health checks before a host is marked unhealthy
-)
+UNHEALTHY_AFTER = 3  # consecutive failed health checks before a host is marked unhealthy
 
 
 def matches(host: Host, select: dict[str, str]) -> bool:
@@ -43,9 +41,7 @@ def matches(host: Host, select: dict[str, str]) -> bool:
 def check_select(select: dict[str, str]) -> None:
     bad = [k for k in select if k not in SELECT_KEYS and not k.startswith("cf_")]
     if bad:
-        raise InventoryError(
-            f"unknown selection keys {bad}; allowed: {list(SELECT_KEYS)} or cf_<field>"
-        )
+        raise InventoryError(f"unknown selection keys {bad}; allowed: {list(SELECT_KEYS)} or cf_<field>")
 
 
 def host_from_record(rec: object, where: str) -> Host:
@@ -56,14 +52,10 @@ def host_from_record(rec: object, where: str) -> Host:
             raise InventoryError(f"{where}: missing field {f!r}")
     kind = rec["kind"]
     if kind not in HYPERVISOR_KINDS:
-        raise InventoryError(
-            f"{where} ({rec['name']}): kind {kind!r} not one of {list(HYPERVISOR_KINDS)}"
-        )
+        raise InventoryError(f"{where} ({rec['name']}): kind {kind!r} not one of {list(HYPERVISOR_KINDS)}")
     driver = rec.get("driver") or ("vsphere" if kind == "vsphere" else "libvirt")
     if driver not in DRIVERS:
-        raise InventoryError(
-            f"{where} ({rec['name']}): driver {driver!r} not one of {list(DRIVERS)}"
-        )
+        raise InventoryError(f"{where} ({rec['name']}): driver {driver!r} not one of {list(DRIVERS)}")
     known = {
         "name",
         "kind",
@@ -82,12 +74,8 @@ def host_from_record(rec: object, where: str) -> Host:
     extra = sorted(set(rec) - known)
     if extra:
         raise InventoryError(f"{where} ({rec['name']}): unknown fields {extra}")
-    if "password" in str(rec.get("credentials_ref", "")).lower() and ":" not in str(
-        rec.get("credentials_ref")
-    ):
-        raise InventoryError(
-            f"{where} ({rec['name']}): credentials_ref must be a reference (env:NAME or file:/path)"
-        )
+    if "password" in str(rec.get("credentials_ref", "")).lower() and ":" not in str(rec.get("credentials_ref")):
+        raise InventoryError(f"{where} ({rec['name']}): credentials_ref must be a reference (env:NAME or file:/path)")
     try:
         return Host(
             name=str(rec["name"]),
@@ -129,9 +117,7 @@ class FileInventory(InventorySource):
         for i, rec in enumerate(doc["hosts"]):
             h = host_from_record(rec, f"{self.path}: hosts.{i}")
             if h.name in hosts:
-                raise InventoryError(
-                    f"{self.path}: hosts.{i}: duplicate host name {h.name!r}"
-                )
+                raise InventoryError(f"{self.path}: hosts.{i}: duplicate host name {h.name!r}")
             hosts[h.name] = h
         return hosts
 
@@ -156,11 +142,7 @@ class FileInventory(InventorySource):
         select = select or {}
         check_select(select)
         bad = self._unhealthy()
-        return [
-            h
-            for h in self._all.values()
-            if h.status == "active" and h.name not in bad and matches(h, select)
-        ]
+        return [h for h in self._all.values() if h.status == "active" and h.name not in bad and matches(h, select)]
 
     def host(self, name: str) -> Host:
         try:
@@ -208,9 +190,7 @@ class FileInventory(InventorySource):
     def report_health(self, host: str, ok: bool, detail: str = "") -> None:
         self.host(host)
         with self._state("health") as health:
-            rec = health.setdefault(
-                host, {"failures": 0, "unhealthy": False, "detail": ""}
-            )
+            rec = health.setdefault(host, {"failures": 0, "unhealthy": False, "detail": ""})
             if ok:
                 rec["failures"] = 0
             else:
@@ -218,6 +198,9 @@ class FileInventory(InventorySource):
                 rec["detail"] = detail[:500]
                 if rec["failures"] >= UNHEALTHY_AFTER:
                     rec["unhealthy"] = True
+
+    def is_unhealthy(self, host: str) -> bool:
+        return host in self._unhealthy()
 
     def clear_health(self, host: str) -> None:
         with self._state("health") as health:

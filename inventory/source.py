@@ -36,3 +36,7 @@ class InventorySource(abc.ABC):
     @abc.abstractmethod
     def report_health(self, host: str, ok: bool, detail: str = "") -> None:
         """Record a health check outcome; repeated failures mark the host unhealthy."""
+
+    def is_unhealthy(self, host: str) -> bool:
+        """Whether health reporting has taken ``host`` out of service (default: it left ``hosts()``)."""
+        return host not in {h.name for h in self.hosts()}

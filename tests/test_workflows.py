@@ -46,7 +46,10 @@ def leaked_vms(prefix: str = "cv-") -> list[str]:
 
 
 async def test_campaign_grades_every_cell(env, settings, tmp_path: Path, executor) -> None:
-    plan = small_plan(tmp_path, images=[GuestImage("bios", disk_mib=8), GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")])
+    plan = small_plan(
+        tmp_path,
+        images=[GuestImage("bios", disk_mib=8), GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")],
+    )
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, _ = make_worker(env.client, settings, tq, executor)
     async with w:
@@ -151,9 +154,15 @@ async def test_rerun_reuses_passed_cells_without_rework(env, settings, tmp_path:
 async def test_export_and_conversion_are_reused_by_content_hash(env, settings, tmp_path: Path, executor) -> None:
     # two targets for the same source+image: one export, reused by the second cell
     lab_plan = small_plan(tmp_path)
-    plan = small_plan(tmp_path, platforms=lab_plan.platforms + [Platform("kvm2", "kvm", "libvirt")], pairs=[["kvm", "xen"], ["kvm", "kvm2"]])
+    plan = small_plan(
+        tmp_path,
+        platforms=lab_plan.platforms + [Platform("kvm2", "kvm", "libvirt")],
+        pairs=[["kvm", "xen"], ["kvm", "kvm2"]],
+    )
     plan.concurrency.max_cells = 1
-    (tmp_path / "lab.yaml").write_text((tmp_path / "lab.yaml").read_text() + "  - {name: kvm-2, kind: kvm, endpoint: 'test:///default', site: s}\n")
+    (tmp_path / "lab.yaml").write_text(
+        (tmp_path / "lab.yaml").read_text() + "  - {name: kvm-2, kind: kvm, endpoint: 'test:///default', site: s}\n"
+    )
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, _ = make_worker(env.client, settings, tq, executor)
     async with w:
@@ -180,7 +189,10 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
     sab.before["provision"] = hold
     async with w:
         h = await env.client.start_workflow(
-            CampaignWorkflow.run, CampaignInput(plan=plan), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=tq,
+            CampaignWorkflow.run,
+            CampaignInput(plan=plan),
+            id=f"c-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
             result_type=CampaignResult,
         )
         await gate.wait()
@@ -219,7 +231,13 @@ async def test_cancel_cleans_up_and_releases(env, settings, tmp_path: Path, exec
 
     sab.before["boot"] = slow
     async with w:
-        h = await env.client.start_workflow(CampaignWorkflow.run, CampaignInput(plan=plan), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=tq, result_type=CampaignResult)
+        h = await env.client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(plan=plan),
+            id=f"c-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
+            result_type=CampaignResult,
+        )
         await started.wait()
         await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel"))
         res = await h.result()
@@ -241,3 +259,23 @@ async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, execut
     assert len(res.cells) == 6 and all(c.grade == Grade.PASS for c in res.cells)
     assert progress.generation >= 1  # continued as new, results carried over
     assert progress.counts["done"] == 6
+
+
+async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings, tmp_path: Path, executor) -> None:
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    # kvm-0 sorts first and has the most free slots: the scheduler picks it, its endpoint is dead
+    (tmp_path / "lab.yaml").write_text(
+        (tmp_path / "lab.yaml").read_text()
+        + "  - {name: kvm-0, kind: kvm, endpoint: 'qemu+unix:///system?socket=/nonexistent/sock', site: s, slots: 3}\n"
+    )
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    async with w:
+        res = await run_campaign(env.client, plan, tq)
+    inv = FileInventory(plan.inventory[5:], settings.home / "inventory")
+    assert inv.is_unhealthy("kvm-0")
+    assert res.cells[0].grade == Grade.PASS and res.cells[0].source_host == "kvm-1"
+    assert "kvm-0" not in {h.name for h in inv.hosts()}  # later scheduling skips it until cleared
+    inv.clear_health("kvm-0")
+    assert "kvm-0" in {h.name for h in inv.hosts()}
+    assert inv.leases() == {}

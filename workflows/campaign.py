@@ -31,12 +31,17 @@ with workflow.unsafe.imports_passed_through():
     from domain.model import CampaignResult, Cell, CellResult, CheckResult, Grade
 
 SHORT = timedelta(seconds=60)
-ACT_RETRY = RetryPolicy(
-    maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"]
-)
-APPLIED_KEYS_KEPT = (
-    500  # bounded: idempotency keys older than this are assumed delivered
-)
+ACT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"])
+APPLIED_KEYS_KEPT = 500  # bounded: idempotency keys older than this are assumed delivered
+MAX_RESCHEDULES = 3  # attempts of one cell on other hosts after a host turned unhealthy
+
+
+def _unhealthy_host(result: CellResult) -> str:
+    """The host a cell gave up on because the inventory marked it unhealthy, if any."""
+    for s in result.stages:
+        if s.stage == "reserve" and s.status == "error" and s.reason.startswith("HostUnhealthy"):
+            return s.reason.split("host ", 1)[1].split(" ", 1)[0] if "host " in s.reason else ""
+    return ""
 
 
 @dataclass
@@ -45,16 +50,10 @@ class SteerRequest:
 
     action: str  # pause | resume | cancel | retry | skip | swap_host | add_cells | set_concurrency
     request_id: str = ""
-    cells: list[str] = field(
-        default_factory=list
-    )  # retry/skip: cell ids ("*failed" = all failed)
+    cells: list[str] = field(default_factory=list)  # retry/skip: cell ids ("*failed" = all failed)
     host: str = ""  # swap_host: take this host out of scheduling
-    replacement: str = (
-        ""  # swap_host: a host (already in the snapshot) that takes its platforms
-    )
-    add: list[list[str]] = field(
-        default_factory=list
-    )  # add_cells: [source, target, image]
+    replacement: str = ""  # swap_host: a host (already in the snapshot) that takes its platforms
+    add: list[list[str]] = field(default_factory=list)  # add_cells: [source, target, image]
     max_cells: int = 0  # set_concurrency
 
 
@@ -99,10 +98,7 @@ class CampaignWorkflow:
             name=self.plan.name if self.plan else "",
             status=self.status,
             counts=self._counts(),
-            running={
-                c: f"{a.source_host} -> {a.target_host}"
-                for c, a in self.running.items()
-            },
+            running={c: f"{a.source_host} -> {a.target_host}" for c, a in self.running.items()},
             paused=self.st.paused,
             generation=self.st.generation,
             history_length=workflow.info().get_current_history_length(),
@@ -132,9 +128,7 @@ class CampaignWorkflow:
                 return SteerResponse(False, f"request {req.request_id} already applied")
             msg = self._apply(req)
             if req.request_id:
-                self.st.applied_updates = (self.st.applied_updates + [req.request_id])[
-                    -APPLIED_KEYS_KEPT:
-                ]
+                self.st.applied_updates = (self.st.applied_updates + [req.request_id])[-APPLIED_KEYS_KEPT:]
             self.dirty = True
             return SteerResponse(True, msg)
 
@@ -158,30 +152,19 @@ class CampaignWorkflow:
         if req.action in ("retry", "skip"):
             unknown = [c for c in req.cells if c != "*failed" and c not in self.cells]
             if unknown or not req.cells:
-                raise ValueError(
-                    f"unknown cells {unknown}" if unknown else "name cells (or *failed)"
-                )
+                raise ValueError(f"unknown cells {unknown}" if unknown else "name cells (or *failed)")
         if req.action == "swap_host":
             names = {h.name for h in self.st.hosts}
             if req.host not in names:
                 raise ValueError(f"unknown host {req.host!r}")
             if req.replacement and req.replacement not in names:
-                raise ValueError(
-                    f"replacement {req.replacement!r} is not in the campaign's inventory snapshot"
-                )
+                raise ValueError(f"replacement {req.replacement!r} is not in the campaign's inventory snapshot")
         if req.action == "add_cells":
             plats = {p.name for p in self.plan.platforms}
             imgs = {i.name for i in self.plan.images}
             for trip in req.add:
-                if (
-                    len(trip) != 3
-                    or trip[0] not in plats
-                    or trip[1] not in plats
-                    or trip[2] not in imgs
-                ):
-                    raise ValueError(
-                        f"bad cell {trip}: need [source platform, target platform, image] from the spec"
-                    )
+                if len(trip) != 3 or trip[0] not in plats or trip[1] not in plats or trip[2] not in imgs:
+                    raise ValueError(f"bad cell {trip}: need [source platform, target platform, image] from the spec")
         if req.action == "set_concurrency" and req.max_cells < 1:
             raise ValueError("max_cells must be >= 1")
 
@@ -304,11 +287,7 @@ class CampaignWorkflow:
                     )
                 if not self.st.paused and not draining:
                     self._start_ready_cells()
-                self.status = (
-                    "paused"
-                    if self.st.paused
-                    else ("draining" if draining else "running")
-                )
+                self.status = "paused" if self.st.paused else ("draining" if draining else "running")
 
         if self.cancel_requested:
             self.status = "cancelling"
@@ -355,14 +334,10 @@ class CampaignWorkflow:
         # cells whose platform has no host can never run: say so instead of waiting forever
         for cid in list(self.st.pending):
             c = self.cells[cid]
-            missing = [
-                p for p in (c.source, c.target) if not snap.platform_hosts.get(p)
-            ]
+            missing = [p for p in (c.source, c.target) if not snap.platform_hosts.get(p)]
             if missing:
                 self.st.pending.remove(cid)
-                self.st.results[cid] = self._skipped_result(
-                    cid, f"no healthy host matches platform(s) {missing}"
-                )
+                self.st.results[cid] = self._skipped_result(cid, f"no healthy host matches platform(s) {missing}")
 
     def _start_ready_cells(self) -> None:
         plan = self.plan
@@ -379,6 +354,13 @@ class CampaignWorkflow:
         limits = plan.concurrency
         if self.st.max_cells:
             limits = type(limits)(max_cells=self.st.max_cells, per_kind=limits.per_kind)
+        out = set(self.st.unavailable_hosts)
+        for cid in list(self.st.pending):
+            c = self.cells[cid]
+            dead = [p for p in (c.source, c.target) if not set(self.st.platform_hosts.get(p, [])) - out]
+            if dead:  # every host of a platform is out of service: waiting would never end
+                self.st.pending.remove(cid)
+                self.st.results[cid] = self._skipped_result(cid, f"no healthy host left for platform(s) {dead}")
         pending = [self.cells[c] for c in self.st.pending]
         picks = scheduling.schedule(
             pending,
@@ -423,16 +405,24 @@ class CampaignWorkflow:
                 # on cancel, wait for the child's cleanup/release instead of abandoning it
                 cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
-        except ChildWorkflowError as e:
-            result = self._skipped_result(
-                cell.id, f"cell workflow failed: {e.cause or e}"
-            )
-            result.checks = [
-                CheckResult(c.check, Grade.ERROR, c.reason) for c in result.checks
-            ]
+        except ChildWorkflowError as e:  # the cell workflow itself failed (a bug, not interop)
+            result = self._skipped_result(cell.id, f"cell workflow failed: {e.cause or e}")
+            result.checks = [CheckResult(c.check, Grade.ERROR, c.reason) for c in result.checks]
         except asyncio.CancelledError:
             # the campaign was cancelled and so was the child (its cleanup ran); record it
             result = self._skipped_result(cell.id, "campaign cancelled")
+        bad_host = _unhealthy_host(result)
+        if bad_host and self.st.attempts.get(cell.id, 0) < MAX_RESCHEDULES:
+            # the inventory took a host out of service mid-cell: run the cell elsewhere instead
+            # of grading the pair on a broken host
+            async with self.lock:
+                if bad_host not in self.st.unavailable_hosts:
+                    self.st.unavailable_hosts.append(bad_host)
+                self.running.pop(cell.id, None)
+                self.tasks.pop(cell.id, None)
+                self.st.pending.append(cell.id)
+                self.dirty = True
+            return
         # persist before marking done: the main loop may finish the campaign as soon as it sees
         # the last cell done, and an activity still in flight then would be lost
         await workflow.execute_activity(

@@ -51,9 +51,7 @@ class CellWorkflow:
     def current_stage(self) -> str:
         return self._stage
 
-    async def _run_stage(
-        self, inp: CellInput, stage: str, ctx: dict[str, str]
-    ) -> StageOutput:
+    async def _run_stage(self, inp: CellInput, stage: str, ctx: dict[str, str]) -> StageOutput:
         self._stage = stage
         r = inp.retry
         retry = RetryPolicy(
@@ -106,9 +104,7 @@ class CellWorkflow:
             start_to_close_timeout=timedelta(seconds=60),
         )
         if cached is not None:
-            return replace(
-                base, checks=cached.checks, stages=cached.stages, cached=True
-            )
+            return replace(base, checks=cached.checks, stages=cached.stages, cached=True)
 
         ctx: dict[str, str] = {}
         records: list[StageRecord] = []
@@ -131,13 +127,8 @@ class CellWorkflow:
                 verdict = grading.after_infra_error(cell.checks, stage, reason)
                 break
             except asyncio.CancelledError:
-                records.append(
-                    StageRecord(stage, "skipped", reason="campaign cancelled")
-                )
-                verdict = [
-                    replace(c, reason="cancelled by operator")
-                    for c in grading.merge(cell.checks, [])
-                ]
+                records.append(StageRecord(stage, "skipped", reason="campaign cancelled"))
+                verdict = [replace(c, reason="cancelled by operator") for c in grading.merge(cell.checks, [])]
                 break
             records.append(
                 StageRecord(
@@ -148,9 +139,7 @@ class CellWorkflow:
                 )
             )
             if out.status == "fail":
-                verdict = grading.after_stage_failure(
-                    cell.checks, stage, out.reason, out.evidence
-                )
+                verdict = grading.after_stage_failure(cell.checks, stage, out.reason, out.evidence)
                 break
             ctx.update(out.outputs)
             decided.extend(out.checks)

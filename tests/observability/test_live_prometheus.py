@@ -166,7 +166,7 @@ def start_in_process_exporter() -> LiveTarget:
 
 
 # ========================================================================================
-# LEAD HOOK: real worker + campaign. Enabled with CROSSVISOR_LIVE_WORKER=1.
+# Real worker + campaign (default; CROSSVISOR_LIVE_WORKER=0 skips it).
 # Replace the body with the real stack, keeping the LiveTarget contract:
 #   1. `crossvisor up` (Temporal dev server on pinned loopback ports, private db file in tmp_path);
 #   2. `crossvisor worker --metrics-port P --temporal-metrics-port Q` (Popen, own session; record
@@ -180,7 +180,44 @@ def start_in_process_exporter() -> LiveTarget:
 # A stalled campaign needs an hour of silence, so it is covered by rules_test.yml, not here.
 # ========================================================================================
 def start_real_worker(tmp_path: Path) -> LiveTarget:
-    raise NotImplementedError("LEAD HOOK: start the real worker and a campaign (see comment above)")
+    from tests.e2e.conftest import ROOT, Stack, wait_for
+
+    stack = Stack(tmp_path / "home")
+    stack.settings.home.mkdir(parents=True)
+    try:
+        stack.start_temporal()
+        stack.start_worker()
+        lab = tmp_path / "lab.yaml"
+        lab.write_text(
+            (ROOT / "examples/lab.yaml").read_text()
+            # sorts first among kvm hosts with the most slots, so the scheduler tries it: its
+            # endpoint is dead, three failed health checks mark it unhealthy
+            + "  - {name: kvm-00, kind: kvm, endpoint: 'qemu+unix:///system?socket=/nonexistent/s', site: lab-a, slots: 4}\n"
+        )
+        spec = tmp_path / "live.yaml"
+        spec.write_text(
+            (ROOT / "examples/demo.yaml")
+            .read_text()
+            .replace("name: demo", f"name: {LIVE_CAMPAIGN}")
+            .replace("file:lab.yaml", f"file:{lab}")
+        )
+        r = stack.cli("campaign", "start", str(spec), "--id", LIVE_CAMPAIGN)
+        assert r.returncode == 0, r.stderr
+        wait_for(
+            lambda: (stack.settings.home / "results").exists() and any((stack.settings.home / "results").iterdir()),
+            120,
+            "a finished cell",
+        )
+    except BaseException:
+        stack.stop()
+        raise
+    return LiveTarget(
+        metrics=f"127.0.0.1:{stack.settings.metrics_port}",
+        temporal_metrics=f"127.0.0.1:{stack.settings.sdk_metrics_port}",
+        expect_firing={"CrossvisorHostUnhealthy": [{"kind": "kvm"}]},
+        stop=stack.stop,
+        campaigns=[LIVE_CAMPAIGN],
+    )
 
 
 # ---------------------------------------------------------------------------------- Prometheus
@@ -245,9 +282,11 @@ def write_config(tmp: Path, target: LiveTarget) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveTarget]:
-    if os.environ.get("CROSSVISOR_LIVE_WORKER") == "1":
+@pytest.fixture(scope="module", params=["real-worker", "exporter"])
+def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveTarget]:
+    # the real worker running a real campaign; the in-process exporter additionally drives the
+    # alerts a short test cannot reach live (an hour-stalled campaign)
+    if request.param == "real-worker" and os.environ.get("CROSSVISOR_LIVE_WORKER", "1") == "1":
         live = start_real_worker(tmp_path_factory.mktemp("worker"))
     else:
         live = start_in_process_exporter()
@@ -321,7 +360,7 @@ QUERIES = dashboard_queries()
 @pytest.mark.parametrize("panel", QUERIES, ids=[q.test_id for q in QUERIES])
 def test_dashboard_query_returns_data(prom: Prometheus, target: LiveTarget, panel: PanelQuery) -> None:
     if "temporal_" in panel.expr and target.temporal_metrics is None:
-        pytest.skip("Temporal SDK metrics need the real worker (LEAD HOOK)")
+        pytest.skip("Temporal SDK metrics come from the real-worker variant")
     expr = expand(panel.expr, rate_interval=RATE_INTERVAL, range_=RANGE, window=WINDOW)
     result = prom.query(expr)
     assert result, f"{panel.title!r}: no data for {expr}"
