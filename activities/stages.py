@@ -30,11 +30,12 @@ from crossvisor.config import Settings
 from domain import grading, interop
 from domain.messages import StageInput, StageOutput
 from domain.model import CheckResult, Grade, Host
-from domain.ovf import QEMU_FORMAT
+from domain.ovf import QEMU_FORMAT, build_ovf, hardware_from_descriptor, ovf_disk_format
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, ova
 from drivers.base import Driver, InteropFailure
 from drivers.factory import open_driver
+from drivers.packaging import read_descriptor
 from inventory.factory import open_inventory
 
 MARKER_OFFSET = 1 << 20  # 1 MiB into the first disk: past any partition table a guest tool rewrites
@@ -184,7 +185,7 @@ class StageActivities:
         return (
             kernel,
             initrd,
-            f"console=ttyS0 crossvisor.marker_offset={MARKER_OFFSET} panic=-1",
+            f"console=ttyS0 cv.marker_offset={MARKER_OFFSET} panic=-1",
         )
 
     def _stage_provision(self, inp: StageInput, log) -> StageOutput:
@@ -204,7 +205,15 @@ class StageActivities:
             name=vm_name(inp.campaign_id, inp.cell.id, "src"),
             cpus=img.cpus,
             memory_mib=img.memory_mib,
-            disks=[DiskSpec(str(disk), "qcow2", img.disk_bus, img.disk_mib * 1024 * 1024)],
+            # SCSI test images use the paravirtual controller every platform here has a driver for
+            disks=[
+                DiskSpec(
+                    str(disk),
+                    "qcow2",
+                    "scsi:pvscsi" if img.disk_bus == "scsi" else img.disk_bus,
+                    img.disk_mib * 1024 * 1024,
+                )
+            ],
             nics=[NicSpec(img.nic_model)],
             firmware=img.firmware,
             hardware_version=inp.source.hardware_version,
@@ -238,6 +247,7 @@ class StageActivities:
             booted = drv.is_booted(name, evidence)
             drv.power_off(name)
             hw = drv.inspect(name)
+            marker = drv.read_disk(name, 0, MARKER_OFFSET, 32).hex() if booted else ""
         finally:
             drv.close()
         if not booted:
@@ -245,7 +255,6 @@ class StageActivities:
                 "source guest did not boot on its own platform",
                 {"console_tail": evidence[-2000:]},
             )
-        marker = diskconv.read_marker(hw.disks[0].path, hw.disks[0].format, MARKER_OFFSET, 32).hex()
         return StageOutput(
             "ok",
             outputs={"baseline_hw": hw_json(hw), "source_marker": marker},
@@ -295,7 +304,9 @@ class StageActivities:
     def _stage_convert(self, inp: StageInput, log) -> StageOutput:
         pkg = Path(inp.context["package"])
         fmt = inp.target.disk_format
-        k = key("convert", inp.context["package_sha256"], fmt)
+        # vCenter imports only streamOptimized VMDKs through an OVF lease
+        subformat = "streamOptimized" if fmt == "vmdk" and inp.target.driver == "vsphere" else ""
+        k = key("convert", inp.context["package_sha256"], fmt, subformat)
         with self.cache.locked(k) as d:
             entry = self.cache.lookup(k)
             if entry is not None:
@@ -327,6 +338,7 @@ class StageActivities:
                     src_fmt,
                     dst,
                     fmt,
+                    subformat=subformat,
                     progress=lambda p: self._heartbeat(f"convert {p:.0f}%"),
                 )
                 metrics.CONVERSION_BYTES.labels(src_fmt, fmt).inc(res.bytes)
@@ -335,7 +347,9 @@ class StageActivities:
                     {
                         "path": str(dst),
                         "format": fmt,
-                        "bus": disk.controller,
+                        "bus": f"{disk.controller}:{disk.controller_subtype}"
+                        if disk.controller_subtype
+                        else disk.controller,
                         "capacity_bytes": disk.capacity_bytes,
                     }
                 )
@@ -352,33 +366,47 @@ class StageActivities:
 
     def _stage_import(self, inp: StageInput, log) -> StageOutput:
         name = vm_name(inp.campaign_id, inp.cell.id, "tgt")
-        wd = self._workdir(inp)
-        # the target gets its own copy: booting it must not alter the shared cached conversion
-        disks = []
-        for i, d in enumerate(json.loads(inp.context["converted"])):
-            dst = wd / f"target-disk{i}.{_ext(d['format'])}"
-            if not dst.exists():
-                shutil.copyfile(d["path"], wd / f"{dst.name}.tmp")
-                (wd / f"{dst.name}.tmp").rename(dst)
-            disks.append(DiskSpec(str(dst), d["format"], _bus(d["bus"]), d["capacity_bytes"]))
-        from domain.ovf import hardware_from_descriptor
-        from drivers.packaging import read_descriptor
-
         desc = read_descriptor(inp.context["descriptor"])
-        described = hardware_from_descriptor(desc, [d.path for d in disks], disks[0].format if disks else "qcow2")
+        converted = json.loads(inp.context["converted"])
+        described = hardware_from_descriptor(
+            desc, [d["path"] for d in converted], converted[0]["format"] if converted else "qcow2"
+        )
         problems = interop.import_problems(described, inp.target)
         if problems:
             raise InteropFailure(
                 "; ".join(problems),
-                {
-                    "hardware_version": described.hardware_version,
-                    "firmware": described.firmware,
-                },
+                {"hardware_version": described.hardware_version, "firmware": described.firmware},
             )
+        # The target gets its own package: the converted disks (copied: booting the VM must not
+        # alter the shared cached conversion) under the descriptor's hrefs, with a fresh manifest.
+        # Every driver imports the same way from it (libvirt defines, vSphere uploads via NFC).
+        pkgdir = self._workdir(inp) / "import"
+        files = []
+        for i, (disk, conv) in enumerate(zip(desc.disks, converted)):
+            disk.file_href = f"{name}-disk{i}.{_ext(conv['format'])}"
+            disk.format = ovf_disk_format(conv["format"])
+            files.append(Path(conv["path"]))
+        staged = pkgdir / "staged"
+        staged.mkdir(parents=True, exist_ok=True)
+        named = []
+        for f, disk in zip(files, desc.disks):
+            dst = staged / disk.file_href
+            if not dst.exists():
+                shutil.copyfile(f, staged / f"{disk.file_href}.tmp")
+                (staged / f"{disk.file_href}.tmp").rename(dst)
+            named.append(dst)
+        ovf_path = ova.write_ovf_dir(build_ovf(desc), named, pkgdir, name=name)
+        disks = [
+            DiskSpec(str(pkgdir / d.file_href), c["format"], _bus(c["bus"]), c["capacity_bytes"])
+            for d, c in zip(desc.disks, converted)
+        ]
+        shutil.rmtree(staged, ignore_errors=True)
+        kernel, initrd, cmdline = self._guest_boot(inp.target_host)
         package = ExportedVm(
-            package=inp.context["descriptor"],
+            package=str(ovf_path),
             disks=disks,
             nic_map=interop.nic_map(described, inp.target),
+            boot={"kernel": kernel, "initrd": initrd, "cmdline": cmdline} if kernel else {},
         )
         drv = self._driver(inp.target_host)
         try:
@@ -409,11 +437,10 @@ class StageActivities:
         drv = self._driver(inp.target_host)
         try:
             imported = drv.inspect(name)
+            target_marker = drv.read_disk(name, 0, MARKER_OFFSET, 32).hex() if imported.disks else ""
         finally:
             drv.close()
         baseline = hw_from_json(inp.context["baseline_hw"])
-        first = imported.disks[0] if imported.disks else None
-        target_marker = diskconv.read_marker(first.path, first.format, MARKER_OFFSET, 32).hex() if first else ""
         checks = grading.grade_verify(
             [c for c in inp.cell.checks if c != "lifecycle"],
             baseline,
@@ -423,6 +450,7 @@ class StageActivities:
             boot_evidence=inp.context.get("boot_evidence", ""),
             source_marker=inp.context.get("source_marker", ""),
             target_marker=target_marker,
+            guest_marker=_guest_marker(inp.context.get("boot_evidence", "")),
         )
         return StageOutput("ok", checks=checks, outputs={"imported_hw": hw_json(imported)})
 
@@ -501,4 +529,14 @@ def _fmt_of(path: str) -> str:
 
 
 def _bus(controller: str) -> str:
-    return {"scsi": "scsi", "ide": "ide", "sata": "sata"}.get(controller, "virtio")
+    """OVF controller ("scsi:pvscsi", "ide", ...) -> DiskSpec bus; the controller model rides along."""
+    return controller if controller.partition(":")[0] in ("scsi", "ide", "sata") else "virtio"
+
+
+def _guest_marker(console: str) -> str:
+    """The content marker as the booted guest itself read it from its first disk (real guests only)."""
+    if "CV-DISK" not in console:
+        return ""
+    from drivers.guest_images import parse_boot_evidence
+
+    return parse_boot_evidence(console).get("disk_marker_hex") or ""

@@ -13,9 +13,7 @@ from domain.vm import Hardware
 SOURCE_SIDE_STAGES = ("reserve", "provision", "baseline")
 
 
-def after_stage_failure(
-    checks: list[str], stage: str, reason: str, evidence: dict[str, str]
-) -> list[CheckResult]:
+def after_stage_failure(checks: list[str], stage: str, reason: str, evidence: dict[str, str]) -> list[CheckResult]:
     """Grades when the pipeline stopped at ``stage`` with an interop failure."""
     if stage in SOURCE_SIDE_STAGES:
         return [
@@ -27,19 +25,11 @@ def after_stage_failure(
             )
             for c in checks
         ]
-    return [
-        CheckResult(c, Grade.FAIL, f"{stage} failed: {reason}", evidence)
-        for c in checks
-    ]
+    return [CheckResult(c, Grade.FAIL, f"{stage} failed: {reason}", evidence) for c in checks]
 
 
 def after_infra_error(checks: list[str], stage: str, reason: str) -> list[CheckResult]:
-    return [
-        CheckResult(
-            c, Grade.ERROR, f"{stage}: infrastructure error after retries: {reason}"
-        )
-        for c in checks
-    ]
+    return [CheckResult(c, Grade.ERROR, f"{stage}: infrastructure error after retries: {reason}") for c in checks]
 
 
 def expected_nic_model(model: str, target: Platform) -> str:
@@ -59,6 +49,7 @@ def grade_verify(
     boot_evidence: str,
     source_marker: str,
     target_marker: str,
+    guest_marker: str = "",
 ) -> list[CheckResult]:
     """Grades for the checks the verify stage decides (all but lifecycle)."""
     out: list[CheckResult] = []
@@ -74,12 +65,9 @@ def grade_verify(
                 )
             )
         elif check == "disks":
-            out.append(_grade_disks(baseline, imported, source_marker, target_marker))
+            out.append(_grade_disks(baseline, imported, source_marker, target_marker, guest_marker))
         elif check == "cpu_memory":
-            ok = (
-                baseline.cpus == imported.cpus
-                and baseline.memory_mib == imported.memory_mib
-            )
+            ok = baseline.cpus == imported.cpus and baseline.memory_mib == imported.memory_mib
             ev = {
                 "before": f"{baseline.cpus} vCPU/{baseline.memory_mib} MiB",
                 "after": f"{imported.cpus} vCPU/{imported.memory_mib} MiB",
@@ -95,11 +83,7 @@ def grade_verify(
         elif check == "nics":
             out.append(_grade_nics(baseline, imported, target))
         elif check == "metadata":
-            lost = {
-                k: v
-                for k, v in baseline.metadata.items()
-                if imported.metadata.get(k) != v
-            }
+            lost = {k: v for k, v in baseline.metadata.items() if imported.metadata.get(k) != v}
             ev = {"lost": ",".join(sorted(lost)) or "-"}
             out.append(
                 CheckResult(
@@ -113,7 +97,7 @@ def grade_verify(
 
 
 def _grade_disks(
-    baseline: Hardware, imported: Hardware, src_marker: str, dst_marker: str
+    baseline: Hardware, imported: Hardware, src_marker: str, dst_marker: str, guest_marker: str = ""
 ) -> CheckResult:
     ev = {
         "disks_before": str(len(baseline.disks)),
@@ -124,11 +108,7 @@ def _grade_disks(
     if len(baseline.disks) != len(imported.disks):
         return CheckResult("disks", Grade.FAIL, "disk count changed", ev)
     for i, (a, b) in enumerate(zip(baseline.disks, imported.disks)):
-        if (
-            a.capacity_bytes
-            and b.capacity_bytes
-            and a.capacity_bytes != b.capacity_bytes
-        ):
+        if a.capacity_bytes and b.capacity_bytes and a.capacity_bytes != b.capacity_bytes:
             ev["capacity"] = f"disk{i}: {a.capacity_bytes} -> {b.capacity_bytes}"
             return CheckResult(
                 "disks",
@@ -137,15 +117,15 @@ def _grade_disks(
                 ev,
             )
     if not src_marker or src_marker != dst_marker:
-        return CheckResult(
-            "disks", Grade.FAIL, "disk content marker differs after conversion", ev
-        )
+        return CheckResult("disks", Grade.FAIL, "disk content marker differs after conversion", ev)
+    if guest_marker:  # what the booted guest itself read: the disk is attached where it expects
+        ev["marker_in_guest"] = guest_marker
+        if not guest_marker.startswith(src_marker):
+            return CheckResult("disks", Grade.FAIL, "the guest reads different content from its first disk", ev)
     return CheckResult("disks", Grade.PASS, "", ev)
 
 
-def _grade_nics(
-    baseline: Hardware, imported: Hardware, target: Platform
-) -> CheckResult:
+def _grade_nics(baseline: Hardware, imported: Hardware, target: Platform) -> CheckResult:
     before = [n.model for n in baseline.nics]
     after = [n.model for n in imported.nics]
     expected = [expected_nic_model(m, target) for m in before]
@@ -155,17 +135,11 @@ def _grade_nics(
         "expected": ",".join(expected) or "-",
     }
     if len(before) != len(after):
-        return CheckResult(
-            "nics", Grade.FAIL, f"NIC count changed {len(before)} -> {len(after)}", ev
-        )
+        return CheckResult("nics", Grade.FAIL, f"NIC count changed {len(before)} -> {len(after)}", ev)
     if after != expected:
-        return CheckResult(
-            "nics", Grade.FAIL, f"NIC models {after} where {expected} expected", ev
-        )
+        return CheckResult("nics", Grade.FAIL, f"NIC models {after} where {expected} expected", ev)
     mapped = [f"{a}->{b}" for a, b in zip(before, after) if a != b]
-    return CheckResult(
-        "nics", Grade.PASS, f"mapped {', '.join(mapped)}" if mapped else "", ev
-    )
+    return CheckResult("nics", Grade.PASS, f"mapped {', '.join(mapped)}" if mapped else "", ev)
 
 
 def merge(checks: list[str], decided: list[CheckResult]) -> list[CheckResult]:

@@ -32,9 +32,7 @@ def import_problems(hw: Hardware, target: Platform) -> list[str]:
             f"hardware family vmx-{src_family} is newer than {target.name} supports (up to vmx-{max_family})"
         )
     if hw.firmware not in target.firmware:
-        problems.append(
-            f"firmware {hw.firmware.upper()} not supported on {target.name} (supports {target.firmware})"
-        )
+        problems.append(f"firmware {hw.firmware.upper()} not supported on {target.name} (supports {target.firmware})")
     return problems
 
 

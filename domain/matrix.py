@@ -44,9 +44,7 @@ def pairs(plan: CampaignPlan) -> list[tuple[str, str]]:
     if plan.pairs:
         return [(s, t) for s, t in plan.pairs]
     names = [p.name for p in plan.platforms]
-    return [
-        (s, t) for s in names for t in names if s != t or plan.include_same_platform
-    ]
+    return [(s, t) for s in names for t in names if s != t or plan.include_same_platform]
 
 
 def expand(plan: CampaignPlan) -> list[Cell]:

@@ -58,9 +58,7 @@ class CellInput:
 @dataclass
 class InventoryRequest:
     inventory: str
-    selections: dict[
-        str, dict[str, str]
-    ]  # platform name -> selection (kind added by the workflow)
+    selections: dict[str, dict[str, str]]  # platform name -> selection (kind added by the workflow)
 
 
 @dataclass
@@ -117,14 +115,10 @@ class CampaignState:
     attempts: dict[str, int] = field(default_factory=dict)
     hosts: list[Host] = field(default_factory=list)
     platform_hosts: dict[str, list[str]] = field(default_factory=dict)
-    unavailable_hosts: list[str] = field(
-        default_factory=list
-    )  # swapped out by the operator
+    unavailable_hosts: list[str] = field(default_factory=list)  # swapped out by the operator
     extra_cells: list[Cell] = field(default_factory=list)  # added while running
     paused: bool = False
     max_cells: int = 0  # 0 = plan's value
     generation: int = 0  # continue-as-new count
     started_at: str = ""
-    applied_updates: list[str] = field(
-        default_factory=list
-    )  # idempotency keys already applied
+    applied_updates: list[str] = field(default_factory=list)  # idempotency keys already applied

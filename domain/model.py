@@ -35,9 +35,7 @@ CHECKS = ("boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle")
 class Grade(str, Enum):
     PASS = "pass"
     FAIL = "fail"  # a real interop failure, with evidence
-    ERROR = (
-        "error"  # infrastructure kept failing after retries: not a verdict on interop
-    )
+    ERROR = "error"  # infrastructure kept failing after retries: not a verdict on interop
     SKIPPED = "skipped"
 
 
@@ -55,9 +53,7 @@ class Host:
     cpus: int = 0
     memory_mib: int = 0
     slots: int = 1  # cells this host may serve at once
-    credentials_ref: str = (
-        ""  # "env:NAME" / "file:/path" / "" — never the secret itself
-    )
+    credentials_ref: str = ""  # "env:NAME" / "file:/path" / "" — never the secret itself
     status: str = "active"
     custom: dict[str, str] = field(default_factory=dict)
     inventory_id: str = ""  # NetBox device id or file key, for write-back
@@ -73,9 +69,7 @@ class Platform:
     select: dict[str, str] = field(default_factory=dict)  # site/tag/version/cf_*
     disk_format: str = "qcow2"  # native disk format on this platform
     hardware_version: str = ""  # e.g. vmx-13 for vSphere
-    nic_models: list[str] = field(
-        default_factory=lambda: ["virtio", "e1000", "vmxnet3"]
-    )
+    nic_models: list[str] = field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"])
     firmware: list[str] = field(default_factory=lambda: ["bios", "efi"])
 
 
@@ -171,9 +165,7 @@ class CampaignResult:
     campaign_id: str
     name: str
     cells: list[CellResult]
-    hosts: list[Host] = field(
-        default_factory=list
-    )  # inventory snapshot (reproducibility)
+    hosts: list[Host] = field(default_factory=list)  # inventory snapshot (reproducibility)
     status: str = "completed"  # running | paused | completed | cancelled
     started_at: str = ""  # ISO 8601
     finished_at: str = ""

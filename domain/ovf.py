@@ -608,16 +608,18 @@ def descriptor_from_hardware(name: str, hw: Hardware, disk_hrefs: list[str], dis
     for ctrl in hw.controllers:  # "scsi:lsilogic" -> first subtype seen per bus wins
         bus, _, sub = ctrl.partition(":")
         subtypes.setdefault(bus, sub)
-    disks = [
-        OvfDisk(
-            file_href=href,
-            capacity_bytes=spec.capacity_bytes,
-            format=fmt,
-            controller=spec.bus,
-            controller_subtype=subtypes.get(spec.bus, ""),
+    disks = []
+    for spec, href in zip(hw.disks, disk_hrefs, strict=True):
+        bus, _, model = spec.bus.partition(":")  # a disk's own "scsi:pvscsi" beats the VM-wide list
+        disks.append(
+            OvfDisk(
+                file_href=href,
+                capacity_bytes=spec.capacity_bytes,
+                format=fmt,
+                controller=bus,
+                controller_subtype=model or subtypes.get(bus, ""),
+            )
         )
-        for spec, href in zip(hw.disks, disk_hrefs, strict=True)
-    ]
     nics = [
         OvfNic(
             model=_NIC_SUBTYPE.get(n.model.lower(), n.model),

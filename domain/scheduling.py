@@ -1,20 +1,51 @@
 """Which pending cells to start now, and on which hosts. Pure: the workflow calls it on every change.
 
 A cell needs one source host and one target host at once. Hosts have slots; kinds and the campaign
-have concurrency caps. The policy is greedy list scheduling with two refinements that matter for
-makespan on a shared lab:
-- most constrained first: cells whose platforms have the fewest hosts per pending cell go first,
-  so scarce kinds never idle at the end while plentiful ones finish early;
-- longest first within that (LPT), using per-cell duration estimates when known;
-- least-loaded host, so that work spreads and slots free up evenly.
+have concurrency caps (a cell counts once against each kind it touches). The policy is greedy list
+scheduling driven by *pressure*, then a small matching repair:
+
+- pressure of a resource (a platform's host pool, a capped kind) = pending work that can only run
+  there / its capacity, i.e. how long it must stay busy at least. The resource with the highest
+  pressure decides the makespan, so it must never idle and must finish its work last;
+- a cell is ranked by the pressure of its tightest resource, then of its second one (a cell that
+  needs two busy resources at once is the hardest to place later: start it while partners exist),
+  then longest first (LPT, using ``estimate_s``), so the tail of each critical pool is short cells;
+- hosts: the one with most free slots, so multi-slot hosts fill evenly;
+- repair: a pure greedy can block itself (6 single-slot hosts on 3 platforms: a->b and b->a leave
+  c idle, although a->b, b->c, c->a all fit). So we try to drop one pick and place two others
+  instead, keeping the swap only when it occupies more pressure-weighted slots.
+
+``lower_bound_s`` gives the capacity bound the benchmark compares makespans with.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from domain.model import Cell, Concurrency, Host
+from domain.model import Cell, Concurrency, GuestImage, Host
+
+# Static cost model (seconds) of one cell: fixed per-stage overheads plus work per GiB of guest disk
+# (export, convert and import move the whole disk). Used when no measured estimate is known; the
+# simulated lab draws its real durations around the same model, so estimates are right on average.
+FIXED_STAGE_S = {
+    "reserve": 60.0,
+    "provision": 900.0,
+    "baseline": 600.0,
+    "export": 300.0,
+    "convert": 300.0,
+    "import": 300.0,
+    "boot": 600.0,
+    "verify": 900.0,
+    "lifecycle": 1200.0,
+    "cleanup": 600.0,
+    "release": 30.0,
+}
+PER_GIB_S = {"export": 60.0, "convert": 150.0, "import": 60.0}
+# vSphere exports go through NFC (slow), Hyper-V imports rewrite VHDX: per-kind factors on disk work
+KIND_FACTOR = {("export", "vsphere"): 1.5, ("import", "hyperv"): 1.3}
 
 
 @dataclass
@@ -33,8 +64,57 @@ class LabState:
     running_total: int
 
 
+@dataclass
+class Bound:
+    seconds: float
+    constraint: str  # which resource sets the bound, e.g. "platform xen-a" / "kind-cap vsphere"
+
+
 def platform_kinds(cell: Cell, kinds: dict[str, str]) -> tuple[str, str]:
     return kinds[cell.source], kinds[cell.target]
+
+
+def stage_estimate_s(stage: str, image: GuestImage, source_kind: str, target_kind: str) -> float:
+    kind = source_kind if stage == "export" else target_kind
+    gib = image.disk_mib / 1024
+    return FIXED_STAGE_S[stage] + PER_GIB_S.get(stage, 0.0) * gib * KIND_FACTOR.get((stage, kind), 1.0)
+
+
+def estimate_cell_s(image: GuestImage, source_kind: str, target_kind: str) -> float:
+    """Expected wall time of one cell from the static model (all stages, in order)."""
+    return sum(stage_estimate_s(s, image, source_kind, target_kind) for s in FIXED_STAGE_S)
+
+
+def _usable(
+    p: str, platform_hosts: dict[str, list[str]], hosts: dict[str, Host], unavailable: frozenset[str]
+) -> list[str]:
+    return [h for h in platform_hosts.get(p, []) if h in hosts and h not in unavailable]
+
+
+def _pressures(
+    cells: Iterable[Cell],
+    est: dict[str, float],
+    hosts: dict[str, Host],
+    platform_hosts: dict[str, list[str]],
+    platform_kind: dict[str, str],
+    limits: Concurrency,
+    unavailable: frozenset[str],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Work per unit of capacity that only a platform's pool (resp. a capped kind) can serve."""
+    plat_work: Counter[str] = Counter()
+    kind_work: Counter[str] = Counter()
+    for c in cells:
+        d = est.get(c.id, 1.0)
+        plat_work[c.source] += d
+        plat_work[c.target] += d  # a same-platform cell needs two hosts of the pool
+        for k in {platform_kind[c.source], platform_kind[c.target]}:
+            kind_work[k] += d
+    plat = {}
+    for p, w in plat_work.items():
+        slots = sum(hosts[h].slots for h in _usable(p, platform_hosts, hosts, unavailable))
+        plat[p] = w / slots if slots else 0.0
+    kind = {k: w / cap for k, w in kind_work.items() if (cap := limits.per_kind.get(k)) and cap > 0}
+    return plat, kind
 
 
 def schedule(
@@ -47,75 +127,185 @@ def schedule(
     estimate_s: dict[str, float] | None = None,
     unavailable: frozenset[str] = frozenset(),
 ) -> list[Assignment]:
-    """Assignments to start now. Never exceeds host slots, per-kind caps or ``max_cells``."""
-    load = dict(state.host_load)
-    by_kind = Counter(state.running_by_kind)
-    total = state.running_total
+    """Assignments to start now. Never exceeds host slots, per-kind caps or ``max_cells``.
+
+    ``estimate_s``: expected duration per cell id (missing ids count as 1 s, i.e. all equal).
+    """
+    if not pending or state.running_total >= limits.max_cells:
+        return []
     est = estimate_s or {}
+    usable = {p: _usable(p, platform_hosts, hosts, unavailable) for p in platform_hosts}
+    free = {h: hosts[h].slots - state.host_load.get(h, 0) for hs in usable.values() for h in hs}
+    if not any(v > 0 for v in free.values()):
+        return []
+    plat_p, kind_p = _pressures(pending, est, hosts, platform_hosts, platform_kind, limits, unavailable)
 
-    demand: Counter[str] = Counter()
+    # cells of one (source, target) class are interchangeable but for duration: rank classes, and
+    # keep each class's cells longest-first; only as many as could possibly start are looked at
+    classes: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in pending:
-        demand[c.source] += 1
-        demand[c.target] += 1
+        classes[(c.source, c.target)].append(c)
+    room = min(limits.max_cells - state.running_total, sum(v for v in free.values() if v > 0))
+    ranked: list[tuple[tuple, Cell]] = []
+    for (s, t), cs in classes.items():
+        ks = {platform_kind[s], platform_kind[t]}
+        press = sorted([plat_p.get(s, 0.0), plat_p.get(t, 0.0), *(kind_p.get(k, 0.0) for k in ks)], reverse=True)
+        for c in heapq.nlargest(room, cs, key=lambda c: (est.get(c.id, 1.0), c.id)):
+            ranked.append(((-press[0], -press[1], -est.get(c.id, 1.0), c.id), c))
+    ranked.sort(key=lambda x: x[0])
+    order = [c for _, c in ranked]
 
-    def scarcity(c: Cell) -> float:
-        # capacity per unit of demand on the tighter of the two platforms
-        def cap(p: str) -> float:
-            slots = sum(
-                hosts[h].slots
-                for h in platform_hosts.get(p, [])
-                if h not in unavailable
-            )
-            return slots / max(demand[p], 1)
+    ctx = _Ctx(free, Counter(state.running_by_kind), state.running_total, limits, usable, platform_kind)
+    picks = ctx.greedy(order)
+    weight = {p: 1.0 + v for p, v in plat_p.items()}
+    _repair(ctx, picks, order, weight)
+    return [Assignment(c.id, s, t) for c, s, t in picks]
 
-        return min(cap(c.source), cap(c.target))
 
-    order = sorted(pending, key=lambda c: (scarcity(c), -est.get(c.id, 0.0), c.id))
-    out: list[Assignment] = []
-    for cell in order:
-        if total >= limits.max_cells:
-            break
-        sk, tk = platform_kind[cell.source], platform_kind[cell.target]
-        kinds_used = Counter([sk, tk]) if sk != tk else Counter([sk])
-        if any(
-            k in limits.per_kind and by_kind[k] + n > limits.per_kind[k]
-            for k, n in kinds_used.items()
-        ):
-            continue
-        src = _least_loaded(
-            platform_hosts.get(cell.source, []), hosts, load, unavailable, exclude=""
-        )
-        if not src:
-            continue
-        tgt = _least_loaded(
-            platform_hosts.get(cell.target, []), hosts, load, unavailable, exclude=src
-        )
+class _Ctx:
+    """Mutable capacity bookkeeping for one scheduling pass."""
+
+    def __init__(
+        self,
+        free: dict[str, int],
+        by_kind: Counter[str],
+        total: int,
+        limits: Concurrency,
+        usable: dict[str, list[str]],
+        platform_kind: dict[str, str],
+    ):
+        self.free, self.by_kind, self.total = free, by_kind, total
+        self.limits, self.usable, self.kind = limits, usable, platform_kind
+
+    def _kinds(self, c: Cell) -> set[str]:
+        return {self.kind[c.source], self.kind[c.target]}
+
+    def _best(self, p: str, exclude: str) -> str:
+        best, best_free = "", 0
+        for h in self.usable.get(p, []):
+            if h != exclude and self.free[h] > best_free:
+                best, best_free = h, self.free[h]
+        return best
+
+    def place(self, c: Cell) -> tuple[Cell, str, str] | None:
+        if self.total >= self.limits.max_cells:
+            return None
+        ks = self._kinds(c)
+        if any(k in self.limits.per_kind and self.by_kind[k] + 1 > self.limits.per_kind[k] for k in ks):
+            return None
+        src = self._best(c.source, "")
+        tgt = self._best(c.target, src) if src else ""
         if not tgt:
-            continue
-        load[src] = load.get(src, 0) + 1
-        load[tgt] = load.get(tgt, 0) + 1
-        for k, n in kinds_used.items():
-            by_kind[k] += n
-        total += 1
-        out.append(Assignment(cell.id, src, tgt))
-    return out
+            return None
+        self.free[src] -= 1
+        self.free[tgt] -= 1
+        for k in ks:
+            self.by_kind[k] += 1
+        self.total += 1
+        return c, src, tgt
+
+    def unplace(self, pick: tuple[Cell, str, str]) -> None:
+        c, src, tgt = pick
+        self.free[src] += 1
+        self.free[tgt] += 1
+        for k in self._kinds(c):
+            self.by_kind[k] -= 1
+        self.total -= 1
+
+    def greedy(self, order: list[Cell]) -> list[tuple[Cell, str, str]]:
+        out = []
+        dead: set[tuple[str, str]] = set()  # capacity only shrinks in a pass: a class that failed stays failed
+        for c in order:
+            if self.total >= self.limits.max_cells:
+                break
+            if (c.source, c.target) in dead:
+                continue
+            if (p := self.place(c)) is not None:
+                out.append(p)
+            else:
+                dead.add((c.source, c.target))
+        return out
 
 
-def _least_loaded(
-    names: list[str],
+def _repair(ctx: _Ctx, picks: list[tuple[Cell, str, str]], order: list[Cell], weight: dict[str, float]) -> None:
+    """1-for-2 swaps while they occupy more pressure-weighted slots (a bounded local search)."""
+    if sum(v for v in ctx.free.values() if v > 0) < 2:
+        return  # dropping one cell frees 2 slots; placing two needs 4
+
+    def value(ps: list[tuple[Cell, str, str]]) -> float:
+        return sum(weight.get(c.source, 1.0) + weight.get(c.target, 1.0) for c, _, _ in ps)
+
+    for _ in range(len(picks) + 1):
+        if ctx.total >= ctx.limits.max_cells:
+            return
+        improved = False
+        taken = {c.id for c, _, _ in picks}
+        # cells of a class are alike for feasibility: two candidates per class keep this cheap
+        per_class: Counter[tuple[str, str]] = Counter()
+        cands = []
+        for c in order:
+            if c.id not in taken and per_class[(c.source, c.target)] < 2:
+                per_class[(c.source, c.target)] += 1
+                cands.append(c)
+        for i in range(len(picks) - 1, -1, -1):  # cheapest-to-drop picks are the last ones
+            old = picks[i]
+            ctx.unplace(old)
+            new = ctx.greedy(cands)
+            if len(new) >= 2 and value(new) > value([old]) + 1e-9:
+                picks[i : i + 1] = new
+                improved = True
+                break
+            for p in new:
+                ctx.unplace(p)
+            _restore(ctx, old)
+        if not improved:
+            return
+
+
+def _restore(ctx: _Ctx, pick: tuple[Cell, str, str]) -> None:
+    c, src, tgt = pick
+    ctx.free[src] -= 1
+    ctx.free[tgt] -= 1
+    for k in ctx._kinds(c):
+        ctx.by_kind[k] += 1
+    ctx.total += 1
+
+
+def lower_bound_s(
+    cells: list[Cell],
+    duration_s: dict[str, float],
     hosts: dict[str, Host],
-    load: dict[str, int],
-    unavailable: frozenset[str],
-    exclude: str,
-) -> str:
-    best, best_free = "", 0
-    for n in names:
-        if n == exclude or n in unavailable or n not in hosts:
-            continue
-        free = hosts[n].slots - load.get(n, 0)
-        if free > best_free:
-            best, best_free = n, free
-    return best
+    platform_hosts: dict[str, list[str]],
+    platform_kind: dict[str, str],
+    limits: Concurrency,
+    unavailable: frozenset[str] = frozenset(),
+) -> Bound:
+    """A makespan no schedule can beat: the most loaded resource, or the longest cell.
+
+    Resources: each platform's host pool (cells touching it, twice for same-platform cells, over
+    its slots), all hosts of a kind together, each per-kind cap, ``max_cells`` and the whole lab.
+    """
+    if not cells:
+        return Bound(0.0, "empty")
+    d = {c.id: duration_s[c.id] for c in cells}
+    cands = [Bound(max(d.values()), "longest cell")]
+    plat_p, kind_p = _pressures(cells, d, hosts, platform_hosts, platform_kind, limits, unavailable)
+    cands += [Bound(v, f"platform {p}") for p, v in plat_p.items()]
+    cands += [Bound(v, f"kind-cap {k}") for k, v in kind_p.items()]
+    # every host of a kind: cells touching kind k need 1 (or 2, if both ends are k) of its slots
+    kind_slots: Counter[str] = Counter()
+    for h in {h for p in platform_hosts for h in _usable(p, platform_hosts, hosts, unavailable)}:
+        kind_slots[hosts[h].kind] += hosts[h].slots
+    kind_work: Counter[str] = Counter()
+    for c in cells:
+        kind_work[platform_kind[c.source]] += d[c.id]
+        kind_work[platform_kind[c.target]] += d[c.id]
+    cands += [Bound(w / kind_slots[k], f"kind {k}") for k, w in kind_work.items() if kind_slots[k]]
+    total = sum(d.values())
+    cands.append(Bound(total / max(limits.max_cells, 1), "max_cells"))
+    if (all_slots := sum(kind_slots.values())) > 0:
+        cands.append(Bound(2 * total / all_slots, "all slots"))
+    return max(cands, key=lambda b: b.seconds)
 
 
 def fifo_schedule(
@@ -128,24 +318,24 @@ def fifo_schedule(
 ) -> list[Assignment]:
     """Naive baseline for the benchmark: strict arrival order, first free host, head-of-line blocking."""
     load = dict(state.host_load)
+    by_kind = Counter(state.running_by_kind)
     total = state.running_total
     out: list[Assignment] = []
     for cell in pending:
         if total >= limits.max_cells:
             break
+        ks = {platform_kind[cell.source], platform_kind[cell.target]}
+        if any(k in limits.per_kind and by_kind[k] >= limits.per_kind[k] for k in ks):
+            break  # the baseline honours the same caps, it just never looks past the head
         src = next(
-            (
-                h
-                for h in platform_hosts.get(cell.source, [])
-                if load.get(h, 0) < hosts[h].slots
-            ),
+            (h for h in platform_hosts.get(cell.source, []) if h in hosts and load.get(h, 0) < hosts[h].slots),
             "",
         )
         tgt = next(
             (
                 h
                 for h in platform_hosts.get(cell.target, [])
-                if h != src and load.get(h, 0) < hosts[h].slots
+                if h != src and h in hosts and load.get(h, 0) < hosts[h].slots
             ),
             "",
         )
@@ -153,6 +343,8 @@ def fifo_schedule(
             break  # FIFO: the head blocks everything behind it
         load[src] = load.get(src, 0) + 1
         load[tgt] = load.get(tgt, 0) + 1
+        for k in ks:
+            by_kind[k] += 1
         total += 1
         out.append(Assignment(cell.id, src, tgt))
     return out

@@ -46,9 +46,7 @@ class Hardware:
     disks: list[DiskSpec]
     nics: list[NicSpec]
     firmware: str
-    controllers: list[str] = field(
-        default_factory=list
-    )  # e.g. ["scsi:lsilogic", "ide"]
+    controllers: list[str] = field(default_factory=list)  # e.g. ["scsi:lsilogic", "ide"]
     hardware_version: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     power_state: str = "off"  # on | off
@@ -63,3 +61,6 @@ class ExportedVm:
     # source NIC model -> model to create on the target, decided by the import policy
     # (``domain.interop.nic_map``); drivers apply it on import
     nic_map: dict[str, str] = field(default_factory=dict)
+    # direct-kernel-boot pieces (kernel, initrd, cmdline) for test guests that carry no bootloader;
+    # hypervisors that cannot boot a kernel directly ignore them
+    boot: dict[str, str] = field(default_factory=dict)

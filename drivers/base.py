@@ -88,3 +88,11 @@ class Driver(abc.ABC):
         """Whether ``guest_evidence`` proves the guest booted. Real guests print a serial marker;
         drivers without a real guest (test driver, simulators) override with what they can prove."""
         return "CROSSVISOR-BOOT-OK" in evidence
+
+    def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
+        """``n`` bytes at ``offset`` of the VM's disk ``index``: proves content survived a move.
+        Default: the disk is a file this machine can read; remote datastores override."""
+        from drivers import diskconv
+
+        disk = self.inspect(name).disks[index]
+        return diskconv.read_marker(disk.path, disk.format, offset, n)

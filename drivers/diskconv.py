@@ -285,7 +285,7 @@ _HEXLINE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2}\s)+)", re.MULTILINE)
 def read_marker(path: PathLike, fmt: str, offset: int, n: int) -> bytes:
     """Read ``n`` guest bytes at ``offset`` (read-only open; works for every format)."""
     _check_fmt(fmt)
-    out = _run([QEMU_IO, "-r", "-f", fmt, "-c", f"read -v {offset} {n}", str(path)]).stdout
+    out = _run([QEMU_IO, "-r", "-U", "-f", fmt, "-c", f"read -v {offset} {n}", str(path)]).stdout
     data = bytes.fromhex("".join(m.group(1) for m in _HEXLINE.finditer(out)))
     if len(data) != n:
         raise ConversionError(f"qemu-io read of {path} returned {len(data)} of {n} bytes: {out[-500:]}")

@@ -42,6 +42,17 @@ NIC_MODELS = {
     "vmware": {"vmxnet3", "e1000", "e1000e", "vlance"},
 }
 BUS_TARGET = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+# crossvisor's controller names (as in OVF / vSphere) -> libvirt SCSI controller models.
+# The choice matters: a guest without the controller's driver never sees its disk.
+SCSI_MODELS = {
+    "virtio-scsi": "virtio-scsi",
+    "pvscsi": "vmpvscsi",
+    "VirtualSCSI": "vmpvscsi",
+    "lsilogic": "lsilogic",
+    "lsilogic-sas": "lsisas1068",
+    "buslogic": "buslogic",
+}
+SCSI_NAMES = {"vmpvscsi": "pvscsi", "lsisas1068": "lsilogic-sas"}
 
 # errors come back as exceptions that we handle; libvirt's default handler would also print them
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -168,17 +179,23 @@ class LibvirtDriver(Driver):
             ]
             os_parts.append(f"<cmdline>{escape(spec.cmdline)}</cmdline>")
         loader = " firmware='efi'" if spec.firmware == "efi" and self.dtype != "test" else ""
-        disks, used = [], {}
+        disks, used, scsi_model = [], {}, ""
         for d in spec.disks:
-            prefix = BUS_TARGET.get(d.bus, "vd")
+            bus, _, model = d.bus.partition(":")  # "scsi:pvscsi": bus plus controller model
+            if bus == "scsi" and not scsi_model:
+                scsi_model = SCSI_MODELS.get(model or "virtio-scsi")
+                if scsi_model is None:
+                    raise InteropFailure(f"SCSI controller {model!r} has no libvirt equivalent", {"controller": model})
+            prefix = BUS_TARGET.get(bus, "vd")
             idx = used.get(prefix, 0)
             used[prefix] = idx + 1
             dev = prefix + "abcdefghijklmnop"[idx]
-            drv = "qemu" if self.dtype != "test" else "qemu"
             disks.append(
-                f"<disk type='file' device='disk'><driver name='{drv}' type='{_libvirt_fmt(d.format)}'/>"
-                f"<source file={quoteattr(d.path)}/><target dev='{dev}' bus='{d.bus}'/></disk>"
+                f"<disk type='file' device='disk'><driver name='qemu' type='{_libvirt_fmt(d.format)}'/>"
+                f"<source file={quoteattr(d.path)}/><target dev='{dev}' bus='{bus}'/></disk>"
             )
+        if scsi_model:
+            disks.append(f"<controller type='scsi' index='0' model='{scsi_model}'/>")
         nics = [
             f"<interface type='user'><mac address='{n.mac}'/><model type='{n.model}'/></interface>"
             if n.mac
@@ -197,6 +214,12 @@ class LibvirtDriver(Driver):
             if self.dtype == "qemu"
             else ""
         )
+        # QEMU runs as root here so that it can open disks and consoles in any state dir
+        seclabel = (
+            "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
+            if self.dtype == "qemu"
+            else ""
+        )
         meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(spec.metadata.items()))
         hwv = (
             f"<item key='crossvisor.hardware_version'>{escape(spec.hardware_version)}</item>"
@@ -210,7 +233,7 @@ class LibvirtDriver(Driver):
             f"<metadata><cv:meta xmlns:cv='{META_NS}'>{meta}{hwv}</cv:meta></metadata>"
             f"<os{loader}>{''.join(os_parts)}</os><features><acpi/></features>"
             f"<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>"
-            f"<devices>{''.join(disks)}{''.join(nics)}{serial}</devices></domain>"
+            f"<devices>{''.join(disks)}{''.join(nics)}{serial}</devices>{seclabel}</domain>"
         )
 
     def provision(self, spec: VmSpec) -> Hardware:
@@ -282,6 +305,9 @@ class LibvirtDriver(Driver):
             firmware=hw.firmware,
             hardware_version=hw.hardware_version,
             metadata=hw.metadata,
+            kernel=package.boot.get("kernel", ""),
+            initrd=package.boot.get("initrd", ""),
+            cmdline=package.boot.get("cmdline", ""),
         )
         return self.provision(spec)
 
@@ -292,6 +318,8 @@ class LibvirtDriver(Driver):
         unit = root.find("memory").get("unit", "KiB") if root.find("memory") is not None else "KiB"
         mem_mib = mem_kib // 1024 if unit == "KiB" else mem_kib
         disks = []
+        scsi = root.find("./devices/controller[@type='scsi']")
+        scsi_model = SCSI_NAMES.get(scsi.get("model", ""), scsi.get("model", "")) if scsi is not None else ""
         for d in root.findall("./devices/disk[@device='disk']"):
             src = d.find("source")
             path = src.get("file", "") if src is not None else ""
@@ -300,7 +328,7 @@ class LibvirtDriver(Driver):
                 DiskSpec(
                     path=path,
                     format=_crossvisor_fmt(fmt),
-                    bus=d.find("target").get("bus", "virtio"),
+                    bus=_bus_name(d.find("target").get("bus", "virtio"), scsi_model),
                     capacity_bytes=_size(path, _crossvisor_fmt(fmt)),
                 )
             )
@@ -399,7 +427,11 @@ def _crossvisor_fmt(fmt: str) -> str:
 
 
 def _bus_for(bus: str) -> str:
-    return bus if bus in BUS_TARGET else "virtio"
+    return bus if bus.partition(":")[0] in BUS_TARGET else "virtio"
+
+
+def _bus_name(bus: str, scsi_model: str) -> str:
+    return f"scsi:{scsi_model}" if bus == "scsi" and scsi_model else bus
 
 
 def _size(path: str, fmt: str) -> int:

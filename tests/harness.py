@@ -70,8 +70,12 @@ class Sabotage:
         return out
 
 
-def make_worker(client, settings: Settings, task_queue: str, executor: ThreadPoolExecutor, sabotage: bool = False):
-    stages = StageActivities(settings)
+def make_worker(
+    client, settings: Settings, task_queue: str, executor: ThreadPoolExecutor, sabotage: bool = False, tiny_guest: bool = False
+):
+    from worker import tiny_guest_provider
+
+    stages = StageActivities(settings, tiny_guest=tiny_guest_provider() if tiny_guest else None)
     camp = CampaignActivities(settings)
     sab = Sabotage(stages)
     w = Worker(

@@ -8,7 +8,11 @@ from domain.vm import DiskSpec, Hardware, NicSpec
 def plan(**kw) -> CampaignPlan:
     return CampaignPlan(
         name="p",
-        platforms=[Platform("a", "kvm", "libvirt"), Platform("b", "xen", "libvirt", nic_models=["netfront", "e1000"]), Platform("c", "vsphere", "vsphere")],
+        platforms=[
+            Platform("a", "kvm", "libvirt"),
+            Platform("b", "xen", "libvirt", nic_models=["netfront", "e1000"]),
+            Platform("c", "vsphere", "vsphere"),
+        ],
         images=[GuestImage("i1"), GuestImage("i2", firmware="efi")],
         **kw,
     )
@@ -38,14 +42,30 @@ def test_fingerprint_tracks_what_decides_the_result() -> None:
 
 
 def hw(**kw) -> Hardware:
-    base = dict(cpus=2, memory_mib=512, disks=[DiskSpec("/d", "qcow2", capacity_bytes=1 << 20)], nics=[NicSpec("virtio")], firmware="bios", metadata={"k": "v"})
+    base = dict(
+        cpus=2,
+        memory_mib=512,
+        disks=[DiskSpec("/d", "qcow2", capacity_bytes=1 << 20)],
+        nics=[NicSpec("virtio")],
+        firmware="bios",
+        metadata={"k": "v"},
+    )
     base.update(kw)
     return Hardware(**base)
 
 
 def test_grade_verify_pass_and_mapping() -> None:
     tgt = Platform("b", "xen", "libvirt", nic_models=["netfront"])
-    res = grading.grade_verify(["boots", "disks", "cpu_memory", "nics", "metadata"], hw(), hw(nics=[NicSpec("netfront")]), tgt, True, "ok", "aa", "aa")
+    res = grading.grade_verify(
+        ["boots", "disks", "cpu_memory", "nics", "metadata"],
+        hw(),
+        hw(nics=[NicSpec("netfront")]),
+        tgt,
+        True,
+        "ok",
+        "aa",
+        "aa",
+    )
     assert [r.grade for r in res] == [Grade.PASS] * 5
     assert res[3].reason == "mapped virtio->netfront"
 
@@ -57,8 +77,17 @@ def test_grade_verify_failures_have_reasons() -> None:
         for r in grading.grade_verify(
             ["boots", "disks", "cpu_memory", "nics", "metadata"],
             hw(),
-            hw(cpus=1, nics=[NicSpec("e1000")], metadata={}, disks=[DiskSpec("/d", "vpc", capacity_bytes=(1 << 20) + 512)]),
-            tgt, False, "kernel panic", "aa", "aa",
+            hw(
+                cpus=1,
+                nics=[NicSpec("e1000")],
+                metadata={},
+                disks=[DiskSpec("/d", "vpc", capacity_bytes=(1 << 20) + 512)],
+            ),
+            tgt,
+            False,
+            "kernel panic",
+            "aa",
+            "aa",
         )
     }
     assert res["boots"].grade == Grade.FAIL and "kernel panic" in res["boots"].evidence["console_tail"]
@@ -134,3 +163,11 @@ def test_fifo_baseline_blocks_at_head() -> None:
     picks = fifo_schedule(cells, hosts, ph, kinds, LabState({"b0": 1}, {}, 1), Concurrency())
     assert picks == []  # head needs b0; FIFO does not look past it even though a->c could run
     assert schedule(cells, hosts, ph, kinds, LabState({"b0": 1}, {}, 1), Concurrency()) != []
+
+
+def test_guest_read_marker_must_match() -> None:
+    t = Platform("b", "kvm", "libvirt")
+    ok = grading.grade_verify(["disks"], hw(), hw(), t, True, "", "aa", "aa", guest_marker="aa00")[0]
+    bad = grading.grade_verify(["disks"], hw(), hw(), t, True, "", "aa", "aa", guest_marker="0000")[0]
+    assert ok.grade == Grade.PASS and ok.evidence["marker_in_guest"] == "aa00"
+    assert bad.grade == Grade.FAIL and "guest reads different content" in bad.reason

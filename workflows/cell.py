@@ -31,7 +31,16 @@ STAGE_TIMEOUT = {
 }
 # stages that report progress; a worker that dies mid-conversion is noticed in minutes, not hours
 HEARTBEAT = {"convert": timedelta(minutes=5)}
-NON_RETRYABLE = ["InventoryError", "SpecError", "OvfError", "UriError"]
+NON_RETRYABLE = [
+    "InventoryError",
+    "NetBoxAuthError",
+    "SpecError",
+    "OvfError",
+    "UriError",
+    "CredentialError",  # retrying a wrong password can lock the account
+    "NoDiskContent",
+    "HostUnhealthy",
+]
 
 
 def _cause(err: BaseException) -> str:

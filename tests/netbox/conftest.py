@@ -54,8 +54,7 @@ def run_up(fresh: bool) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def netbox_server() -> Iterator[NetBoxServer]:
     # If a NetBox was already up (someone is using it), leave it running afterwards.
-    env_before = _env_path()
-    was_running = env_before.exists()
+    was_running = _running(_env_path().parent / "netbox.pid")
     proc = run_up(fresh=True)
     if proc.returncode != 0:
         pytest.fail(f"netbox-up.sh failed:\n{proc.stderr[-3000:]}")
@@ -75,6 +74,14 @@ def netbox_server() -> Iterator[NetBoxServer]:
     finally:
         if not was_running:
             subprocess.run([str(DOWN)], capture_output=True, timeout=120, check=False)
+
+
+def _running(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _env_path() -> Path:

@@ -1,0 +1,204 @@
+"""Record workflow histories of real campaign runs for the replay tests (tests/replay/test_replay.py).
+
+    .venv/bin/python tests/replay/record.py
+
+Runs small campaigns (real activities: libvirt test driver, qemu-img, OVA) on Temporal's
+time-skipping test server and writes every CampaignWorkflow run and CellWorkflow history to
+``tests/replay/histories/<workflow id>[@run<N>].json``. Re-record only for an intentional workflow
+change guarded by ``workflow.patched`` (see README.md): the old files are replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from crossvisor.config import Settings  # noqa: E402
+from domain.messages import CampaignInput  # noqa: E402
+from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
+from tests.harness import Sabotage, make_worker, small_plan, tool  # noqa: E402
+from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "histories"
+
+Scenario = Callable[[Client, Sabotage, Path, str, str], Awaitable[CampaignResult]]
+
+
+async def _start(client: Client, plan, cid: str, tq: str, **kw) -> WorkflowHandle:
+    return await client.start_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(plan=plan, **kw),
+        id=cid,
+        task_queue=tq,
+        result_type=CampaignResult,
+    )
+
+
+async def normal(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """Both directions pass; the second export is reused from the artifact cache."""
+    h = await _start(client, small_plan(tmp), cid, tq)
+    res = await h.result()
+    assert [c.grade for c in res.cells] == [Grade.PASS, Grade.PASS], res.cells
+    return res
+
+
+async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """An EFI guest into a BIOS-only Xen: the import stage fails with evidence, cleanup still runs."""
+    plan = small_plan(
+        tmp, pairs=[["kvm", "xen"]], images=[GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")]
+    )
+    res = await (await _start(client, plan, cid, tq)).result()
+    assert res.cells[0].grade == Grade.FAIL, res.cells
+    return res
+
+
+async def transient_retry(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """The import stage raises twice (an infrastructure fault), Temporal retries it, the cell passes."""
+    calls: list[str] = []
+
+    def flaky(inp) -> None:
+        calls.append(inp.stage)
+        if len(calls) < 3:
+            raise ConnectionError("hypervisor API timed out")
+
+    sab.before["import"] = flaky
+    res = await (await _start(client, small_plan(tmp, pairs=[["kvm", "xen"]]), cid, tq)).result()
+    assert res.cells[0].grade == Grade.PASS and len(calls) == 3, (res.cells, calls)
+    return res
+
+
+async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """Pause while a cell runs, skip a pending cell, resume (operator steering by update)."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    plan.concurrency.max_cells = 1
+    gate, released = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def hold(inp) -> None:  # keep the first cell busy while the operator steers
+        if inp.cell.image == "i0":
+            loop.call_soon_threadsafe(gate.set)
+            released.wait(30)
+
+    sab.before["provision"] = hold
+    h = await _start(client, plan, cid, tq)
+    await gate.wait()
+    await h.execute_update(CampaignWorkflow.steer, SteerRequest("pause", request_id="p1"))
+    await h.execute_update(CampaignWorkflow.steer, SteerRequest("skip", request_id="s1", cells=["kvm--xen--i2"]))
+    released.set()
+    await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume", request_id="r1"))
+    res = await h.result()
+    assert sorted(c.grade.value for c in res.cells) == ["pass", "pass", "skipped"], res.cells
+    return res
+
+
+async def cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """Cancel while the first cell boots: it cleans up and releases, the rest is skipped, the sweeper runs."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
+    plan.concurrency.max_cells = 1
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(inp) -> None:
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.5)
+
+    sab.before["boot"] = slow
+    h = await _start(client, plan, cid, tq)
+    await started.wait()
+    await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel", request_id="c1"))
+    res = await h.result()
+    assert res.status == "cancelled" and all(c.grade == Grade.SKIPPED for c in res.cells), res.cells
+    return res
+
+
+async def continue_as_new(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """A tiny history_limit: the campaign continues as new between cells, state carried over."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
+    plan.concurrency.max_cells = 1
+    res = await (await _start(client, plan, cid, tq, history_limit=20)).result()
+    assert len(res.cells) == 2 and all(c.grade == Grade.PASS for c in res.cells), res.cells
+    return res
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "normal": normal,
+    "interop-fail": interop_fail,
+    "transient-retry": transient_retry,
+    "steer": steer,
+    "cancel": cancel,
+    "continue-as-new": continue_as_new,
+}
+
+
+async def save_histories(client: Client, cid: str) -> list[Path]:
+    """Every run of the campaign (walking continue-as-new back from the last) and every child."""
+    runs: list[str] = []
+    run_id: str | None = None  # None = the latest run
+    while True:
+        hist = await client.get_workflow_handle(cid, run_id=run_id).fetch_history()
+        runs.insert(0, hist.to_json())
+        started = hist.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+        if not run_id:
+            break
+    children: list[str] = []
+    for text in runs:
+        hist = WorkflowHistory.from_json(cid, text)
+        for e in hist.events:
+            if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+                children.append(e.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+    written = [_write(cid if len(runs) == 1 else f"{cid}@run{n}", text) for n, text in enumerate(runs, 1)]
+    for child in children:
+        written.append(_write(child, (await client.get_workflow_handle(child).fetch_history()).to_json()))
+    return written
+
+
+def _write(name: str, text: str) -> Path:
+    p = OUT / f"{name}.json"
+    p.write_text(text)
+    return p
+
+
+async def main() -> None:
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="crossvisor-record-") as td, ThreadPoolExecutor(8) as ex:
+            for name, scenario in SCENARIOS.items():
+                tmp = Path(td) / name
+                tmp.mkdir()
+                settings = Settings()
+                settings.home = tmp / "state"
+                settings.home.mkdir()
+                tq = f"replay-{name}"
+                worker, sab = make_worker(env.client, settings, tq, ex, sabotage=True)
+                cid = f"replay-{name}"
+                async with worker:
+                    await scenario(env.client, sab, tmp, cid, tq)
+                files = await save_histories(env.client, cid)
+                size = sum(p.stat().st_size for p in files)
+                print(f"{name}: {len(files)} histories, {size / 1024:.0f} KiB")
+    finally:
+        await env.shutdown()
+    total = sum(p.stat().st_size for p in OUT.glob("*.json"))
+    print(f"{OUT}: {len(list(OUT.glob('*.json')))} files, {total / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

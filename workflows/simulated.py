@@ -1,0 +1,72 @@
+"""A cell workflow for simulated labs: same input and result as ``CellWorkflow``, but every stage
+only sleeps its simulated duration (``domain.simulation.stage_durations``, deterministic in the cell
+id), and every check passes. Plugged into a campaign with ``CampaignInput.cell_workflow``; under
+Temporal's time-skipping test server a month-long campaign replays in minutes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from domain import simulation
+    from domain.messages import CachedResultRequest, CellInput
+    from domain.model import STAGES, CellResult, CheckResult, Grade, StageRecord
+
+
+@workflow.defn(name="SimulatedCellWorkflow")
+class SimulatedCellWorkflow:
+    def __init__(self) -> None:
+        self._stage = ""
+
+    @workflow.query
+    def current_stage(self) -> str:
+        return self._stage
+
+    @workflow.run
+    async def run(self, inp: CellInput) -> CellResult:
+        cell = inp.cell
+        base = CellResult(
+            cell_id=cell.id,
+            source=cell.source,
+            target=cell.target,
+            image=cell.image,
+            checks=[],
+            stages=[],
+            source_host=inp.source_host.name,
+            target_host=inp.target_host.name,
+            fingerprint=cell.fingerprint,
+        )
+        # same reuse rule as the real cell: an identical passed cell is not redone
+        cached = await workflow.execute_activity(
+            "lookup_cached_result",
+            CachedResultRequest(cell.fingerprint),
+            result_type=CellResult | None,
+            start_to_close_timeout=timedelta(seconds=60),
+        )
+        if cached is not None:
+            base.checks, base.stages, base.cached = cached.checks, cached.stages, True
+            return base
+        durations = simulation.stage_durations(cell, inp.image, inp.source.kind, inp.target.kind)
+        for stage in STAGES:
+            self._stage = stage
+            await workflow.sleep(durations[stage])
+            base.stages.append(StageRecord(stage, "ok", durations[stage]))
+        base.checks = [CheckResult(c, Grade.PASS, "simulated") for c in cell.checks]
+        return base
+
+
+@workflow.defn(name="CellWorkflow")
+class SimulatedAsCellWorkflow(SimulatedCellWorkflow):
+    """The simulated cell under the real cell's type name, for a worker that simulates the whole lab.
+
+    Why: ``CampaignWorkflow`` currently drops ``cell_workflow`` when it continues as new, so later
+    generations start "CellWorkflow" children; a simulation worker registers this instead of the
+    real ``CellWorkflow`` so that those run simulated too (and never call ``run_stage``).
+    """
+
+    @workflow.run
+    async def run(self, inp: CellInput) -> CellResult:
+        return await super().run(inp)
