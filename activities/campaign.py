@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import structlog
 from temporalio import activity
 from temporalio.converter import value_to_type
 
@@ -86,10 +87,18 @@ class CampaignActivities:
 
     @activity.defn(name="sweep_leaks")
     def sweep_leaks(self, req: SweepRequest) -> list[str]:
-        """Destroy VMs of this campaign that no cell owns any more, and free its leases."""
+        """Destroy VMs of this campaign that no cell owns any more, and free its leases.
+
+        Best effort per host: an unreachable host is logged and skipped (the next sweep gets it),
+        so one dead hypervisor never blocks a campaign from finishing."""
         removed = []
+        log = structlog.get_logger("crossvisor").bind(campaign=req.campaign_id, component="sweeper")
         for h in req.hosts:
-            drv = open_driver(h, self.settings.home / "drivers")
+            try:
+                drv = open_driver(h, self.settings.home / "drivers")
+            except Exception as e:  # noqa: BLE001
+                log.warning("sweep.host_unreachable", host=h.name, error=str(e))
+                continue
             try:
                 for name in drv.list_vms(vm_prefix(req.campaign_id)):
                     drv.destroy(name)
@@ -97,8 +106,12 @@ class CampaignActivities:
             finally:
                 drv.close()
         inv = open_inventory(req.inventory, self.settings.home)
-        if hasattr(inv, "release_owned_by"):
-            inv.release_owned_by(f"{req.campaign_id}/")
+        prefix = f"{req.campaign_id}/"
+        for host, owners in inv.leases().items():
+            for owner in owners.split(","):
+                if owner.startswith(prefix):
+                    inv.release_lease(host, owner)
+                    removed.append(f"{host}:lease:{owner}")
         return removed
 
 

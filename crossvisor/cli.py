@@ -44,9 +44,7 @@ async def _client(settings: Settings):
     return await connect(settings)
 
 
-async def start_campaign(
-    settings: Settings, spec: str, cid: str | None
-) -> tuple[str, bool]:
+async def start_campaign(settings: Settings, spec: str, cid: str | None) -> tuple[str, bool]:
     """Start (or find) the campaign workflow. Returns (id, started_now)."""
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -99,9 +97,7 @@ async def result(settings: Settings, cid: str, wait: bool = True):
     if desc.status == WorkflowExecutionStatus.RUNNING and not wait:
         cells = await h.query(CampaignWorkflow.results, result_type=list[CellResult])
         p = await h.query(CampaignWorkflow.progress)
-        return CampaignResult(
-            campaign_id=cid, name=p.name, cells=cells, status=p.status
-        )
+        return CampaignResult(campaign_id=cid, name=p.name, cells=cells, status=p.status)
     return await client.get_workflow_handle(cid, result_type=CampaignResult).result()
 
 
@@ -139,9 +135,7 @@ async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
                 continue
             c = p.counts
             detail = f"{p.status} pass {c.get('pass', 0)} fail {c.get('fail', 0)} error {c.get('error', 0)} skipped {c.get('skipped', 0)} running {c.get('running', 0)}"
-            bar.update(
-                task, total=c.get("total", 0), completed=c.get("done", 0), detail=detail
-            )
+            bar.update(task, total=c.get("total", 0), completed=c.get("done", 0), detail=detail)
             await asyncio.sleep(poll_s)
         from domain.model import CampaignResult
 
@@ -184,12 +178,7 @@ def render_matrix(res) -> None:
                 row.append(f"[{style[g]}]{label}[/]")
             t.add_row(*row)
         console.print(t)
-    failures = [
-        (c, ch)
-        for c in res.cells
-        for ch in c.checks
-        if ch.grade.value in ("fail", "error")
-    ]
+    failures = [(c, ch) for c in res.cells for ch in c.checks if ch.grade.value in ("fail", "error")]
     if failures:
         console.print("[bold]Failures[/]")
         seen = set()
@@ -198,21 +187,14 @@ def render_matrix(res) -> None:
             if key in seen:
                 continue
             seen.add(key)
-            console.print(
-                f"  {c.source} -> {c.target} / {c.image}: {ch.check}: {ch.reason}"
-            )
+            console.print(f"  {c.source} -> {c.target} / {c.image}: {ch.check}: {ch.reason}")
     counts: dict[str, int] = {}
     for c in res.cells:
         counts[c.grade.value] = counts.get(c.grade.value, 0) + 1
-    console.print(
-        f"cells: {len(res.cells)}  "
-        + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    )
+    console.print(f"cells: {len(res.cells)}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 
-def write_reports(
-    res, html: str | None, junit: str | None, js: str | None
-) -> list[str]:
+def write_reports(res, html: str | None, junit: str | None, js: str | None) -> list[str]:
     from crossvisor import report
 
     out = []
@@ -233,9 +215,7 @@ async def steer(settings: Settings, cid: str, **kw) -> str:
 
     client = await _client(settings)
     req = SteerRequest(request_id=kw.pop("request_id", None) or uuid.uuid4().hex, **kw)
-    r = await client.get_workflow_handle(cid).execute_update(
-        CampaignWorkflow.steer, req
-    )
+    r = await client.get_workflow_handle(cid).execute_update(CampaignWorkflow.steer, req)
     return r.message
 
 
@@ -280,28 +260,20 @@ async def demo(settings: Settings, spec: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="crossvisor", description="hypervisor interoperability campaigns"
-    )
+    ap = argparse.ArgumentParser(prog="crossvisor", description="hypervisor interoperability campaigns")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser(
-        "demo", help="run the example campaign on the embedded local stack"
-    )
+    d = sub.add_parser("demo", help="run the example campaign on the embedded local stack")
     d.add_argument("--spec", default=str(PROJECT_DIR / "examples/demo.yaml"))
     sub.add_parser("up", help="start the local Temporal dev server and a worker")
     sub.add_parser("down", help="stop the local stack")
     w = sub.add_parser("worker", help="run a worker in the foreground")
     w.add_argument("--metrics-port", type=int)
     w.add_argument("--sdk-metrics-port", type=int)
-    w.add_argument(
-        "--metrics-host", default=os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1")
-    )
+    w.add_argument("--metrics-host", default=os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1"))
     v = sub.add_parser("validate", help="validate a campaign spec without running it")
     v.add_argument("spec")
 
-    c = sub.add_parser("campaign", help="start and steer campaigns").add_subparsers(
-        dest="sub", required=True
-    )
+    c = sub.add_parser("campaign", help="start and steer campaigns").add_subparsers(dest="sub", required=True)
     s = c.add_parser("start")
     s.add_argument("spec")
     s.add_argument("--id")
@@ -329,14 +301,22 @@ def main(argv: list[str] | None = None) -> None:
     hi.add_argument("id")
     hi.add_argument("--out", required=True)
 
+    inv = sub.add_parser("inventory", help="hosts, leases and health of a spec's inventory").add_subparsers(
+        dest="sub", required=True
+    )
+    for name in ("hosts", "leases"):
+        x = inv.add_parser(name)
+        x.add_argument("spec", help="campaign spec whose inventory to read (file: or netbox)")
+    ch = inv.add_parser("clear-health", help="return a host marked unhealthy to service")
+    ch.add_argument("spec")
+    ch.add_argument("host")
+
     rp = sub.add_parser("report", help="interop matrix as HTML / JUnit / JSON")
     rp.add_argument("id")
     rp.add_argument("--html")
     rp.add_argument("--junit")
     rp.add_argument("--json")
-    rp.add_argument(
-        "--no-wait", action="store_true", help="report a running campaign as it stands"
-    )
+    rp.add_argument("--no-wait", action="store_true", help="report a running campaign as it stands")
 
     a = ap.parse_args(argv)
     settings = Settings()
@@ -348,11 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         from crossvisor.log import redact_text
 
         print(f"crossvisor: error: {redact_text(str(e))}", file=sys.stderr)
-        code = (
-            2
-            if type(e).__name__ in ("SpecError", "InventoryError", "ValueError")
-            else 1
-        )
+        code = 2 if type(e).__name__ in ("SpecError", "InventoryError", "ValueError") else 1
     _exit(code)
 
 
@@ -384,6 +360,26 @@ async def _dispatch(a, settings: Settings) -> int:
         if a.sdk_metrics_port:
             settings.sdk_metrics_port = a.sdk_metrics_port
         await worker.run(settings, a.metrics_host)
+        return 0
+    if a.cmd == "inventory":
+        from crossvisor.spec import load_spec
+        from inventory.factory import open_inventory
+
+        plan = load_spec(a.spec)
+        source = open_inventory(plan.inventory, settings.home)
+        if a.sub == "hosts":
+            for p in plan.platforms:
+                hosts = source.hosts({**p.select, "kind": p.kind})
+                print(
+                    f"{p.name}: "
+                    + (", ".join(f"{h.name} ({h.endpoint}, slots {h.slots})" for h in hosts) or "no healthy host")
+                )
+        elif a.sub == "leases":
+            for host, owners in sorted(source.leases().items()):
+                print(f"{host}: {owners}")
+        else:
+            source.clear_health(a.host)
+            print(f"{a.host}: back in service")
         return 0
     if a.cmd == "report":
         res = await result(settings, a.id, wait=not a.no_wait)

@@ -8,18 +8,14 @@ import sys
 
 import structlog
 
-_SECRET_KEYS = re.compile(
-    r"pass(word)?|token|secret|api_?key|authorization|cookie", re.I
-)
+_SECRET_KEYS = re.compile(r"pass(word)?|token|secret|api_?key|authorization|cookie", re.I)
 # values that look like credentials even under an innocent key: NetBox v1/v2 tokens, basic auth in URLs
 _SECRET_VALUES = [
     (re.compile(r"nbt_[A-Za-z0-9]+\.[A-Za-z0-9]+"), "nbt_***"),
     (re.compile(r"(?i)\b(token\s+)[0-9a-f]{40}\b"), r"\1***"),
     (re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"), r"\1:***@"),
 ]
-_extra: set[str] = (
-    set()
-)  # exact secret values known to this process (resolved credentials)
+_extra: set[str] = set()  # exact secret values known to this process (resolved credentials)
 
 
 def register_secret(value: str) -> None:
@@ -60,9 +56,7 @@ def configure(level: str = "info", stream=None) -> None:
             _redact,
             structlog.processors.JSONRenderer(),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            getattr(logging, level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

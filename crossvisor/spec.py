@@ -32,9 +32,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid"
-    )  # a typo is an error, never silently ignored
+    model_config = ConfigDict(extra="forbid")  # a typo is an error, never silently ignored
 
 
 class PlatformSpec(_Strict):
@@ -44,21 +42,15 @@ class PlatformSpec(_Strict):
     select: dict[str, str] = Field(default_factory=dict)
     disk_format: DiskFormat = "qcow2"
     hardware_version: str = ""
-    nic_models: list[str] = Field(
-        default_factory=lambda: ["virtio", "e1000", "vmxnet3"]
-    )
-    firmware: list[Literal["bios", "efi"]] = Field(
-        default_factory=lambda: ["bios", "efi"]
-    )
+    nic_models: list[str] = Field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"])
+    firmware: list[Literal["bios", "efi"]] = Field(default_factory=lambda: ["bios", "efi"])
 
     @field_validator("select")
     @classmethod
     def _known_keys(cls, v: dict[str, str]) -> dict[str, str]:
         bad = [k for k in v if k not in SELECT_KEYS and not k.startswith("cf_")]
         if bad:
-            raise ValueError(
-                f"unknown selection keys {bad}; allowed: {list(SELECT_KEYS)} or cf_<custom field>"
-            )
+            raise ValueError(f"unknown selection keys {bad}; allowed: {list(SELECT_KEYS)} or cf_<custom field>")
         return v
 
 
@@ -91,9 +83,9 @@ class CampaignSpec(_Strict):
     inventory: str = "file:examples/lab.yaml"
     platforms: list[PlatformSpec] = Field(min_length=1)
     images: list[ImageSpec] = Field(min_length=1)
-    checks: list[
-        Literal["boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle"]
-    ] = Field(default_factory=lambda: list(m.CHECKS))
+    checks: list[Literal["boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle"]] = Field(
+        default_factory=lambda: list(m.CHECKS)
+    )
     pairs: list[tuple[str, str]] = Field(default_factory=list)
     include_same_platform: bool = False
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
@@ -113,22 +105,12 @@ class CampaignSpec(_Strict):
         for s, t in self.pairs:
             for n in (s, t):
                 if n not in known:
-                    raise ValueError(
-                        f"pairs: unknown platform {n!r}; known: {sorted(known)}"
-                    )
-        if (
-            not self.pairs
-            and len(self.platforms) < 2
-            and not self.include_same_platform
-        ):
-            raise ValueError(
-                "need two platforms (or include_same_platform: true) to form a pair"
-            )
+                    raise ValueError(f"pairs: unknown platform {n!r}; known: {sorted(known)}")
+        if not self.pairs and len(self.platforms) < 2 and not self.include_same_platform:
+            raise ValueError("need two platforms (or include_same_platform: true) to form a pair")
         for p in self.platforms:
             if p.driver == "vsphere" and p.kind != "vsphere":
-                raise ValueError(
-                    f"platform {p.name!r}: driver vsphere only drives kind vsphere"
-                )
+                raise ValueError(f"platform {p.name!r}: driver vsphere only drives kind vsphere")
         if not self.inventory.startswith(("file:", "netbox")):
             raise ValueError("inventory: must be 'file:<path>' or 'netbox'")
         return self
@@ -192,9 +174,7 @@ def load_spec(path: str | Path) -> CampaignPlan:
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise SpecError(f"{p}{at}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(doc, dict):
-        raise SpecError(
-            f"{p}: (top level): expected a mapping, got {type(doc).__name__}"
-        )
+        raise SpecError(f"{p}: (top level): expected a mapping, got {type(doc).__name__}")
     try:
         spec = CampaignSpec.model_validate(doc)
     except ValidationError as e:

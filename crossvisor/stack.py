@@ -29,9 +29,7 @@ def venv_tool(name: str) -> str:
         return str(here)
     found = shutil.which(name)
     if not found:
-        raise StackError(
-            f"{name} not found: install the project (pip install -e .) into this venv"
-        )
+        raise StackError(f"{name} not found: install the project (pip install -e .) into this venv")
     return found
 
 
@@ -58,9 +56,7 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
     if _alive(pidfile) and _port_open(host, int(port)):
         return settings.temporal_address
     if _port_open(host, int(port)):
-        raise StackError(
-            f"{settings.temporal_address} is taken by another process; set CROSSVISOR_TEMPORAL_ADDRESS"
-        )
+        raise StackError(f"{settings.temporal_address} is taken by another process; set CROSSVISOR_TEMPORAL_ADDRESS")
     p = int(port)
     cmd = [
         venv_tool("temporal"),
@@ -96,9 +92,7 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(
-                f"temporal dev server exited ({proc.returncode}); see {run / 'temporal.log'}"
-            )
+            raise StackError(f"temporal dev server exited ({proc.returncode}); see {run / 'temporal.log'}")
         health = subprocess.run(
             [
                 venv_tool("temporal"),
@@ -114,9 +108,7 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
         if "SERVING" in health.stdout:
             return settings.temporal_address
         time.sleep(0.2)
-    raise StackError(
-        f"temporal dev server not healthy after {timeout_s}s; see {run / 'temporal.log'}"
-    )
+    raise StackError(f"temporal dev server not healthy after {timeout_s}s; see {run / 'temporal.log'}")
 
 
 def worker_up(settings: Settings, project_dir: Path) -> int:

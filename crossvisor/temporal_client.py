@@ -23,11 +23,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
             client_cert=_read(settings.temporal_tls_cert),
             client_private_key=_read(settings.temporal_tls_key),
         )
-    api_key = (
-        Path(settings.temporal_api_key_file).read_text().strip()
-        if settings.temporal_api_key_file
-        else None
-    )
+    api_key = Path(settings.temporal_api_key_file).read_text().strip() if settings.temporal_api_key_file else None
     if api_key and tls is False:
         tls = True  # Temporal Cloud API keys require TLS
     return await Client.connect(

@@ -13,7 +13,14 @@ def open_inventory(ref: str, state_dir: Path) -> InventorySource:
 
         return FileInventory(ref[5:], state_dir / "inventory")
     if ref == "netbox":
+        import os
+
         from inventory.netbox_source import NetBoxInventory
 
+        # crossvisor's own settings first (token only ever as a file), then pynetbox-style env
+        url = os.environ.get("CROSSVISOR_NETBOX_URL", "")
+        token_file = os.environ.get("CROSSVISOR_NETBOX_TOKEN_FILE", "")
+        if url:
+            return NetBoxInventory(url, token_file=token_file or None)
         return NetBoxInventory.from_env()
     raise InventoryError(f"unknown inventory reference {ref!r}: use file:<path> or netbox")

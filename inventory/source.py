@@ -37,6 +37,10 @@ class InventorySource(abc.ABC):
     def report_health(self, host: str, ok: bool, detail: str = "") -> None:
         """Record a health check outcome; repeated failures mark the host unhealthy."""
 
+    @abc.abstractmethod
+    def clear_health(self, host: str) -> None:
+        """Return a host marked unhealthy to service (an operator's decision)."""
+
     def is_unhealthy(self, host: str) -> bool:
         """Whether health reporting has taken ``host`` out of service (default: it left ``hosts()``)."""
         return host not in {h.name for h in self.hosts()}

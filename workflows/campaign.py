@@ -283,6 +283,7 @@ class CampaignWorkflow:
                             campaign_id=self.campaign_id,
                             state=self.st,
                             history_limit=inp.history_limit,
+                            cell_workflow=inp.cell_workflow,
                         )
                     )
                 if not self.st.paused and not draining:
@@ -297,13 +298,19 @@ class CampaignWorkflow:
             for cid in list(self.st.pending):
                 self.st.results[cid] = self._skipped_result(cid, "campaign cancelled")
             self.st.pending.clear()
-            await workflow.execute_activity(
+        # Sweep on every ending, not only on cancel: a cell whose cleanup exhausted its retries
+        # may have left a VM or a lease behind. Patched so that histories recorded before the
+        # change (sweep only on cancel) still replay.
+        if self.cancel_requested or workflow.patched("sweep-on-every-end"):
+            removed = await workflow.execute_activity(
                 "sweep_leaks",
                 SweepRequest(self.campaign_id, plan.inventory, self.st.hosts),
                 result_type=list[str],
                 start_to_close_timeout=timedelta(minutes=30),
                 retry_policy=ACT_RETRY,
             )
+            if removed:
+                workflow.logger.warning("sweeper removed leaked VMs: %s", removed)
         self.status = "cancelled" if self.cancel_requested else "completed"
         await self._publish(running=False)
         return CampaignResult(

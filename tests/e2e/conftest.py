@@ -56,7 +56,11 @@ class Stack:
         log = open(self.settings.home / f"worker-{len(self.workers)}.log", "ab")
         p = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")],
-            cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=log, start_new_session=True,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         self.workers.append(p)
         return p
@@ -64,7 +68,11 @@ class Stack:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "crossvisor.cli", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def stop(self) -> None:

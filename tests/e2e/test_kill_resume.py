@@ -65,7 +65,9 @@ def test_kill_worker_mid_campaign_no_finished_stage_reruns(local_stack) -> None:
     assert len(rerun - in_flight) <= 4, sorted(rerun - in_flight)
     needed = len(ends)
     executed = sum(ends.values())
-    print(f"\nstage executions / stages needed = {executed}/{needed} = {executed / needed:.3f}; in flight at kill: {len(in_flight)}")
+    print(
+        f"\nstage executions / stages needed = {executed}/{needed} = {executed / needed:.3f}; in flight at kill: {len(in_flight)}"
+    )
     assert executed / needed <= 1 + 8 / needed
 
 
@@ -92,6 +94,28 @@ def test_rerun_of_finished_campaign_redoes_nothing_and_cli_exits_cleanly(local_s
     assert ran and {e["cell"] for e in ran} <= not_passed  # only cells that did not pass are re-run
     st = s.cli("campaign", "status", "again")
     assert st.returncode == 0 and json.loads(st.stdout)["counts"]["total"] == 24
+
+
+def test_second_worker_on_other_ports_does_not_collide(local_stack) -> None:
+    import urllib.request
+
+    s = local_stack
+    a = s.start_worker()
+    b = s.start_worker(
+        CROSSVISOR_METRICS_PORT=str(s.settings.metrics_port + 100),
+        CROSSVISOR_SDK_METRICS_PORT=str(s.settings.sdk_metrics_port + 100),
+    )
+    r = s.cli("campaign", "start", str(ROOT / "examples/demo.yaml"), "--id", "two-workers", "--wait")
+    assert r.returncode == 0, r.stderr
+    assert a.poll() is None and b.poll() is None  # neither died on a port clash
+    bodies = [
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for port in (s.settings.metrics_port, s.settings.metrics_port + 100)
+    ]
+    assert all("crossvisor_campaigns_running" in b for b in bodies)
+    assert any("crossvisor_stage_duration_seconds_count{" in b for b in bodies)
+    for port in (s.settings.sdk_metrics_port, s.settings.sdk_metrics_port + 100):
+        assert "temporal_" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
 def test_bad_spec_is_refused_before_anything_starts(local_stack, tmp_path: Path) -> None:

@@ -42,14 +42,19 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
 
 
 @pytest.mark.parametrize("pair", [["kvm", "vsphere-sim"], ["vsphere-sim", "kvm"]], ids=["kvm-to-vsphere", "vsphere-to-kvm"])
-async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_path: Path) -> None:  # noqa: F811
+async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_path: Path, capfd, caplog) -> None:  # noqa: F811
     plan = plan_for(tmp_path, vcsim, [pair])
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex, tiny_guest=True)
             async with w:
-                res = await run_campaign(env.client, plan, w.task_queue)
+                cid = f"real-{uuid.uuid4().hex[:6]}"
+                res = await run_campaign(env.client, plan, w.task_queue, cid=cid)
+                history = (await env.client.get_workflow_handle(cid).fetch_history()).to_json()
+                history += (
+                    await env.client.get_workflow_handle(f"{cid}.cell.{res.cells[0].cell_id}.1").fetch_history()
+                ).to_json()
     finally:
         await env.shutdown()
     cell = res.cells[0]
@@ -74,3 +79,16 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
         assert vc.list_vms("cv-") == []
     finally:
         vc.close()
+    # the vCenter password is nowhere: workflow history, logs, reports
+    from crossvisor import report
+
+    out = capfd.readouterr()
+    for where, text in (
+        ("history", history),
+        ("logs", out.out + out.err + caplog.text),
+        ("html", report.render_html(res)),
+        ("junit", report.render_junit(res)),
+        ("json", report.render_json(res)),
+    ):
+        assert vcsim.password not in text, where
+    assert vcsim.password_ref in history  # only the reference travels
