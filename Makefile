@@ -28,6 +28,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+bench: venv
+	$(BIN)/python bench/convert_throughput.py
+	$(BIN)/python bench/scheduler.py
+	bash deploy/netbox/netbox-up.sh >/dev/null && $(BIN)/python bench/netbox_pull.py
+
+chaos: venv
+	$(BIN)/python bench/chaos.py
+
 down:
 	-$(BIN)/crossvisor down
 

@@ -173,7 +173,9 @@ class LocalStack:
                     replaced += 1
                     self.start_worker()
                 if now > deadline or now - quiet_since > stall_s:
-                    stuck = sorted(in_flight(read_log(self.home)))
+                    events = read_log(self.home)
+                    done = {(e["cell"], e["stage"]) for e in events if e["event"] == "end"}
+                    stuck = sorted(k for k in in_flight(events) if k[:2] not in done)  # no attempt ended
                     raise Stalled(
                         f"campaign not finished: no stage event for {now - quiet_since:.0f}s"
                         f" ({'timeout' if now > deadline else 'stalled'}); started but never ended: {stuck}"

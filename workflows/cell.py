@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from domain import grading
@@ -29,8 +29,10 @@ STAGE_TIMEOUT = {
     "cleanup": timedelta(minutes=30),
     "release": timedelta(minutes=5),
 }
-# stages that report progress; a worker that dies mid-conversion is noticed in minutes, not hours
-HEARTBEAT = {"convert": timedelta(minutes=5)}
+# every stage heartbeats (a side thread in the activity): a worker killed mid-stage is noticed
+# in seconds and the stage retried elsewhere, instead of after its start-to-close timeout
+HEARTBEAT_DEFAULT = timedelta(seconds=10)
+HEARTBEAT = {"convert": timedelta(seconds=30)}  # qemu-img progress also heartbeats
 NON_RETRYABLE = [
     "InventoryError",
     "NetBoxAuthError",
@@ -88,7 +90,7 @@ class CellWorkflow:
             ),
             result_type=StageOutput,
             start_to_close_timeout=STAGE_TIMEOUT[stage],
-            heartbeat_timeout=HEARTBEAT.get(stage),
+            heartbeat_timeout=HEARTBEAT.get(stage, HEARTBEAT_DEFAULT),
             retry_policy=retry,
         )
 
@@ -124,6 +126,10 @@ class CellWorkflow:
             try:
                 out = await self._run_stage(inp, stage, ctx)
             except ActivityError as e:
+                if isinstance(e.cause, CancelledError):  # the campaign was cancelled mid-stage
+                    records.append(StageRecord(stage, "skipped", reason="campaign cancelled"))
+                    verdict = [replace(c, reason="cancelled by operator") for c in grading.merge(cell.checks, [])]
+                    break
                 reason = _cause(e)
                 records.append(
                     StageRecord(
