@@ -33,10 +33,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from temporalio import activity  # noqa: E402
+
 from domain import simulation  # noqa: E402
+from domain.messages import SweepRequest  # noqa: E402
 from domain.scheduling import fifo_schedule, lower_bound_s, schedule  # noqa: E402
 
 DAY = 86400.0
+
+
+@activity.defn(name="sweep_leaks")
+def sweep_nothing(req: SweepRequest) -> list[str]:
+    return []  # a simulated lab has no VMs or leases to sweep (the real activity would dial vCenter)
 
 
 def _children_cpu_s() -> float:
@@ -60,7 +68,9 @@ def sim_runs(lab: simulation.Lab, drain_every: int = 0) -> dict[str, simulation.
         "ours (no estimates)": lambda p, s: schedule(p, H, PH, PK, s, L),
         "fifo": lambda p, s: fifo_schedule(p, H, PH, PK, s, L),
     }
-    return {n: simulation.simulate(lab.cells, lab.duration_s, H, PK, L, pol, drain_every) for n, pol in policies.items()}
+    return {
+        n: simulation.simulate(lab.cells, lab.duration_s, H, PK, L, pol, drain_every) for n, pol in policies.items()
+    }
 
 
 async def run_real(lab: simulation.Lab, tmp: Path, history_limit: int = 8000, env=None) -> dict:
@@ -86,7 +96,9 @@ async def run_real(lab: simulation.Lab, tmp: Path, history_limit: int = 8000, en
     own_env = env is None
     t0 = time.perf_counter()
     if own_env:
-        env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(ROOT / ".venv/bin/temporal-test-server"))
+        env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=str(ROOT / ".venv/bin/temporal-test-server")
+        )
     t_env = time.perf_counter() - t0
     tq = f"sim-{uuid.uuid4().hex[:6]}"
     cid = f"sim-{uuid.uuid4().hex[:8]}"
@@ -96,7 +108,13 @@ async def run_real(lab: simulation.Lab, tmp: Path, history_limit: int = 8000, en
                 env.client,
                 task_queue=tq,
                 workflows=[CampaignWorkflow, SimulatedCellWorkflow, SimulatedAsCellWorkflow],
-                activities=[camp.load_inventory, camp.lookup_cached_result, camp.store_result, camp.publish_progress],
+                activities=[
+                    camp.load_inventory,
+                    camp.lookup_cached_result,
+                    camp.store_result,
+                    camp.publish_progress,
+                    sweep_nothing,
+                ],
                 activity_executor=ex,
                 workflow_runner=workflow_runner(),
                 max_cached_workflows=2000,
@@ -141,6 +159,7 @@ def main() -> None:
     ap.add_argument("--history-limit", type=int, default=8000)
     ap.add_argument("--no-real", action="store_true", help="skip the Temporal run")
     ap.add_argument("--no-drain-sim", action="store_true")
+    ap.add_argument("--drain-every", type=int, default=0, help="(c): completions between drains (default: measured)")
     a = ap.parse_args()
 
     lab = simulation.synthetic_lab(a.cells, a.seed)
@@ -177,8 +196,9 @@ def main() -> None:
 
     if not a.no_drain_sim:
         epc = real["events_per_cell"] if real else 17.0
-        every = max(1, int(a.history_limit / epc))
-        print(f"\n(c) simulation with continue-as-new draining every {every} completions ({epc:.1f} events/cell)")
+        every = a.drain_every or max(1, int(a.history_limit / epc))
+        why = "given" if a.drain_every else f"{a.history_limit} / {epc:.1f} events per cell"
+        print(f"\n(c) simulation with continue-as-new draining every {every} completions ({why})")
         for name, r in sim_runs(lab, every).items():
             base = runs[name].makespan_s
             print(

@@ -19,7 +19,11 @@ KINDS = ("kvm", "vsphere", "hyperv", "xen")
 def three_platforms(n_per: int = 2, slots: int = 1) -> tuple[list[Cell], dict, dict, dict]:
     plan = CampaignPlan(
         name="p",
-        platforms=[Platform("a", "kvm", "libvirt"), Platform("b", "xen", "libvirt"), Platform("c", "vsphere", "vsphere")],
+        platforms=[
+            Platform("a", "kvm", "libvirt"),
+            Platform("b", "xen", "libvirt"),
+            Platform("c", "vsphere", "vsphere"),
+        ],
         images=[GuestImage("i1"), GuestImage("i2")],
     )
     hosts, ph = {}, {}
@@ -54,7 +58,9 @@ def random_lab(seed: int) -> tuple[list[Cell], dict[str, float], dict, dict, dic
     return cells, dur, hosts, ph, kinds, Concurrency(max_cells=rng.randint(3, 12), per_kind=per_kind)
 
 
-def check_caps(picks: list[Assignment], cells: dict[str, Cell], hosts, ph, kinds, state: LabState, limits, unavailable=frozenset()) -> None:
+def check_caps(
+    picks: list[Assignment], cells: dict[str, Cell], hosts, ph, kinds, state: LabState, limits, unavailable=frozenset()
+) -> None:
     load = Counter(state.host_load)
     by_kind = Counter(state.running_by_kind)
     assert len({a.cell_id for a in picks}) == len(picks), "a cell picked twice"
@@ -129,7 +135,9 @@ def test_synthetic_lab_within_5_percent_of_the_bound() -> None:
     lab = simulation.synthetic_lab(400)
     H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
     bound = lower_bound_s(lab.cells, lab.duration_s, H, PH, PK, L)
-    ours = simulation.simulate(lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L, lab.estimate_s))
+    ours = simulation.simulate(
+        lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L, lab.estimate_s)
+    )
     fifo = simulation.simulate(lab.cells, lab.duration_s, H, PK, L, lambda p, s: fifo_schedule(p, H, PH, PK, s, L))
     assert ours.makespan_s <= 1.05 * bound.seconds
     assert fifo.makespan_s > 1.5 * bound.seconds

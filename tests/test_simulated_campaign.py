@@ -33,7 +33,9 @@ async def test_simulated_campaign_finishes_every_cell(env, tmp_path: Path) -> No
     lab = simulation.synthetic_lab(40)
     bound, sim = bound_and_sim(lab)
     r = await run_real(lab, tmp_path, env=env)
-    print(f"\n40 cells: makespan/bound {r['makespan_s'] / bound:.3f} (pure simulation {sim / bound:.3f}), wall {r['wall_s']:.1f} s")
+    print(
+        f"\n40 cells: makespan/bound {r['makespan_s'] / bound:.3f} (pure simulation {sim / bound:.3f}), wall {r['wall_s']:.1f} s"
+    )
     assert r["cells"] == r["passed"] == len(lab.cells)
     assert r["generations"] == 0
     assert r["makespan_s"] >= bound - 1

@@ -89,6 +89,7 @@ class CampaignWorkflow:
         self.campaign_id = ""
         self.plan = None
         self.cell_workflow = "CellWorkflow"
+        self._est: dict[str, float] = {}  # cell id -> estimated seconds (scheduling only)
 
     # -- queries --------------------------------------------------------------------------------
     @workflow.query
@@ -376,6 +377,7 @@ class CampaignWorkflow:
             kinds,
             scheduling.LabState(load, by_kind, len(self.running)),
             limits,
+            estimate_s=self._estimates(pending, kinds),
             unavailable=frozenset(self.st.unavailable_hosts),
         )
         for a in picks:
@@ -383,6 +385,13 @@ class CampaignWorkflow:
             self.running[a.cell_id] = a
             self.st.attempts[a.cell_id] = self.st.attempts.get(a.cell_id, 0) + 1
             self.tasks[a.cell_id] = asyncio.create_task(self._run_cell(a, hosts))
+
+    def _estimates(self, pending: list[Cell], kinds: dict[str, str]) -> dict[str, float]:
+        # a static cost model (per stage + per GiB); cached per run, never carried across runs
+        for c in pending:
+            if c.id not in self._est:
+                self._est[c.id] = scheduling.estimate_cell_s(self.plan.image(c.image), kinds[c.source], kinds[c.target])
+        return self._est
 
     async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
         cell = self.cells[a.cell_id]
