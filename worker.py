@@ -45,23 +45,18 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("domain"))
 
 
-def build_worker(
-    client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8
-) -> Worker:
+def campaign_activities(camp: CampaignActivities) -> list:
+    """Every campaign-level activity; the stage activity is added by whoever builds the worker."""
+    return [camp.load_inventory, camp.lookup_cached_result, camp.store_result, camp.publish_progress, camp.sweep_leaks]
+
+
+def build_worker(client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8) -> Worker:
     stages = StageActivities(settings, tiny_guest=tiny_guest_provider())
-    camp = CampaignActivities(settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[CampaignWorkflow, CellWorkflow],
-        activities=[
-            stages.run_stage,
-            camp.load_inventory,
-            camp.lookup_cached_result,
-            camp.store_result,
-            camp.publish_progress,
-            camp.sweep_leaks,
-        ],
+        activities=[stages.run_stage, *campaign_activities(CampaignActivities(settings))],
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_activities,
@@ -74,11 +69,7 @@ async def run(settings: Settings, metrics_host: str = "127.0.0.1") -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     # SDK metrics on their own port so a second worker (other ports) never collides with the first
     runtime = Runtime(
-        telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(
-                bind_address=f"{metrics_host}:{settings.sdk_metrics_port}"
-            )
-        )
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{metrics_host}:{settings.sdk_metrics_port}"))
     )
     start_http_server(settings.metrics_port, addr=metrics_host, registry=REGISTRY)
     client = await connect(settings, runtime)

@@ -24,7 +24,7 @@ from domain.plan import CampaignPlan
 
 Kind = Literal["kvm", "vsphere", "hyperv", "xen"]
 DiskFormat = Literal["qcow2", "vmdk", "vpc", "vhdx", "raw"]
-SELECT_KEYS = ("site", "tag", "kind", "version")
+from inventory.selection import SELECT_KEYS  # noqa: E402
 
 
 class SpecError(ValueError):

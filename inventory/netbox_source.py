@@ -45,6 +45,7 @@ from inventory.netbox_schema import (
     ensure_schema,
     kind_of_cluster_type,
 )
+from inventory.selection import matches
 from inventory.source import InventoryError, InventorySource
 
 __all__ = [
@@ -56,7 +57,8 @@ __all__ = [
 
 log = logging.getLogger("crossvisor.inventory.netbox")
 
-SELECT_KEYS = ("site", "tag", "kind", "version")
+from inventory.selection import SELECT_KEYS  # noqa: E402
+
 # Measured on NetBox 4.7 (5,000 devices): server-side serialization dominates a pull, and the
 # nested ``tags`` (~1.2 s), ``status`` choice labels and ``primary_ip`` are its dearest parts.
 # So the listing asks only for what every host needs; tags come from one id-only listing per
@@ -189,19 +191,6 @@ class NetBoxInventory(InventorySource):
                 raise InventoryError(f"unknown selection key {key!r}; allowed: {', '.join(SELECT_KEYS)}, cf_<name>")
         return params
 
-    @staticmethod
-    def _matches(host: Host, select: dict[str, str]) -> bool:
-        # Re-check client side: cheap, and robust to how NetBox matches custom field values.
-        for key, value in select.items():
-            value = str(value)
-            if key == "kind" and host.kind != value:
-                return False
-            if key == "version" and host.version != value:
-                return False
-            if key.startswith("cf_") and host.custom.get(key[3:]) != value:
-                return False
-        return True
-
     # --- hosts -------------------------------------------------------------------------------
 
     def hosts(self, select: dict[str, str] | None = None) -> list[Host]:
@@ -227,7 +216,8 @@ class NetBoxInventory(InventorySource):
                 self.problems.append(str(exc))
                 log.warning("skipping malformed NetBox device: %s", exc)
                 continue
-            if self._matches(host, select):
+            # re-checked client side: cheap, and robust to how NetBox matches custom field values
+            if matches(host, select):
                 hosts.append(host)
         for h in hosts:
             self._used[h.name] = replace(h, tags=list(h.tags), custom=dict(h.custom))

@@ -17,7 +17,7 @@ from crossvisor.config import Settings
 from domain.messages import CampaignInput, StageInput, StageOutput
 from domain.model import CampaignResult, Concurrency, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
-from worker import workflow_runner
+from worker import campaign_activities, workflow_runner
 from workflows.campaign import CampaignWorkflow
 from workflows.cell import CellWorkflow
 
@@ -71,7 +71,12 @@ class Sabotage:
 
 
 def make_worker(
-    client, settings: Settings, task_queue: str, executor: ThreadPoolExecutor, sabotage: bool = False, tiny_guest: bool = False
+    client,
+    settings: Settings,
+    task_queue: str,
+    executor: ThreadPoolExecutor,
+    sabotage: bool = False,
+    tiny_guest: bool = False,
 ):
     from worker import tiny_guest_provider
 
@@ -82,14 +87,7 @@ def make_worker(
         client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, CellWorkflow],
-        activities=[
-            sab.run_stage if sabotage else stages.run_stage,
-            camp.load_inventory,
-            camp.lookup_cached_result,
-            camp.store_result,
-            camp.publish_progress,
-            camp.sweep_leaks,
-        ],
+        activities=[sab.run_stage if sabotage else stages.run_stage, *campaign_activities(camp)],
         activity_executor=executor,
         workflow_runner=workflow_runner(),
     )
@@ -104,3 +102,28 @@ async def run_campaign(client, plan: CampaignPlan, task_queue: str, cid: str | N
         task_queue=task_queue,
         result_type=CampaignResult,
     )
+
+
+def history_text(history_json: str) -> str:
+    """A history's JSON with every payload decoded: secrets would hide in base64 otherwise."""
+    import base64
+    import json
+
+    parts = [history_json]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, str) and "metadata" in node:
+                try:
+                    parts.append(base64.b64decode(data).decode("utf-8", "replace"))
+                except ValueError:
+                    pass
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(history_json))
+    return "\n".join(parts)

@@ -23,6 +23,9 @@ from inventory.file_source import FileInventory
 from tests.harness import make_worker, run_campaign, small_plan, tool
 from workflows.campaign import CampaignWorkflow, SteerRequest
 
+# a hang here is a bug: fail fast instead of eating the CI budget
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest_asyncio.fixture(scope="module")
 async def env():

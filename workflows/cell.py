@@ -53,6 +53,35 @@ def _cause(err: BaseException) -> str:
     return str(err)
 
 
+def base_result(inp: CellInput) -> CellResult:
+    """An empty result for the cell, filled in by whichever workflow runs it."""
+    cell = inp.cell
+    return CellResult(
+        cell_id=cell.id,
+        source=cell.source,
+        target=cell.target,
+        image=cell.image,
+        checks=[],
+        stages=[],
+        source_host=inp.source_host.name,
+        target_host=inp.target_host.name,
+        fingerprint=cell.fingerprint,
+    )
+
+
+async def cached_result(inp: CellInput, base: CellResult) -> CellResult | None:
+    """The passed result of an identical cell from an earlier run (resume without rework), or None."""
+    cached = await workflow.execute_activity(
+        "lookup_cached_result",
+        CachedResultRequest(inp.cell.fingerprint),
+        result_type=CellResult | None,
+        start_to_close_timeout=timedelta(seconds=60),
+    )
+    if cached is None:
+        return None
+    return replace(base, checks=cached.checks, stages=cached.stages, cached=True)
+
+
 @workflow.defn
 class CellWorkflow:
     def __init__(self) -> None:
@@ -97,25 +126,10 @@ class CellWorkflow:
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
         cell = inp.cell
-        base = CellResult(
-            cell_id=cell.id,
-            source=cell.source,
-            target=cell.target,
-            image=cell.image,
-            checks=[],
-            stages=[],
-            source_host=inp.source_host.name,
-            target_host=inp.target_host.name,
-            fingerprint=cell.fingerprint,
-        )
-        cached = await workflow.execute_activity(
-            "lookup_cached_result",
-            CachedResultRequest(cell.fingerprint),
-            result_type=CellResult | None,
-            start_to_close_timeout=timedelta(seconds=60),
-        )
+        base = base_result(inp)
+        cached = await cached_result(inp, base)
         if cached is not None:
-            return replace(base, checks=cached.checks, stages=cached.stages, cached=True)
+            return cached
 
         ctx: dict[str, str] = {}
         records: list[StageRecord] = []

@@ -6,14 +6,13 @@ Temporal's time-skipping test server a month-long campaign replays in minutes.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain import simulation
-    from domain.messages import CachedResultRequest, CellInput
+    from domain.messages import CellInput
     from domain.model import STAGES, CellResult, CheckResult, Grade, StageRecord
+    from workflows.cell import base_result, cached_result
 
 
 @workflow.defn(name="SimulatedCellWorkflow")
@@ -28,27 +27,11 @@ class SimulatedCellWorkflow:
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
         cell = inp.cell
-        base = CellResult(
-            cell_id=cell.id,
-            source=cell.source,
-            target=cell.target,
-            image=cell.image,
-            checks=[],
-            stages=[],
-            source_host=inp.source_host.name,
-            target_host=inp.target_host.name,
-            fingerprint=cell.fingerprint,
-        )
         # same reuse rule as the real cell: an identical passed cell is not redone
-        cached = await workflow.execute_activity(
-            "lookup_cached_result",
-            CachedResultRequest(cell.fingerprint),
-            result_type=CellResult | None,
-            start_to_close_timeout=timedelta(seconds=60),
-        )
+        base = base_result(inp)
+        cached = await cached_result(inp, base)
         if cached is not None:
-            base.checks, base.stages, base.cached = cached.checks, cached.stages, True
-            return base
+            return cached
         durations = simulation.stage_durations(cell, inp.image, inp.source.kind, inp.target.kind)
         for stage in STAGES:
             self._stage = stage

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
-from tests.harness import make_worker, run_campaign, tool
+from tests.harness import history_text, make_worker, run_campaign, tool
 
 pytestmark = pytest.mark.netbox
 
@@ -28,7 +28,9 @@ def lab(netbox_server, tmp_path: Path, monkeypatch):
     tag = "camp-" + uuid.uuid4().hex[:6]
     site = nb.dcim.sites.create(name=tag.upper(), slug=tag)
     mfr = nb.dcim.manufacturers.get(slug="cv-test") or nb.dcim.manufacturers.create(name="cv-test", slug="cv-test")
-    dtype = nb.dcim.device_types.get(slug="cv-server") or nb.dcim.device_types.create(manufacturer=mfr.id, model="cv-server", slug="cv-server")
+    dtype = nb.dcim.device_types.get(slug="cv-server") or nb.dcim.device_types.create(
+        manufacturer=mfr.id, model="cv-server", slug="cv-server"
+    )
     role = nb.dcim.device_roles.get(slug="hypervisor-host")
     types = {t.slug: t.id for t in nb.virtualization.cluster_types.all()}
     kvm_cl = nb.virtualization.clusters.create(name=f"{tag}-kvm", type=types["kvm"])
@@ -40,7 +42,12 @@ def lab(netbox_server, tmp_path: Path, monkeypatch):
         (f"{tag}-xen-1", xen_cl, "test:///default"),
     ):
         devs[name] = nb.dcim.devices.create(
-            name=name, device_type=dtype.id, role=role.id, site=site.id, cluster=cl.id, status="active",
+            name=name,
+            device_type=dtype.id,
+            role=role.id,
+            site=site.id,
+            cluster=cl.id,
+            status="active",
             custom_fields={"mgmt_endpoint": ep, "cell_slots": 1 if "dead" not in name else 4},
         ).id
     token_file = tmp_path / "token"
@@ -49,7 +56,13 @@ def lab(netbox_server, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("CROSSVISOR_NETBOX_URL", netbox_server.url)
     monkeypatch.setenv("CROSSVISOR_NETBOX_TOKEN_FILE", str(token_file))
     monkeypatch.delenv("NETBOX_TOKEN", raising=False)
-    return nb, tag, devs
+    yield nb, tag, devs
+    # leave the shared NetBox as we found it: other tests count its devices
+    for dev_id in devs.values():
+        nb.dcim.devices.get(dev_id).delete()
+    kvm_cl.delete()
+    xen_cl.delete()
+    site.delete()
 
 
 def plan(tag: str, images: int = 1) -> CampaignPlan:
@@ -78,10 +91,12 @@ async def test_campaign_on_netbox_hosts_writes_back(lab, settings, capfd, caplog
                     run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-a"),
                     run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-b"),
                 )
-                history = (await env.client.get_workflow_handle(f"{tag}-a").fetch_history()).to_json()
-                cell_history = (
-                    await env.client.get_workflow_handle(f"{tag}-a.cell.{first.cells[0].cell_id}.1").fetch_history()
-                ).to_json()
+                history = history_text((await env.client.get_workflow_handle(f"{tag}-a").fetch_history()).to_json())
+                cell_history = history_text(
+                    (
+                        await env.client.get_workflow_handle(f"{tag}-a.cell.{first.cells[0].cell_id}.1").fetch_history()
+                    ).to_json()
+                )
     finally:
         await env.shutdown()
     for res in (first, second):
@@ -97,7 +112,10 @@ async def test_campaign_on_netbox_hosts_writes_back(lab, settings, capfd, caplog
     for name in (f"{tag}-kvm-1", f"{tag}-xen-1"):
         dev = nb.dcim.devices.get(devs[name])
         assert not dev.custom_fields.get("crossvisor_lease")
-        entries = sorted(nb.extras.journal_entries.filter(assigned_object_type="dcim.device", assigned_object_id=devs[name]), key=lambda e: e.id)
+        entries = sorted(
+            nb.extras.journal_entries.filter(assigned_object_type="dcim.device", assigned_object_id=devs[name]),
+            key=lambda e: e.id,
+        )
         held = 0
         acquired = 0
         for e in entries:
@@ -107,9 +125,13 @@ async def test_campaign_on_netbox_hosts_writes_back(lab, settings, capfd, caplog
             elif "lease released" in e.comments:
                 held -= 1
             assert held <= 1, f"{name} double-booked"
-        assert acquired == 4 and held == 0  # 2 campaigns x 2 cells, each released
-    dead_journal = list(nb.extras.journal_entries.filter(assigned_object_type="dcim.device", assigned_object_id=devs[f"{tag}-kvm-dead"]))
-    assert any("unhealthy" in e.comments for e in dead_journal)
+        # 2 campaigns x 2 cells at least; a reserve that got one host but not the other gives its
+        # lease back and retries, which journals an extra acquire/release pair
+        assert acquired >= 4 and held == 0
+    dead_journal = list(
+        nb.extras.journal_entries.filter(assigned_object_type="dcim.device", assigned_object_id=devs[f"{tag}-kvm-dead"])
+    )
+    assert any("health check failures, marked failed" in e.comments for e in dead_journal)
     # the NetBox token is nowhere: not in workflow history, logs or reports
     from crossvisor import report
 

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
-from tests.harness import make_worker, run_campaign, tool
+from tests.harness import history_text, make_worker, run_campaign, tool
 from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for this module
 
 pytestmark = [pytest.mark.vsphere, pytest.mark.qemu]
@@ -31,7 +31,14 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
         name="real-" + uuid.uuid4().hex[:6],
         platforms=[
             Platform("kvm", "kvm", "libvirt", disk_format="qcow2", nic_models=["virtio", "e1000", "vmxnet3"]),
-            Platform("vsphere-sim", "vsphere", "vsphere", disk_format="vmdk", hardware_version="vmx-13", nic_models=["vmxnet3", "e1000"]),
+            Platform(
+                "vsphere-sim",
+                "vsphere",
+                "vsphere",
+                disk_format="vmdk",
+                hardware_version="vmx-13",
+                nic_models=["vmxnet3", "e1000"],
+            ),
         ],
         images=[GuestImage("tiny", cpus=2, memory_mib=256, disk_mib=16, nic_model="vmxnet3", disk_bus="scsi")],
         pairs=pairs,
@@ -41,7 +48,9 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
     )
 
 
-@pytest.mark.parametrize("pair", [["kvm", "vsphere-sim"], ["vsphere-sim", "kvm"]], ids=["kvm-to-vsphere", "vsphere-to-kvm"])
+@pytest.mark.parametrize(
+    "pair", [["kvm", "vsphere-sim"], ["vsphere-sim", "kvm"]], ids=["kvm-to-vsphere", "vsphere-to-kvm"]
+)
 async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_path: Path, capfd, caplog) -> None:  # noqa: F811
     plan = plan_for(tmp_path, vcsim, [pair])
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
@@ -51,18 +60,34 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
             async with w:
                 cid = f"real-{uuid.uuid4().hex[:6]}"
                 res = await run_campaign(env.client, plan, w.task_queue, cid=cid)
-                history = (await env.client.get_workflow_handle(cid).fetch_history()).to_json()
-                history += (
-                    await env.client.get_workflow_handle(f"{cid}.cell.{res.cells[0].cell_id}.1").fetch_history()
-                ).to_json()
+                history = history_text((await env.client.get_workflow_handle(cid).fetch_history()).to_json())
+                history += history_text(
+                    (
+                        await env.client.get_workflow_handle(f"{cid}.cell.{res.cells[0].cell_id}.1").fetch_history()
+                    ).to_json()
+                )
     finally:
         await env.shutdown()
     cell = res.cells[0]
     print("\n" + " ".join(f"{s.stage}={s.duration_s:.1f}s" for s in cell.stages))
     stages = {s.stage: s for s in cell.stages}
-    assert [s.stage for s in cell.stages] == ["reserve", "provision", "baseline", "export", "convert", "import", "boot", "verify", "lifecycle", "cleanup", "release"], cell.stages
+    assert [s.stage for s in cell.stages] == [
+        "reserve",
+        "provision",
+        "baseline",
+        "export",
+        "convert",
+        "import",
+        "boot",
+        "verify",
+        "lifecycle",
+        "cleanup",
+        "release",
+    ], cell.stages
     checks = {c.check: c for c in cell.checks}
-    assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks] + [(s.stage, s.status, s.reason) for s in cell.stages]
+    assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks] + [
+        (s.stage, s.status, s.reason) for s in cell.stages
+    ]
     assert all(s.status in ("ok", "reused") for s in stages.values())
     # the disk marker written on the source came back from the target's own disk
     assert checks["disks"].evidence["marker_before"] == checks["disks"].evidence["marker_after"]
