@@ -9,6 +9,7 @@ this driver persists test-driver definitions under ``state_dir`` and re-defines 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -16,6 +17,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
+import structlog
 
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import packaging
@@ -119,15 +121,19 @@ class LibvirtDriver(Driver):
                 return
             _keepalive[self.uri] = libvirt.open(self.uri)
             for f in sorted(self._test_dir.glob("*.json")):
-                rec = json.loads(f.read_text())
                 try:
-                    self.conn.lookupByName(rec["name"])
-                    continue
-                except libvirt.libvirtError:
-                    pass
-                dom = self.conn.defineXML(rec["xml"])
-                if rec.get("running"):
-                    dom.create()
+                    rec = json.loads(f.read_text())
+                    try:
+                        self.conn.lookupByName(rec["name"])
+                        continue
+                    except libvirt.libvirtError:
+                        pass
+                    dom = self.conn.defineXML(rec["xml"])
+                    if rec.get("running"):
+                        dom.create()
+                except (ValueError, KeyError, libvirt.libvirtError) as e:
+                    # one bad record must not hide every domain after it
+                    structlog.get_logger("crossvisor").warning("libvirt_test.restore_failed", file=f.name, error=str(e))
 
     def _persist(self, name: str) -> None:
         if not self._is_test:
@@ -138,7 +144,10 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError:
             f.unlink(missing_ok=True)
             return
-        f.write_text(json.dumps({"name": name, "xml": dom.XMLDesc(0), "running": bool(dom.isActive())}))
+        # atomic: a worker killed mid-write must not leave a truncated record behind
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"name": name, "xml": dom.XMLDesc(0), "running": bool(dom.isActive())}))
+        os.replace(tmp, f)
 
     # -- Driver -------------------------------------------------------------------------------------
     def close(self) -> None:
