@@ -3,17 +3,15 @@ metrics and the leak sweeper."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 
 import structlog
 from temporalio import activity
-from temporalio.converter import value_to_type
+from temporalio.exceptions import ApplicationError
 
 from activities.stages import vm_prefix
-from crossvisor import metrics
+from crossvisor import metrics, result_store
 from crossvisor.config import Settings
 from domain.messages import (
     CachedResultRequest,
@@ -31,7 +29,7 @@ from inventory.factory import open_inventory
 class CampaignActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.results_dir = settings.home / "results"
+        self.results_dir = result_store.results_dir(settings.home)
         self.results_dir.mkdir(parents=True, exist_ok=True)
 
     @activity.defn(name="load_inventory")
@@ -61,21 +59,21 @@ class CampaignActivities:
     @activity.defn(name="lookup_cached_result")
     def lookup_cached_result(self, req: CachedResultRequest) -> CellResult | None:
         """A passed result of an identical cell from any earlier run, or None."""
-        p = self._path(req.fingerprint)
-        if not p.exists():
-            return None
-        result = value_to_type(CellResult, json.loads(p.read_text()))
-        return result if result.grade == Grade.PASS else None
+        result = result_store.read(self._path(req.fingerprint))
+        return result if result is not None and result.grade == Grade.PASS else None
 
     @activity.defn(name="store_result")
-    def store_result(self, req: StoreResultRequest) -> None:
-        r = req.result
+    def store_result(self, req: StoreResultRequest, result: CellResult | None = None) -> None:
+        """Every result goes to the campaign's folder (reports read it: the workflow keeps only
+        a short outcome per cell); a fresh pass also goes to the fingerprint cache."""
+        r = result or req.result
+        if r is None:
+            raise ApplicationError("store_result got no result", non_retryable=True)
+        result_store.save(self.settings.home, req.campaign_id, r)
         if not r.cached:
             metrics.CELLS_FINISHED.labels(req.source_kind, req.target_kind, r.grade.value).inc()
         if r.fingerprint and r.grade == Grade.PASS and not r.cached:
-            tmp = self._path(r.fingerprint).with_suffix(".tmp")
-            tmp.write_text(json.dumps(dataclasses.asdict(r), default=str))
-            tmp.replace(self._path(r.fingerprint))
+            result_store.write_atomic(self._path(r.fingerprint), r)
 
     @activity.defn(name="publish_progress")
     def publish_progress(self, rep: ProgressReport) -> None:

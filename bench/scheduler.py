@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import sys
@@ -59,6 +60,14 @@ def _children_cpu_s() -> float:
         if int(f[1]) == os.getpid():  # f[1] = ppid; utime, stime = fields 14, 15
             total += (int(f[11]) + int(f[12])) / tick
     return total
+
+
+def _carried_state(history) -> tuple[int, int]:
+    """Size of the state a run started with, and how many finished cells it held."""
+    start = history.events[0].workflow_execution_started_event_attributes
+    doc = json.loads(start.input.payloads[0].data)
+    state = doc.get("state") or {}
+    return len(json.dumps(state)), len(state.get("done", {}))
 
 
 def sim_runs(lab: simulation.Lab, drain_every: int = 0) -> dict[str, simulation.SimResult]:
@@ -133,22 +142,26 @@ async def run_real(lab: simulation.Lab, tmp: Path, history_limit: int = 8000, en
                 wall = time.perf_counter() - t1
                 cpu1 = resource.getrusage(resource.RUSAGE_SELF)
                 srv1 = _children_cpu_s()
-                prog: Progress = await env.client.get_workflow_handle(cid).query(CampaignWorkflow.progress)
+                last = env.client.get_workflow_handle(cid)  # no run id: the latest run
+                prog: Progress = await last.query(CampaignWorkflow.progress)
+                carried = _carried_state(await last.fetch_history())
     finally:
         if own_env:
             await env.shutdown()
     makespan = (datetime.fromisoformat(res.finished_at) - datetime.fromisoformat(res.started_at)).total_seconds()
     events = prog.generation * history_limit + prog.history_length  # each earlier run ended just past the limit
     return {
-        "cells": len(res.cells),
-        "passed": sum(1 for c in res.cells if c.grade == Grade.PASS),
+        "cells": len(res.summary),
+        "passed": sum(1 for c in res.summary if c.grade == Grade.PASS),
         "makespan_s": makespan,
         "wall_s": wall,
         "worker_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "server_cpu_s": srv1 - srv0,
         "env_start_s": t_env,
         "generations": prog.generation,
-        "events_per_cell": events / max(len(res.cells), 1),
+        "events_per_cell": events / max(len(res.summary), 1),
+        "carried_bytes": carried[0],  # CampaignState handed to the last run by continue-as-new
+        "carried_done": carried[1],  # cells finished before it
     }
 
 
@@ -193,6 +206,11 @@ def main() -> None:
             f"continue-as-new x{real['generations']}, ~{real['events_per_cell']:.1f} history events per cell"
         )
         print(f"  cpu: worker (python) {real['worker_cpu_s']:.1f} s, test server {real['server_cpu_s']:.1f} s")
+        if real["carried_done"]:
+            per = real["carried_bytes"] / real["carried_done"]
+            print(
+                f"  state carried into the last run: {real['carried_bytes'] / 1024:.0f} KiB for {real['carried_done']} finished cells ({per:.0f} B/cell)"
+            )
 
     if not a.no_drain_sim:
         epc = real["events_per_cell"] if real else 17.0

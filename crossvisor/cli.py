@@ -88,17 +88,21 @@ async def progress(settings: Settings, cid: str):
 async def result(settings: Settings, cid: str, wait: bool = True):
     from temporalio.client import WorkflowExecutionStatus
 
-    from domain.model import CampaignResult, CellResult
+    from crossvisor import result_store
+    from domain.model import CampaignResult, CellSummary
     from workflows.campaign import CampaignWorkflow
 
     client = await _client(settings)
     h = client.get_workflow_handle(cid)
     desc = await h.describe()
     if desc.status == WorkflowExecutionStatus.RUNNING and not wait:
-        cells = await h.query(CampaignWorkflow.results, result_type=list[CellResult])
+        rows = await h.query(CampaignWorkflow.results, result_type=list[CellSummary])
         p = await h.query(CampaignWorkflow.progress)
-        return CampaignResult(campaign_id=cid, name=p.name, cells=cells, status=p.status)
-    return await client.get_workflow_handle(cid, result_type=CampaignResult).result()
+        res = CampaignResult(campaign_id=cid, name=p.name, summary=rows, status=p.status)
+    else:
+        res = await client.get_workflow_handle(cid, result_type=CampaignResult).result()
+    # the workflow returns one short row per cell; stages and evidence come from the store
+    return result_store.attach(res, settings.home)
 
 
 async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
@@ -140,7 +144,7 @@ async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
         from domain.model import CampaignResult
 
         r = await client.get_workflow_handle(cid, result_type=CampaignResult).result()
-        done = len(r.cells)
+        done = len(r.summary)
         bar.update(task, total=done, completed=done, detail=r.status)
 
 

@@ -1,11 +1,10 @@
 """Workflow <-> activity messages. Plain dataclasses; no secrets (credentials stay references)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 from domain.model import (
     Cell,
+    CellOutcome,
     CellResult,
     CheckResult,
     GuestImage,
@@ -82,7 +81,9 @@ class CachedResultRequest:
 @dataclass
 class StoreResultRequest:
     campaign_id: str
-    result: CellResult
+    # None when the result travels as the activity's second argument, passed through untouched
+    # from the child workflow (the campaign never decodes nor re-encodes it)
+    result: CellResult | None
     source_kind: str = ""
     target_kind: str = ""
 
@@ -92,6 +93,28 @@ class SweepRequest:
     campaign_id: str
     inventory: str
     hosts: list[Host]
+
+
+@dataclass
+class CampaignState:
+    """Everything that crosses continue-as-new. Kept compact (~90 bytes per finished cell) so
+    that decoding it stays far inside the first workflow task's deadlock timeout."""
+
+    done: dict[str, CellOutcome] = field(default_factory=dict)  # cell id -> outcome
+    pending: list[str] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+    hosts: list[Host] = field(default_factory=list)
+    platform_hosts: dict[str, list[str]] = field(default_factory=dict)
+    unavailable_hosts: list[str] = field(default_factory=list)  # swapped out by the operator
+    extra_cells: list[Cell] = field(default_factory=list)  # added while running
+    paused: bool = False
+    max_cells: int = 0  # 0 = plan's value
+    generation: int = 0  # continue-as-new count
+    started_at: str = ""
+    applied_updates: list[str] = field(default_factory=list)  # idempotency keys already applied
+    # Legacy: runs started before CellOutcome carried full results here. Read once (folded into
+    # ``done``) so that in-flight campaigns and recorded histories continue; never written.
+    results: dict[str, CellResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,20 +128,3 @@ class CampaignInput:
     # the child workflow type run per cell: "CellWorkflow" for real work; a simulated lab
     # (bench/, capacity planning) plugs in a workflow that only sleeps each stage's duration
     cell_workflow: str = "CellWorkflow"
-
-
-@dataclass
-class CampaignState:
-    results: dict[str, CellResult] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)  # cell id -> reason
-    attempts: dict[str, int] = field(default_factory=dict)
-    hosts: list[Host] = field(default_factory=list)
-    platform_hosts: dict[str, list[str]] = field(default_factory=dict)
-    unavailable_hosts: list[str] = field(default_factory=list)  # swapped out by the operator
-    extra_cells: list[Cell] = field(default_factory=list)  # added while running
-    paused: bool = False
-    max_cells: int = 0  # 0 = plan's value
-    generation: int = 0  # continue-as-new count
-    started_at: str = ""
-    applied_updates: list[str] = field(default_factory=list)  # idempotency keys already applied

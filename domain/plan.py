@@ -1,7 +1,5 @@
 """The validated campaign plan: the workflow's input, built by ``crossvisor.spec`` from YAML."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 from domain.model import CHECKS, Concurrency, GuestImage, Platform, RetryPolicySpec

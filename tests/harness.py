@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
 from activities.stages import StageActivities
+from crossvisor import result_store
 from crossvisor.config import Settings
 from domain.messages import CampaignInput, StageInput, StageOutput
 from domain.model import CampaignResult, Concurrency, GuestImage, Platform, RetryPolicySpec
@@ -94,14 +95,19 @@ def make_worker(
     return w, sab
 
 
-async def run_campaign(client, plan: CampaignPlan, task_queue: str, cid: str | None = None, **kw) -> CampaignResult:
-    return await client.execute_workflow(
+async def run_campaign(
+    client, plan: CampaignPlan, task_queue: str, cid: str | None = None, *, home: Path, **kw
+) -> CampaignResult:
+    """Run a campaign to its end and read its full results the way the CLI does (summary from the
+    workflow, stages and evidence from the worker's result store under ``home``)."""
+    res = await client.execute_workflow(
         CampaignWorkflow.run,
         CampaignInput(plan=plan, **kw),
         id=cid or f"c-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
         result_type=CampaignResult,
     )
+    return result_store.attach(res, home)
 
 
 def history_text(history_json: str) -> str:

@@ -51,3 +51,8 @@ async def test_continue_as_new_drains_and_still_finishes(env, tmp_path: Path) ->
     assert r["cells"] == r["passed"] == len(lab.cells)
     assert r["generations"] >= 1
     assert r["makespan_s"] >= sim - 1  # draining never helps
+    # what crosses continue-as-new stays small: a short outcome per finished cell, not its stages
+    # and evidence (those made it ~4 KB per cell and broke 2,000-cell campaigns)
+    print(f"carried {r['carried_bytes']} B with {r['carried_done']} finished cells")
+    assert r["carried_done"] > 0
+    assert r["carried_bytes"] < 12_000 + 200 * r["carried_done"]

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.execlog import ExecutionLog
+from crossvisor import result_store
 from domain.messages import CampaignInput
 from domain.model import CampaignResult, Grade, GuestImage, Platform
 from inventory.file_source import FileInventory
@@ -30,6 +31,19 @@ pytestmark = pytest.mark.timeout(180)
 @pytest_asyncio.fixture(scope="module")
 async def env():
     e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    yield e
+    await e.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def dev_env():
+    """The real dev server, for tests that cancel activities: the time-skipping test server can
+    wedge a workflow that cancels an activity in the task where it completes (ACTIVITY_UNKNOWN,
+    temporalio/sdk-java#2391); the real server handles it."""
+    e = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool("temporal"),
+        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
+    )
     yield e
     await e.shutdown()
 
@@ -56,7 +70,7 @@ async def test_campaign_grades_every_cell(env, settings, tmp_path: Path, executo
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, _ = make_worker(env.client, settings, tq, executor)
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     by = {(c.source, c.target, c.image): c for c in res.cells}
     assert len(by) == 4
     assert by[("kvm", "xen", "bios")].grade == Grade.PASS
@@ -93,7 +107,7 @@ async def test_corrupt_ova_is_a_failing_grade_with_evidence(env, settings, tmp_p
 
     sab.after["export"] = flip_a_disk_byte
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     cell = res.cells[0]
     assert cell.grade == Grade.FAIL
     assert "convert failed" in cell.checks[0].reason
@@ -115,7 +129,7 @@ async def test_transient_fault_is_retried_then_passes(env, settings, tmp_path: P
 
     sab.before["import"] = flaky
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     assert res.cells[0].grade == Grade.PASS
     assert calls == ["import"] * 3
 
@@ -130,7 +144,7 @@ async def test_infra_fault_exhausts_retries_to_error_and_cleans_up(env, settings
 
     sab.before["boot"] = down
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     cell = res.cells[0]
     assert cell.grade == Grade.ERROR
     assert "target host unreachable" in cell.checks[0].reason
@@ -145,9 +159,9 @@ async def test_rerun_reuses_passed_cells_without_rework(env, settings, tmp_path:
     w, _ = make_worker(env.client, settings, tq, executor)
     log = ExecutionLog(settings.home / "executions.jsonl")
     async with w:
-        first = await run_campaign(env.client, plan, tq)
+        first = await run_campaign(env.client, plan, tq, home=settings.home)
         n_first = len(log.read())
-        second = await run_campaign(env.client, plan, tq)  # a new campaign with the same spec
+        second = await run_campaign(env.client, plan, tq, home=settings.home)  # a new campaign with the same spec
     assert all(c.grade == Grade.PASS for c in first.cells)
     assert all(c.cached for c in second.cells)
     assert [c.checks for c in second.cells] == [c.checks for c in first.cells]
@@ -169,7 +183,7 @@ async def test_export_and_conversion_are_reused_by_content_hash(env, settings, t
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, _ = make_worker(env.client, settings, tq, executor)
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     exports = sorted(s.status for c in res.cells for s in c.stages if s.stage == "export")
     assert exports == ["ok", "reused"]
     assert all(c.grade == Grade.PASS for c in res.cells)
@@ -213,7 +227,7 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
         released.set()
         await asyncio.sleep(0)
         await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume"))
-        res = await h.result()
+        res = result_store.attach(await h.result(), settings.home)
     cells = {c.cell_id: c for c in res.cells}
     assert len(cells) == 6
     assert cells[skip_id].grade == Grade.SKIPPED
@@ -221,7 +235,8 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
     assert sum(c.grade == Grade.PASS for c in cells.values()) == 5
 
 
-async def test_cancel_cleans_up_and_releases(env, settings, tmp_path: Path, executor) -> None:
+async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, executor) -> None:
+    env = dev_env
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
@@ -243,7 +258,7 @@ async def test_cancel_cleans_up_and_releases(env, settings, tmp_path: Path, exec
         )
         await started.wait()
         await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel"))
-        res = await h.result()
+        res = result_store.attach(await h.result(), settings.home)
     assert res.status == "cancelled"
     assert len(res.cells) == 6
     assert any(c.grade == Grade.SKIPPED for c in res.cells)
@@ -259,7 +274,7 @@ async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, execut
     w, _ = make_worker(env.client, settings, tq, executor)
     cid = f"c-{uuid.uuid4().hex[:8]}"
     async with w:
-        res = await run_campaign(env.client, plan, tq, cid=cid, history_limit=40)
+        res = await run_campaign(env.client, plan, tq, cid=cid, history_limit=40, home=settings.home)
         progress = await env.client.get_workflow_handle(cid).query(CampaignWorkflow.progress)
     assert len(res.cells) == 6 and all(c.grade == Grade.PASS for c in res.cells)
     assert progress.generation >= 1  # continued as new, results carried over
@@ -276,7 +291,7 @@ async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, _ = make_worker(env.client, settings, tq, executor)
     async with w:
-        res = await run_campaign(env.client, plan, tq)
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
     inv = FileInventory(plan.inventory[5:], settings.home / "inventory")
     assert inv.is_unhealthy("kvm-0")
     assert res.cells[0].grade == Grade.PASS and res.cells[0].source_host == "kvm-1"

@@ -33,10 +33,12 @@ class SimulatedCellWorkflow:
         if cached is not None:
             return cached
         durations = simulation.stage_durations(cell, inp.image, inp.source.kind, inp.target.kind)
-        for stage in STAGES:
-            self._stage = stage
-            await workflow.sleep(durations[stage])
-            base.stages.append(StageRecord(stage, "ok", durations[stage]))
+        # One timer for the whole cell: the campaign only sees when a cell ends, and a timer per
+        # stage would cost eleven workflow tasks per cell (half the wall time of a 2,000-cell run)
+        # without changing a single scheduling decision.
+        self._stage = "simulated"
+        await workflow.sleep(sum(durations[s] for s in STAGES))
+        base.stages = [StageRecord(s, "ok", durations[s]) for s in STAGES]
         base.checks = [CheckResult(c, Grade.PASS, "simulated") for c in cell.checks]
         return base
 

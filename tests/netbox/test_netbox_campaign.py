@@ -88,8 +88,8 @@ async def test_campaign_on_netbox_hosts_writes_back(lab, settings, capfd, caplog
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
             async with w:
                 first, second = await asyncio.gather(
-                    run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-a"),
-                    run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-b"),
+                    run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-a", home=settings.home),
+                    run_campaign(env.client, plan(tag, images=2), w.task_queue, cid=f"{tag}-b", home=settings.home),
                 )
                 history = history_text((await env.client.get_workflow_handle(f"{tag}-a").fetch_history()).to_json())
                 cell_history = history_text(

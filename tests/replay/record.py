@@ -1,11 +1,12 @@
 """Record workflow histories of real campaign runs for the replay tests (tests/replay/test_replay.py).
 
-    .venv/bin/python tests/replay/record.py
+    .venv/bin/python tests/replay/record.py v3     # a new set under histories/v3/
 
 Runs small campaigns (real activities: libvirt test driver, qemu-img, OVA) on Temporal's
 time-skipping test server and writes every CampaignWorkflow run and CellWorkflow history to
-``tests/replay/histories/<workflow id>[@run<N>].json``. Re-record only for an intentional workflow
-change guarded by ``workflow.patched`` (see README.md): the old files are replaced.
+``tests/replay/histories/<set>/<workflow id>[@run<N>].json``. Record a new set after an intentional
+workflow change guarded by ``workflow.patched`` (see README.md); earlier sets stay, so the test keeps
+proving that runs started before the change still replay.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
 from tests.harness import Sabotage, make_worker, small_plan, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "histories"
+HISTORIES = Path(__file__).resolve().parent / "histories"
+OUT = HISTORIES / "next"  # set by main()
 
 Scenario = Callable[[Client, Sabotage, Path, str, str], Awaitable[CampaignResult]]
 
@@ -53,7 +55,7 @@ async def normal(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
     """Both directions pass; the second export is reused from the artifact cache."""
     h = await _start(client, small_plan(tmp), cid, tq)
     res = await h.result()
-    assert [c.grade for c in res.cells] == [Grade.PASS, Grade.PASS], res.cells
+    assert [c.grade for c in res.summary] == [Grade.PASS, Grade.PASS], res.summary
     return res
 
 
@@ -63,7 +65,7 @@ async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: s
         tmp, pairs=[["kvm", "xen"]], images=[GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")]
     )
     res = await (await _start(client, plan, cid, tq)).result()
-    assert res.cells[0].grade == Grade.FAIL, res.cells
+    assert res.summary[0].grade == Grade.FAIL, res.summary
     return res
 
 
@@ -78,7 +80,7 @@ async def transient_retry(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
 
     sab.before["import"] = flaky
     res = await (await _start(client, small_plan(tmp, pairs=[["kvm", "xen"]]), cid, tq)).result()
-    assert res.cells[0].grade == Grade.PASS and len(calls) == 3, (res.cells, calls)
+    assert res.summary[0].grade == Grade.PASS and len(calls) == 3, (res.summary, calls)
     return res
 
 
@@ -105,7 +107,7 @@ async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     released.set()
     await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume", request_id="r1"))
     res = await h.result()
-    assert sorted(c.grade.value for c in res.cells) == ["pass", "pass", "skipped"], res.cells
+    assert sorted(c.grade.value for c in res.summary) == ["pass", "pass", "skipped"], res.summary
     return res
 
 
@@ -126,7 +128,7 @@ async def cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
     await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel", request_id="c1"))
     res = await h.result()
     # the interrupted cell's grade is whatever the cell workflow makes of the cancelled stage
-    assert res.status == "cancelled" and Grade.SKIPPED in {c.grade for c in res.cells}, res.cells
+    assert res.status == "cancelled" and Grade.SKIPPED in {c.grade for c in res.summary}, res.summary
     return res
 
 
@@ -134,8 +136,8 @@ async def continue_as_new(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     """A tiny history_limit: the campaign continues as new between cells, state carried over."""
     plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
     plan.concurrency.max_cells = 1
-    res = await (await _start(client, plan, cid, tq, history_limit=20)).result()
-    assert len(res.cells) == 2 and all(c.grade == Grade.PASS for c in res.cells), res.cells
+    res = await (await _start(client, plan, cid, tq, history_limit=12)).result()
+    assert len(res.summary) == 2 and all(c.grade == Grade.PASS for c in res.summary), res.summary
     return res
 
 
@@ -181,9 +183,11 @@ def _write(name: str, text: str) -> Path:
     return p
 
 
-async def main() -> None:
+async def main(set_name: str) -> None:
+    global OUT
+    OUT = HISTORIES / set_name
     if OUT.exists():
-        shutil.rmtree(OUT)
+        shutil.rmtree(OUT)  # only this set: older sets are the compatibility proof
     OUT.mkdir(parents=True)
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
@@ -209,4 +213,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) != 2 or "/" in sys.argv[1]:
+        sys.exit(f"usage: {sys.argv[0]} SET   (e.g. v3; existing sets: {sorted(p.name for p in HISTORIES.iterdir())})")
+    asyncio.run(main(sys.argv[1]))

@@ -59,7 +59,7 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex, tiny_guest=True)
             async with w:
                 cid = f"real-{uuid.uuid4().hex[:6]}"
-                res = await run_campaign(env.client, plan, w.task_queue, cid=cid)
+                res = await run_campaign(env.client, plan, w.task_queue, cid=cid, home=settings.home)
                 history = history_text((await env.client.get_workflow_handle(cid).fetch_history()).to_json())
                 history += history_text(
                     (
