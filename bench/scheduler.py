@@ -206,6 +206,12 @@ def main() -> None:
             f"continue-as-new x{real['generations']}, ~{real['events_per_cell']:.1f} history events per cell"
         )
         print(f"  cpu: worker (python) {real['worker_cpu_s']:.1f} s, test server {real['server_cpu_s']:.1f} s")
+        ratio, total_wall = real["makespan_s"] / bound.seconds, real["wall_s"] + real["env_start_s"]
+        ok = ratio <= 1.05 and total_wall < 120
+        print(
+            f"  goal (ratio <= 1.05, whole simulated campaign < 120 s wall): "
+            f"{'met' if ok else 'NOT MET'} ({ratio:.3f}, {total_wall:.0f} s)"
+        )
         if real["carried_done"]:
             per = real["carried_bytes"] / real["carried_done"]
             print(

@@ -24,8 +24,10 @@ async def env():
 def bound_and_sim(lab: simulation.Lab) -> tuple[float, float]:
     H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
     bound = lower_bound_s(lab.cells, lab.duration_s, H, PH, PK, L).seconds
-    # the campaign passes no estimates (yet): simulate exactly that
-    sim = simulation.simulate(lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L))
+    # the campaign passes the static-model estimates: simulate exactly that
+    sim = simulation.simulate(
+        lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L, lab.estimate_s)
+    )
     return bound, sim.makespan_s
 
 
