@@ -13,16 +13,22 @@ from pathlib import Path
 import libvirt
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from activities.campaign import CampaignActivities
 from activities.execlog import ExecutionLog
+from activities.stages import StageActivities
 from crossvisor import result_store
-from domain.messages import CampaignInput
+from domain.messages import CampaignInput, ProgressReport
 from domain.model import CampaignResult, Grade, GuestImage, Platform
 from inventory.file_source import FileInventory
 from tests.harness import make_worker, run_campaign, small_plan, tool
+from worker import workflow_runner
 from workflows.campaign import CampaignWorkflow, SteerRequest
+from workflows.cell import CellWorkflow
 
 # a hang here is a bug: fail fast instead of eating the CI budget
 pytestmark = pytest.mark.timeout(180)
@@ -279,6 +285,38 @@ async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, execut
     assert len(res.cells) == 6 and all(c.grade == Grade.PASS for c in res.cells)
     assert progress.generation >= 1  # continued as new, results carried over
     assert progress.counts["done"] == 6
+
+
+async def test_continue_as_new_waits_for_a_running_progress_activity(env, settings, tmp_path: Path, executor) -> None:
+    """Continue-as-new while slow progress local activities are in flight: the campaign waits for
+    them (a marker after the continue-as-new command made Temporal refuse the task, seen once
+    under load in test_continue_as_new_keeps_state) and still grades every cell."""
+    camp = CampaignActivities(settings)
+
+    @activity.defn(name="publish_progress")
+    def slow_publish(rep: ProgressReport) -> None:
+        time.sleep(0.3)  # still running when the cell's result lands and the campaign drains
+        camp.publish_progress(rep)
+
+    plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    acts = [StageActivities(settings).run_stage, camp.load_inventory, camp.lookup_cached_result]
+    w = Worker(
+        env.client,
+        task_queue=tq,
+        workflows=[CampaignWorkflow, CellWorkflow],
+        activities=[*acts, camp.store_result, slow_publish, camp.sweep_leaks],
+        activity_executor=executor,
+        workflow_runner=workflow_runner(),
+    )
+    cid = f"c-{uuid.uuid4().hex[:8]}"
+    async with w:
+        res = await asyncio.wait_for(
+            run_campaign(env.client, plan, tq, cid=cid, history_limit=12, home=settings.home), timeout=60
+        )
+        progress = await env.client.get_workflow_handle(cid).query(CampaignWorkflow.progress)
+    assert [c.grade for c in res.cells] == [Grade.PASS] * 4
+    assert progress.generation >= 1
 
 
 async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings, tmp_path: Path, executor) -> None:

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from domain import matrix, scheduling
@@ -35,6 +35,8 @@ SHORT = timedelta(seconds=60)
 ACT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"])
 APPLIED_KEYS_KEPT = 500  # bounded: idempotency keys older than this are assumed delivered
 MAX_RESCHEDULES = 3  # attempts of one cell on other hosts after a host turned unhealthy
+PUBLISH_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
+QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # workflow.patched id
 
 
 def _unhealthy_host(stages: list[tuple[str, str, str]]) -> str:
@@ -107,6 +109,7 @@ class CampaignWorkflow:
         self.plan = None
         self.cell_workflow = "CellWorkflow"
         self._est: dict[str, float] = {}  # cell id -> estimated seconds (scheduling only)
+        self._local_in_flight = 0  # progress local activities not yet resolved
 
     # -- queries --------------------------------------------------------------------------------
     @workflow.query
@@ -300,21 +303,31 @@ class CampaignWorkflow:
                     workflow.info().get_current_history_length() > inp.history_limit
                     or workflow.info().is_continue_as_new_suggested()
                 )
-                if draining and not self.running:
-                    # everything that crosses over is in self.st; no child is left behind
-                    self.st.generation += 1
-                    workflow.continue_as_new(
-                        CampaignInput(
-                            plan=plan,
-                            campaign_id=self.campaign_id,
-                            state=self.st,
-                            history_limit=inp.history_limit,
-                            cell_workflow=inp.cell_workflow,
-                        )
-                    )
+                ready_to_continue = draining and not self.running
                 if not self.st.paused and not draining:
                     self._start_ready_cells()
                 self.status = "paused" if self.st.paused else ("draining" if draining else "running")
+            if ready_to_continue:
+                # Continue-as-new must be the last command of its task: a progress local activity
+                # that resolved in the same task put its marker after it, and the task failed
+                # until the timing changed. So let local activities and update handlers finish
+                # first (outside the lock, which handlers take; resolves in the same task when
+                # nothing is in flight). Patched: runs recorded before it continued at once.
+                if workflow.patched(QUIET_BEFORE_CLOSE):
+                    await workflow.wait_condition(self._quiet)
+                if self.cancel_requested:
+                    continue  # a cancel arrived meanwhile: the loop takes the cancel path
+                # everything that crosses over is in self.st; no child is left behind
+                self.st.generation += 1
+                workflow.continue_as_new(
+                    CampaignInput(
+                        plan=plan,
+                        campaign_id=self.campaign_id,
+                        state=self.st,
+                        history_limit=inp.history_limit,
+                        cell_workflow=inp.cell_workflow,
+                    )
+                )
 
         if self.cancel_requested:
             self.status = "cancelling"
@@ -339,6 +352,8 @@ class CampaignWorkflow:
                 workflow.logger.warning("sweeper removed leaked VMs: %s", removed)
         self.status = "cancelled" if self.cancel_requested else "completed"
         await self._publish(running=False)
+        if workflow.patched(QUIET_BEFORE_CLOSE):  # completing must be the last command too
+            await workflow.wait_condition(self._quiet)
         return CampaignResult(
             campaign_id=self.campaign_id,
             name=plan.name,
@@ -497,9 +512,21 @@ class CampaignWorkflow:
             self.dirty = True
         await self._publish()
 
+    def _quiet(self) -> bool:
+        return self._local_in_flight == 0 and workflow.all_handlers_finished()
+
     async def _publish(self, running: bool = True) -> None:
-        await workflow.execute_local_activity(
-            "publish_progress",
-            ProgressReport(self.plan.name, self._counts(), running),
-            start_to_close_timeout=timedelta(seconds=10),
-        )
+        # best effort: metrics must never hold up a campaign (nor its continue-as-new, which
+        # waits for this), so a few quick attempts and then the error is only logged
+        self._local_in_flight += 1
+        try:
+            await workflow.execute_local_activity(
+                "publish_progress",
+                ProgressReport(self.plan.name, self._counts(), running),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=PUBLISH_RETRY,
+            )
+        except ActivityError as e:
+            workflow.logger.warning("progress not published: %s", e.cause or e)
+        finally:
+            self._local_in_flight -= 1
