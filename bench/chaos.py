@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,27 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crossvisor import stack  # noqa: E402
-from crossvisor.config import Settings  # noqa: E402
+from bench.localstack import LocalStack  # noqa: E402
 
 SPEC = ROOT / "examples/demo.yaml"
 CAMPAIGN = "chaos"
 # cell id -> (grade, {check: grade}); reasons/evidence carry VM names and timings, so not compared
 Matrix = dict[str, tuple[str, dict[str, str]]]
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_base() -> int:
-    # the dev server uses base, base+1 (metrics), base+10 (http); the worker base+2, base+3
-    for _ in range(200):
-        base = random.SystemRandom().randrange(20000, 60000, 20)
-        if all(_free(base + d) for d in (0, 1, 2, 3, 10)):
-            return base
-    raise RuntimeError("no free ports")
 
 
 def read_log(home: Path) -> list[dict]:
@@ -74,77 +58,8 @@ def in_flight(events: list[dict]) -> set[tuple[str, str, int]]:
     return {k for k, n in started.items() if n > ended.get(k, 0)}
 
 
-class LocalStack:
-    """A dev server (SQLite in ``home``) plus worker processes, each in its own process group."""
-
-    def __init__(self, home: Path):
-        home.mkdir(parents=True, exist_ok=True)
-        base = _free_base()
-        self.home = home
-        self.settings = Settings()
-        self.settings.home = home
-        self.settings.temporal_address = f"127.0.0.1:{base}"
-        self.env = dict(
-            os.environ,
-            CROSSVISOR_HOME=str(home),
-            CROSSVISOR_TEMPORAL_ADDRESS=self.settings.temporal_address,
-            CROSSVISOR_METRICS_PORT=str(base + 2),
-            CROSSVISOR_SDK_METRICS_PORT=str(base + 3),
-            CROSSVISOR_LOG_LEVEL="warning",
-        )
-        self.worker: subprocess.Popen | None = None
-        self.n_workers = 0
-
-    # -- server ------------------------------------------------------------------------------------
-    def server_pid(self) -> int:
-        return int((self.home / "run" / "temporal.pid").read_text())
-
-    def start_server(self) -> None:
-        stack.temporal_up(self.settings, timeout_s=60)
-
-    def kill_server(self) -> None:
-        pid = self.server_pid()
-        os.killpg(pid, signal.SIGKILL)
-        try:
-            os.waitpid(pid, 0)  # temporal_up's Popen is our child: reap it
-        except ChildProcessError:
-            pass
-        port = int(self.settings.temporal_address.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 10
-        while not _free(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    # -- worker ------------------------------------------------------------------------------------
-    def start_worker(self) -> subprocess.Popen:
-        log = open(self.home / f"worker-{self.n_workers}.log", "ab")
-        self.n_workers += 1
-        self.worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        return self.worker
-
-    def kill_worker(self) -> None:
-        if self.worker and self.worker.poll() is None:
-            os.killpg(self.worker.pid, signal.SIGKILL)
-            self.worker.wait()
-        self.worker = None
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "crossvisor.cli", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+class ChaosStack(LocalStack):
+    """The local stack plus a report wait that notices a stuck campaign."""
 
     def wait_report(self, out: Path, deadline: float, stall_s: float) -> int:
         """``crossvisor report`` (waits for the campaign's end) while watching the log for progress.
@@ -190,15 +105,6 @@ class LocalStack:
                 p.wait()
         return replaced
 
-    def stop(self) -> None:
-        self.kill_worker()
-        try:
-            os.killpg(self.server_pid(), signal.SIGKILL)
-            os.waitpid(self.server_pid(), 0)
-        except (OSError, ValueError):
-            pass
-        (self.home / "run" / "temporal.pid").unlink(missing_ok=True)
-
 
 class Stalled(AssertionError):
     pass
@@ -227,7 +133,7 @@ def matrix_of(report_json: Path) -> Matrix:
     return {c["cell_id"]: (c["grade"], {k["check"]: k["grade"] for k in c["checks"]}) for c in doc["cells"]}
 
 
-def leaks_in(s: LocalStack, hosts: list[dict]) -> list[str]:
+def leaks_in(s: ChaosStack, hosts: list[dict]) -> list[str]:
     """Persisted test-driver domains, leases, and what the campaign's own sweeper would remove."""
     found = [f"vm file {p.relative_to(s.home)}" for p in (s.home / "drivers").glob("libvirt-test/*/*.json")]
     leases_file = s.home / "inventory" / "leases.json"
@@ -257,7 +163,7 @@ def run(
 ) -> RunResult:
     """One campaign of the demo spec; ``kills``/``server_restarts`` disruptions at random log counts."""
     rng = random.Random(seed)
-    s = LocalStack(home)
+    s = ChaosStack(home, CROSSVISOR_LOG_LEVEL="warning")
     try:
         s.start_server()
         s.start_worker()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
@@ -95,19 +96,26 @@ def make_worker(
     return w, sab
 
 
-async def run_campaign(
-    client, plan: CampaignPlan, task_queue: str, cid: str | None = None, *, home: Path, **kw
-) -> CampaignResult:
-    """Run a campaign to its end and read its full results the way the CLI does (summary from the
-    workflow, stages and evidence from the worker's result store under ``home``)."""
-    res = await client.execute_workflow(
+async def start_campaign(client, plan: CampaignPlan, task_queue: str, cid: str | None = None, **kw) -> WorkflowHandle:
+    return await client.start_workflow(
         CampaignWorkflow.run,
         CampaignInput(plan=plan, **kw),
         id=cid or f"c-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
         result_type=CampaignResult,
     )
-    return result_store.attach(res, home)
+
+
+async def campaign_result(handle: WorkflowHandle, home: Path) -> CampaignResult:
+    """Wait for the campaign and read its full results the way the CLI does (summary from the
+    workflow, stages and evidence from the worker's result store under ``home``)."""
+    return result_store.attach(await handle.result(), home)
+
+
+async def run_campaign(
+    client, plan: CampaignPlan, task_queue: str, cid: str | None = None, *, home: Path, **kw
+) -> CampaignResult:
+    return await campaign_result(await start_campaign(client, plan, task_queue, cid, **kw), home)
 
 
 def history_text(history_json: str) -> str:

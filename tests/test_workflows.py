@@ -21,11 +21,10 @@ from temporalio.worker import Worker
 from activities.campaign import CampaignActivities
 from activities.execlog import ExecutionLog
 from activities.stages import StageActivities
-from crossvisor import result_store
-from domain.messages import CampaignInput, ProgressReport
-from domain.model import CampaignResult, Grade, GuestImage, Platform
+from domain.messages import ProgressReport
+from domain.model import Grade, GuestImage, Platform
 from inventory.file_source import FileInventory
-from tests.harness import make_worker, run_campaign, small_plan, tool
+from tests.harness import campaign_result, make_worker, run_campaign, small_plan, start_campaign, tool
 from worker import workflow_runner
 from workflows.campaign import CampaignWorkflow, SteerRequest
 from workflows.cell import CellWorkflow
@@ -211,13 +210,7 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
 
     sab.before["provision"] = hold
     async with w:
-        h = await env.client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(plan=plan),
-            id=f"c-{uuid.uuid4().hex[:8]}",
-            task_queue=tq,
-            result_type=CampaignResult,
-        )
+        h = await start_campaign(env.client, plan, tq)
         await gate.wait()
         r = await h.execute_update(CampaignWorkflow.steer, SteerRequest("pause", request_id="p1"))
         assert r.applied
@@ -233,7 +226,7 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
         released.set()
         await asyncio.sleep(0)
         await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume"))
-        res = result_store.attach(await h.result(), settings.home)
+        res = await campaign_result(h, settings.home)
     cells = {c.cell_id: c for c in res.cells}
     assert len(cells) == 6
     assert cells[skip_id].grade == Grade.SKIPPED
@@ -255,16 +248,10 @@ async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, 
 
     sab.before["boot"] = slow
     async with w:
-        h = await env.client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(plan=plan),
-            id=f"c-{uuid.uuid4().hex[:8]}",
-            task_queue=tq,
-            result_type=CampaignResult,
-        )
+        h = await start_campaign(env.client, plan, tq)
         await started.wait()
         await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel"))
-        res = result_store.attach(await h.result(), settings.home)
+        res = await campaign_result(h, settings.home)
     assert res.status == "cancelled"
     assert len(res.cells) == 6
     assert any(c.grade == Grade.SKIPPED for c in res.cells)

@@ -180,12 +180,11 @@ def start_in_process_exporter() -> LiveTarget:
 # A stalled campaign needs an hour of silence, so it is covered by rules_test.yml, not here.
 # ========================================================================================
 def start_real_worker(tmp_path: Path) -> LiveTarget:
-    from tests.e2e.conftest import ROOT, Stack, wait_for
+    from tests.e2e.conftest import ROOT, LocalStack, wait_for
 
-    stack = Stack(tmp_path / "home")
-    stack.settings.home.mkdir(parents=True)
+    stack = LocalStack(tmp_path / "home")
     try:
-        stack.start_temporal()
+        stack.start_server()
         stack.start_worker()
         lab = tmp_path / "lab.yaml"
         lab.write_text(

@@ -26,13 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory  # noqa: E402
+from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from crossvisor.config import Settings  # noqa: E402
-from domain.messages import CampaignInput  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
-from tests.harness import Sabotage, make_worker, small_plan, tool  # noqa: E402
+from tests.harness import Sabotage, make_worker, small_plan, start_campaign, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -41,19 +40,9 @@ OUT = HISTORIES / "next"  # set by main()
 Scenario = Callable[[Client, Sabotage, Path, str, str], Awaitable[CampaignResult]]
 
 
-async def _start(client: Client, plan, cid: str, tq: str, **kw) -> WorkflowHandle:
-    return await client.start_workflow(
-        CampaignWorkflow.run,
-        CampaignInput(plan=plan, **kw),
-        id=cid,
-        task_queue=tq,
-        result_type=CampaignResult,
-    )
-
-
 async def normal(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
     """Both directions pass; the second export is reused from the artifact cache."""
-    h = await _start(client, small_plan(tmp), cid, tq)
+    h = await start_campaign(client, small_plan(tmp), tq, cid)
     res = await h.result()
     assert [c.grade for c in res.summary] == [Grade.PASS, Grade.PASS], res.summary
     return res
@@ -64,7 +53,7 @@ async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: s
     plan = small_plan(
         tmp, pairs=[["kvm", "xen"]], images=[GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")]
     )
-    res = await (await _start(client, plan, cid, tq)).result()
+    res = await (await start_campaign(client, plan, tq, cid)).result()
     assert res.summary[0].grade == Grade.FAIL, res.summary
     return res
 
@@ -79,7 +68,7 @@ async def transient_retry(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
             raise ConnectionError("hypervisor API timed out")
 
     sab.before["import"] = flaky
-    res = await (await _start(client, small_plan(tmp, pairs=[["kvm", "xen"]]), cid, tq)).result()
+    res = await (await start_campaign(client, small_plan(tmp, pairs=[["kvm", "xen"]]), tq, cid)).result()
     assert res.summary[0].grade == Grade.PASS and len(calls) == 3, (res.summary, calls)
     return res
 
@@ -97,7 +86,7 @@ async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
             released.wait(30)
 
     sab.before["provision"] = hold
-    h = await _start(client, plan, cid, tq)
+    h = await start_campaign(client, plan, tq, cid)
     await gate.wait()
     running = (await h.query(CampaignWorkflow.progress)).running
     waiting = sorted(f"kvm--xen--i{n}" for n in range(3) if f"kvm--xen--i{n}" not in running)
@@ -123,7 +112,7 @@ async def cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
         time.sleep(0.5)
 
     sab.before["boot"] = slow
-    h = await _start(client, plan, cid, tq)
+    h = await start_campaign(client, plan, tq, cid)
     await started.wait()
     await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel", request_id="c1"))
     res = await h.result()
@@ -136,7 +125,7 @@ async def continue_as_new(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     """A tiny history_limit: the campaign continues as new between cells, state carried over."""
     plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
     plan.concurrency.max_cells = 1
-    res = await (await _start(client, plan, cid, tq, history_limit=12)).result()
+    res = await (await start_campaign(client, plan, tq, cid, history_limit=12)).result()
     assert len(res.summary) == 2 and all(c.grade == Grade.PASS for c in res.summary), res.summary
     return res
 
