@@ -17,9 +17,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.campaign import CampaignActivities
 from activities.stages import StageActivities
-from crossvisor import log as cvlog
-from crossvisor.config import Settings
-from crossvisor.metrics import REGISTRY
+from crossvisor.core import log as cvlog
+from crossvisor.core.config import Settings
+from crossvisor.core.metrics import REGISTRY
 from crossvisor.temporal_client import connect
 from workflows.campaign import CampaignWorkflow
 from workflows.cell import CellWorkflow

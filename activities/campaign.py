@@ -11,8 +11,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.stages import vm_prefix
-from crossvisor import metrics, result_store
-from crossvisor.config import Settings
+from crossvisor.core import metrics, result_store
+from crossvisor.core.config import Settings
 from domain.messages import (
     CachedResultRequest,
     InventoryRequest,

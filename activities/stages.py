@@ -27,8 +27,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.execlog import ExecutionLog
-from crossvisor import metrics
-from crossvisor.config import Settings
+from crossvisor.core import metrics
+from crossvisor.core.config import Settings
 from domain import grading, interop
 from domain.messages import StageInput, StageOutput
 from domain.model import CheckResult, Grade, Host

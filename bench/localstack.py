@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from crossvisor import stack
-from crossvisor.config import Settings
+from crossvisor.core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

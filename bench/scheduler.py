@@ -88,7 +88,7 @@ async def run_real(lab: simulation.Lab, tmp: Path, history_limit: int = 8000, en
     from temporalio.worker import Worker
 
     from activities.campaign import CampaignActivities
-    from crossvisor.config import Settings
+    from crossvisor.core.config import Settings
     from domain.messages import CampaignInput
     from domain.model import CampaignResult, Grade
     from worker import workflow_runner

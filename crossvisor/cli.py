@@ -22,7 +22,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from crossvisor.config import Settings
+from crossvisor.core.config import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ async def progress(settings: Settings, cid: str):
 async def result(settings: Settings, cid: str, wait: bool = True):
     from temporalio.client import WorkflowExecutionStatus
 
-    from crossvisor import result_store
+    from crossvisor.core import result_store
     from domain.model import CampaignResult, CellSummary
     from workflows.campaign import CampaignWorkflow
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear line and a non-zero exit
-        from crossvisor.log import redact_text
+        from crossvisor.core.log import redact_text
 
         print(f"crossvisor: error: {redact_text(str(e))}", file=sys.stderr)
         code = 2 if type(e).__name__ in ("SpecError", "InventoryError", "ValueError") else 1

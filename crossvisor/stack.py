@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossvisor.config import Settings
+from crossvisor.core.config import Settings
 
 
 class StackError(RuntimeError):

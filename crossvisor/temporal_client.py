@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from crossvisor.config import Settings
+from crossvisor.core.config import Settings
 
 
 def _read(path: str) -> bytes | None:

@@ -206,7 +206,7 @@ class CampaignResult:
 
     The workflow returns ``summary`` (bounded: one short row per cell); ``cells`` holds the full
     results (stages, evidence) and is filled by the client from the result store
-    (``crossvisor.result_store.attach``), so that a 10,000-cell campaign never hits Temporal's
+    (``crossvisor.core.result_store.attach``), so that a 10,000-cell campaign never hits Temporal's
     payload limit."""
 
     campaign_id: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from pathlib import Path
 
+from crossvisor.core.errors import InfraFault, InteropFailure
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 
 __all__ = [
@@ -25,19 +26,6 @@ __all__ = [
     "NicSpec",
     "VmSpec",
 ]
-
-
-class InfraFault(Exception):
-    """Transient infrastructure trouble: retried by Temporal."""
-
-
-class InteropFailure(Exception):
-    """A real interop incompatibility: becomes a failing grade, never retried."""
-
-    def __init__(self, reason: str, evidence: dict[str, str] | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.evidence = evidence or {}
 
 
 class Driver(abc.ABC):

@@ -10,14 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from crossvisor.core.errors import CredentialError
+
 __all__ = ["CredentialError", "Secret", "resolve_secret"]
-
-
-class CredentialError(Exception):
-    """A reference that cannot be resolved, or credentials the endpoint rejected.
-
-    Not an InfraFault: retrying a wrong password only risks locking the account.
-    """
 
 
 class Secret:

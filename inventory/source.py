@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import abc
 
+from crossvisor.core.errors import InventoryError
 from domain.model import Host
 
-
-class InventoryError(Exception):
-    """Bad inventory data or a bad selection (e.g. an unknown filter). Not retryable."""
+__all__ = ["InventoryError", "InventorySource"]
 
 
 class InventorySource(abc.ABC):

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crossvisor.config import Settings  # noqa: E402
+from crossvisor.core.config import Settings  # noqa: E402
 
 
 @pytest.fixture

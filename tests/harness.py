@@ -14,8 +14,8 @@ from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
 from activities.stages import StageActivities
-from crossvisor import result_store
-from crossvisor.config import Settings
+from crossvisor.core import result_store
+from crossvisor.core.config import Settings
 from domain.messages import CampaignInput, StageInput, StageOutput
 from domain.model import CampaignResult, Concurrency, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crossvisor import metrics
+from crossvisor.core import metrics
 
 _spec = importlib.util.spec_from_file_location(
     "promql_util", Path(__file__).parent / "observability" / "promql_util.py"
@@ -36,7 +36,7 @@ def promtool(*args: str, cwd: Path | None = None) -> str:
 
 
 def exported_series() -> set[str]:
-    """Series names crossvisor.metrics can produce (counter -> _total, histogram -> _bucket...)."""
+    """Series names crossvisor.core.metrics can produce (counter -> _total, histogram -> _bucket...)."""
     names: set[str] = set()
     for family in metrics.REGISTRY.collect():
         if family.type == "counter":
@@ -94,7 +94,7 @@ def test_rules_and_dashboard_use_only_exported_metrics() -> None:
         for n in pq.metric_names(q.expr)
         if not n.startswith("temporal_")  # Temporal SDK's own names (seen live in the live test)
     }
-    assert used - exported == set(), "not in crossvisor/metrics.py"
+    assert used - exported == set(), "not in crossvisor/core/metrics.py"
 
 
 def test_scrape_targets_match_compose_workers() -> None:

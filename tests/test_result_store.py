@@ -7,7 +7,7 @@ from pathlib import Path
 
 from temporalio.converter import DataConverter
 
-from crossvisor import result_store
+from crossvisor.core import result_store
 from domain.messages import CampaignState
 from domain.model import (
     REASON_KEPT,

@@ -11,6 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from crossvisor.core.errors import NON_RETRYABLE
     from domain import grading
     from domain.messages import CachedResultRequest, CellInput, StageInput, StageOutput
     from domain.model import ALWAYS_STAGES, STAGES, CellResult, StageRecord
@@ -33,16 +34,6 @@ STAGE_TIMEOUT = {
 # in seconds and the stage retried elsewhere, instead of after its start-to-close timeout
 HEARTBEAT_DEFAULT = timedelta(seconds=10)
 HEARTBEAT = {"convert": timedelta(seconds=30)}  # qemu-img progress also heartbeats
-NON_RETRYABLE = [
-    "InventoryError",
-    "NetBoxAuthError",
-    "SpecError",
-    "OvfError",
-    "UriError",
-    "CredentialError",  # retrying a wrong password can lock the account
-    "NoDiskContent",
-    "HostUnhealthy",
-]
 
 
 def _cause(err: BaseException) -> str:
@@ -104,7 +95,7 @@ class CellWorkflow:
             maximum_interval=timedelta(seconds=r.max_interval_s),
             # a host held by another campaign frees up eventually: keep trying to reserve it
             maximum_attempts=0 if stage == "reserve" else r.max_attempts,
-            non_retryable_error_types=NON_RETRYABLE,
+            non_retryable_error_types=list(NON_RETRYABLE),
         )
         return await workflow.execute_activity(
             "run_stage",

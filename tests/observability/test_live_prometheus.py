@@ -2,7 +2,7 @@
 alert/recording rule is then evaluated through Prometheus' HTTP API.
 
 Two sources for the scraped endpoint:
-  * default: the real ``crossvisor.metrics.REGISTRY`` served over HTTP in-process by
+  * default: the real ``crossvisor.core.metrics.REGISTRY`` served over HTTP in-process by
     prometheus_client, with a background "campaign" moving the metrics (real scrape path, real
     PromQL, real rule evaluation);
   * ``CROSSVISOR_LIVE_WORKER=1``: the real worker running a real campaign (see LEAD HOOK below).
@@ -31,7 +31,7 @@ import pytest
 import yaml
 from promql_util import PROM_CONFIG, RULES, PanelQuery, dashboard_queries, expand, rules
 
-from crossvisor import metrics as m
+from crossvisor.core import metrics as m
 
 pytestmark = [
     pytest.mark.prometheus,

@@ -29,7 +29,7 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from crossvisor.config import Settings  # noqa: E402
+from crossvisor.core.config import Settings  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
 from tests.harness import Sabotage, make_worker, small_plan, start_campaign, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402

@@ -1,0 +1,52 @@
+"""The error types every layer shares, and which of them Temporal must never retry.
+
+The split decides grades: an ``InteropFailure`` is a *result* (a failing grade with evidence, never
+retried); an ``InfraFault`` is infrastructure trouble that a retry may fix; the rest are input or
+configuration problems that no retry can fix, so retrying them only wastes the policy (or, for a
+wrong password, locks the account).
+"""
+
+from __future__ import annotations
+
+
+class InfraFault(Exception):
+    """Transient infrastructure trouble: retried by Temporal."""
+
+
+class InteropFailure(Exception):
+    """A real interop incompatibility the target (or the package) reported: a failing grade, never retried."""
+
+    def __init__(self, reason: str, evidence: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence or {}
+
+
+class InventoryError(Exception):
+    """Bad inventory data or a bad selection (e.g. an unknown filter). Not retryable."""
+
+
+class CredentialError(Exception):
+    """A reference that cannot be resolved, or credentials the endpoint rejected.
+
+    Not an InfraFault: retrying a wrong password only risks locking the account.
+    """
+
+
+class BadInput(Exception):
+    """Malformed input met inside a stage (a package, an image, a record): not retryable, and the
+    message names what is wrong."""
+
+
+# Exception type names (Temporal matches on the class name) that end an activity's retries at once.
+NON_RETRYABLE = (
+    "InventoryError",
+    "NetBoxAuthError",
+    "SpecError",
+    "OvfError",
+    "UriError",
+    "CredentialError",
+    "NoDiskContent",
+    "HostUnhealthy",
+    "BadInput",
+)
