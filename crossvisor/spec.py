@@ -83,7 +83,7 @@ class CampaignSpec(_Strict):
     inventory: str = "file:examples/lab.yaml"
     platforms: list[PlatformSpec] = Field(min_length=1)
     images: list[ImageSpec] = Field(min_length=1)
-    checks: list[Literal["boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle"]] = Field(
+    checks: list[Literal["boots", "disks", "cpu_memory", "nics", "app", "metadata", "lifecycle"]] = Field(
         default_factory=lambda: list(m.CHECKS)
     )
     pairs: list[tuple[str, str]] = Field(default_factory=list)

@@ -27,11 +27,29 @@ STAGES = (
 )
 ALWAYS_STAGES = ("cleanup", "release")
 
-CHECKS = ("boots", "disks", "cpu_memory", "nics", "metadata", "lifecycle")
+# What a cell can check, each graded from what the target and the guest on it reported:
+# boots      the guest's own boot path (firmware, bootloader, initramfs, root fs) reached its init
+# disks      root mounted, the disk content marker intact, as the guest sees its disks
+# cpu_memory vCPUs and memory as the guest sees them, against the source
+# nics       a driver bound, link up, an address acquired; MAC kept or the change recorded
+# app        a service in the guest answers a request that came in through the guest's network
+# metadata   what the source carried (annotations, properties) as the target reports it
+# lifecycle  power off, snapshot, power on, power off on the target
+CHECKS = ("boots", "disks", "cpu_memory", "nics", "app", "metadata", "lifecycle")
 
 
 class Grade(str, Enum):
+    """ODCA's three tiers plus two that give no verdict on interop.
+
+    pass    ODCA "success": works on the target unmodified
+    warn    ODCA "warning": works only after a remediation crossvisor applied (named in the result)
+    fail    ODCA "failure": does not work even after every remediation the campaign allows
+    error   infrastructure kept failing after the retry policy: no verdict on interop
+    skipped could not be reached (the source cannot run the image, operator skip, cancel)
+    """
+
     PASS = "pass"
+    WARN = "warn"
     FAIL = "fail"  # a real interop failure, with evidence
     ERROR = "error"  # infrastructure kept failing after retries: not a verdict on interop
     SKIPPED = "skipped"
@@ -125,6 +143,29 @@ class StageRecord:
     duration_s: float = 0.0
     attempts: int = 1
     reason: str = ""
+    started_at: str = ""  # ISO 8601 (workflow time), for timelines
+
+
+@dataclass
+class Prediction:
+    """What the declared traits and rules expected for one check, recorded beside the observed
+    grade and compared with it, never used instead of it."""
+
+    check: str
+    grade: Grade
+    reason: str = ""
+    rule: str = ""  # which rule or declared trait made the prediction
+
+
+@dataclass
+class RemediationRecord:
+    """One rung of the remediation ladder, tried after an unmodified move failed."""
+
+    name: str  # e.g. virt-v2v, generic-initramfs, nic-config
+    status: str  # cured | not-cured | failed | skipped
+    cured: str = ""  # the failure it cured (a check's observed reason), when it did
+    changed: str = ""  # what it changed, in one line
+    evidence: dict[str, str] = field(default_factory=dict)  # its own report, e.g. virt-v2v's output
 
 
 @dataclass
@@ -139,18 +180,39 @@ class CellResult:
     target_host: str = ""
     fingerprint: str = ""
     cached: bool = False  # result reused from an earlier identical run
+    predictions: list[Prediction] = field(default_factory=list)
+    remediations: list[RemediationRecord] = field(default_factory=list)
+    remedy: str = ""  # the remediation that made a WARN cell work
+    started_at: str = ""  # ISO 8601
+    finished_at: str = ""
 
     @property
     def grade(self) -> Grade:
         return overall_grade([c.grade for c in self.checks])
 
+    @property
+    def mismatches(self) -> list[str]:
+        """Checks whose prediction disagrees with the observed grade (a wrong rule or trait)."""
+        observed = {c.check: c.grade for c in self.checks}
+        return [p.check for p in self.predictions if p.check in observed and not agrees(p.grade, observed[p.check])]
+
+
+def agrees(predicted: Grade, observed: Grade) -> bool:
+    """A prediction holds when it called the outcome: works (pass/warn) vs does not (fail).
+    Error and skipped observations say nothing about interop, so they contradict nothing."""
+    if observed in (Grade.ERROR, Grade.SKIPPED) or predicted in (Grade.ERROR, Grade.SKIPPED):
+        return True
+    return (predicted == Grade.FAIL) == (observed == Grade.FAIL)
+
+
+GRADE_ORDER = (Grade.ERROR, Grade.FAIL, Grade.WARN, Grade.PASS, Grade.SKIPPED)
+
 
 def overall_grade(grades: list[Grade]) -> Grade:
-    """Worst grade wins: error > fail > pass; all skipped -> skipped."""
-    if any(g == Grade.ERROR for g in grades):
-        return Grade.ERROR
-    if any(g == Grade.FAIL for g in grades):
-        return Grade.FAIL
+    """Worst grade wins: error > fail > warn > pass; all skipped -> skipped."""
+    for g in (Grade.ERROR, Grade.FAIL, Grade.WARN):
+        if any(x == g for x in grades):
+            return g
     if grades and all(g == Grade.SKIPPED for g in grades):
         return Grade.SKIPPED
     return Grade.PASS
@@ -182,7 +244,8 @@ class CellOutcome:
 
     @staticmethod
     def of_checks(checks: list[tuple[str, Grade, str]], cached: bool) -> "CellOutcome":
-        bad = [(name, reason) for name, grade, reason in checks if grade != Grade.PASS]
+        bad = [(name, reason) for name, grade, reason in checks if grade not in (Grade.PASS, Grade.SKIPPED)]
+        bad = bad or [(name, reason) for name, grade, reason in checks if grade != Grade.PASS]
         reason = f"{bad[0][0]}: {bad[0][1]}" if bad else ""
         return CellOutcome(overall_grade([g for _, g, _ in checks]), cached, reason[:REASON_KEPT])
 
