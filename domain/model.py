@@ -132,7 +132,8 @@ class Cell:
 class CheckResult:
     check: str
     grade: Grade
-    reason: str = ""
+    reason: str = ""  # one line: the observed cause when not passing
+    # short key/value facts; the key "console" holds a console excerpt (multi-line, a few KB at most)
     evidence: dict[str, str] = field(default_factory=dict)
 
 
@@ -185,6 +186,8 @@ class CellResult:
     remedy: str = ""  # the remediation that made a WARN cell work
     started_at: str = ""  # ISO 8601
     finished_at: str = ""
+    # name -> path relative to CROSSVISOR_HOME (console logs, packages): what a report links to
+    artifacts: dict[str, str] = field(default_factory=dict)
 
     @property
     def grade(self) -> Grade:
