@@ -16,27 +16,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.campaign import CampaignActivities
-from activities.stages import StageActivities
+from activities.stages import StageEnv, stage_activities
 from crossvisor.core import log as cvlog
 from crossvisor.core.config import Settings
 from crossvisor.core.metrics import REGISTRY
 from crossvisor.temporal_client import connect
 from workflows.campaign import CampaignWorkflow
 from workflows.cell import CellWorkflow
-
-
-def tiny_guest_provider():
-    """Kernel + initrd for direct-kernel-boot guests on real QEMU hosts (built and cached on demand)."""
-    try:
-        from drivers.guest_images import tiny_guest
-    except ImportError:
-        return None
-
-    def provide() -> tuple[str, str]:
-        g = tiny_guest()
-        return str(g.kernel), str(g.initrd)
-
-    return provide
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -51,12 +37,11 @@ def campaign_activities(camp: CampaignActivities) -> list:
 
 
 def build_worker(client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8) -> Worker:
-    stages = StageActivities(settings, tiny_guest=tiny_guest_provider())
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[CampaignWorkflow, CellWorkflow],
-        activities=[stages.run_stage, *campaign_activities(CampaignActivities(settings))],
+        activities=[*stage_activities(StageEnv(settings)), *campaign_activities(CampaignActivities(settings))],
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_activities,

@@ -10,7 +10,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.stages import vm_prefix
+from activities.stages.base import vm_prefix
 from crossvisor.core import metrics, result_store
 from crossvisor.core.config import Settings
 from domain.messages import (

@@ -1,145 +1,38 @@
-"""Grading: turn what the pipeline observed into a grade per check. Pure.
+"""Grading: turn what the target and the guest on it reported into a grade per check. Pure.
 
-A real interop failure is a FAIL with a reason and evidence; infrastructure that kept failing is an
-ERROR (no verdict on interop); checks that could not be reached are SKIPPED with the reason.
+The target decides: every grade here comes from an observation — the guest's own console on the
+target (what it booted from, which drivers bound, which addresses it got), the answer of its
+service, the target API's report of the VM — compared with the same observation on the source.
+Nothing declared in the spec enters a grade (predictions are recorded beside it, see
+``domain.prediction``). A failing check names its observed cause in one line.
 """
 
 from __future__ import annotations
 
-from domain.model import CHECKS, CheckResult, Grade, Platform
+from dataclasses import dataclass, field
+
+from domain import stages
+from domain.model import CHECKS, CheckResult, Grade
+from domain.observation import pci_name
+from domain.stage_io import AppProbe, GuestObservation
 from domain.vm import Hardware
 
-# Stages before the VM leaves the source: a failure there says nothing about the pair.
-SOURCE_SIDE_STAGES = ("reserve", "provision", "baseline")
+SOURCE_SIDE_STAGES = stages.SOURCE_SIDE
+MEMORY_TOLERANCE = 0.05  # MemTotal differs a little with firmware and machine type (reserved ranges)
+STORAGE_CLASS, NETWORK_CLASS = "0x01", "0x02"
 
 
 def after_stage_failure(checks: list[str], stage: str, reason: str, evidence: dict[str, str]) -> list[CheckResult]:
     """Grades when the pipeline stopped at ``stage`` with an interop failure."""
     if stage in SOURCE_SIDE_STAGES:
         return [
-            CheckResult(
-                c,
-                Grade.SKIPPED,
-                f"source cannot run the image ({stage}): {reason}",
-                evidence,
-            )
-            for c in checks
+            CheckResult(c, Grade.SKIPPED, f"source cannot run the image ({stage}): {reason}", evidence) for c in checks
         ]
     return [CheckResult(c, Grade.FAIL, f"{stage} failed: {reason}", evidence) for c in checks]
 
 
 def after_infra_error(checks: list[str], stage: str, reason: str) -> list[CheckResult]:
     return [CheckResult(c, Grade.ERROR, f"{stage}: infrastructure error after retries: {reason}") for c in checks]
-
-
-def expected_nic_model(model: str, target: Platform) -> str:
-    """The NIC model a correct import should produce: kept when the target supports it, else the
-    target's preferred model (what virt-v2v / vSphere import do)."""
-    if model in target.nic_models or not target.nic_models:
-        return model
-    return target.nic_models[0]
-
-
-def grade_verify(
-    checks: list[str],
-    baseline: Hardware,
-    imported: Hardware,
-    target: Platform,
-    booted: bool,
-    boot_evidence: str,
-    source_marker: str,
-    target_marker: str,
-    guest_marker: str = "",
-) -> list[CheckResult]:
-    """Grades for the checks the verify stage decides (all but lifecycle)."""
-    out: list[CheckResult] = []
-    for check in checks:
-        if check == "boots":
-            tail = boot_evidence[-400:]
-            out.append(
-                CheckResult(
-                    check,
-                    Grade.PASS if booted else Grade.FAIL,
-                    "" if booted else "guest did not reach boot marker",
-                    {"console_tail": tail},
-                )
-            )
-        elif check == "disks":
-            out.append(_grade_disks(baseline, imported, source_marker, target_marker, guest_marker))
-        elif check == "cpu_memory":
-            ok = baseline.cpus == imported.cpus and baseline.memory_mib == imported.memory_mib
-            ev = {
-                "before": f"{baseline.cpus} vCPU/{baseline.memory_mib} MiB",
-                "after": f"{imported.cpus} vCPU/{imported.memory_mib} MiB",
-            }
-            out.append(
-                CheckResult(
-                    check,
-                    Grade.PASS if ok else Grade.FAIL,
-                    "" if ok else "CPU/memory changed",
-                    ev,
-                )
-            )
-        elif check == "nics":
-            out.append(_grade_nics(baseline, imported, target))
-        elif check == "metadata":
-            lost = {k: v for k, v in baseline.metadata.items() if imported.metadata.get(k) != v}
-            ev = {"lost": ",".join(sorted(lost)) or "-"}
-            out.append(
-                CheckResult(
-                    check,
-                    Grade.FAIL if lost else Grade.PASS,
-                    f"metadata lost: {sorted(lost)}" if lost else "",
-                    ev,
-                )
-            )
-    return out
-
-
-def _grade_disks(
-    baseline: Hardware, imported: Hardware, src_marker: str, dst_marker: str, guest_marker: str = ""
-) -> CheckResult:
-    ev = {
-        "disks_before": str(len(baseline.disks)),
-        "disks_after": str(len(imported.disks)),
-        "marker_before": src_marker,
-        "marker_after": dst_marker,
-    }
-    if len(baseline.disks) != len(imported.disks):
-        return CheckResult("disks", Grade.FAIL, "disk count changed", ev)
-    for i, (a, b) in enumerate(zip(baseline.disks, imported.disks)):
-        if a.capacity_bytes and b.capacity_bytes and a.capacity_bytes != b.capacity_bytes:
-            ev["capacity"] = f"disk{i}: {a.capacity_bytes} -> {b.capacity_bytes}"
-            return CheckResult(
-                "disks",
-                Grade.FAIL,
-                f"disk{i} capacity changed by {b.capacity_bytes - a.capacity_bytes} bytes",
-                ev,
-            )
-    if not src_marker or src_marker != dst_marker:
-        return CheckResult("disks", Grade.FAIL, "disk content marker differs after conversion", ev)
-    if guest_marker:  # what the booted guest itself read: the disk is attached where it expects
-        ev["marker_in_guest"] = guest_marker
-        if not guest_marker.startswith(src_marker):
-            return CheckResult("disks", Grade.FAIL, "the guest reads different content from its first disk", ev)
-    return CheckResult("disks", Grade.PASS, "", ev)
-
-
-def _grade_nics(baseline: Hardware, imported: Hardware, target: Platform) -> CheckResult:
-    before = [n.model for n in baseline.nics]
-    after = [n.model for n in imported.nics]
-    expected = [expected_nic_model(m, target) for m in before]
-    ev = {
-        "before": ",".join(before) or "-",
-        "after": ",".join(after) or "-",
-        "expected": ",".join(expected) or "-",
-    }
-    if len(before) != len(after):
-        return CheckResult("nics", Grade.FAIL, f"NIC count changed {len(before)} -> {len(after)}", ev)
-    if after != expected:
-        return CheckResult("nics", Grade.FAIL, f"NIC models {after} where {expected} expected", ev)
-    mapped = [f"{a}->{b}" for a, b in zip(before, after) if a != b]
-    return CheckResult("nics", Grade.PASS, f"mapped {', '.join(mapped)}" if mapped else "", ev)
 
 
 def merge(checks: list[str], decided: list[CheckResult]) -> list[CheckResult]:
@@ -153,3 +46,204 @@ def validate_checks(checks: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown checks {unknown}; known: {list(CHECKS)}")
     return checks
+
+
+@dataclass
+class Observed:
+    """Everything a verdict may use: the source's and the target's reports, nothing declared."""
+
+    source_hw: Hardware | None
+    source_guest: GuestObservation
+    source_app: AppProbe
+    marker: str  # hex of the marker written into the source disk
+    target_hw: Hardware | None
+    target_guest: GuestObservation
+    target_app: AppProbe
+    target_power: str = ""
+    marker_on_target: str = ""  # read from the target's storage when no guest could be observed
+    import_evidence: dict[str, str] = field(default_factory=dict)
+
+
+def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
+    """Grades for the checks the verify stage decides (all but lifecycle)."""
+    graders = {
+        "boots": _boots,
+        "disks": _disks,
+        "cpu_memory": _cpu_memory,
+        "nics": _nics,
+        "app": _app,
+        "metadata": _metadata,
+    }
+    out = []
+    for check in checks:
+        if check not in graders:
+            continue
+        guest_side = check not in ("metadata",)
+        if guest_side and not o.target_guest.observed:
+            out.append(_unobserved(check, o))
+        elif guest_side and check != "boots" and not o.target_guest.reached_init:
+            out.append(
+                CheckResult(check, Grade.SKIPPED, "not reached: the guest did not boot on the target (see boots)")
+            )
+        else:
+            out.append(graders[check](o))
+    return out
+
+
+def _unobserved(check: str, o: Observed) -> CheckResult:
+    """A target that runs no guest crossvisor can see: what its API and storage say, no verdict."""
+    ev = {"power_state": o.target_power or "?", "note": o.target_guest.note}
+    if check == "disks" and o.marker_on_target:
+        ev["marker_written"], ev["marker_on_target"] = o.marker, o.marker_on_target
+        if not o.marker_on_target.startswith(o.marker[:64]):
+            return CheckResult(check, Grade.FAIL, "the target stores different content at the marker offset", ev)
+    return CheckResult(check, Grade.SKIPPED, f"no guest observed: {o.target_guest.note}", ev)
+
+
+def _boot_cause(g: GuestObservation, hw: Hardware | None, source_firmware: str) -> str:
+    """One line: why the guest did not reach its init, from the console and the target's report."""
+    missing = [p for p in g.pci if p.cls.startswith(STORAGE_CLASS) and p.driver in ("", "none")]
+    if g.failure_kind == "root-not-found":
+        root = g.failure.split("root=", 1)[1].split()[0] if "root=" in g.failure else ""
+        head = f"root device {root or '(from root=)'} not found"
+        if missing:
+            names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in missing)
+            return f"{head}: the initramfs bound no driver to the disk controller {names}"
+        return f"{head}: {g.failure}"
+    if g.failure_kind == "no-bootable-device":
+        fw = hw.firmware if hw else "?"
+        why = ""
+        if source_firmware and fw and source_firmware != fw:
+            why = f": the guest was installed for {source_firmware.upper()}, the target boots it with {fw.upper()}"
+        return f"the firmware found nothing to boot ({g.failure}){why}"
+    if g.failure:
+        return f"{g.failure_kind}: {g.failure}"
+    return "the guest did not reach its init"
+
+
+def _boots(o: Observed) -> CheckResult:
+    g = o.target_guest
+    ev = {
+        "console": g.console_excerpt,
+        "seconds": f"{g.seconds:.1f}",
+        "firmware_target": o.target_hw.firmware if o.target_hw else "?",
+    }
+    if g.console_artifact:
+        ev["console_log"] = g.console_artifact
+    if g.reached_init:
+        ev.update({"init": g.init, "kernel": g.kernel, "root": f"{g.root_dev} via {g.root_driver or '?'}"})
+        return CheckResult("boots", Grade.PASS, "", ev)
+    return CheckResult("boots", Grade.FAIL, _boot_cause(g, o.target_hw, o.source_guest.firmware), ev)
+
+
+def _disks(o: Observed) -> CheckResult:
+    g, s = o.target_guest, o.source_guest
+    first = g.disks[0] if g.disks else None
+    ev = {
+        "root": f"{g.root_dev} ({g.root_source}) via {g.root_driver or '?'} {g.root_mode}",
+        "disks_source": ",".join(f"{d.name}:{d.bytes}" for d in s.disks) or "-",
+        "disks_target": ",".join(f"{d.name}:{d.bytes}" for d in g.disks) or "-",
+        "marker_written": o.marker,
+        "marker_in_guest": first.marker if first else "",
+    }
+    if not g.root_dev:
+        return CheckResult("disks", Grade.FAIL, "the guest reported no root device", ev)
+    if g.root_mode == "ro":
+        return CheckResult("disks", Grade.FAIL, f"root {g.root_dev} is mounted read-only", ev)
+    if g.mounts_failed:
+        return CheckResult("disks", Grade.FAIL, f"fstab entries failed to mount: {'; '.join(g.mounts_failed)}", ev)
+    if len(g.disks) != len(s.disks):
+        return CheckResult(
+            "disks", Grade.FAIL, f"the guest sees {len(g.disks)} disks, {len(s.disks)} on the source", ev
+        )
+    for a, b in zip(s.disks, g.disks):
+        if a.bytes and b.bytes and a.bytes != b.bytes:
+            return CheckResult(
+                "disks", Grade.FAIL, f"disk {b.name} is {b.bytes - a.bytes:+d} bytes off its size on the source", ev
+            )
+    if first is None or not first.marker.startswith(o.marker[:64]):
+        return CheckResult(
+            "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev
+        )
+    return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _cpu_memory(o: Observed) -> CheckResult:
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "guest_source": f"{s.cpus} vCPU/{s.mem_kib} KiB",
+        "guest_target": f"{g.cpus} vCPU/{g.mem_kib} KiB",
+        "api_source": f"{o.source_hw.cpus} vCPU/{o.source_hw.memory_mib} MiB" if o.source_hw else "-",
+        "api_target": f"{o.target_hw.cpus} vCPU/{o.target_hw.memory_mib} MiB" if o.target_hw else "-",
+    }
+    if g.cpus != s.cpus:
+        return CheckResult("cpu_memory", Grade.FAIL, f"the guest sees {g.cpus} vCPUs, {s.cpus} on the source", ev)
+    if s.mem_kib and abs(g.mem_kib - s.mem_kib) > MEMORY_TOLERANCE * s.mem_kib:
+        return CheckResult(
+            "cpu_memory", Grade.FAIL, f"the guest sees {g.mem_kib} KiB of memory, {s.mem_kib} KiB on the source", ev
+        )
+    return CheckResult("cpu_memory", Grade.PASS, "", ev)
+
+
+def _nics(o: Observed) -> CheckResult:
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "source": " ".join(f"{n.name}/{n.driver}/{n.mac}" for n in s.nics) or "-",
+        "target": " ".join(f"{n.name}/{n.driver}/{n.link}/{n.ipv4 or 'no-ip'}" for n in g.nics) or "-",
+        "netcfg": ",".join(g.netcfg_names) or "-",
+    }
+    nets = [p for p in g.pci if p.cls.startswith(NETWORK_CLASS)]
+    driverless = [p for p in nets if p.driver in ("", "none")]
+    if not g.nics:
+        if driverless:
+            names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in driverless)
+            return CheckResult("nics", Grade.FAIL, f"the guest has no driver for the NIC {names}: no interface", ev)
+        return CheckResult("nics", Grade.FAIL, "the guest sees no network interface", ev)
+    if len(g.nics) < len(s.nics):
+        return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
+    for n in g.nics:
+        if n.driver in ("", "none"):
+            return CheckResult("nics", Grade.FAIL, f"interface {n.name} has no driver bound", ev)
+        if n.link == "down":
+            return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) has no link", ev)
+        if not n.ipv4:
+            cfg = g.netcfg_names
+            if cfg and "*" not in cfg and n.name not in cfg:
+                return CheckResult(
+                    "nics",
+                    Grade.FAIL,
+                    f"interface {n.name} ({n.driver}) got no address: the guest's network config names "
+                    f"{', '.join(cfg)}, not {n.name}",
+                    ev,
+                )
+            return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
+    changes = []
+    for a, b in zip(s.nics, g.nics):
+        if a.mac and b.mac and a.mac.lower() != b.mac.lower():
+            changes.append(f"MAC {a.mac} -> {b.mac}")
+        if a.name != b.name:
+            changes.append(f"name {a.name} -> {b.name}")
+        if a.driver != b.driver:
+            changes.append(f"driver {a.driver} -> {b.driver}")
+    ev["changes"] = "; ".join(changes) or "none"
+    return CheckResult("nics", Grade.PASS, f"changed: {'; '.join(changes)}" if changes else "", ev)
+
+
+def _app(o: Observed) -> CheckResult:
+    a = o.target_app
+    ev = {"detail": a.detail, "body": a.body, "listening_in_guest": "yes" if o.target_guest.app_listening else "no"}
+    if a.ok:
+        return CheckResult("app", Grade.PASS, "", ev)
+    if not o.target_guest.app_listening:
+        return CheckResult("app", Grade.FAIL, "the guest's service did not start", ev)
+    return CheckResult("app", Grade.FAIL, f"the guest's service is unreachable through its network: {a.detail}", ev)
+
+
+def _metadata(o: Observed) -> CheckResult:
+    before = o.source_hw.metadata if o.source_hw else {}
+    after = o.target_hw.metadata if o.target_hw else {}
+    lost = sorted(k for k, v in before.items() if after.get(k) != v)
+    ev = {"source": ",".join(sorted(before)) or "-", "lost": ",".join(lost) or "-"}
+    if lost:
+        return CheckResult("metadata", Grade.FAIL, f"the target reports no {', '.join(lost)}", ev)
+    return CheckResult("metadata", Grade.PASS, "", ev)

@@ -71,6 +71,8 @@ class ProgressReport:
     campaign: str
     counts: dict[str, int]  # state/grade -> number
     running: bool = True
+    paused: bool = False
+    stalled: str = ""  # why nothing can start although cells are pending ("" = not stalled)
 
 
 @dataclass

@@ -8,24 +8,14 @@ JSON-friendly types and never a secret: credentials travel as *references* (``en
 from dataclasses import dataclass, field
 from enum import Enum
 
+from domain import stages as stage_table
+
 HYPERVISOR_KINDS = ("kvm", "vsphere", "hyperv", "xen")
 DRIVERS = ("libvirt", "vsphere")
 
-# Stage order of one cell. Cleanup and release always run (finally), whatever happened before.
-STAGES = (
-    "reserve",
-    "provision",
-    "baseline",
-    "export",
-    "convert",
-    "import",
-    "boot",
-    "verify",
-    "lifecycle",
-    "cleanup",
-    "release",
-)
-ALWAYS_STAGES = ("cleanup", "release")
+# Stage order of one cell (the table with timeouts, costs and sides is ``domain.stages``).
+STAGES = stage_table.NAMES
+ALWAYS_STAGES = stage_table.ALWAYS
 
 # What a cell can check, each graded from what the target and the guest on it reported:
 # boots      the guest's own boot path (firmware, bootloader, initramfs, root fs) reached its init
@@ -87,6 +77,9 @@ class Platform:
     hardware_version: str = ""  # e.g. vmx-13 for vSphere
     nic_models: list[str] = field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"])
     firmware: list[str] = field(default_factory=lambda: ["bios", "efi"])
+    # the virtual hardware this hypervisor presents (domain.profiles); "" = the kind's default.
+    # On libvirt/QEMU hosts the profile IS the hardware; elsewhere only a prediction input.
+    profile: str = ""
 
 
 @dataclass
@@ -99,7 +92,8 @@ class GuestImage:
     nic_model: str = "virtio"
     disk_bus: str = "virtio"
     os: str = "linux"
-    source: str = ""  # path/URL of a bootable image; "" = generated blank disk with a content marker
+    source: str = ""  # path of a disk image or package; "" with no builtin = a blank disk with a marker
+    builtin: str = ""  # a guest image the project builds (drivers.guest_images.IMAGES), e.g. legacy-bios
 
 
 @dataclass

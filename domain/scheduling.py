@@ -25,27 +25,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from domain import stages
 from domain.model import Cell, Concurrency, GuestImage, Host
 
-# Static cost model (seconds) of one cell: fixed per-stage overheads plus work per GiB of guest disk
-# (export, convert and import move the whole disk). Used when no measured estimate is known; the
-# simulated lab draws its real durations around the same model, so estimates are right on average.
-FIXED_STAGE_S = {
-    "reserve": 60.0,
-    "provision": 900.0,
-    "baseline": 600.0,
-    "export": 300.0,
-    "convert": 300.0,
-    "import": 300.0,
-    "boot": 600.0,
-    "verify": 900.0,
-    "lifecycle": 1200.0,
-    "cleanup": 600.0,
-    "release": 30.0,
-}
-PER_GIB_S = {"export": 60.0, "convert": 150.0, "import": 60.0}
-# vSphere exports go through NFC (slow), Hyper-V imports rewrite VHDX: per-kind factors on disk work
-KIND_FACTOR = {("export", "vsphere"): 1.5, ("import", "hyperv"): 1.3}
+# The static cost model (seconds) of a cell lives in the stage table (``domain.stages``): fixed
+# per-stage overheads plus work per GiB of guest disk. It is used when no measured estimate is
+# known; the simulated lab draws its real durations around the same model, so estimates are right
+# on average.
 
 
 @dataclass
@@ -75,14 +61,12 @@ def platform_kinds(cell: Cell, kinds: dict[str, str]) -> tuple[str, str]:
 
 
 def stage_estimate_s(stage: str, image: GuestImage, source_kind: str, target_kind: str) -> float:
-    kind = source_kind if stage == "export" else target_kind
-    gib = image.disk_mib / 1024
-    return FIXED_STAGE_S[stage] + PER_GIB_S.get(stage, 0.0) * gib * KIND_FACTOR.get((stage, kind), 1.0)
+    return stages.estimate_s(stage, image.disk_mib / 1024, source_kind, target_kind)
 
 
 def estimate_cell_s(image: GuestImage, source_kind: str, target_kind: str) -> float:
-    """Expected wall time of one cell from the static model (all stages, in order)."""
-    return sum(stage_estimate_s(s, image, source_kind, target_kind) for s in FIXED_STAGE_S)
+    """Expected wall time of one cell from the static model (every stage of an unmodified move)."""
+    return sum(stage_estimate_s(s.name, image, source_kind, target_kind) for s in stages.PIPELINE if not s.remedial)
 
 
 def _usable(
@@ -348,3 +332,41 @@ def fifo_schedule(
         total += 1
         out.append(Assignment(cell.id, src, tgt))
     return out
+
+
+def why_unschedulable(
+    pending: list[Cell],
+    hosts: dict[str, Host],
+    platform_hosts: dict[str, list[str]],
+    platform_kind: dict[str, str],
+    limits: Concurrency,
+    unavailable: frozenset[str] = frozenset(),
+) -> str:
+    """Why none of ``pending`` can start on an idle lab ("" when one can): the campaign watchdog's
+    reason, naming the constraint and how many cells it holds."""
+    if not pending:
+        return ""
+    if schedule(pending, hosts, platform_hosts, platform_kind, LabState({}, {}, 0), limits, unavailable=unavailable):
+        return ""
+    if limits.max_cells < 1:
+        return f"max_cells is {limits.max_cells}: no cell may run"
+    reasons: Counter[str] = Counter()
+    for c in pending:
+        ks = {platform_kind[c.source], platform_kind[c.target]}
+        capped = sorted(k for k in ks if k in limits.per_kind and limits.per_kind[k] < 1)
+        usable = {p: _usable(p, platform_hosts, hosts, unavailable) for p in (c.source, c.target)}
+        slotted = {p: [h for h in hs if hosts[h].slots > 0] for p, hs in usable.items()}
+        if capped:
+            reasons[f"concurrency.per_kind caps {', '.join(capped)} at 0"] += 1
+        elif not slotted[c.source] or not slotted[c.target]:
+            missing = sorted(p for p, hs in slotted.items() if not hs)
+            reasons[f"no host in service with a free slot for platform(s) {', '.join(missing)}"] += 1
+        elif c.source == c.target and len(slotted[c.source]) < 2:
+            reasons[
+                f"a {c.source} -> {c.source} cell needs two hosts of {c.source}, it has {len(slotted[c.source])}"
+            ] += 1
+        elif len(set(slotted[c.source]) | set(slotted[c.target])) < 2:
+            reasons[f"{c.source} and {c.target} share their only host: a cell needs two"] += 1
+        else:
+            reasons["no combination of free host slots fits"] += 1
+    return "; ".join(f"{n} pending cell{'s' * (n != 1)}: {why}" for why, n in reasons.most_common(3))

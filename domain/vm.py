@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Where crossvisor writes its content marker on a VM's first disk: 1 MiB in, in the range every
+# project image leaves unused (its first partition starts at 2 MiB).
+MARKER_OFFSET = 1 << 20
+
 
 @dataclass
 class DiskSpec:
@@ -32,9 +36,10 @@ class VmSpec:
     firmware: str = "bios"  # bios | efi
     hardware_version: str = ""  # vmx-NN on vSphere
     metadata: dict[str, str] = field(default_factory=dict)  # kept across export/import
-    kernel: str = ""  # direct kernel boot (tiny test guests)
-    initrd: str = ""
-    cmdline: str = ""
+    machine: str = ""  # QEMU machine type (q35 | pc) on libvirt hosts; "" = the host's default
+    # guest TCP ports to reach from the worker (the guest's service): the driver maps each to a
+    # loopback port on the host, through the guest's own NIC
+    forward_ports: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -58,9 +63,5 @@ class ExportedVm:
 
     package: str  # path to .ova or .ovf
     disks: list[DiskSpec]
-    # source NIC model -> model to create on the target, decided by the import policy
-    # (``domain.interop.nic_map``); drivers apply it on import
-    nic_map: dict[str, str] = field(default_factory=dict)
-    # direct-kernel-boot pieces (kernel, initrd, cmdline) for test guests that carry no bootloader;
-    # hypervisors that cannot boot a kernel directly ignore them
-    boot: dict[str, str] = field(default_factory=dict)
+    # guest TCP ports the imported VM should expose to the worker (see VmSpec.forward_ports)
+    forward_ports: list[int] = field(default_factory=list)

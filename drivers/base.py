@@ -1,8 +1,9 @@
-"""The one driver interface every hypervisor kind implements.
+"""The one driver interface every hypervisor API implements.
 
-Drivers do I/O against a real hypervisor API. They raise ``InfraFault`` (or any exception) for
-infrastructure trouble that a retry may fix, and ``InteropFailure`` for a real incompatibility
-that no retry can fix (the activity turns it into a failing grade with evidence).
+Drivers do I/O against one hypervisor API. They raise ``InfraFault`` (or any exception) for
+infrastructure trouble that a retry may fix, and ``InteropFailure`` for a real incompatibility the
+API reported, which no retry can fix (the stage turns it into a failing grade with the API's text
+as evidence).
 
 Every operation is idempotent by name: VM names derive from campaign/cell/stage ids, so a retried
 activity finds what its previous attempt created instead of creating a second one.
@@ -11,12 +12,16 @@ activity finds what its previous attempt created instead of creating a second on
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from crossvisor.core.errors import InfraFault, InteropFailure
+from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 
 __all__ = [
+    "ConsoleWatch",
     "DiskSpec",
     "Driver",
     "ExportedVm",
@@ -28,10 +33,29 @@ __all__ = [
 ]
 
 
+@dataclass
+class ConsoleWatch:
+    """The serial console of one boot, as far as it was watched."""
+
+    text: str
+    seconds: float  # from the start of watching
+    stopped: bool  # the domain is no longer running (powered off, crashed, rebooted with on_reboot=destroy)
+    timed_out: bool
+
+
 class Driver(abc.ABC):
     """One hypervisor endpoint (a libvirt URI, a vCenter)."""
 
     kind: str = ""
+    # Whether a guest really runs here and its console can be read. False for the libvirt test
+    # driver and the vCenter simulator: guest-side checks are then skipped, never passed.
+    runs_guests: bool = False
+
+    def __init__(self) -> None:
+        self.last_import_evidence: dict[str, str] = {}  # what the last import_vm did, in the target's words
+
+    def describe(self) -> str:
+        return type(self).__name__
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -44,25 +68,40 @@ class Driver(abc.ABC):
     def power_on(self, name: str) -> None: ...
 
     @abc.abstractmethod
-    def power_off(self, name: str) -> None: ...
+    def power_off(self, name: str) -> None:
+        """Shut the guest down (ACPI, then hard after a grace period); off already is fine."""
 
     @abc.abstractmethod
     def snapshot(self, name: str, snapshot: str) -> None: ...
 
     @abc.abstractmethod
-    def export(self, name: str, out_dir: Path) -> ExportedVm:
+    def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
         """Export the (powered-off) VM as an OVF/OVA package under ``out_dir``."""
 
     @abc.abstractmethod
-    def import_vm(self, package: ExportedVm, name: str) -> Hardware:
-        """Import a package as VM ``name``. Idempotent: an existing VM of that name is returned."""
+    def import_vm(self, package: ExportedVm, name: str, profile: HardwareProfile | None = None) -> Hardware:
+        """Import a package (an OVF descriptor and its converted disks, which stay unmodified) as VM
+        ``name``; the target decides the virtual hardware (libvirt hosts: ``profile``). Idempotent:
+        an existing VM of that name is returned. Sets ``last_import_evidence``."""
 
     @abc.abstractmethod
-    def inspect(self, name: str) -> Hardware: ...
+    def inspect(self, name: str) -> Hardware:
+        """The VM as the API reports it (never crossvisor's own records)."""
 
-    @abc.abstractmethod
-    def guest_evidence(self, name: str, timeout_s: float = 60.0) -> str:
-        """Text the guest produced (serial console) — evidence that it booted."""
+    def watch_console(
+        self,
+        name: str,
+        done: Callable[[str], bool],
+        timeout_s: float,
+        heartbeat: Callable[[str], None] | None = None,
+    ) -> ConsoleWatch:
+        """The guest's serial console of the current boot until ``done(text)``, the domain stops,
+        or ``timeout_s``. Hosts that run no guest return an empty watch at once."""
+        return ConsoleWatch("", 0.0, stopped=False, timed_out=False)
+
+    def guest_port(self, name: str, port: int) -> tuple[str, int] | None:
+        """Where the worker reaches TCP ``port`` of the guest (through the guest's own NIC), or None."""
+        return None
 
     @abc.abstractmethod
     def destroy(self, name: str) -> None:
@@ -72,13 +111,8 @@ class Driver(abc.ABC):
     def list_vms(self, prefix: str) -> list[str]:
         """Names of VMs starting with ``prefix`` (the sweeper uses this to find leaks)."""
 
-    def is_booted(self, name: str, evidence: str) -> bool:
-        """Whether ``guest_evidence`` proves the guest booted. Real guests print a serial marker;
-        drivers without a real guest (test driver, simulators) override with what they can prove."""
-        return "CROSSVISOR-BOOT-OK" in evidence
-
     def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
-        """``n`` bytes at ``offset`` of the VM's disk ``index``: proves content survived a move.
+        """``n`` bytes at ``offset`` of the VM's disk ``index``, as the target stores it.
         Default: the disk is a file this machine can read; remote datastores override."""
         from drivers import diskconv
 

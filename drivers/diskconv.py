@@ -290,3 +290,23 @@ def read_marker(path: PathLike, fmt: str, offset: int, n: int) -> bytes:
     if len(data) != n:
         raise ConversionError(f"qemu-io read of {path} returned {len(data)} of {n} bytes: {out[-500:]}")
     return data
+
+
+def create_overlay(path: PathLike, backing: PathLike, backing_fmt: str) -> None:
+    """A qcow2 overlay on ``backing``: the VM writes to the overlay, ``backing`` stays untouched
+    (a cached image or a conversion shared by many cells)."""
+    _check_fmt(backing_fmt)
+    _run(
+        [
+            QEMU_IMG,
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            str(Path(backing).resolve()),
+            "-F",
+            backing_fmt,
+            str(path),
+        ]
+    )

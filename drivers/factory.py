@@ -10,8 +10,11 @@ from drivers.base import Driver, InfraFault
 
 def open_driver(host: Host, state_dir: Path) -> Driver:
     if host.driver == "libvirt":
-        from drivers.libvirt_driver import LibvirtDriver
+        from drivers.libvirt_driver import LibvirtDriver, LibvirtTestDriver
+        from drivers.libvirt_uri import scheme_of
 
+        if scheme_of(host.endpoint) == "test":
+            return LibvirtTestDriver(host.endpoint, state_dir=state_dir, kind=host.kind)
         user = host.custom.get("username", "")
         return LibvirtDriver(
             host.endpoint,

@@ -64,3 +64,16 @@ def read_descriptor(package: str) -> ovf.OvfDescriptor:
         return ovf.parse_ovf(p.read_text())
     except ovf.OvfError as e:
         raise ova.CorruptPackage(f"{p.name}: bad OVF descriptor: {e}") from None
+
+
+def descriptor_text(package: str | Path) -> str:
+    """The OVF descriptor's text of an .ova (without extracting the disks) or of an .ovf file."""
+    p = Path(package)
+    if p.suffix != ".ova":
+        return p.read_text()
+    with tarfile.open(p) as tar:
+        member = next((m for m in tar.getmembers() if m.name.endswith(".ovf")), None)
+        f = tar.extractfile(member) if member is not None else None
+        if f is None:
+            raise ova.CorruptPackage(f"{p.name}: no .ovf descriptor in the archive")
+        return f.read().decode()

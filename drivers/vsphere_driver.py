@@ -1,7 +1,8 @@
-"""vSphere driver (pyVmomi) for vCenter — and govmomi's vcsim, which the tests run against.
+"""vSphere driver (pyVmomi) for vCenter, and ``VcsimDriver`` for govmomi's vcsim (tests).
 
-Simulator specifics (govmomi 0.24, detected through the ``vcsim.server.url`` option) are handled
-explicitly and reported, never papered over:
+``open_vsphere`` connects and picks the class: a server that answers the ``vcsim.server.url``
+option is the simulator. Simulator specifics (govmomi 0.24) live in ``VcsimDriver`` and are
+reported, never papered over:
 
 * ExportVm is not implemented: ``export`` describes the VM from its config (domain/ovf.py) and
   downloads the disk files through the datastore ``/folder`` API. Disks that vcsim created itself
@@ -12,14 +13,13 @@ explicitly and reported, never papered over:
   stages see the real bytes; ``last_import_evidence["nfc_persisted"]`` records that this happened.
 * CreateImportSpec ignores OVF firmware (vmw:Config) and ProductSection metadata; the driver
   applies them with one ReconfigVM after the import, as ovftool does with vApp properties.
-* There is no guest: boots are graded on power state + the guest info vcsim reports.
+* There is no guest (``runs_guests`` False): guest-side checks are skipped, never passed.
 """
 
 from __future__ import annotations
 
 import re
 import ssl
-import tarfile
 import tempfile
 import time
 from dataclasses import replace
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
+from domain import ovf
 from domain.model import Host
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import vsphere_devices as dev
@@ -50,6 +51,8 @@ class NoDiskContent(RuntimeError):
 
 class VsphereDriver(Driver):
     kind = "vsphere"
+    runs_guests = False  # no guest console path on vSphere yet: guest-side checks are skipped
+    _rewrite_lease_host = False
 
     def __init__(
         self,
@@ -79,7 +82,6 @@ class VsphereDriver(Driver):
         self.dc = self._pick(vim.Datacenter, datacenter)
         self.cluster = self._pick(vim.ComputeResource, cluster, self.dc.hostFolder)
         self.datastore = self._pick(vim.Datastore, datastore, self.dc.datastoreFolder)
-        self.simulator = self._is_simulator()
         self._http = HttpSession(self._si._stub.cookie, verify=verify_tls)
 
     @classmethod
@@ -89,7 +91,7 @@ class VsphereDriver(Driver):
         c = host.custom
         verify: bool | str = c.get("verify_tls", "true")
         verify = {"true": True, "false": False}.get(str(verify).lower(), verify)
-        return cls(
+        return open_vsphere(
             host.endpoint,
             host.credentials_ref,
             username=c.get("username", ""),
@@ -135,7 +137,7 @@ class VsphereDriver(Driver):
                 self._si = None
                 self._http.close()
 
-    def _is_simulator(self) -> bool:
+    def is_simulator(self) -> bool:
         try:
             return bool(self._content.setting.QueryOptions("vcsim.server.url"))
         except vim.fault.InvalidName:
@@ -250,11 +252,6 @@ class VsphereDriver(Driver):
     def _create(self, spec: VmSpec) -> vim.VirtualMachine:
         hw_version = spec.hardware_version or DEFAULT_HW_VERSION
         self._check_hw_version(hw_version)
-        if spec.kernel:
-            raise InteropFailure(
-                "vSphere has no direct kernel boot (VmSpec.kernel)",
-                {"kernel": spec.kernel},
-            )
         files = [self._ds_file(spec.name, f"{spec.name}-disk{i}.vmdk") for i in range(len(spec.disks))]
         networks = {n.network: self.network if n.network in ("", "default") else n.network for n in spec.nics}
         config = vim.vm.ConfigSpec(
@@ -434,37 +431,6 @@ class VsphereDriver(Driver):
             power_state="on" if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn else "off",
         )
 
-    def guest_evidence(self, name: str, timeout_s: float = 60.0) -> str:
-        """Guest info as vCenter reports it (vcsim has no guest: this is all a sim boot yields)."""
-        vm = self._vm(name)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            g, power = vm.guest, vm.runtime.powerState
-            if power == vim.VirtualMachine.PowerState.poweredOn and (
-                self.simulator or g.toolsRunningStatus == "guestToolsRunning" or g.ipAddress
-            ):
-                break  # the simulator has no guest whose tools could ever start
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        fields = {
-            "powerState": power,
-            "toolsStatus": g.toolsStatus,
-            "toolsRunningStatus": g.toolsRunningStatus,
-            "guestState": g.guestState,
-            "ipAddress": g.ipAddress,
-            "hostName": g.hostName,
-            "guestId": g.guestId,
-            "simulator": self.simulator,
-        }
-        return "\n".join(f"{k}={v if v is not None else ''}" for k, v in fields.items())
-
-    def is_booted(self, name: str, evidence: str) -> bool:
-        # vcsim runs no guest: power state plus running tools is all a simulated boot can prove
-        if self.simulator:
-            return "powerState=poweredOn" in evidence
-        return super().is_booted(name, evidence) or "guestState=running" in evidence
-
     def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
         from drivers import diskconv
 
@@ -477,7 +443,7 @@ class VsphereDriver(Driver):
 
     # ---------------------------------------------------------------------------- export
 
-    def export(self, name: str, out_dir: Path) -> ExportedVm:
+    def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
         from drivers import packaging  # lazy: pulls in qemu-img based conversion
 
         vm = self._vm(name)
@@ -494,38 +460,29 @@ class VsphereDriver(Driver):
                 n = self._http.download(folder_url(self.url, self.dc.name, d.path), dest)
                 fetched.append(dest)
                 if n == 0:
-                    raise NoDiskContent(
-                        f"{d.path} is an empty file on the datastore"
-                        + (
-                            " (a vcsim placeholder: the simulator stores no disk data it did not receive"
-                            " through /folder)"
-                            if self.simulator
-                            else ""
-                        )
-                    )
+                    raise NoDiskContent(f"{d.path} is an empty file on the datastore{self._empty_disk_hint}")
                 local.append(replace(d, path=str(dest), format="vmdk"))
-            return packaging.export_package(name, replace(hw, disks=local), out_dir)
+            return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
         finally:
             for f in fetched:
                 f.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------- import
 
-    def import_vm(self, package: ExportedVm, name: str) -> Hardware:
-        from drivers import ova
+    def import_vm(self, package: ExportedVm, name: str, profile=None) -> Hardware:
+        """Import through CreateImportSpec + ImportVApp + an NFC lease: vCenter decides the
+        hardware (``profile`` is for libvirt stand-ins and is not used here)."""
+        from drivers import packaging
 
         if (vm := self._find_vm(name)) is not None:
             return self._hardware(vm)
-        pkg = Path(package.package)
-        with tempfile.TemporaryDirectory(prefix="vsphere-import-", dir=pkg.parent) as tmp:
-            if pkg.suffix == ".ova":
-                desc, files = ova.read_ova(pkg, Path(tmp))  # verifies the manifest
-                xml = _ova_descriptor_text(pkg)
-            else:
-                desc, files = ova.read_ovf_dir(pkg)
-                xml = pkg.read_text()
-            self._check_hw_version(desc.hardware_version or DEFAULT_HW_VERSION)
-            vm = self._import(xml, desc, files, name)
+        desc = packaging.read_descriptor(package.package)
+        files = {}
+        for disk, conv in zip(desc.disks, package.disks, strict=True):
+            disk.format = ovf.ovf_disk_format(conv.format)  # the converted disk the lease uploads
+            files[disk.file_href] = Path(conv.path)
+        self._check_hw_version(desc.hardware_version or DEFAULT_HW_VERSION)
+        vm = self._import(ovf.build_ovf(desc), desc, files, name)
         return self._hardware(vm)
 
     def _import(self, xml: str, desc, files: dict[str, Path], name: str) -> vim.VirtualMachine:
@@ -567,11 +524,14 @@ class VsphereDriver(Driver):
                 self._wait(vm.Destroy_Task(), f"destroy partial import {name}")
             raise
         evidence["nfc_bytes"] = str(sum(n for n, _ in uploaded.values()))
-        if self.simulator:
-            self._persist_sim_disks(vm, uploaded, files, evidence)
-        self._apply_descriptor_extras(vm, desc)
+        self._after_import(vm, desc, uploaded, files, evidence)
         self.last_import_evidence = evidence
         return vm
+
+    _empty_disk_hint = ""
+
+    def _after_import(self, vm, desc, uploaded, files, evidence) -> None:
+        """Hook for what a server needs after ImportVApp (a real vCenter: nothing)."""
 
     def _network(self, name: str):
         net = self._names(vim.Network, self.dc.networkFolder).get(name)
@@ -604,7 +564,7 @@ class VsphereDriver(Driver):
             parts = urlsplit(du.url)
             # vCenter hands out "https://*/nfc/...": '*' means "the host you talk to" (vcsim always
             # says https, even when it serves plain http).
-            if parts.hostname in ("*", None) or self.simulator:
+            if parts.hostname in ("*", None) or self._rewrite_lease_host:
                 parts = parts._replace(scheme=base.scheme, netloc=base.netloc)
             url = parts.geturl()
 
@@ -621,6 +581,49 @@ class VsphereDriver(Driver):
             sizes[item.path] = (n, du.targetId or "")
             done += n
         return sizes
+
+
+def _import_error(e) -> str:
+    """A precise reason from a CreateImportSpec error.
+
+    pyVmomi hands over the fault itself (vcsim: OvfUnsupportedType naming the OVF Item, with the
+    reason in ``faultMessage``/``msg``); a LocalizedMethodFault wrapper is unwrapped too.
+    """
+    fault = getattr(e, "fault", None) or e
+    msg = getattr(e, "localizedMessage", "") or _msg(fault)
+    if not msg:
+        msg = "; ".join(m.message or m.key for m in (getattr(fault, "faultMessage", None) or []))
+    if isinstance(fault, vim.fault.OvfUnsupportedType):
+        return (
+            f"unsupported device {fault.name!r} (InstanceID {fault.instanceId},"
+            f" ResourceType {fault.deviceType}): {msg or type(fault).__name__}"
+        )
+    return msg or type(fault).__name__
+
+
+def _msg(e) -> str:
+    if e is None:
+        return ""
+    for attr in ("localizedMessage", "msg"):
+        v = getattr(e, attr, None)
+        if v:
+            return str(v)
+    return str(e)
+
+
+class VcsimDriver(VsphereDriver):
+    """govmomi's vCenter simulator: the vSphere API without a hypervisor behind it."""
+
+    runs_guests = False
+    _empty_disk_hint = " (a vcsim placeholder: the simulator stores no disk data it did not receive through /folder)"
+    _rewrite_lease_host = True  # vcsim hands out lease URLs with a placeholder host
+
+    def describe(self) -> str:
+        return f"the vCenter simulator at {self.url}"
+
+    def _after_import(self, vm, desc, uploaded, files, evidence) -> None:
+        self._persist_sim_disks(vm, uploaded, files, evidence)
+        self._apply_descriptor_extras(vm, desc)
 
     def _persist_sim_disks(
         self,
@@ -674,37 +677,10 @@ class VsphereDriver(Driver):
             )
 
 
-def _ova_descriptor_text(pkg: Path) -> str:
-    with tarfile.open(pkg, "r:") as tar:
-        m = next(m for m in tar.getmembers() if m.name.endswith(".ovf"))
-        f = tar.extractfile(m)
-        assert f is not None
-        return f.read().decode()
-
-
-def _import_error(e) -> str:
-    """A precise reason from a CreateImportSpec error.
-
-    pyVmomi hands over the fault itself (vcsim: OvfUnsupportedType naming the OVF Item, with the
-    reason in ``faultMessage``/``msg``); a LocalizedMethodFault wrapper is unwrapped too.
-    """
-    fault = getattr(e, "fault", None) or e
-    msg = getattr(e, "localizedMessage", "") or _msg(fault)
-    if not msg:
-        msg = "; ".join(m.message or m.key for m in (getattr(fault, "faultMessage", None) or []))
-    if isinstance(fault, vim.fault.OvfUnsupportedType):
-        return (
-            f"unsupported device {fault.name!r} (InstanceID {fault.instanceId},"
-            f" ResourceType {fault.deviceType}): {msg or type(fault).__name__}"
-        )
-    return msg or type(fault).__name__
-
-
-def _msg(e) -> str:
-    if e is None:
-        return ""
-    for attr in ("localizedMessage", "msg"):
-        v = getattr(e, attr, None)
-        if v:
-            return str(v)
-    return str(e)
+def open_vsphere(url: str, credentials_ref: str, **kw) -> VsphereDriver:
+    """Connect to a vCenter; a govmomi simulator gets its own class (its API answers to the
+    ``vcsim.server.url`` option, a real vCenter does not)."""
+    drv = VsphereDriver(url, credentials_ref, **kw)
+    if drv.is_simulator():
+        drv.__class__ = VcsimDriver  # same connection and state: only the simulator's behaviour differs
+    return drv

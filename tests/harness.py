@@ -12,13 +12,16 @@ from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
+import typing
+
 from activities.campaign import CampaignActivities
-from activities.stages import StageActivities
+from activities.stages import STAGE_ACTIVITIES, StageEnv, stage_activities
 from crossvisor.core import result_store
 from crossvisor.core.config import Settings
-from domain.messages import CampaignInput, StageInput, StageOutput
+from domain.messages import CampaignInput
 from domain.model import CampaignResult, Concurrency, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
+from domain.stage_io import StageCall, StageResult
 from worker import campaign_activities, workflow_runner
 from workflows.campaign import CampaignWorkflow
 from workflows.cell import CellWorkflow
@@ -55,21 +58,29 @@ def small_plan(tmp: Path, **kw) -> CampaignPlan:
 
 
 class Sabotage:
-    """Fault injection around the real stage activity (the activity itself is untouched)."""
+    """Fault injection around the real stage activities (the activities themselves are untouched):
+    ``before[stage](call)`` may raise (an infrastructure fault, retried), ``after[stage](call, out)``
+    may change the output (e.g. turn it into an interop failure the target reported)."""
 
-    def __init__(self, stages: StageActivities):
-        self.stages = stages
-        self.before: dict[str, Callable[[StageInput], None]] = {}
-        self.after: dict[str, Callable[[StageInput, StageOutput], None]] = {}
+    def __init__(self, env: StageEnv):
+        self.env = env
+        self.before: dict[str, Callable[[StageCall], None]] = {}
+        self.after: dict[str, Callable[[StageCall, StageResult], StageResult | None]] = {}
 
-    @activity.defn(name="run_stage")
-    def run_stage(self, inp: StageInput) -> StageOutput:
-        if inp.stage in self.before:
-            self.before[inp.stage](inp)
-        out = self.stages.run_stage(inp)
-        if inp.stage in self.after:
-            self.after[inp.stage](inp, out)
-        return out
+    def activities(self) -> list:
+        return [self._wrap(name, cls(self.env).run) for name, cls in STAGE_ACTIVITIES.items()]
+
+    def _wrap(self, name: str, fn: Callable):
+        def run(call: StageCall):
+            if name in self.before:
+                self.before[name](call)
+            out = fn(call)
+            if name in self.after:
+                out = self.after[name](call, out) or out
+            return out
+
+        run.__annotations__ = {"call": StageCall, "return": typing.get_type_hints(fn)["return"]}
+        return activity.defn(name=name)(run)
 
 
 def make_worker(
@@ -78,18 +89,16 @@ def make_worker(
     task_queue: str,
     executor: ThreadPoolExecutor,
     sabotage: bool = False,
-    tiny_guest: bool = False,
 ):
-    from worker import tiny_guest_provider
-
-    stages = StageActivities(settings, tiny_guest=tiny_guest_provider() if tiny_guest else None)
+    env = StageEnv(settings)
     camp = CampaignActivities(settings)
-    sab = Sabotage(stages)
+    sab = Sabotage(env)
+    stage_acts = sab.activities() + stage_activities(env)[-1:] if sabotage else stage_activities(env)
     w = Worker(
         client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, CellWorkflow],
-        activities=[sab.run_stage if sabotage else stages.run_stage, *campaign_activities(camp)],
+        activities=[*stage_acts, *campaign_activities(camp)],
         activity_executor=executor,
         workflow_runner=workflow_runner(),
     )

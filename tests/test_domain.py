@@ -1,7 +1,7 @@
-from domain import grading, interop, matrix
+from domain import grading, matrix, prediction
 from domain.model import CHECKS, Concurrency, Grade, GuestImage, Host, Platform, overall_grade
 from domain.plan import CampaignPlan
-from domain.scheduling import LabState, fifo_schedule, schedule
+from domain.scheduling import LabState, fifo_schedule, schedule, why_unschedulable
 from domain.vm import DiskSpec, Hardware, NicSpec
 
 
@@ -54,52 +54,6 @@ def hw(**kw) -> Hardware:
     return Hardware(**base)
 
 
-def test_grade_verify_pass_and_mapping() -> None:
-    tgt = Platform("b", "xen", "libvirt", nic_models=["netfront"])
-    res = grading.grade_verify(
-        ["boots", "disks", "cpu_memory", "nics", "metadata"],
-        hw(),
-        hw(nics=[NicSpec("netfront")]),
-        tgt,
-        True,
-        "ok",
-        "aa",
-        "aa",
-    )
-    assert [r.grade for r in res] == [Grade.PASS] * 5
-    assert res[3].reason == "mapped virtio->netfront"
-
-
-def test_grade_verify_failures_have_reasons() -> None:
-    tgt = Platform("b", "kvm", "libvirt")
-    res = {
-        r.check: r
-        for r in grading.grade_verify(
-            ["boots", "disks", "cpu_memory", "nics", "metadata"],
-            hw(),
-            hw(
-                cpus=1,
-                nics=[NicSpec("e1000")],
-                metadata={},
-                disks=[DiskSpec("/d", "vpc", capacity_bytes=(1 << 20) + 512)],
-            ),
-            tgt,
-            False,
-            "kernel panic",
-            "aa",
-            "aa",
-        )
-    }
-    assert res["boots"].grade == Grade.FAIL and "kernel panic" in res["boots"].evidence["console_tail"]
-    assert res["disks"].grade == Grade.FAIL and "capacity changed by 512 bytes" in res["disks"].reason
-    assert res["cpu_memory"].grade == Grade.FAIL
-    assert res["nics"].grade == Grade.FAIL and "e1000" in res["nics"].reason
-    assert res["metadata"].grade == Grade.FAIL and "k" in res["metadata"].reason
-
-
-def test_marker_mismatch_fails_disks() -> None:
-    r = grading.grade_verify(["disks"], hw(), hw(), Platform("b", "kvm", "libvirt"), True, "", "aa", "bb")[0]
-    assert r.grade == Grade.FAIL and "marker" in r.reason
 
 
 def test_early_stop_grades() -> None:
@@ -111,15 +65,19 @@ def test_early_stop_grades() -> None:
     assert grading.merge(["boots", "nics"], [])[1].grade == Grade.SKIPPED
 
 
-def test_interop_traps() -> None:
+def test_predictions_from_declared_traits() -> None:
     esx65 = Platform("esx65", "vsphere", "vsphere", hardware_version="vmx-13", firmware=["bios", "efi"])
-    assert interop.import_problems(hw(hardware_version="vmx-20"), esx65) == [
-        "hardware family vmx-20 is newer than esx65 supports (up to vmx-13)"
-    ]
-    assert interop.import_problems(hw(hardware_version="vmx-13"), esx65) == []
+    esx8 = Platform("esx8", "vsphere", "vsphere", hardware_version="vmx-20")
     xen = Platform("xen", "xen", "libvirt", firmware=["bios"], nic_models=["netfront"])
-    assert "firmware EFI not supported" in interop.import_problems(hw(firmware="efi"), xen)[0]
-    assert interop.nic_map(hw(), xen) == {"virtio": "netfront"}
+    checks = ["boots", "nics", "metadata"]
+    newer = {p.check: p for p in prediction.predict(checks, esx8, esx65, GuestImage("i"))}
+    assert newer["boots"].grade == Grade.FAIL and "vmx-20 is newer than esx65" in newer["boots"].reason
+    efi = {p.check: p for p in prediction.predict(checks, esx8, xen, GuestImage("i", firmware="efi"))}
+    assert efi["boots"].grade == Grade.FAIL and efi["boots"].rule == "declared firmware"
+    assert efi["metadata"].grade == Grade.PASS  # firmware says nothing about metadata
+    mapped = {p.check: p for p in prediction.predict(checks, esx65, xen, GuestImage("i", nic_model="vmxnet3"))}
+    assert mapped["nics"].grade == Grade.PASS and "mapped to netfront" in mapped["nics"].reason
+    assert mapped["boots"].rule == "default"
 
 
 def lab(n_per_kind: int = 2, slots: int = 1) -> tuple[dict, dict, dict]:
@@ -165,9 +123,14 @@ def test_fifo_baseline_blocks_at_head() -> None:
     assert schedule(cells, hosts, ph, kinds, LabState({"b0": 1}, {}, 1), Concurrency()) != []
 
 
-def test_guest_read_marker_must_match() -> None:
-    t = Platform("b", "kvm", "libvirt")
-    ok = grading.grade_verify(["disks"], hw(), hw(), t, True, "", "aa", "aa", guest_marker="aa00")[0]
-    bad = grading.grade_verify(["disks"], hw(), hw(), t, True, "", "aa", "aa", guest_marker="0000")[0]
-    assert ok.grade == Grade.PASS and ok.evidence["marker_in_guest"] == "aa00"
-    assert bad.grade == Grade.FAIL and "guest reads different content" in bad.reason
+
+def test_watchdog_names_why_nothing_can_start() -> None:
+    hosts, ph, kinds = lab(n_per_kind=1, slots=1)
+    cells = [c for c in matrix.expand(plan()) if c.source == "a" and c.target == "b"]
+    assert why_unschedulable(cells, hosts, ph, kinds, Concurrency()) == ""  # schedulable
+    capped = why_unschedulable(cells, hosts, ph, kinds, Concurrency(per_kind={"xen": 0}))
+    assert capped == "2 pending cells: concurrency.per_kind caps xen at 0"
+    gone = why_unschedulable(cells, hosts, ph, kinds, Concurrency(), unavailable=frozenset({"b0"}))
+    assert "no host in service with a free slot for platform(s) b" in gone
+    same = [c for c in matrix.expand(plan(include_same_platform=True)) if c.source == c.target == "a"]
+    assert "needs two hosts of a, it has 1" in why_unschedulable(same, hosts, ph, kinds, Concurrency())

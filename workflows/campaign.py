@@ -1,24 +1,43 @@
 """The campaign: expands the matrix, schedules cells onto leased hosts as child workflows, takes
-operator steering, and continues-as-new before its history grows past Temporal's limits.
+operator control, and continues-as-new before its history grows past Temporal's limits.
 
 Idiom from temporalio/samples-python (message_passing/safe_message_handlers): all state that crosses
-continue-as-new lives in one dataclass (``CampaignState``); updates carry an idempotency key; a lock
-guards state touched across awaits.
+continue-as-new lives in one dataclass (``CampaignState``); ``@workflow.init`` builds it before any
+handler runs; one update per operator action, each with its own request/result dataclass and a
+validator (``domain.control``) that refuses bad requests before they reach history; a lock guards
+state touched across awaits; handlers finish before continue-as-new.
+
+``run`` is four steps: restore (state, inventory), schedule (start what can start, watch for a
+stall), drain-or-continue (continue-as-new once history is long, with no cell left behind), finish
+(cancel, sweep, summary).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from domain import matrix, scheduling
+    from domain import control, matrix, scheduling
+    from domain.control import (
+        AddCellsRequest,
+        CancelRequest,
+        ConcurrencyRequest,
+        ControlResult,
+        ControlView,
+        PauseRequest,
+        ResumeRequest,
+        RetryRequest,
+        SkipRequest,
+        SwapHostRequest,
+    )
     from domain.messages import (
         CampaignInput,
         CampaignState,
@@ -36,7 +55,12 @@ ACT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_er
 APPLIED_KEYS_KEPT = 500  # bounded: idempotency keys older than this are assumed delivered
 MAX_RESCHEDULES = 3  # attempts of one cell on other hosts after a host turned unhealthy
 PUBLISH_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
-QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # workflow.patched id
+# workflow.patched ids
+QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # replay set v3 on
+WATCHDOG = "watchdog-publishes-stall"  # replay set v4 on
+# deprecated: only the retired replay set v1 predates them (tests/replay/README.md)
+SWEEP_ON_EVERY_END = "sweep-on-every-end"
+STORE_RESULT_LOCAL = "store-result-local"
 
 
 def _unhealthy_host(stages: list[tuple[str, str, str]]) -> str:
@@ -63,21 +87,45 @@ def _read_child_result(raw: RawValue) -> tuple[CellOutcome, list[tuple[str, str,
 
 @dataclass
 class SteerRequest:
-    """An operator action. ``request_id`` makes a retried CLI call apply once."""
+    """The single operator update of earlier releases, kept so that older CLIs and recorded
+    histories still work; it forwards to the per-action updates below. New callers use those."""
 
     action: str  # pause | resume | cancel | retry | skip | swap_host | add_cells | set_concurrency
     request_id: str = ""
     cells: list[str] = field(default_factory=list)  # retry/skip: cell ids ("*failed" = all failed)
-    host: str = ""  # swap_host: take this host out of scheduling
-    replacement: str = ""  # swap_host: a host (already in the snapshot) that takes its platforms
-    add: list[list[str]] = field(default_factory=list)  # add_cells: [source, target, image]
-    max_cells: int = 0  # set_concurrency
+    host: str = ""
+    replacement: str = ""
+    add: list[list[str]] = field(default_factory=list)
+    max_cells: int = 0
 
 
 @dataclass
 class SteerResponse:
     applied: bool
     message: str
+
+
+def _typed(req: SteerRequest):
+    """The per-action request a legacy SteerRequest stands for."""
+    rid = req.request_id
+    if req.action == "pause":
+        return PauseRequest(rid)
+    if req.action == "resume":
+        return ResumeRequest(rid)
+    if req.action == "cancel":
+        return CancelRequest(rid)
+    if req.action == "retry":
+        failed = "*failed" in req.cells
+        return RetryRequest([c for c in req.cells if c != "*failed"], failed=failed, request_id=rid)
+    if req.action == "skip":
+        return SkipRequest(list(req.cells), rid)
+    if req.action == "swap_host":
+        return SwapHostRequest(req.host, req.replacement, rid)
+    if req.action == "add_cells":
+        return AddCellsRequest([list(t) for t in req.add], rid)
+    if req.action == "set_concurrency":
+        return ConcurrencyRequest(req.max_cells, rid)
+    raise control.Refused(f"unknown action {req.action!r}")
 
 
 @dataclass
@@ -90,22 +138,28 @@ class Progress:
     paused: bool
     generation: int
     history_length: int
+    stall_reason: str = ""  # why nothing can start although cells are pending (the watchdog)
 
 
 @workflow.defn
 class CampaignWorkflow:
-    def __init__(self) -> None:
-        self.st = CampaignState()
-        self.cells: dict[str, Cell] = {}
+    @workflow.init
+    def __init__(self, inp: CampaignInput) -> None:
+        self.plan = inp.plan
+        self.cell_workflow = inp.cell_workflow
+        self.campaign_id = inp.campaign_id or workflow.info().workflow_id
+        self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
+        self.cells: dict[str, Cell] = {c.id: c for c in matrix.expand(inp.plan) + self.st.extra_cells}
+        for cid, r in self.st.results.items():  # legacy state: fold full results into outcomes
+            self.st.done.setdefault(cid, CellOutcome.of(r))
+        self.st.results = {}
         self.running: dict[str, scheduling.Assignment] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.lock = asyncio.Lock()
         self.cancel_requested = False
         self.dirty = True
         self.status = "starting"
-        self.campaign_id = ""
-        self.plan = None
-        self.cell_workflow = "CellWorkflow"
+        self.stall_reason = ""
         self._est: dict[str, float] = {}  # cell id -> estimated seconds (scheduling only)
         self._local_in_flight = 0  # progress local activities not yet resolved
 
@@ -114,13 +168,14 @@ class CampaignWorkflow:
     def progress(self) -> Progress:
         return Progress(
             campaign_id=self.campaign_id,
-            name=self.plan.name if self.plan else "",
+            name=self.plan.name,
             status=self.status,
             counts=self._counts(),
             running={c: f"{a.source_host} -> {a.target_host}" for c, a in self.running.items()},
             paused=self.st.paused,
             generation=self.st.generation,
             history_length=workflow.info().get_current_history_length(),
+            stall_reason=self.stall_reason,
         )
 
     @workflow.query
@@ -150,115 +205,193 @@ class CampaignWorkflow:
             counts["cached"] += o.cached
         return counts
 
-    # -- steering ---------------------------------------------------------------------------------
+    # -- operator control: one update per action ------------------------------------------------
+    def _view(self) -> ControlView:
+        by_platform: dict[str, list[tuple[str, str]]] = {}
+        for cid, c in self.cells.items():
+            by_platform.setdefault(c.source, []).append((cid, c.target))
+            if c.target != c.source:
+                by_platform.setdefault(c.target, []).append((cid, c.source))
+        return ControlView(
+            plan=self.plan,
+            status=self.status,
+            cell_ids=set(self.cells),
+            done=self.st.done,
+            pending=self.st.pending,
+            running=set(self.running),
+            hosts=self.st.hosts,
+            platform_hosts=self.st.platform_hosts,
+            unavailable=self.st.unavailable_hosts,
+            cells_by_platform=by_platform,
+        )
+
+    async def _once(self, request_id: str, apply: Callable[[], ControlResult]) -> ControlResult:
+        """Apply an operator action at most once per request id (a retried CLI call is a no-op)."""
+        async with self.lock:
+            if request_id and request_id in self.st.applied_updates:
+                return ControlResult(False, f"request {request_id} already applied")
+            result = apply()
+            if request_id:
+                self.st.applied_updates = (self.st.applied_updates + [request_id])[-APPLIED_KEYS_KEPT:]
+            self.dirty = True
+            return result
+
+    @workflow.update
+    async def pause(self, req: PauseRequest) -> ControlResult:
+        return await self._once(req.request_id, self._pause)
+
+    @pause.validator
+    def _check_pause(self, req: PauseRequest) -> None:
+        control.check_open(self._view())
+
+    def _pause(self) -> ControlResult:
+        self.st.paused = True
+        return ControlResult(True, "paused: running cells finish, no new cells start")
+
+    @workflow.update
+    async def resume(self, req: ResumeRequest) -> ControlResult:
+        return await self._once(req.request_id, self._resume)
+
+    @resume.validator
+    def _check_resume(self, req: ResumeRequest) -> None:
+        control.check_open(self._view())
+
+    def _resume(self) -> ControlResult:
+        self.st.paused = False
+        return ControlResult(True, "resumed")
+
+    @workflow.update
+    async def cancel(self, req: CancelRequest) -> ControlResult:
+        return await self._once(req.request_id, self._cancel)
+
+    @cancel.validator
+    def _check_cancel(self, req: CancelRequest) -> None:
+        control.check_open(self._view())
+
+    def _cancel(self) -> ControlResult:
+        self.cancel_requested = True
+        return ControlResult(True, "cancelling: running cells clean up and release their hosts")
+
+    @workflow.update
+    async def set_concurrency(self, req: ConcurrencyRequest) -> ControlResult:
+        return await self._once(req.request_id, lambda: self._set_concurrency(req))
+
+    @set_concurrency.validator
+    def _check_concurrency(self, req: ConcurrencyRequest) -> None:
+        control.check_concurrency(self._view(), req)
+
+    def _set_concurrency(self, req: ConcurrencyRequest) -> ControlResult:
+        self.st.max_cells = req.max_cells
+        return ControlResult(True, f"max_cells={req.max_cells}")
+
+    @workflow.update
+    async def retry(self, req: RetryRequest) -> ControlResult:
+        return await self._once(req.request_id, lambda: self._retry(req))
+
+    @retry.validator
+    def _check_retry(self, req: RetryRequest) -> None:
+        control.check_retry(self._view(), req)
+
+    def _retry(self, req: RetryRequest) -> ControlResult:
+        requeued = []
+        for c in control.retry_targets(self._view(), req):
+            if c in self.running or c in self.st.pending:
+                continue
+            self.st.done.pop(c, None)
+            self.st.pending.append(c)
+            requeued.append(c)
+        return ControlResult(True, f"requeued {len(requeued)} cells", requeued)
+
+    @workflow.update
+    async def skip(self, req: SkipRequest) -> ControlResult:
+        return await self._once(req.request_id, lambda: self._skip(req))
+
+    @skip.validator
+    def _check_skip(self, req: SkipRequest) -> None:
+        control.check_skip(self._view(), req)
+
+    def _skip(self, req: SkipRequest) -> ControlResult:
+        done = []
+        for c in req.cells:
+            if c in self.st.pending:
+                self.st.pending.remove(c)
+                self.st.done[c] = CellOutcome(Grade.SKIPPED, reason=control.OPERATOR_SKIP)
+                done.append(c)
+        return ControlResult(True, f"skipped {len(done)} cells", done)
+
+    @workflow.update
+    async def swap_host(self, req: SwapHostRequest) -> ControlResult:
+        return await self._once(req.request_id, lambda: self._swap_host(req))
+
+    @swap_host.validator
+    def _check_swap_host(self, req: SwapHostRequest) -> None:
+        control.check_swap_host(self._view(), req)
+
+    def _swap_host(self, req: SwapHostRequest) -> ControlResult:
+        if req.host not in self.st.unavailable_hosts:
+            self.st.unavailable_hosts.append(req.host)
+        if req.replacement:
+            for names in self.st.platform_hosts.values():
+                if req.host in names and req.replacement not in names:
+                    names.append(req.replacement)
+        return ControlResult(
+            True,
+            f"host {req.host} out of scheduling"
+            + (f", {req.replacement} takes its platforms" if req.replacement else ""),
+        )
+
+    @workflow.update
+    async def add_cells(self, req: AddCellsRequest) -> ControlResult:
+        return await self._once(req.request_id, lambda: self._add_cells(req))
+
+    @add_cells.validator
+    def _check_add_cells(self, req: AddCellsRequest) -> None:
+        control.check_add_cells(self._view(), req)
+
+    def _add_cells(self, req: AddCellsRequest) -> ControlResult:
+        added = []
+        for s, t, i in req.cells:
+            cid = matrix.cell_id(s, t, i)
+            if cid in self.cells:
+                continue
+            cell = Cell(cid, s, t, i, list(self.plan.checks), matrix.fingerprint(self.plan, s, t, i))
+            self.cells[cid] = cell
+            self.st.extra_cells.append(cell)
+            self.st.pending.append(cid)
+            added.append(cid)
+        return ControlResult(True, f"added {len(added)} cells", added)
+
     @workflow.update
     async def steer(self, req: SteerRequest) -> SteerResponse:
-        async with self.lock:
-            if req.request_id and req.request_id in self.st.applied_updates:
-                return SteerResponse(False, f"request {req.request_id} already applied")
-            msg = self._apply(req)
-            if req.request_id:
-                self.st.applied_updates = (self.st.applied_updates + [req.request_id])[-APPLIED_KEYS_KEPT:]
-            self.dirty = True
-            return SteerResponse(True, msg)
+        """Legacy: one update for every action (older CLIs, recorded histories)."""
+        typed = _typed(req)
+        handler = {
+            PauseRequest: lambda: self._pause(),
+            ResumeRequest: lambda: self._resume(),
+            CancelRequest: lambda: self._cancel(),
+            RetryRequest: lambda: self._retry(typed),
+            SkipRequest: lambda: self._skip(typed),
+            SwapHostRequest: lambda: self._swap_host(typed),
+            AddCellsRequest: lambda: self._add_cells(typed),
+            ConcurrencyRequest: lambda: self._set_concurrency(typed),
+        }[type(typed)]
+        r = await self._once(req.request_id, handler)
+        return SteerResponse(r.applied, r.message)
 
     @steer.validator
-    def _validate_steer(self, req: SteerRequest) -> None:
-        # runs before the update is written to history: bad requests leave no trace
-        known = (
-            "pause",
-            "resume",
-            "cancel",
-            "retry",
-            "skip",
-            "swap_host",
-            "add_cells",
-            "set_concurrency",
-        )
-        if req.action not in known:
-            raise ValueError(f"unknown action {req.action!r}; known: {list(known)}")
-        if self.status in ("completed", "cancelled"):
-            raise ValueError(f"campaign is {self.status}")
-        if req.action in ("retry", "skip"):
-            unknown = [c for c in req.cells if c != "*failed" and c not in self.cells]
-            if unknown or not req.cells:
-                raise ValueError(f"unknown cells {unknown}" if unknown else "name cells (or *failed)")
-        if req.action == "swap_host":
-            names = {h.name for h in self.st.hosts}
-            if req.host not in names:
-                raise ValueError(f"unknown host {req.host!r}")
-            if req.replacement and req.replacement not in names:
-                raise ValueError(f"replacement {req.replacement!r} is not in the campaign's inventory snapshot")
-        if req.action == "add_cells":
-            plats = {p.name for p in self.plan.platforms}
-            imgs = {i.name for i in self.plan.images}
-            for trip in req.add:
-                if len(trip) != 3 or trip[0] not in plats or trip[1] not in plats or trip[2] not in imgs:
-                    raise ValueError(f"bad cell {trip}: need [source platform, target platform, image] from the spec")
-        if req.action == "set_concurrency" and req.max_cells < 1:
-            raise ValueError("max_cells must be >= 1")
-
-    def _apply(self, req: SteerRequest) -> str:
-        if req.action == "pause":
-            self.st.paused = True
-            return "paused: running cells finish, no new cells start"
-        if req.action == "resume":
-            self.st.paused = False
-            return "resumed"
-        if req.action == "cancel":
-            self.cancel_requested = True
-            return "cancelling: running cells clean up and release their hosts"
-        if req.action == "set_concurrency":
-            self.st.max_cells = req.max_cells
-            return f"max_cells={req.max_cells}"
-        if req.action == "retry":
-            ids = [c for c, o in self.st.done.items() if o.grade != Grade.PASS] if "*failed" in req.cells else req.cells
-            requeued = []
-            for c in ids:
-                if c in self.running or c in self.st.pending:
-                    continue
-                self.st.done.pop(c, None)
-                self.st.pending.append(c)
-                requeued.append(c)
-            return f"requeued {len(requeued)} cells"
-        if req.action == "skip":
-            done = []
-            for c in req.cells:
-                if c in self.st.pending:
-                    self.st.pending.remove(c)
-                    self.st.done[c] = CellOutcome(Grade.SKIPPED, reason="skipped by operator")
-                    done.append(c)
-            return f"skipped {len(done)} cells"
-        if req.action == "swap_host":
-            if req.host not in self.st.unavailable_hosts:
-                self.st.unavailable_hosts.append(req.host)
-            if req.replacement:
-                for names in self.st.platform_hosts.values():
-                    if req.host in names and req.replacement not in names:
-                        names.append(req.replacement)
-            return f"host {req.host} out of scheduling" + (
-                f", {req.replacement} takes its platforms" if req.replacement else ""
-            )
-        if req.action == "add_cells":
-            added = 0
-            for s, t, i in req.add:
-                cid = matrix.cell_id(s, t, i)
-                if cid in self.cells:
-                    continue
-                cell = Cell(
-                    cid,
-                    s,
-                    t,
-                    i,
-                    list(self.plan.checks),
-                    matrix.fingerprint(self.plan, s, t, i),
-                )
-                self.cells[cid] = cell
-                self.st.extra_cells.append(cell)
-                self.st.pending.append(cid)
-                added += 1
-            return f"added {added} cells"
-        raise ApplicationError(f"unhandled action {req.action}")
+    def _check_steer(self, req: SteerRequest) -> None:
+        typed = _typed(req)
+        v = self._view()
+        {
+            PauseRequest: lambda: control.check_open(v),
+            ResumeRequest: lambda: control.check_open(v),
+            CancelRequest: lambda: control.check_open(v),
+            RetryRequest: lambda: control.check_retry(v, typed),
+            SkipRequest: lambda: control.check_skip(v, typed),
+            SwapHostRequest: lambda: control.check_swap_host(v, typed),
+            AddCellsRequest: lambda: control.check_add_cells(v, typed),
+            ConcurrencyRequest: lambda: control.check_concurrency(v, typed),
+        }[type(typed)]()
 
     def _skipped_result(self, cid: str, reason: str) -> CellResult:
         c = self.cells[cid]
@@ -272,61 +405,89 @@ class CampaignWorkflow:
             fingerprint=c.fingerprint,
         )
 
-    # -- main loop --------------------------------------------------------------------------------
+    # -- run: restore, schedule, drain-or-continue, finish ---------------------------------------
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignResult:
-        self.plan = plan = inp.plan
-        self.cell_workflow = inp.cell_workflow
-        self.campaign_id = inp.campaign_id or workflow.info().workflow_id
-        self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
-        for c in matrix.expand(plan) + self.st.extra_cells:
-            self.cells[c.id] = c
-        for cid, r in self.st.results.items():  # legacy state: fold full results into outcomes
-            self.st.done.setdefault(cid, CellOutcome.of(r))
-        self.st.results = {}
+        await self._restore()
+        while True:
+            await workflow.wait_condition(lambda: self.dirty or self.cancel_requested)
+            step = await self._schedule(inp)
+            if step == "finish":
+                break
+            if step == "continue":
+                await self._drain_or_continue(inp)
+        return await self._finish()
+
+    async def _restore(self) -> None:
+        """First run: snapshot the inventory; a continued run already carries it."""
         if not self.st.hosts:
             await self._load_inventory()
         self.status = "running"
         await self._publish()
 
-        while True:
-            await workflow.wait_condition(lambda: self.dirty or self.cancel_requested)
-            async with self.lock:
-                self.dirty = False
-                if self.cancel_requested:
-                    break
-                if not self.st.pending and not self.running:
-                    break
-                draining = (
-                    workflow.info().get_current_history_length() > inp.history_limit
-                    or workflow.info().is_continue_as_new_suggested()
-                )
-                ready_to_continue = draining and not self.running
-                if not self.st.paused and not draining:
-                    self._start_ready_cells()
-                self.status = "paused" if self.st.paused else ("draining" if draining else "running")
-            if ready_to_continue:
-                # Continue-as-new must be the last command of its task: a progress local activity
-                # that resolved in the same task put its marker after it, and the task failed
-                # until the timing changed. So let local activities and update handlers finish
-                # first (outside the lock, which handlers take; resolves in the same task when
-                # nothing is in flight). Patched: runs recorded before it continued at once.
-                if workflow.patched(QUIET_BEFORE_CLOSE):
-                    await workflow.wait_condition(self._quiet)
-                if self.cancel_requested:
-                    continue  # a cancel arrived meanwhile: the loop takes the cancel path
-                # everything that crosses over is in self.st; no child is left behind
-                self.st.generation += 1
-                workflow.continue_as_new(
-                    CampaignInput(
-                        plan=plan,
-                        campaign_id=self.campaign_id,
-                        state=self.st,
-                        history_limit=inp.history_limit,
-                        cell_workflow=inp.cell_workflow,
-                    )
-                )
+    async def _schedule(self, inp: CampaignInput) -> str:
+        """One pass: start what can start. Returns finish | continue | wait."""
+        stalled_now = ""
+        async with self.lock:
+            self.dirty = False
+            if self.cancel_requested or (not self.st.pending and not self.running):
+                return "finish"
+            draining = (
+                workflow.info().get_current_history_length() > inp.history_limit
+                or workflow.info().is_continue_as_new_suggested()
+            )
+            if not self.st.paused and not draining:
+                self._start_ready_cells()
+            self.status = "paused" if self.st.paused else ("draining" if draining else "running")
+            reason = self._stall_reason(draining)
+            if reason != self.stall_reason:
+                self.stall_reason = stalled_now = reason
+            if reason:
+                self.status = "stalled"
+            if draining and not self.running:
+                return "continue"
+        if stalled_now and workflow.patched(WATCHDOG):
+            # visible in the progress query and as a metric (an alert), not silence
+            workflow.logger.warning("campaign stalled: %s", stalled_now)
+            await self._publish()
+        return "wait"
 
+    def _stall_reason(self, draining: bool) -> str:
+        """Pending cells, nothing running, nothing schedulable: why (the watchdog)."""
+        if self.st.paused or draining or self.running or not self.st.pending:
+            return ""
+        return scheduling.why_unschedulable(
+            [self.cells[c] for c in self.st.pending],
+            {h.name: h for h in self.st.hosts},
+            self.st.platform_hosts,
+            {p.name: p.kind for p in self.plan.platforms},
+            self._limits(),
+            frozenset(self.st.unavailable_hosts),
+        )
+
+    async def _drain_or_continue(self, inp: CampaignInput) -> None:
+        """Every cell has finished: continue as new with the compact state (never returns)."""
+        # Continue-as-new must be the last command of its task: a progress local activity that
+        # resolved in the same task put its marker after it, and the task failed until the timing
+        # changed. So let local activities and update handlers finish first (outside the lock,
+        # which handlers take; resolves in the same task when nothing is in flight). Patched: runs
+        # recorded before it continued at once.
+        if workflow.patched(QUIET_BEFORE_CLOSE):
+            await workflow.wait_condition(self._quiet)
+        if self.cancel_requested:
+            return  # a cancel arrived meanwhile: the loop takes the cancel path
+        self.st.generation += 1
+        workflow.continue_as_new(
+            CampaignInput(
+                plan=self.plan,
+                campaign_id=self.campaign_id,
+                state=self.st,
+                history_limit=inp.history_limit,
+                cell_workflow=inp.cell_workflow,
+            )
+        )
+
+    async def _finish(self) -> CampaignResult:
         if self.cancel_requested:
             self.status = "cancelling"
             for t in self.tasks.values():
@@ -336,31 +497,38 @@ class CampaignWorkflow:
                 self.st.done[cid] = CellOutcome(Grade.SKIPPED, reason="campaign cancelled")
             self.st.pending.clear()
         # Sweep on every ending, not only on cancel: a cell whose cleanup exhausted its retries
-        # may have left a VM or a lease behind. Patched so that histories recorded before the
-        # change (sweep only on cancel) still replay.
-        if self.cancel_requested or workflow.patched("sweep-on-every-end"):
-            removed = await workflow.execute_activity(
-                "sweep_leaks",
-                SweepRequest(self.campaign_id, plan.inventory, self.st.hosts),
-                result_type=list[str],
-                start_to_close_timeout=timedelta(minutes=30),
-                retry_policy=ACT_RETRY,
-            )
-            if removed:
-                workflow.logger.warning("sweeper removed leaked VMs: %s", removed)
+        # may have left a VM or a lease behind.
+        if not self.cancel_requested:
+            workflow.deprecate_patch(SWEEP_ON_EVERY_END)
+        removed = await workflow.execute_activity(
+            "sweep_leaks",
+            SweepRequest(self.campaign_id, self.plan.inventory, self.st.hosts),
+            result_type=list[str],
+            start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=ACT_RETRY,
+        )
+        if removed:
+            workflow.logger.warning("sweeper removed leaked VMs: %s", removed)
         self.status = "cancelled" if self.cancel_requested else "completed"
+        self.stall_reason = ""
         await self._publish(running=False)
         if workflow.patched(QUIET_BEFORE_CLOSE):  # completing must be the last command too
             await workflow.wait_condition(self._quiet)
         return CampaignResult(
             campaign_id=self.campaign_id,
-            name=plan.name,
+            name=self.plan.name,
             summary=self._summary(),
             hosts=self.st.hosts,
             status=self.status,
             started_at=self.st.started_at,
             finished_at=workflow.now().isoformat(),
         )
+
+    def _limits(self):
+        limits = self.plan.concurrency
+        if self.st.max_cells:
+            limits = type(limits)(max_cells=self.st.max_cells, per_kind=limits.per_kind)
+        return limits
 
     async def _load_inventory(self) -> None:
         plan = self.plan
@@ -397,9 +565,7 @@ class CampaignWorkflow:
             c = self.cells[cid]
             for k in {kinds[c.source], kinds[c.target]}:
                 by_kind[k] = by_kind.get(k, 0) + 1
-        limits = plan.concurrency
-        if self.st.max_cells:
-            limits = type(limits)(max_cells=self.st.max_cells, per_kind=limits.per_kind)
+        limits = self._limits()
         out = set(self.st.unavailable_hosts)
         for cid in list(self.st.pending):
             c = self.cells[cid]
@@ -493,16 +659,12 @@ class CampaignWorkflow:
             if raw is not None
             else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind)]
         )
-        if workflow.patched("store-result-local"):
-            # an idempotent file write: as a local activity it costs no server round trip, and a
-            # worker killed before the task completes simply writes the same file again
-            await workflow.execute_local_activity(
-                "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
-            )
-        else:  # histories recorded before the patch scheduled a regular activity
-            await workflow.execute_activity(
-                "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
-            )
+        # an idempotent file write: as a local activity it costs no server round trip, and a
+        # worker killed before the task completes simply writes the same file again
+        workflow.deprecate_patch(STORE_RESULT_LOCAL)
+        await workflow.execute_local_activity(
+            "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
+        )
         async with self.lock:
             self.running.pop(cell.id, None)
             self.tasks.pop(cell.id, None)
@@ -520,7 +682,9 @@ class CampaignWorkflow:
         try:
             await workflow.execute_local_activity(
                 "publish_progress",
-                ProgressReport(self.plan.name, self._counts(), running),
+                ProgressReport(
+                    self.plan.name, self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
+                ),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=PUBLISH_RETRY,
             )

@@ -1,4 +1,11 @@
-"""One cell: the stage pipeline for source x target x image, with cleanup and release always run."""
+"""One cell: the stage pipeline for source x target x image, with cleanup and release always run.
+
+The order, timeouts, heartbeats and retry rules of every stage come from the stage table
+(``domain.stages``); each stage is an activity of its own (``activities/stages``) that takes a
+``StageCall`` (the cell and the typed context of what earlier stages produced) and returns its own
+output type. The grade comes from the verify stage, i.e. from what the target and its guest
+reported; the predictions of the declared traits are recorded beside it.
+"""
 
 from __future__ import annotations
 
@@ -8,40 +15,20 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.stages import STAGE_ACTIVITIES
     from crossvisor.core.errors import NON_RETRYABLE
-    from domain import grading
-    from domain.messages import CachedResultRequest, CellInput, StageInput, StageOutput
-    from domain.model import ALWAYS_STAGES, STAGES, CellResult, StageRecord
+    from domain import grading, prediction, stages
+    from domain.messages import CachedResultRequest, CellInput
+    from domain.model import CellResult, StageRecord
+    from domain.stage_io import CellContext, StageCall, StageResult, context_field
+    from workflows.cell_v3 import cause_of, run_v3
 
-# start-to-close per stage: generous for real labs (a virt-v2v conversion takes minutes)
-STAGE_TIMEOUT = {
-    "reserve": timedelta(minutes=5),
-    "provision": timedelta(minutes=30),
-    "baseline": timedelta(minutes=15),
-    "export": timedelta(hours=2),
-    "convert": timedelta(hours=4),
-    "import": timedelta(hours=2),
-    "boot": timedelta(minutes=15),
-    "verify": timedelta(minutes=15),
-    "lifecycle": timedelta(minutes=30),
-    "cleanup": timedelta(minutes=30),
-    "release": timedelta(minutes=5),
-}
-# every stage heartbeats (a side thread in the activity): a worker killed mid-stage is noticed
-# in seconds and the stage retried elsewhere, instead of after its start-to-close timeout
-HEARTBEAT_DEFAULT = timedelta(seconds=10)
-HEARTBEAT = {"convert": timedelta(seconds=30)}  # qemu-img progress also heartbeats
-
-
-def _cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, ApplicationError):
-        return f"{err.type}: {err.message}"
-    return str(err)
+# workflow.patched ids
+CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run predating it is retired (v1)
+TYPED_STAGES = "typed-stages"  # one activity per stage with typed context (histories before it: cell_v3)
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -62,136 +49,148 @@ def base_result(inp: CellInput) -> CellResult:
 
 async def cached_result(inp: CellInput, base: CellResult) -> CellResult | None:
     """The passed result of an identical cell from an earlier run (resume without rework), or None."""
-    req = CachedResultRequest(inp.cell.fingerprint)
-    if workflow.patched("cached-lookup-local"):
-        # a file read of milliseconds: a local activity saves a server round trip per cell
-        cached = await workflow.execute_local_activity(
-            "lookup_cached_result", req, result_type=CellResult | None, start_to_close_timeout=timedelta(seconds=30)
-        )
-    else:  # histories recorded before the patch scheduled a regular activity
-        cached = await workflow.execute_activity(
-            "lookup_cached_result", req, result_type=CellResult | None, start_to_close_timeout=timedelta(seconds=60)
-        )
+    workflow.deprecate_patch(CACHED_LOOKUP_LOCAL)
+    # a file read of milliseconds: a local activity saves a server round trip per cell
+    cached = await workflow.execute_local_activity(
+        "lookup_cached_result",
+        CachedResultRequest(inp.cell.fingerprint),
+        result_type=CellResult | None,
+        start_to_close_timeout=timedelta(seconds=30),
+    )
     if cached is None:
         return None
-    return replace(base, checks=cached.checks, stages=cached.stages, cached=True)
+    return replace(
+        base,
+        checks=cached.checks,
+        stages=cached.stages,
+        cached=True,
+        predictions=cached.predictions,
+        remediations=cached.remediations,
+        remedy=cached.remedy,
+        artifacts=cached.artifacts,
+    )
+
+
+def retry_policy(inp: CellInput, stage: stages.StageDef) -> RetryPolicy:
+    r = inp.retry
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=r.initial_interval_s),
+        backoff_coefficient=r.backoff,
+        maximum_interval=timedelta(seconds=r.max_interval_s),
+        maximum_attempts=0 if stage.retry_forever else r.max_attempts,
+        non_retryable_error_types=list(NON_RETRYABLE),
+    )
 
 
 @workflow.defn
 class CellWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, inp: CellInput) -> None:
         self._stage = ""
 
     @workflow.query
     def current_stage(self) -> str:
         return self._stage
 
-    async def _run_stage(self, inp: CellInput, stage: str, ctx: dict[str, str]) -> StageOutput:
-        self._stage = stage
-        r = inp.retry
-        retry = RetryPolicy(
-            initial_interval=timedelta(seconds=r.initial_interval_s),
-            backoff_coefficient=r.backoff,
-            maximum_interval=timedelta(seconds=r.max_interval_s),
-            # a host held by another campaign frees up eventually: keep trying to reserve it
-            maximum_attempts=0 if stage == "reserve" else r.max_attempts,
-            non_retryable_error_types=list(NON_RETRYABLE),
-        )
-        return await workflow.execute_activity(
-            "run_stage",
-            StageInput(
-                campaign_id=inp.campaign_id,
-                cell=inp.cell,
-                stage=stage,
-                source=inp.source,
-                target=inp.target,
-                image=inp.image,
-                source_host=inp.source_host,
-                target_host=inp.target_host,
-                inventory=inp.inventory,
-                context=dict(ctx),
-                export_format=inp.export_format,
-            ),
-            result_type=StageOutput,
-            start_to_close_timeout=STAGE_TIMEOUT[stage],
-            heartbeat_timeout=HEARTBEAT.get(stage, HEARTBEAT_DEFAULT),
-            retry_policy=retry,
-        )
-
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
-        cell = inp.cell
         base = base_result(inp)
         cached = await cached_result(inp, base)
         if cached is not None:
             return cached
+        if not workflow.patched(TYPED_STAGES):
+            return await run_v3(self, inp, base)
+        return await self._pipeline(inp, base)
 
-        ctx: dict[str, str] = {}
+    async def _run_stage(self, inp: CellInput, stage: stages.StageDef, ctx: CellContext) -> StageResult:
+        self._stage = stage.name
+        return await workflow.execute_activity_method(
+            STAGE_ACTIVITIES[stage.name].run,
+            StageCall(inp, ctx),
+            start_to_close_timeout=timedelta(seconds=stage.timeout_s),
+            heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
+            retry_policy=retry_policy(inp, stage),
+        )
+
+    async def _pipeline(self, inp: CellInput, base: CellResult) -> CellResult:
+        cell = inp.cell
+        started = workflow.now()
+        ctx = CellContext()
         records: list[StageRecord] = []
         decided = []
         verdict = None  # grades fixed by an early stop
-        for stage in [s for s in STAGES if s not in ALWAYS_STAGES]:
+        for stage in stages.PIPELINE:
+            if stage.always or stage.remedial:
+                continue
             t0 = workflow.now()
             try:
                 out = await self._run_stage(inp, stage, ctx)
             except ActivityError as e:
                 if isinstance(e.cause, CancelledError):  # the campaign was cancelled mid-stage
-                    records.append(StageRecord(stage, "skipped", reason="campaign cancelled"))
-                    verdict = [replace(c, reason="cancelled by operator") for c in grading.merge(cell.checks, [])]
-                    break
-                reason = _cause(e)
-                records.append(
-                    StageRecord(
-                        stage,
-                        "error",
-                        (workflow.now() - t0).total_seconds(),
-                        reason=reason,
+                    records.append(
+                        StageRecord(stage.name, "skipped", reason="campaign cancelled", started_at=t0.isoformat())
                     )
-                )
-                verdict = grading.after_infra_error(cell.checks, stage, reason)
+                    verdict = _cancelled(cell.checks)
+                    break
+                reason = cause_of(e)
+                records.append(StageRecord(stage.name, "error", _since(t0), reason=reason, started_at=t0.isoformat()))
+                verdict = grading.after_infra_error(cell.checks, stage.name, reason)
                 break
             except asyncio.CancelledError:
-                records.append(StageRecord(stage, "skipped", reason="campaign cancelled"))
-                verdict = [replace(c, reason="cancelled by operator") for c in grading.merge(cell.checks, [])]
+                records.append(
+                    StageRecord(stage.name, "skipped", reason="campaign cancelled", started_at=t0.isoformat())
+                )
+                verdict = _cancelled(cell.checks)
                 break
             records.append(
-                StageRecord(
-                    stage,
-                    out.status,
-                    (workflow.now() - t0).total_seconds(),
-                    reason=out.reason,
-                )
+                StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
             )
             if out.status == "fail":
-                verdict = grading.after_stage_failure(cell.checks, stage, out.reason, out.evidence)
+                verdict = grading.after_stage_failure(cell.checks, stage.name, out.reason, out.evidence)
                 break
-            ctx.update(out.outputs)
+            ctx = replace(ctx, **{context_field(stage.name): out})
             decided.extend(out.checks)
 
         # Cleanup and release run whatever happened, cancellation included: a leaked VM or a
         # host lease left behind blocks the lab for every later campaign.
-        for stage in ALWAYS_STAGES:
+        for stage in stages.PIPELINE:
+            if not stage.always:
+                continue
             t0 = workflow.now()
             try:
                 out = await self._run_stage(inp, stage, ctx)
                 records.append(
-                    StageRecord(
-                        stage,
-                        out.status,
-                        (workflow.now() - t0).total_seconds(),
-                        reason=out.reason,
-                    )
+                    StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
                 )
             except ActivityError as e:
                 records.append(
-                    StageRecord(
-                        stage,
-                        "error",
-                        (workflow.now() - t0).total_seconds(),
-                        reason=_cause(e),
-                    )
+                    StageRecord(stage.name, "error", _since(t0), reason=cause_of(e), started_at=t0.isoformat())
                 )
         self._stage = "done"
         checks = verdict if verdict is not None else grading.merge(cell.checks, decided)
         # a cancelled cell still completes with its (skipped) grades: the campaign reports it
-        return replace(base, checks=checks, stages=records)
+        return replace(
+            base,
+            checks=checks,
+            stages=records,
+            predictions=prediction.predict(cell.checks, inp.source, inp.target, inp.image),
+            started_at=started.isoformat(),
+            finished_at=workflow.now().isoformat(),
+            artifacts=_artifacts(ctx),
+        )
+
+
+def _since(t0) -> float:
+    return (workflow.now() - t0).total_seconds()
+
+
+def _cancelled(checks: list[str]):
+    return [replace(c, reason="cancelled by operator") for c in grading.merge(checks, [])]
+
+
+def _artifacts(ctx: CellContext) -> dict[str, str]:
+    out = {}
+    for name, seen in (("source console", ctx.baseline), ("target console", ctx.boot)):
+        if seen is not None and seen.guest.console_artifact:
+            out[name] = seen.guest.console_artifact
+    return out

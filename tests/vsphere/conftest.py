@@ -96,9 +96,9 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def driver(vcsim: Vcsim):
-    from drivers.vsphere_driver import VsphereDriver
+    from drivers.vsphere_driver import open_vsphere
 
-    d = VsphereDriver(vcsim.url, vcsim.password_ref, username=vcsim.username)
+    d = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     yield d
     d.close()
 

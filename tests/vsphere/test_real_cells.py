@@ -85,9 +85,9 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
         assert "vmxnet3" in checks["boots"].evidence["console_tail"]  # NIC model kept, driver bound
     # nothing left on either side
     assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith("cv-")]
-    from drivers.vsphere_driver import VsphereDriver
+    from drivers.vsphere_driver import open_vsphere
 
-    vc = VsphereDriver(vcsim.url, vcsim.password_ref, username=vcsim.username)
+    vc = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     try:
         assert vc.list_vms("cv-") == []
     finally:

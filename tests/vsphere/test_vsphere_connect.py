@@ -8,7 +8,7 @@ import os
 import pytest
 
 from drivers.credentials import CredentialError, Secret, resolve_secret
-from drivers.vsphere_driver import VsphereDriver
+from drivers.vsphere_driver import open_vsphere
 
 pytestmark = pytest.mark.vsphere
 
@@ -17,7 +17,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(vcsim, monkeypatch
     wrong = "wrong-" + vcsim.password[::-1]
     monkeypatch.setenv("CV_WRONG_PW", wrong)
     with pytest.raises(CredentialError) as ei:
-        VsphereDriver(vcsim.url, "env:CV_WRONG_PW", username=vcsim.username)
+        open_vsphere(vcsim.url, "env:CV_WRONG_PW", username=vcsim.username)
     text = str(ei.value)
     assert "rejected the login" in text and vcsim.username in text and "env:CV_WRONG_PW" in text
     assert wrong not in text and wrong not in repr(ei.value)
@@ -26,12 +26,12 @@ def test_wrong_password_is_a_clear_error_without_the_password(vcsim, monkeypatch
 
 def test_wrong_username_rejected(vcsim):
     with pytest.raises(CredentialError):
-        VsphereDriver(vcsim.url, vcsim.password_ref, username="nobody")
+        open_vsphere(vcsim.url, vcsim.password_ref, username="nobody")
 
 
 def test_password_in_url_refused(vcsim):
     with pytest.raises(CredentialError) as ei:
-        VsphereDriver(vcsim.url.replace("://", f"://u:{vcsim.password}@"), vcsim.password_ref)
+        open_vsphere(vcsim.url.replace("://", f"://u:{vcsim.password}@"), vcsim.password_ref)
     assert vcsim.password not in str(ei.value)
 
 
@@ -40,7 +40,7 @@ def test_unreachable_endpoint_is_infra_fault():
 
     os.environ["CV_SOME_PW"] = "x"
     with pytest.raises(InfraFault, match="cannot connect"):
-        VsphereDriver("http://127.0.0.1:1/sdk", "env:CV_SOME_PW")
+        open_vsphere("http://127.0.0.1:1/sdk", "env:CV_SOME_PW")
 
 
 def test_inventory(driver):
@@ -80,7 +80,7 @@ def test_password_never_logged(vcsim, caplog, capfd, tmp_path):
     """Every logger at DEBUG, connect good and bad, run calls, fail calls: no password anywhere."""
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    d = VsphereDriver(vcsim.url, vcsim.password_ref, username=vcsim.username)
+    d = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     try:
         seen += [repr(vars(d)), repr(vars(d._http)), str(d.datacenters())]
         d.list_vms("")
@@ -92,7 +92,7 @@ def test_password_never_logged(vcsim, caplog, capfd, tmp_path):
         d.close()
     os.environ["CV_BAD_PW2"] = vcsim.password + "x"
     try:
-        VsphereDriver(vcsim.url, "env:CV_BAD_PW2", username=vcsim.username)
+        open_vsphere(vcsim.url, "env:CV_BAD_PW2", username=vcsim.username)
     except CredentialError as e:
         seen.append(repr(e))
     out, err = capfd.readouterr()
@@ -125,8 +125,8 @@ def test_https_with_tls(vcsim_binary, vcsim, tmp_path):
         url = url_file.read_text().strip()
         assert url.startswith("https://")
         with pytest.raises(InfraFault, match="cannot connect"):
-            VsphereDriver(url, vcsim.password_ref, username=vcsim.username)
-        d = VsphereDriver(url, vcsim.password_ref, username=vcsim.username, verify_tls=False)
+            open_vsphere(url, vcsim.password_ref, username=vcsim.username)
+        d = open_vsphere(url, vcsim.password_ref, username=vcsim.username, verify_tls=False)
         try:
             assert d.datacenters() == ["DC0"]
         finally:

@@ -1,0 +1,33 @@
+"""cleanup: remove the cell's VMs on both hosts and its work directory, whatever happened before."""
+
+from __future__ import annotations
+
+import shutil
+
+from temporalio import activity
+
+from activities.stages.base import Stage, vm_name
+from domain.stage_io import StageCall, StageResult
+
+ROLES = ("src", "tgt")  # the VMs a cell may create, by role suffix (see vm_name)
+
+
+class Cleanup(Stage):
+    name = "cleanup"
+
+    @activity.defn(name="cleanup")
+    def run(self, call: StageCall) -> StageResult:
+        return self.instrumented(call, StageResult, lambda log: self._cleanup(call))
+
+    def _cleanup(self, call: StageCall) -> StageResult:
+        c = call.cell
+        for host, role in ((c.source_host, "src"), (c.target_host, "tgt")):
+            drv = self.env.driver(host)
+            try:
+                # every VM of this cell with this role: the unmodified move and each remediation round
+                for name in drv.list_vms(vm_name(c.campaign_id, c.cell.id, role)):
+                    drv.destroy(name)
+            finally:
+                drv.close()
+        shutil.rmtree(self.env.workdir(c), ignore_errors=True)
+        return StageResult()

@@ -1,0 +1,95 @@
+"""Booting a VM and reading what its guest reports: shared by baseline (source) and boot (target).
+
+The guest's own init prints structured evidence on its serial console (``domain.observation``
+parses it); crossvisor then asks the guest's service for a page through the guest's own network,
+reached from the worker through a loopback port the host forwards to the guest.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from activities.stages.base import StageEnv
+from domain import observation
+from domain.stage_io import AppProbe, GuestObservation
+from drivers.base import ConsoleWatch, Driver
+
+APP_PORT = 8080  # the service every project image runs (GET /cv)
+BOOT_TIMEOUT_S = 150.0  # power-on to the guest's last line, under TCG with two boots per core
+APP_TIMEOUT_S = 10.0
+EXCERPT_TAIL = 40  # console lines kept after the evidence lines
+
+
+def ready(text: str) -> bool:
+    """Stop watching: the guest finished its evidence, or the boot died and said so."""
+    return observation.READY in text or observation.boot_failure(text) is not None
+
+
+def stopped(_text: str) -> bool:
+    """Watch until the domain stops (a birth boot powers itself off)."""
+    return False
+
+
+def excerpt(text: str) -> str:
+    return observation.excerpt(text, EXCERPT_TAIL)
+
+
+def observe(watch: ConsoleWatch, artifact: Path, env: StageEnv) -> GuestObservation:
+    """Parse a console and keep the whole text as an artifact beside the cell's results."""
+    artifact.write_text(watch.text)
+    seen = observation.from_console(watch.text)
+    seen.console_artifact = env.relative(artifact)
+    seen.seconds = round(watch.seconds, 1)
+    if not seen.reached_init and not seen.failure:
+        seen.failure_kind = "no-init"
+        seen.failure = f"no output from the guest's init within {watch.seconds:.0f} s" + (
+            " (the domain stopped)" if watch.stopped else " (still running)"
+        )
+    return seen
+
+
+def probe_app(drv: Driver, name: str) -> AppProbe:
+    """GET /cv from the guest's service through the port the host forwards to it."""
+    addr = drv.guest_port(name, APP_PORT)
+    if addr is None:
+        return AppProbe(attempted=False, detail=f"{type(drv).__name__} offers no path to a guest port")
+    host, port = addr
+    deadline = time.monotonic() + APP_TIMEOUT_S
+    last = ""
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection(host, port, timeout=3)
+        try:
+            conn.request("GET", "/cv")
+            resp = conn.getresponse()
+            body = resp.read(2048).decode(errors="replace").strip()
+            if resp.status == 200 and body.startswith("cv-app"):
+                return AppProbe(attempted=True, ok=True, detail=f"HTTP 200 from guest port {APP_PORT}", body=body)
+            last = f"HTTP {resp.status}: {body[:120]}"
+        except (OSError, http.client.HTTPException) as e:
+            last = f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+        time.sleep(0.5)
+    return AppProbe(attempted=True, ok=False, detail=f"no answer from guest port {APP_PORT} via {host}:{port} ({last})")
+
+
+def boot_and_observe(
+    drv: Driver, name: str, artifact: Path, env: StageEnv, heartbeat: Callable[[str], None]
+) -> tuple[GuestObservation, AppProbe, str]:
+    """Power on, watch the console until the guest is ready (or its boot died), probe its service."""
+    if not drv.runs_guests:
+        drv.power_on(name)
+        state = drv.inspect(name).power_state
+        return (
+            GuestObservation(observed=False, note=f"{drv.describe()} runs no guest crossvisor can observe"),
+            AppProbe(detail="no guest runs here"),
+            state,
+        )
+    drv.power_on(name)
+    watch = drv.watch_console(name, ready, BOOT_TIMEOUT_S, heartbeat=heartbeat)
+    seen = observe(watch, artifact, env)
+    app = probe_app(drv, name) if observation.READY in watch.text else AppProbe(detail="the guest never got ready")
+    return seen, app, drv.inspect(name).power_state

@@ -1,0 +1,44 @@
+"""import: the converted package onto the target. Always attempted: the target decides.
+
+What the target makes of the package (the controller it attaches the disk to, the NIC it gives the
+guest, the firmware it boots) is the target's own behaviour: on libvirt hosts the platform's
+hardware profile, on vSphere the API's import. If the target's API refuses the package, that
+refusal (its own error text) is the observed result.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.stages.base import Stage, vm_name
+from crossvisor.core.errors import BadInput
+from domain import profiles
+from domain.stage_io import ImportOutput, StageCall
+from domain.vm import DiskSpec, ExportedVm
+
+
+class Import(Stage):
+    name = "import"
+
+    @activity.defn(name="import")
+    def run(self, call: StageCall) -> ImportOutput:
+        return self.instrumented(call, ImportOutput, lambda log: self._import(call))
+
+    def _import(self, call: StageCall) -> ImportOutput:
+        c = call.cell
+        conv = call.context.convert
+        if conv is None:
+            raise BadInput("import needs the convert stage's disks")
+        name = vm_name(c.campaign_id, c.cell.id, "tgt")
+        package = ExportedVm(
+            package=conv.descriptor,
+            disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in conv.disks],
+        )
+        prof = profiles.for_platform(c.target.kind, c.target.profile)
+        drv = self.env.driver(c.target_host)
+        try:
+            hw = drv.import_vm(package, name, prof)
+            evidence = dict(drv.last_import_evidence)
+        finally:
+            drv.close()
+        return ImportOutput(target_vm=name, hardware=hw, evidence=evidence)

@@ -1,0 +1,236 @@
+"""provision, baseline, export: the VM on its source platform, observed, then packaged.
+
+The source half of a move is the same whatever the target: the image born on the source
+hardware, booted there once to record what the guest sees, and exported as a package. So the three
+stages share one content-addressed cache entry per (source platform, image, package format): the
+first cell does the work and every later cell of that source and image reuses the package and the
+baseline observation ("reused"), without booting the source again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.converter import value_to_type
+
+from activities.artifacts import key, sha256_file
+from activities.stages import guest
+from activities.stages.base import Stage, vm_name
+from crossvisor.core.errors import BadInput, InteropFailure
+from domain import profiles
+from domain.messages import CellInput
+from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
+from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
+from drivers import diskconv, guest_images
+
+PIPELINE_SOURCE = "2"  # bump when what the source side produces changes: old cache entries are ignored
+BIRTH_TIMEOUT_S = 600.0  # a birth boot rebuilds the initramfs under TCG
+
+
+def disk_marker(source_platform: str, image: str) -> bytes:
+    """Content written into the source disk and looked for after conversion, import and boot."""
+    return hashlib.sha256(f"crossvisor-marker:{source_platform}:{image}".encode()).digest()
+
+
+def source_key(c: CellInput) -> str:
+    return key(
+        "source-side", PIPELINE_SOURCE, dataclasses.asdict(c.source), dataclasses.asdict(c.image), c.export_format
+    )
+
+
+def _fmt_of(path: str) -> str:
+    return {".vhd": "vpc", ".img": "raw"}.get(Path(path).suffix, Path(path).suffix.lstrip(".") or "raw")
+
+
+class Provision(Stage):
+    name = "provision"
+
+    @activity.defn(name="provision")
+    def run(self, call: StageCall) -> ProvisionOutput:
+        return self.instrumented(call, ProvisionOutput, lambda log: self._provision(call, log))
+
+    def _provision(self, call: StageCall, log) -> ProvisionOutput:
+        c = call.cell
+        if self.env.cache.lookup(source_key(c)) is not None:
+            return ProvisionOutput(status="reused")
+        prof = profiles.for_platform(c.source.kind, c.source.profile)
+        img = c.image
+        firmware = guest_images.firmware_of(img.builtin) if img.builtin else img.firmware
+        if firmware not in prof.firmware:
+            raise InteropFailure(
+                f"{c.source.name} ({prof.stands_in_for}) offers no {firmware.upper()} firmware: "
+                "the image cannot run on its source platform",
+                {"firmware": firmware, "platform_firmware": ",".join(prof.firmware)},
+            )
+        name = vm_name(c.campaign_id, c.cell.id, "src")
+        disk, capacity, birth = self._source_disk(call, prof, firmware, log)
+        marker = disk_marker(c.source.name, img.name)
+        diskconv.write_marker(disk, "qcow2", MARKER_OFFSET, marker)
+        spec = VmSpec(
+            name=name,
+            cpus=img.cpus,
+            memory_mib=img.memory_mib,
+            disks=[DiskSpec(str(disk), "qcow2", prof.disk_controller, capacity)],
+            nics=[NicSpec(prof.nic_model)],
+            firmware=firmware,
+            hardware_version=c.source.hardware_version,
+            metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
+            machine=prof.machine,
+            forward_ports=[guest.APP_PORT],
+        )
+        drv = self.env.driver(c.source_host)
+        try:
+            hw = drv.provision(spec)
+        finally:
+            drv.close()
+        return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
+
+    def _source_disk(self, call: StageCall, prof, firmware: str, log) -> tuple[Path, int, str]:
+        """The cell's own source disk (qcow2), and its capacity: an overlay on the image (born on
+        this hardware when the image is born), a conversion of ``source``, or a blank disk."""
+        c = call.cell
+        wd = self.env.workdir(c)
+        disk = wd / "source-disk0.qcow2"
+        birth = ""
+        if c.image.builtin:
+            built = guest_images.build_image(c.image.builtin)
+            base = built.disk
+            if built.born_on_first_boot:
+                base, birth = self._born(call, built, prof, firmware, log)
+            if not disk.exists():
+                diskconv.create_overlay(disk, base, "qcow2")
+        elif not disk.exists():
+            tmp = wd / "source-disk0.qcow2.tmp"
+            if c.image.source:
+                diskconv.convert(c.image.source, _fmt_of(c.image.source), tmp, "qcow2")
+            else:
+                diskconv.create(tmp, "qcow2", c.image.disk_mib * 1024 * 1024)
+            tmp.rename(disk)
+        return disk, diskconv.info(disk, "qcow2").virtual_size, birth
+
+    def _born(self, call: StageCall, built, prof, firmware: str, log) -> tuple[Path, str]:
+        """The image after its first boot on this hardware profile: the guest specialised itself
+        (initramfs for this hardware, fstab, network config bound to this NIC name) and powered
+        off. Cached per (image build, profile): births are the same for every cell."""
+        c = call.cell
+        k = key("birth", built.key, dataclasses.asdict(prof))
+        with self.env.cache.locked(k) as d:
+            entry = self.env.cache.lookup(k)
+            born = d / "born.qcow2"
+            if entry is not None:
+                return born, entry["meta"]["birth"]
+            for f in d.iterdir():
+                if f.name != ".lock":
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
+            diskconv.create_overlay(born, built.disk, "qcow2")
+            name = vm_name(c.campaign_id, c.cell.id, "src") + "-birth"
+            spec = VmSpec(
+                name=name,
+                cpus=c.image.cpus,
+                memory_mib=c.image.memory_mib,
+                disks=[DiskSpec(str(born), "qcow2", prof.disk_controller, 0)],
+                nics=[NicSpec(prof.nic_model)],
+                firmware=firmware,
+                machine=prof.machine,
+            )
+            drv = self.env.driver(c.source_host)
+            try:
+                drv.destroy(name)  # a killed earlier attempt's VM: its disk was just recreated
+                drv.provision(spec)
+                drv.power_on(name)
+                watch = drv.watch_console(name, guest.stopped, BIRTH_TIMEOUT_S, heartbeat=self.heartbeat)
+                drv.destroy(name)
+            finally:
+                drv.close()
+            line = next((x for x in watch.text.splitlines() if "CV-BIRTH" in x), "")
+            if "done=1" not in line:
+                cause = guest.observe(watch, self.env.artifact_path(c, "birth-console.log"), self.env).failure
+                raise InteropFailure(
+                    f"the image could not be born on {c.source.name}: {cause or 'its first boot did not finish'}",
+                    {"console": guest.excerpt(watch.text)},
+                )
+            birth = line[line.index("CV-BIRTH") :].strip()
+            self.env.cache.commit(k, [born], {"birth": birth})
+            log.info("image.born", profile=prof.name, birth=birth)
+            return born, birth
+
+
+class Baseline(Stage):
+    name = "baseline"
+
+    @activity.defn(name="baseline")
+    def run(self, call: StageCall) -> BaselineOutput:
+        return self.instrumented(call, BaselineOutput, lambda log: self._baseline(call))
+
+    def _baseline(self, call: StageCall) -> BaselineOutput:
+        c = call.cell
+        prov = call.context.provision
+        if prov is None:
+            raise BadInput("baseline needs the provision stage's output")
+        if prov.status == "reused":
+            entry = self.env.cache.lookup(source_key(c))
+            if entry is None:
+                raise BadInput("the source side was reused at provision but its cache entry is gone; retry the cell")
+            out = value_to_type(BaselineOutput, entry["meta"]["baseline"])
+            return dataclasses.replace(out, status="reused")
+        drv = self.env.driver(c.source_host)
+        try:
+            seen, app, _state = guest.boot_and_observe(
+                drv, prov.source_vm, self.env.artifact_path(c, "source-console.log"), self.env, self.heartbeat
+            )
+            drv.power_off(prov.source_vm)
+            hw = drv.inspect(prov.source_vm)
+        finally:
+            drv.close()
+        if seen.observed and not seen.reached_init:
+            raise InteropFailure(
+                f"the guest did not boot on its own platform {c.source.name}: {seen.failure or 'no init reached'}",
+                {"console": seen.console_excerpt},
+            )
+        return BaselineOutput(hardware=hw, guest=seen, app=app)
+
+
+class Export(Stage):
+    name = "export"
+
+    @activity.defn(name="export")
+    def run(self, call: StageCall) -> ExportOutput:
+        return self.instrumented(call, ExportOutput, lambda log: self._export(call))
+
+    def _export(self, call: StageCall) -> ExportOutput:
+        c = call.cell
+        ctx = call.context
+        k = source_key(c)
+        with self.env.cache.locked(k) as d:
+            entry = self.env.cache.lookup(k)
+            status = "reused"
+            if entry is None:
+                status = "ok"
+                if ctx.provision is None or not ctx.provision.source_vm or ctx.baseline is None:
+                    raise BadInput("export needs a provisioned and observed source VM")
+                for f in d.iterdir():
+                    if f.name != ".lock":
+                        shutil.rmtree(f) if f.is_dir() else f.unlink()
+                drv = self.env.driver(c.source_host)
+                try:
+                    exported = drv.export(ctx.provision.source_vm, d, c.export_format)
+                finally:
+                    drv.close()
+                files = [
+                    p
+                    for p in d.rglob("*")
+                    if p.is_file() and p.name not in (".lock", "manifest.json", "manifest.json.tmp")
+                ]
+                # the baseline rides along: a later cell of this source and image reuses it
+                baseline = dataclasses.asdict(dataclasses.replace(ctx.baseline, status="ok"))
+                entry = self.env.cache.commit(
+                    k, files, {"package": str(Path(exported.package).relative_to(d)), "baseline": baseline}
+                )
+        pkg = d / entry["meta"]["package"]
+        return ExportOutput(
+            status=status, package=str(pkg), package_sha256=sha256_file(pkg), evidence={"package": pkg.name}
+        )

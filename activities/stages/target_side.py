@@ -1,0 +1,121 @@
+"""boot, verify, lifecycle: what the target and the guest on it report after the move."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.stages import guest
+from activities.stages.base import Stage
+from activities.stages.source_side import disk_marker
+from crossvisor.core.errors import BadInput, InteropFailure
+from domain import grading
+from domain.model import CheckResult, Grade
+from domain.stage_io import BootOutput, LifecycleOutput, StageCall, VerifyOutput
+from domain.vm import MARKER_OFFSET
+
+
+def _target_vm(call: StageCall) -> str:
+    imp = call.context.import_
+    if imp is None or not imp.target_vm:
+        raise BadInput("this stage needs an imported target VM")
+    return imp.target_vm
+
+
+class Boot(Stage):
+    name = "boot"
+
+    @activity.defn(name="boot")
+    def run(self, call: StageCall) -> BootOutput:
+        return self.instrumented(call, BootOutput, lambda log: self._boot(call))
+
+    def _boot(self, call: StageCall) -> BootOutput:
+        name = _target_vm(call)
+        drv = self.env.driver(call.cell.target_host)
+        try:
+            seen, app, state = guest.boot_and_observe(
+                drv, name, self.env.artifact_path(call.cell, "target-console.log"), self.env, self.heartbeat
+            )
+        finally:
+            drv.close()
+        # not a stage failure: a guest that did not boot is an observation the verify stage grades
+        return BootOutput(guest=seen, app=app, power_state=state)
+
+
+class Verify(Stage):
+    name = "verify"
+
+    @activity.defn(name="verify")
+    def run(self, call: StageCall) -> VerifyOutput:
+        return self.instrumented(call, VerifyOutput, lambda log: self._verify(call))
+
+    def _verify(self, call: StageCall) -> VerifyOutput:
+        ctx = call.context
+        if ctx.baseline is None or ctx.boot is None:
+            raise BadInput("verify needs the baseline and boot observations")
+        name = _target_vm(call)
+        drv = self.env.driver(call.cell.target_host)
+        try:
+            target_hw = drv.inspect(name)
+            # a target whose guest crossvisor cannot see: read the marker from its storage instead
+            marker_on_target = "" if ctx.boot.guest.observed else drv.read_disk(name, 0, MARKER_OFFSET, 32).hex()
+        finally:
+            drv.close()
+        checks = grading.grade_observed(
+            [c for c in call.cell.cell.checks if c != "lifecycle"],
+            grading.Observed(
+                source_hw=ctx.baseline.hardware,
+                source_guest=ctx.baseline.guest,
+                source_app=ctx.baseline.app,
+                marker=disk_marker(call.cell.source.name, call.cell.image.name).hex(),
+                target_hw=target_hw,
+                target_guest=ctx.boot.guest,
+                target_app=ctx.boot.app,
+                target_power=ctx.boot.power_state,
+                marker_on_target=marker_on_target,
+                import_evidence=ctx.import_.evidence if ctx.import_ else {},
+            ),
+        )
+        return VerifyOutput(hardware=target_hw, checks=checks)
+
+
+class Lifecycle(Stage):
+    name = "lifecycle"
+
+    @activity.defn(name="lifecycle")
+    def run(self, call: StageCall) -> LifecycleOutput:
+        return self.instrumented(call, LifecycleOutput, lambda log: self._lifecycle(call))
+
+    def _lifecycle(self, call: StageCall) -> LifecycleOutput:
+        if "lifecycle" not in call.cell.cell.checks:
+            return LifecycleOutput()
+        name = _target_vm(call)
+        drv = self.env.driver(call.cell.target_host)
+        steps: list[str] = []
+        try:
+            for step, op in (
+                ("power_off", lambda: drv.power_off(name)),
+                ("snapshot", lambda: drv.snapshot(name, "crossvisor-lifecycle")),
+                ("power_on", lambda: drv.power_on(name)),
+                ("running", lambda: _require_running(drv, name)),
+                ("power_off_again", lambda: drv.power_off(name)),
+            ):
+                try:
+                    op()
+                    steps.append(f"{step}:ok")
+                except InteropFailure as f:
+                    steps.append(f"{step}:fail")
+                    check = CheckResult(
+                        "lifecycle", Grade.FAIL, f"{step}: {f.reason}", {"steps": " ".join(steps), **f.evidence}
+                    )
+                    return LifecycleOutput(steps=steps, checks=[check])
+        finally:
+            drv.close()
+        return LifecycleOutput(
+            steps=steps, checks=[CheckResult("lifecycle", Grade.PASS, "", {"steps": " ".join(steps)})]
+        )
+
+
+def _require_running(drv, name: str) -> None:
+    state = drv.inspect(name).power_state
+    if state != "on":
+        raise InteropFailure(f"the target reports the VM {state} right after power-on", {"power_state": state})

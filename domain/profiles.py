@@ -1,0 +1,115 @@
+"""Virtual-hardware profiles: what each hypervisor presents to a guest.
+
+On the embedded default every platform runs on the same libvirtd + QEMU (TCG), and a profile makes
+QEMU present the virtual hardware of the hypervisor it stands in for: the machine type, the boot
+disk's controller, the NIC model and the firmware. The guest cannot tell the difference, which is
+the point: what breaks a move is the guest meeting hardware it has no driver or configuration for.
+These are stand-ins, named as such in the spec, the README and the report; against real hosts
+(another inventory) the same platform is the real hypervisor and the profile only says what it
+presents (used for predictions, never for grades).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    stands_in_for: str  # the hypervisor whose virtual hardware this is
+    machine: str  # QEMU machine type: q35 | pc (i440FX, what ESXi, Hyper-V Gen 1 and Xen HVM emulate)
+    disk_bus: str  # virtio | scsi | ide | sata
+    scsi_model: str = ""  # libvirt SCSI controller model when disk_bus is scsi
+    nic_model: str = "virtio"  # libvirt NIC model
+    firmware: tuple[str, ...] = ("bios",)  # what the platform can boot, preferred first
+    # the PCI ids (vendor:device) this hardware shows the guest: disk controller, NIC
+    disk_pci: str = ""
+    nic_pci: str = ""
+
+    @property
+    def disk_controller(self) -> str:
+        """crossvisor's controller name, as in a DiskSpec bus ("scsi:pvscsi", "ide", "virtio")."""
+        if self.disk_bus == "scsi":
+            return f"scsi:{SCSI_NAMES.get(self.scsi_model, self.scsi_model)}"
+        return self.disk_bus
+
+
+# libvirt SCSI controller models -> the names OVF/vSphere use for them
+SCSI_NAMES = {"vmpvscsi": "pvscsi", "lsisas1068": "lsilogic-sas", "lsilogic": "lsilogic", "virtio-scsi": "virtio-scsi"}
+
+PROFILES: dict[str, HardwareProfile] = {
+    p.name: p
+    for p in (
+        HardwareProfile(
+            "kvm",
+            "KVM/libvirt (q35, virtio-blk, virtio-net)",
+            machine="q35",
+            disk_bus="virtio",
+            nic_model="virtio",
+            firmware=("bios", "efi"),
+            disk_pci="1af4:1042",
+            nic_pci="1af4:1041",
+        ),
+        HardwareProfile(
+            "esxi",
+            "VMware ESXi (PVSCSI, VMXNET3)",
+            machine="pc",
+            disk_bus="scsi",
+            scsi_model="vmpvscsi",
+            nic_model="vmxnet3",
+            firmware=("bios", "efi"),
+            disk_pci="15ad:07c0",
+            nic_pci="15ad:07b0",
+        ),
+        HardwareProfile(
+            "esxi-lsisas",
+            "VMware ESXi (LSI Logic SAS, E1000E)",
+            machine="pc",
+            disk_bus="scsi",
+            scsi_model="lsisas1068",
+            nic_model="e1000e",
+            firmware=("bios", "efi"),
+            disk_pci="1000:0054",
+            nic_pci="8086:10d3",
+        ),
+        HardwareProfile(
+            "hyperv-gen1",
+            "Microsoft Hyper-V Generation 1 (IDE, legacy network adapter = DEC 21140)",
+            machine="pc",
+            disk_bus="ide",
+            nic_model="tulip",
+            firmware=("bios",),
+            disk_pci="8086:7010",
+            nic_pci="1011:0019",
+        ),
+        HardwareProfile(
+            "xen-hvm",
+            "Xen HVM (emulated IDE, RTL8139)",
+            machine="pc",
+            disk_bus="ide",
+            nic_model="rtl8139",
+            firmware=("bios",),
+            disk_pci="8086:7010",
+            nic_pci="10ec:8139",
+        ),
+    )
+}
+
+DEFAULT_FOR_KIND = {"kvm": "kvm", "vsphere": "esxi", "hyperv": "hyperv-gen1", "xen": "xen-hvm"}
+
+
+class UnknownProfile(ValueError):
+    pass
+
+
+def profile(name: str) -> HardwareProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfile(f"unknown hardware profile {name!r}; known: {sorted(PROFILES)}") from None
+
+
+def for_platform(kind: str, name: str = "") -> HardwareProfile:
+    """The profile a platform names, or its kind's default."""
+    return profile(name or DEFAULT_FOR_KIND[kind])
