@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import typing
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +12,6 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
-
-import typing
 
 from activities.campaign import CampaignActivities
 from activities.stages import STAGE_ACTIVITIES, StageEnv, stage_activities

@@ -54,8 +54,6 @@ def hw(**kw) -> Hardware:
     return Hardware(**base)
 
 
-
-
 def test_early_stop_grades() -> None:
     assert {r.grade for r in grading.after_stage_failure(["boots"], "provision", "x", {})} == {Grade.SKIPPED}
     assert {r.grade for r in grading.after_stage_failure(["boots"], "import", "x", {})} == {Grade.FAIL}
@@ -121,7 +119,6 @@ def test_fifo_baseline_blocks_at_head() -> None:
     picks = fifo_schedule(cells, hosts, ph, kinds, LabState({"b0": 1}, {}, 1), Concurrency())
     assert picks == []  # head needs b0; FIFO does not look past it even though a->c could run
     assert schedule(cells, hosts, ph, kinds, LabState({"b0": 1}, {}, 1), Concurrency()) != []
-
 
 
 def test_watchdog_names_why_nothing_can_start() -> None:

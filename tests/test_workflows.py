@@ -97,7 +97,10 @@ async def test_campaign_grades_every_cell(env, settings, tmp_path: Path, executo
     assert "offers no EFI firmware" in by[("xen", "kvm", "efi")].checks[0].reason
     disks = next(c for c in by[("xen", "kvm", "bios")].checks if c.check == "disks")
     # with no guest to ask, the marker is read from what the target stores
-    assert disks.evidence["marker_on_target"].startswith(disks.evidence["marker_written"]) and disks.evidence["marker_written"]
+    assert (
+        disks.evidence["marker_on_target"].startswith(disks.evidence["marker_written"])
+        and disks.evidence["marker_written"]
+    )
     assert leaked_vms() == []
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
     assert {h.name for h in res.hosts} == {"kvm-1", "xen-1"}  # inventory snapshot kept
