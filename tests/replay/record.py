@@ -30,6 +30,7 @@ from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from crossvisor.core.config import Settings  # noqa: E402
+from domain.control import CancelRequest, PauseRequest, SkipRequest  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
 from tests.harness import Sabotage, make_worker, small_plan, start_campaign, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
@@ -49,10 +50,23 @@ async def normal(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
 
 
 async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
-    """An EFI guest into a BIOS-only Xen: the import stage fails with evidence, cleanup still runs."""
+    """A package corrupted between export and conversion: convert fails with the manifest's
+    evidence (an interop result, not retried), cleanup still runs."""
     plan = small_plan(
         tmp, pairs=[["kvm", "xen"]], images=[GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")]
     )
+
+    def flip_a_disk_byte(call, out) -> None:
+        import tarfile
+
+        pkg = Path(out.package)
+        with tarfile.open(pkg) as tar:
+            disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
+        data = bytearray(pkg.read_bytes())
+        data[disk.offset_data + disk.size // 2] ^= 0xFF
+        pkg.write_bytes(bytes(data))
+
+    sab.after["export"] = flip_a_disk_byte
     res = await (await start_campaign(client, plan, tq, cid)).result()
     assert res.summary[0].grade == Grade.FAIL, res.summary
     return res
@@ -62,8 +76,8 @@ async def transient_retry(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     """The import stage raises twice (an infrastructure fault), Temporal retries it, the cell passes."""
     calls: list[str] = []
 
-    def flaky(inp) -> None:
-        calls.append(inp.stage)
+    def flaky(call) -> None:
+        calls.append("import")
         if len(calls) < 3:
             raise ConnectionError("hypervisor API timed out")
 
@@ -80,7 +94,7 @@ async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     gate, released = asyncio.Event(), threading.Event()
     loop = asyncio.get_running_loop()
 
-    def hold(inp) -> None:  # keep the first cell to start busy while the operator steers
+    def hold(call) -> None:  # keep the first cell to start busy while the operator steers
         if not gate.is_set():
             loop.call_soon_threadsafe(gate.set)
             released.wait(30)
@@ -90,10 +104,12 @@ async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     await gate.wait()
     running = (await h.query(CampaignWorkflow.progress)).running
     waiting = sorted(f"kvm--xen--i{n}" for n in range(3) if f"kvm--xen--i{n}" not in running)
-    for req in (SteerRequest("pause", request_id="p1"), SteerRequest("skip", request_id="s1", cells=waiting[-1:])):
-        r = await h.execute_update(CampaignWorkflow.steer, req)
-        print(f"steer {req.action}: {r.message}")
+    r = await h.execute_update(CampaignWorkflow.pause, PauseRequest("p1"))
+    print(f"pause: {r.message}")
+    r = await h.execute_update(CampaignWorkflow.skip, SkipRequest(waiting[-1:], "s1"))
+    print(f"skip: {r.message}")
     released.set()
+    # the legacy single update too: older CLIs still send it
     await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume", request_id="r1"))
     res = await h.result()
     assert sorted(c.grade.value for c in res.summary) == ["pass", "pass", "skipped"], res.summary
@@ -107,14 +123,14 @@ async def cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow(inp) -> None:
+    def slow(call) -> None:
         loop.call_soon_threadsafe(started.set)
         time.sleep(0.5)
 
     sab.before["boot"] = slow
     h = await start_campaign(client, plan, tq, cid)
     await started.wait()
-    await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel", request_id="c1"))
+    await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
     res = await h.result()
     # the interrupted cell's grade is whatever the cell workflow makes of the cancelled stage
     assert res.status == "cancelled" and Grade.SKIPPED in {c.grade for c in res.summary}, res.summary
@@ -130,6 +146,23 @@ async def continue_as_new(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     return res
 
 
+async def stall(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """Nothing can ever start (a per-kind cap of 0): the watchdog reports the stall, then a cancel."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]])
+    plan.concurrency.per_kind = {"xen": 0}
+    h = await start_campaign(client, plan, tq, cid)
+    for _ in range(100):
+        p = await h.query(CampaignWorkflow.progress)
+        if p.stall_reason:
+            break
+        await asyncio.sleep(0.1)
+    assert p.status == "stalled" and "caps xen at 0" in p.stall_reason, p
+    await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+    res = await h.result()
+    assert res.status == "cancelled" and res.summary[0].reason == "campaign cancelled", res.summary
+    return res
+
+
 # scenario -> (run, how many of its cell histories to keep). Every campaign history is kept; cell
 # histories only where the cell's own path differs (pass, interop fail, retried stage, cancelled
 # mid-stage): the steer / continue-as-new cells repeat the normal cell and would triple the size.
@@ -140,6 +173,7 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "steer": (steer, 0),
     "cancel": (cancel, 2),
     "continue-as-new": (continue_as_new, 0),
+    "stall": (stall, 0),
 }
 
 
