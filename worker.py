@@ -20,7 +20,7 @@ from activities.stages import StageEnv, stage_activities
 from crossvisor.core import log as cvlog
 from crossvisor.core.config import Settings
 from crossvisor.core.metrics import REGISTRY
-from crossvisor.temporal_client import connect
+from crossvisor.core.temporal_client import connect
 from workflows.campaign import CampaignWorkflow
 from workflows.cell import CellWorkflow
 

@@ -39,7 +39,7 @@ def campaign_id_for(name: str) -> str:
 
 
 async def _client(settings: Settings):
-    from crossvisor.temporal_client import connect
+    from crossvisor.core.temporal_client import connect
 
     return await connect(settings)
 
@@ -239,7 +239,7 @@ async def demo(settings: Settings, spec: str) -> int:
         f"temporal dev server: {settings.temporal_address} (sqlite {settings.home / 'temporal.db'})",
         flush=True,
     )
-    pid = stack.worker_up(settings, PROJECT_DIR)
+    pid = stack.worker_up(settings)
     print(
         f"worker: pid {pid}, metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {settings.home / 'run/worker.log'}",
         flush=True,
@@ -343,7 +343,7 @@ async def _dispatch(a, settings: Settings) -> int:
         return await demo(settings, a.spec)
     if a.cmd == "up":
         stack.temporal_up(settings)
-        pid = stack.worker_up(settings, PROJECT_DIR)
+        pid = stack.worker_up(settings)
         print(f"temporal {settings.temporal_address}; worker pid {pid}")
         return 0
     if a.cmd == "down":
@@ -357,14 +357,14 @@ async def _dispatch(a, settings: Settings) -> int:
         print(f"{a.spec}: ok, {len(expand(plan))} cells")
         return 0
     if a.cmd == "worker":
-        import worker
-
+        # the worker is its own program (python -m worker): the CLI only hands it its settings
+        env = dict(os.environ, CROSSVISOR_METRICS_HOST=a.metrics_host)
         if a.metrics_port:
-            settings.metrics_port = a.metrics_port
+            env["CROSSVISOR_METRICS_PORT"] = str(a.metrics_port)
         if a.sdk_metrics_port:
-            settings.sdk_metrics_port = a.sdk_metrics_port
-        await worker.run(settings, a.metrics_host)
-        return 0
+            env["CROSSVISOR_SDK_METRICS_PORT"] = str(a.sdk_metrics_port)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "worker"], env)
     if a.cmd == "inventory":
         from crossvisor.spec import load_spec
         from inventory.factory import open_inventory

@@ -111,7 +111,7 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
     raise StackError(f"temporal dev server not healthy after {timeout_s}s; see {run / 'temporal.log'}")
 
 
-def worker_up(settings: Settings, project_dir: Path) -> int:
+def worker_up(settings: Settings) -> int:
     run = settings.home / "run"
     run.mkdir(parents=True, exist_ok=True)
     pidfile = run / "worker.pid"
@@ -125,8 +125,8 @@ def worker_up(settings: Settings, project_dir: Path) -> int:
     )
     with open(run / "worker.log", "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, str(project_dir / "worker.py")],
-            cwd=project_dir,
+            [sys.executable, "-m", "worker"],
+            cwd=settings.home,
             env=env,
             stdout=logf,
             stderr=logf,

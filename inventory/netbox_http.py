@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from drivers.base import InfraFault
+from crossvisor.core.errors import InfraFault
 from inventory.source import InventoryError
 
 

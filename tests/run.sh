@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CROSSVISOR_FULL=1 bash deploy/install-system.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # the layer contracts (pyproject.toml)
 exec .venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=15 "$@"
