@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.localstack import LocalStack  # noqa: E402
 
-SPEC = ROOT / "examples/demo.yaml"
+SPEC = ROOT / "tests/fixtures/specs/testdriver.yaml"
 CAMPAIGN = "chaos"
 # cell id -> (grade, {check: grade}); reasons/evidence carry VM names and timings, so not compared
 Matrix = dict[str, tuple[str, dict[str, str]]]
@@ -145,7 +145,7 @@ def leaks_in(s: ChaosStack, hosts: list[dict]) -> list[str]:
     from domain.model import Host
 
     hs = [Host(**{k: v for k, v in h.items() if k in Host.__dataclass_fields__}) for h in hosts]
-    spec_inventory = f"file:{ROOT / 'examples/lab.yaml'}"
+    spec_inventory = f"file:{ROOT / 'tests/fixtures/specs/testdriver-lab.yaml'}"
     swept = CampaignActivities(s.settings).sweep_leaks(SweepRequest(CAMPAIGN, spec_inventory, hs))
     found += [f"sweeper removed {x}" for x in swept]
     return found

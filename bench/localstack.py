@@ -81,7 +81,7 @@ class LocalStack:
     def start_worker(self, **env: str) -> subprocess.Popen:
         log = open(self.home / f"worker-{len(self.workers)}.log", "ab")
         p = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
+            [sys.executable, "-m", "worker"],
             cwd=ROOT,
             env={**self.env, **env},
             stdout=log,

@@ -44,6 +44,17 @@ class PlatformSpec(_Strict):
     hardware_version: str = ""
     nic_models: list[str] = Field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"])
     firmware: list[Literal["bios", "efi"]] = Field(default_factory=lambda: ["bios", "efi"])
+    # the virtual hardware this hypervisor presents (domain/profiles.py); default: the kind's
+    profile: str = ""
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str) -> str:
+        from domain.profiles import PROFILES
+
+        if v and v not in PROFILES:
+            raise ValueError(f"unknown hardware profile {v!r}; known: {sorted(PROFILES)}")
+        return v
 
     @field_validator("select")
     @classmethod
@@ -64,6 +75,14 @@ class ImageSpec(_Strict):
     disk_bus: Literal["virtio", "scsi", "ide", "sata"] = "virtio"
     os: str = "linux"
     source: str = ""
+    # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
+    builtin: Literal["", "legacy-bios", "uefi", "portable-bios"] = ""
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if self.builtin and self.source:
+            raise ValueError("give either builtin or source, not both")
+        return self
 
 
 class ConcurrencySpec(_Strict):
@@ -135,10 +154,11 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
                 hardware_version=p.hardware_version,
                 nic_models=list(p.nic_models),
                 firmware=list(p.firmware),
+                profile=p.profile,
             )
             for p in spec.platforms
         ],
-        images=[m.GuestImage(**i.model_dump()) for i in spec.images],
+        images=[_image(i) for i in spec.images],
         checks=list(spec.checks),
         concurrency=m.Concurrency(
             max_cells=spec.concurrency.max_cells,
@@ -150,6 +170,13 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
         inventory=inventory,
         export_format=spec.export_format,
     )
+
+
+def _image(i: ImageSpec) -> m.GuestImage:
+    img = m.GuestImage(**i.model_dump())
+    if img.builtin:  # a built image's firmware is what it was built for, not a declaration
+        img.firmware = "efi" if img.builtin == "uefi" else "bios"
+    return img
 
 
 def _format(err: ValidationError, where: str) -> str:

@@ -188,17 +188,17 @@ def start_real_worker(tmp_path: Path) -> LiveTarget:
         stack.start_worker()
         lab = tmp_path / "lab.yaml"
         lab.write_text(
-            (ROOT / "examples/lab.yaml").read_text()
+            (ROOT / "tests/fixtures/specs/testdriver-lab.yaml").read_text()
             # sorts first among kvm hosts with the most slots, so the scheduler tries it: its
             # endpoint is dead, three failed health checks mark it unhealthy
             + "  - {name: kvm-00, kind: kvm, endpoint: 'qemu+unix:///system?socket=/nonexistent/s', site: lab-a, slots: 4}\n"
         )
         spec = tmp_path / "live.yaml"
         spec.write_text(
-            (ROOT / "examples/demo.yaml")
+            (ROOT / "tests/fixtures/specs/testdriver.yaml")
             .read_text()
-            .replace("name: demo", f"name: {LIVE_CAMPAIGN}")
-            .replace("file:lab.yaml", f"file:{lab}")
+            .replace("name: testdriver", f"name: {LIVE_CAMPAIGN}")
+            .replace("file:testdriver-lab.yaml", f"file:{lab}")
         )
         r = stack.cli("campaign", "start", str(spec), "--id", LIVE_CAMPAIGN)
         assert r.returncode == 0, r.stderr
