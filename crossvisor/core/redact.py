@@ -17,6 +17,7 @@ A bare 40-hex string is deliberately *not* masked: SHA-1 digests of OVA manifest
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Mapping
@@ -74,8 +75,10 @@ def register_secret(value: object) -> None:
         value = value.reveal()
     if not isinstance(value, str) or len(value) < MIN_REGISTERED:
         return
-    # a secret file's value may be quoted or spread over lines elsewhere; mask each long line too
-    parts = {value} | {p.strip() for p in value.splitlines() if len(p.strip()) >= MIN_REGISTERED}
+    # the value as a repr or JSON would escape it (quotes, backslashes), and each long line of a
+    # multi-line secret (a PEM key) on its own
+    parts = {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+    parts |= {p.strip() for p in value.splitlines() if len(p.strip()) >= MIN_REGISTERED}
     with _lock:
         if parts <= _registered:
             return
@@ -130,8 +133,11 @@ def redact_mapping(values: Mapping[Any, Any]) -> dict[str, str]:
 
 def redact_value(value: Any, _depth: int = 0) -> Any:
     """Any JSON-like value (a structlog event, a record): strings redacted, mappings by key,
-    lists and tuples item by item. Other objects are returned as they are (their ``repr`` is
-    redacted where it is rendered)."""
+    lists and tuples item by item, numbers and None as they are. Any other object (an exception,
+    a dataclass) becomes its redacted ``repr``: that is what a JSON renderer would print, and
+    redacting the text before rendering sees the secret before JSON escapes its quotes."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if _depth > 20:  # a cycle or an absurdly deep structure: render it, then redact the text
@@ -140,4 +146,4 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
         return {k: MASK if is_secret_key(k) else redact_value(v, _depth + 1) for k, v in value.items()}
     if type(value) in (list, tuple):
         return type(value)(redact_value(v, _depth + 1) for v in value)
-    return value
+    return redact_text(repr(value))

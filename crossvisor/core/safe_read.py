@@ -357,7 +357,7 @@ def parse_yaml(text: str, *, where: str, max_depth: int = 32, max_nodes: int = 1
 # -- disk images and packages --------------------------------------------------------------------
 
 _VMDK_EXTENT = re.compile(
-    r'^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(FLAT|SPARSE|ZERO|VMFS|VMFSSPARSE|VMFSRDM|VMFSRAW)(?:\s+"([^"]*)")?',
+    r'^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(VMFSSPARSE|VMFSRDM|VMFSRAW|VMFS|FLAT|SPARSE|ZERO)\b(?:\s+"([^"]*)")?',
     re.IGNORECASE | re.MULTILINE,
 )
 _VMDK_CREATE_TYPE = re.compile(r'^\s*createType\s*=\s*"([^"]*)"', re.IGNORECASE | re.MULTILINE)
