@@ -123,6 +123,6 @@ def test_bad_spec_is_refused_before_anything_starts(local_stack, tmp_path: Path)
     bad.write_text((ROOT / "examples/demo.yaml").read_text().replace("kind: xen", "kind: zen"))
     r = local_stack.cli("campaign", "start", str(bad))
     assert r.returncode == 2
-    assert f"{bad}: platforms.1.kind" in r.stderr
+    assert f"{bad}:12: platforms.1.kind: must be 'kvm'" in r.stderr  # file:line: field: reason
     r = local_stack.cli("campaign", "status", "no-such-campaign")
     assert r.returncode == 1 and "crossvisor: error:" in r.stderr
