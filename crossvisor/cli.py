@@ -329,8 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear line and a non-zero exit
-        from crossvisor.core.log import redact_text
+        from crossvisor.core.redact import redact_text
 
+        # one line per problem, secrets masked (every secret this process resolved, and anything
+        # credential-shaped); a spec refusal is exit 2 and happens before any connection
         print(f"crossvisor: error: {redact_text(str(e))}", file=sys.stderr)
         code = 2 if type(e).__name__ in ("SpecError", "InventoryError", "ValueError") else 1
     _exit(code)
@@ -353,7 +355,7 @@ async def _dispatch(a, settings: Settings) -> int:
         from crossvisor.spec import load_spec
         from domain.matrix import expand
 
-        plan = load_spec(a.spec)
+        plan = load_spec(a.spec)  # reads only the spec and the files it names; never connects
         print(f"{a.spec}: ok, {len(expand(plan))} cells")
         return 0
     if a.cmd == "worker":

@@ -1,34 +1,107 @@
 """Campaign spec files (YAML) -> validated ``CampaignPlan``.
 
-Validation happens entirely before anything starts; an error names the file, the field path and
-the reason, e.g. ``examples/bad.yaml: platforms.1.kind: Input should be 'kvm', 'vsphere', ...``.
+Validation happens entirely before anything starts (``crossvisor validate`` and ``campaign start``
+both come through ``load_spec``): a spec that Temporal or the scheduler cannot run is refused
+here, never accepted and left running. Every refusal is a ``SpecError`` whose lines read
+``file[:line]: field.path: reason``, e.g. ``examples/bad.yaml:7: platforms.1.kind: must be 'kvm',
+'vsphere', 'hyperv' or 'xen'``. A message never quotes the file's content (point ``validate`` at
+``/etc/shadow`` and it says what is wrong, not what is in it); the only values it repeats are
+names that passed the name rule and near-misses of field names (``cpu``, did you mean ``cpus``).
+
+The files a spec names are checked too: the spec itself, a ``file:`` inventory (a regular file,
+bounded, parsed as the worker will parse it, every platform selecting at least one host) and each
+image ``source`` (a disk image or a package, detected from its content).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crossvisor.core.safe_read import (
+    InputFileError,
+    ParsedYaml,
+    check_disk_image,
+    parse_yaml,
+    read_text_bounded,
 )
-
 from domain import model as m
+from domain.matrix import cell_id, slug
 from domain.plan import CampaignPlan
+from inventory.selection import SELECT_KEYS
+
+MAX_SPEC_BYTES = 1024 * 1024  # the demo spec is 1.5 KiB; a 10,000-cell lab spec is a few dozen
+MAX_YAML_DEPTH = 16  # a spec nests 5 levels deep
+MAX_YAML_NODES = 50_000  # values after alias expansion
+MAX_PLATFORMS = 64
+MAX_IMAGES = 256
+MAX_CELLS = 20_000  # the scheduler benchmark's month is 2,000 cells
+MAX_PROBLEMS_SHOWN = 40
+MAX_INTERVAL_S = 7 * 86400.0
 
 Kind = Literal["kvm", "vsphere", "hyperv", "xen"]
 DiskFormat = Literal["qcow2", "vmdk", "vpc", "vhdx", "raw"]
-from inventory.selection import SELECT_KEYS  # noqa: E402
+Check = Literal["boots", "disks", "cpu_memory", "nics", "app", "metadata", "lifecycle"]
+Firmware = Literal["bios", "efi"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_NAME_RULE = "must start with a letter or digit and use only letters, digits, '.', '_' and '-' (at most 63)"
+_MODEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # NIC models, guest OS families
+_MODEL_RULE = "must be lower-case letters, digits, '_' or '-' (at most 32, e.g. virtio, e1000, linux)"
+_HW_VERSION = re.compile(r"vmx-([1-9][0-9]?)")
+
+Name = Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]
+ModelName = Annotated[str, Field(strict=True, pattern=_MODEL_PATTERN)]
+Str = Annotated[str, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+
+
+Cpus = Annotated[int, Field(strict=True, ge=1, le=256)]
+MemoryMiB = Annotated[int, Field(strict=True, ge=16, le=4 * 1024 * 1024)]
+DiskMiB = Annotated[int, Field(strict=True, ge=1, le=64 * 1024 * 1024)]
+CellCount = Annotated[int, Field(strict=True, ge=1, le=10_000)]  # 0 would never schedule a cell
+Attempts = Annotated[int, Field(strict=True, ge=1, le=100)]
+Backoff = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1.0, le=100.0)]
+# Seconds: finite (``.inf`` makes Temporal's retry policy unusable), at least 10 ms, at most a week.
+Interval = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.01, le=MAX_INTERVAL_S)]
 
 
 class SpecError(ValueError):
-    """A campaign spec that cannot be run; the message is meant for the operator."""
+    """A campaign spec that cannot be run; the message is meant for the operator.
+
+    ``problems`` holds each refusal as a ``Problem``; ``str()`` is one line per problem."""
+
+    def __init__(self, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem("", None, "", problems)]
+        self.problems = sorted(problems, key=lambda p: p.line or 0)  # in file order; stable
+        problems = self.problems
+        lines = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    field: str  # dotted path ("platforms.1.kind"), or what failed ("cannot read"); "" for YAML syntax
+    reason: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if not self.file:
+            return self.reason
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        where += f":{self.column}" if self.line and self.column else ""
+        return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
 
 
 class _Strict(BaseModel):
@@ -36,16 +109,16 @@ class _Strict(BaseModel):
 
 
 class PlatformSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    name: Name
     kind: Kind
     driver: Literal["libvirt", "vsphere"] | None = None
-    select: dict[str, str] = Field(default_factory=dict)
+    select: dict[str, Str] | None = None  # None: every host of the platform's kind
     disk_format: DiskFormat = "qcow2"
-    hardware_version: str = ""
-    nic_models: list[str] = Field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"])
-    firmware: list[Literal["bios", "efi"]] = Field(default_factory=lambda: ["bios", "efi"])
+    hardware_version: Str = ""
+    nic_models: list[ModelName] = Field(default_factory=lambda: ["virtio", "e1000", "vmxnet3"], min_length=1)
+    firmware: list[Firmware] = Field(default_factory=lambda: ["bios", "efi"], min_length=1)
     # the virtual hardware this hypervisor presents (domain/profiles.py); default: the kind's
-    profile: str = ""
+    profile: Str = ""
 
     @field_validator("profile")
     @classmethod
@@ -56,25 +129,17 @@ class PlatformSpec(_Strict):
             raise ValueError(f"unknown hardware profile {v!r}; known: {sorted(PROFILES)}")
         return v
 
-    @field_validator("select")
-    @classmethod
-    def _known_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if k not in SELECT_KEYS and not k.startswith("cf_")]
-        if bad:
-            raise ValueError(f"unknown selection keys {bad}; allowed: {list(SELECT_KEYS)} or cf_<custom field>")
-        return v
-
 
 class ImageSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    cpus: int = Field(1, ge=1, le=256)
-    memory_mib: int = Field(256, ge=16, le=4 * 1024 * 1024)
-    disk_mib: int = Field(64, ge=1, le=64 * 1024 * 1024)
-    firmware: Literal["bios", "efi"] = "bios"
-    nic_model: str = "virtio"
+    name: Name
+    cpus: Cpus = 1
+    memory_mib: MemoryMiB = 256
+    disk_mib: DiskMiB = 64
+    firmware: Firmware = "bios"
+    nic_model: ModelName = "virtio"
     disk_bus: Literal["virtio", "scsi", "ide", "sata"] = "virtio"
-    os: str = "linux"
-    source: str = ""
+    os: ModelName = "linux"
+    source: Str = ""
     # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
     builtin: Literal["", "legacy-bios", "uefi", "portable-bios"] = ""
 
@@ -86,62 +151,329 @@ class ImageSpec(_Strict):
 
 
 class ConcurrencySpec(_Strict):
-    max_cells: int = Field(4, ge=1, le=10_000)
-    per_kind: dict[Kind, int] = Field(default_factory=dict)
+    max_cells: CellCount = 4
+    per_kind: dict[Kind, CellCount] = Field(default_factory=dict)
 
 
 class RetrySpec(_Strict):
-    max_attempts: int = Field(5, ge=1, le=100)
-    initial_interval_s: float = Field(1.0, gt=0)
-    backoff: float = Field(2.0, ge=1.0)
-    max_interval_s: float = Field(60.0, gt=0)
+    max_attempts: Attempts = 5
+    initial_interval_s: Interval = 1.0
+    backoff: Backoff = 2.0
+    max_interval_s: Interval = 60.0
 
 
 class CampaignSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    inventory: str = "file:examples/lab.yaml"
-    platforms: list[PlatformSpec] = Field(min_length=1)
-    images: list[ImageSpec] = Field(min_length=1)
-    checks: list[Literal["boots", "disks", "cpu_memory", "nics", "app", "metadata", "lifecycle"]] = Field(
-        default_factory=lambda: list(m.CHECKS)
-    )
-    pairs: list[tuple[str, str]] = Field(default_factory=list)
-    include_same_platform: bool = False
+    name: Name
+    inventory: Str = "file:examples/lab.yaml"
+    platforms: list[PlatformSpec] = Field(min_length=1, max_length=MAX_PLATFORMS)
+    images: list[ImageSpec] = Field(min_length=1, max_length=MAX_IMAGES)
+    # an empty list would grade every cell PASS on no evidence at all
+    checks: list[Check] = Field(default_factory=lambda: list(m.CHECKS), min_length=1)
+    pairs: list[tuple[Str, Str]] = Field(default_factory=list)
+    include_same_platform: Bool = False
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export_format: Literal["ova", "ovf"] = "ova"
 
-    @model_validator(mode="after")
-    def _consistent(self) -> CampaignSpec:
+
+# which model describes the mapping at a field path (to name its allowed fields)
+_MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): CampaignSpec,
+    ("platforms", "#"): PlatformSpec,
+    ("images", "#"): ImageSpec,
+    ("concurrency",): ConcurrencySpec,
+    ("retry",): RetrySpec,
+}
+_VOCABULARY = (
+    {f for model in _MODEL_AT.values() for f in model.model_fields} | set(SELECT_KEYS) | set(m.HYPERVISOR_KINDS)
+)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+Loc = tuple[Any, ...]
+
+
+def _shape(loc: Loc) -> tuple[str, ...]:
+    return tuple("#" if isinstance(p, int) else str(p) for p in loc)
+
+
+def _near(word: str, known: list[str] | set[str]) -> str | None:
+    hits = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+def _display_part(part: Any, prev: Loc) -> str:
+    """A field path segment as shown: indexes and known names as they are; a key taken from the
+    document only when it is a near-miss of a known name, or a cf_<custom field> selection key."""
+    if isinstance(part, int):
+        return str(part)
+    text = str(part)
+    if text in _VOCABULARY:
+        return text
+    if prev and prev[-1] == "select" and text.startswith("cf_") and _IDENT.fullmatch(text):
+        return text
+    if _IDENT.fullmatch(text) and _near(text, _VOCABULARY):
+        return text
+    return "(unknown key)"
+
+
+def _display_loc(loc: Loc) -> str:
+    parts = [p for p in loc if p != "[key]"]
+    return ".".join(_display_part(p, tuple(parts[:i])) for i, p in enumerate(parts)) or "(top level)"
+
+
+_PATTERN_RULES = {NAME_PATTERN: _NAME_RULE, _MODEL_PATTERN: _MODEL_RULE}
+
+
+def _reason(err: dict[str, Any]) -> str:
+    """pydantic's message in the operator's words, never quoting the input."""
+    kind, msg, value, loc = err["type"], err["msg"], err.get("input"), err["loc"]
+    if kind == "extra_forbidden":
+        model = _MODEL_AT.get(_shape(loc[:-1]))
+        allowed = list(model.model_fields) if model else []
+        hint = _near(str(loc[-1]), allowed) if _IDENT.fullmatch(str(loc[-1])) else None
+        return (
+            "unknown field"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        )
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_type":
+        quoted = isinstance(value, int | float | bool | date | datetime)
+        return "must be a string" + ('; quote numbers, dates and yes/no (e.g. "8.0")' if quoted else "")
+    if kind == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern", "")
+        return _PATTERN_RULES.get(pattern, f"must match {pattern}")
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return "must be a whole number" + (", not true/false" if isinstance(value, bool) else "")
+    if kind in ("float_type", "float_parsing"):
+        return "must be a number" + (", not true/false" if isinstance(value, bool) else "")
+    if kind == "finite_number":
+        return "must be a finite number (not .inf or .nan)"
+    if kind == "bool_type":
+        return "must be true or false"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be a mapping (key: value)"
+    if kind in ("list_type", "tuple_type"):
+        return "must be a [source, target] pair" if loc[:1] == ("pairs",) and len(loc) == 2 else "must be a list"
+    if kind == "too_short" and (err.get("ctx") or {}).get("min_length") == 1:
+        return "must not be empty"
+    if kind in ("too_long", "too_short") and loc and loc[0] == "pairs" and len(loc) == 2:
+        return "must be a [source, target] pair of platform names"
+    if kind == "too_long":
+        ctx = err.get("ctx") or {}
+        return f"at most {ctx.get('max_length')} entries ({ctx.get('actual_length')} given)"
+    if kind == "literal_error" and loc and loc[-1] == "[key]":
+        return msg.replace("Input should be", "must be")
+    return msg.removeprefix("Value error, ").replace("Input should be", "must be")
+
+
+# -- checks across fields and files --------------------------------------------------------------
+
+
+@dataclass
+class _Checker:
+    spec: CampaignSpec
+    base_dir: Path
+    problems: list[tuple[Loc, str]]
+    inventory_path: Path | None = None
+    sources: dict[int, tuple[str, str]] | None = None  # image index -> (absolute path, format)
+
+    def add(self, loc: Loc, reason: str) -> None:
+        self.problems.append((loc, reason))
+
+    def run(self) -> None:
+        self.names()
+        self.platforms()
+        self.images()
+        self.pairs_and_cells()
+        self.concurrency_and_retry()
+        self.inventory()
+
+    def names(self) -> None:
         for what, names in (
-            ("platforms", [p.name for p in self.platforms]),
-            ("images", [i.name for i in self.images]),
+            ("platforms", [p.name for p in self.spec.platforms]),
+            ("images", [i.name for i in self.spec.images]),
         ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"duplicate {what} names {dupes}")
-        known = {p.name for p in self.platforms}
-        for s, t in self.pairs:
-            for n in (s, t):
-                if n not in known:
-                    raise ValueError(f"pairs: unknown platform {n!r}; known: {sorted(known)}")
-        if not self.pairs and len(self.platforms) < 2 and not self.include_same_platform:
-            raise ValueError("need two platforms (or include_same_platform: true) to form a pair")
-        for p in self.platforms:
+            first: dict[str, int] = {}
+            by_slug: dict[str, int] = {}
+            for i, n in enumerate(names):
+                if n in first:
+                    self.add((what, i, "name"), f"duplicate name {n!r} (also {what}.{first[n]})")
+                    continue
+                first[n] = i
+                s = slug(n)
+                if s in by_slug:
+                    j = by_slug[s]
+                    self.add(
+                        (what, i, "name"),
+                        f"{n!r} and {names[j]!r} ({what}.{j}) give the same cell id part {s!r}: rename one",
+                    )
+                by_slug.setdefault(s, i)
+
+    def platforms(self) -> None:
+        for i, p in enumerate(self.spec.platforms):
+            at = ("platforms", i)
             if p.driver == "vsphere" and p.kind != "vsphere":
-                raise ValueError(f"platform {p.name!r}: driver vsphere only drives kind vsphere")
-        if not self.inventory.startswith(("file:", "netbox")):
-            raise ValueError("inventory: must be 'file:<path>' or 'netbox'")
-        return self
+                self.add((*at, "driver"), "driver vsphere only drives kind vsphere")
+            if "select" in p.model_fields_set and not p.select:
+                self.add(
+                    (*at, "select"),
+                    f"empty selection: omit select to take every host of kind {p.kind}, or name site, tag, "
+                    "version or cf_<custom field>",
+                )
+            for key, value in (p.select or {}).items():
+                if key not in SELECT_KEYS and not key.startswith("cf_"):
+                    hint = _near(key, SELECT_KEYS) if _IDENT.fullmatch(key) else None
+                    self.add(
+                        (*at, "select", key),
+                        "unknown selection key"
+                        + (f" (did you mean {hint!r}?)" if hint else "")
+                        + f"; allowed: {', '.join(SELECT_KEYS)} or cf_<custom field>",
+                    )
+                elif key.startswith("cf_") and not _IDENT.fullmatch(key[3:] or "-"):
+                    self.add((*at, "select", key), "a custom field name is letters, digits and '_'")
+                elif value == "":
+                    self.add((*at, "select", key), "empty value: it would only match hosts without one")
+                elif key == "kind" and value != p.kind:
+                    self.add((*at, "select", key), f"contradicts the platform's kind {p.kind!r}")
+            if p.hardware_version:
+                hw = _HW_VERSION.fullmatch(p.hardware_version)
+                if not hw or int(hw.group(1)) < 4:
+                    self.add((*at, "hardware_version"), "must be a vSphere hardware family vmx-NN (vmx-4 .. vmx-99)")
+                elif p.kind != "vsphere":
+                    self.add((*at, "hardware_version"), f"applies to vsphere platforms only (this one is {p.kind})")
+            for field in ("nic_models", "firmware"):
+                values = getattr(p, field)
+                for j, v in enumerate(values):
+                    if v in values[:j]:
+                        self.add((*at, field, j), f"listed twice ({v!r})")
 
+    def images(self) -> None:
+        self.sources = {}
+        for i, img in enumerate(self.spec.images):
+            if not img.source:
+                continue
+            at = ("images", i, "source")
+            if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", img.source):
+                self.add(at, "must be a local file path (URLs are not fetched)")
+                continue
+            path = Path(img.source).expanduser()
+            if not path.is_absolute():
+                path = self.base_dir / path
+            try:
+                fmt = check_disk_image(path)
+            except InputFileError as e:
+                self.add(at, f"{e.path}: {e.reason}")
+                continue
+            self.sources[i] = (str(path.resolve()), fmt)
 
-def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
-    inventory = spec.inventory
-    if inventory.startswith("file:"):
-        path = Path(inventory[5:])
+    def pairs_and_cells(self) -> None:
+        spec = self.spec
+        known = list(dict.fromkeys(p.name for p in spec.platforms))
+        seen: dict[tuple[str, str], int] = {}
+        for i, (s, t) in enumerate(spec.pairs):
+            bad = False
+            for j, n in enumerate((s, t)):
+                if n not in known:
+                    bad = True
+                    self.add(("pairs", i, j), f"not a platform of this spec; known: {', '.join(known)}")
+            if bad:
+                continue
+            if (s, t) in seen:
+                self.add(("pairs", i), f"the pair {s} -> {t} is listed twice (also pairs.{seen[s, t]})")
+            seen.setdefault((s, t), i)
+        if not spec.pairs and len(spec.platforms) < 2 and not spec.include_same_platform:
+            self.add(("platforms",), "need two platforms (or include_same_platform: true) to form a pair")
+        if self.problems:
+            return  # cell ids from broken names or pairs would only repeat those problems
+        pairs = list(seen) or [(s, t) for s in known for t in known if s != t or spec.include_same_platform]
+        n_cells = len(pairs) * len(spec.images)
+        if n_cells > MAX_CELLS:
+            self.add(
+                ("platforms",), f"{n_cells} cells ({len(pairs)} pairs x {len(spec.images)} images); at most {MAX_CELLS}"
+            )
+            return
+        ids: dict[str, tuple[str, str, str]] = {}
+        for s, t in pairs:
+            for img in spec.images:
+                cid = cell_id(s, t, img.name)
+                if cid in ids and ids[cid] != (s, t, img.name):
+                    o = ids[cid]
+                    self.add(
+                        ("platforms",),
+                        f"cells {s} -> {t} / {img.name} and {o[0]} -> {o[1]} / {o[2]} share the cell id {cid!r}: "
+                        "rename a platform or image ('--' inside a name is ambiguous)",
+                    )
+                    return
+                ids[cid] = (s, t, img.name)
+
+    def concurrency_and_retry(self) -> None:
+        c, r = self.spec.concurrency, self.spec.retry
+        kinds = {p.kind for p in self.spec.platforms}
+        for kind, cap in c.per_kind.items():
+            at = ("concurrency", "per_kind", kind)
+            if kind not in kinds:
+                self.add(at, f"no platform of kind {kind} in this spec")
+            elif cap > c.max_cells:
+                self.add(at, f"{cap} exceeds max_cells ({c.max_cells}): the cap could never apply")
+        if r.max_interval_s < r.initial_interval_s:
+            self.add(
+                ("retry", "max_interval_s"),
+                f"must be at least initial_interval_s ({r.initial_interval_s:g}); Temporal refuses the policy otherwise",
+            )
+
+    def inventory(self) -> None:
+        ref = self.spec.inventory
+        if ref == "netbox":
+            return
+        if not ref.startswith("file:"):
+            self.add(("inventory",), "must be 'file:<path>' or 'netbox'")
+            return
+        raw = ref[5:]
+        if not raw.strip():
+            self.add(("inventory",), "file: names no file; use file:<path to the inventory YAML>")
+            return
+        if raw.startswith("//"):
+            self.add(("inventory",), "use file:/absolute/path or file:relative/path, not a file:// URL")
+            return
+        path = Path(raw).expanduser()
         if not path.is_absolute():
-            path = (base_dir / path).resolve()
-        inventory = f"file:{path}"
+            path = self.base_dir / path
+        path = path.resolve()
+        from inventory.file_source import load_hosts
+        from inventory.source import InventoryError
+
+        try:
+            hosts = load_hosts(path)
+        except InventoryError as e:
+            self.add(("inventory",), str(e))
+            return
+        self.inventory_path = path
+        from inventory.selection import matches
+
+        flagged = {loc[1] for loc, _ in self.problems if loc[:1] == ("platforms",) and len(loc) > 2}
+        for i, p in enumerate(self.spec.platforms):
+            if i in flagged:
+                continue  # its selection is already refused for a reason of its own
+            if not any(matches(h, {**(p.select or {}), "kind": p.kind}) for h in hosts.values()):
+                self.add(
+                    ("platforms", i, "select") if p.select else ("platforms", i, "kind"),
+                    f"selects no host of kind {p.kind} in {path}",
+                )
+
+
+def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
+    inventory = f"file:{checker.inventory_path}" if checker.inventory_path else spec.inventory
+    sources = checker.sources or {}
+    images = []
+    for i, img in enumerate(spec.images):
+        doc = img.model_dump()
+        if i in sources:
+            doc["source"] = sources[i][0]  # absolute: the worker does not run in the spec's directory
+        if doc.get("builtin"):  # a built image's firmware is what it was built for, not a declaration
+            doc["firmware"] = "efi" if doc["builtin"] == "uefi" else "bios"
+        images.append(m.GuestImage(**doc))
     return CampaignPlan(
         name=spec.name,
         platforms=[
@@ -149,7 +481,7 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
                 name=p.name,
                 kind=p.kind,
                 driver=p.driver or ("vsphere" if p.kind == "vsphere" else "libvirt"),
-                select=dict(p.select),
+                select=dict(p.select or {}),
                 disk_format=p.disk_format,
                 hardware_version=p.hardware_version,
                 nic_models=list(p.nic_models),
@@ -158,7 +490,7 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
             )
             for p in spec.platforms
         ],
-        images=[_image(i) for i in spec.images],
+        images=images,
         checks=list(spec.checks),
         concurrency=m.Concurrency(
             max_cells=spec.concurrency.max_cells,
@@ -172,38 +504,81 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
     )
 
 
-def _image(i: ImageSpec) -> m.GuestImage:
-    img = m.GuestImage(**i.model_dump())
-    if img.builtin:  # a built image's firmware is what it was built for, not a declaration
-        img.firmware = "efi" if img.builtin == "uefi" else "bios"
-    return img
+def _problems(where: str, parsed: ParsedYaml, items: list[tuple[Loc, str]]) -> list[Problem]:
+    return [Problem(where, parsed.line_of([p for p in loc if p != "[key]"]), _display_loc(loc), r) for loc, r in items]
 
 
-def _format(err: ValidationError, where: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        lines.append(f"{where}: {loc}: {e['msg']}")
-    return "\n".join(lines)
+def _validation_problems(where: str, parsed: ParsedYaml, err: ValidationError) -> list[Problem]:
+    """pydantic's errors as problems; many unknown keys in one mapping (a file that is no spec
+    at all, like /etc/shadow) become one line that gives their lines, not one line each."""
+    errors = err.errors(include_url=False)
+    unknown: dict[Loc, list[int]] = {}
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            unknown.setdefault(tuple(e["loc"][:-1]), []).append(parsed.line_of(e["loc"]) or 0)
+    out: list[Problem] = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        parent = loc[:-1]
+        if e["type"] == "extra_forbidden" and len(unknown.get(parent, [])) > 3:
+            lines = unknown.pop(parent)
+            model = _MODEL_AT.get(_shape(parent))
+            allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
+            shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+            field = _display_loc(parent) if parent else "(top level)"
+            out.append(Problem(where, lines[0] or None, field, f"{len(lines)} unknown fields (lines {shown}){allowed}"))
+            continue
+        if e["type"] == "extra_forbidden" and parent not in unknown:
+            continue  # already reported in a group
+        out.append(Problem(where, parsed.line_of([x for x in loc if x != "[key]"]), _display_loc(loc), _reason(e)))
+    return out
+
+
+def _unique_checks(doc: dict[str, Any]) -> list[tuple[Loc, str]]:
+    checks = doc.get("checks")
+    if not isinstance(checks, list):
+        return []
+    out = []
+    for j, c in enumerate(checks):
+        if isinstance(c, str) and c in checks[:j]:
+            out.append((("checks", j), "listed twice"))
+    return out
 
 
 def load_spec(path: str | Path) -> CampaignPlan:
-    """Parse and validate a spec file; a relative ``file:`` inventory resolves against the spec's directory."""
+    """Parse and validate a spec file; relative ``file:`` inventories and image sources resolve
+    against the spec's directory. Raises ``SpecError`` for every way a spec can be wrong."""
     p = Path(path)
+    where = str(p)
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise SpecError(f"{p}: cannot read: {e.strerror}") from None
+        text = read_text_bounded(p, what="campaign spec", max_bytes=MAX_SPEC_BYTES)
+    except InputFileError as e:
+        raise SpecError([Problem(where, e.line, "cannot read", e.reason, e.column)]) from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise SpecError(f"{p}{at}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        parsed = parse_yaml(text, where=where, max_depth=MAX_YAML_DEPTH, max_nodes=MAX_YAML_NODES)
+    except InputFileError as e:
+        raise SpecError([Problem(where, e.line, "", e.reason, e.column)]) from None
+    doc = parsed.data
+    if doc is None:
+        raise SpecError(
+            [
+                Problem(
+                    where, None, "(top level)", "the file is empty; a spec is a mapping with name, platforms and images"
+                )
+            ]
+        )
     if not isinstance(doc, dict):
-        raise SpecError(f"{p}: (top level): expected a mapping, got {type(doc).__name__}")
+        raise SpecError(
+            [Problem(where, parsed.line_of(()), "(top level)", "must be a mapping with name, platforms and images")]
+        )
     try:
         spec = CampaignSpec.model_validate(doc)
     except ValidationError as e:
-        raise SpecError(_format(e, str(p))) from None
-    return _to_plan(spec, p.resolve().parent)
+        raise SpecError(
+            _validation_problems(where, parsed, e) + _problems(where, parsed, _unique_checks(doc))
+        ) from None
+    checker = _Checker(spec, p.resolve().parent, _unique_checks(doc))
+    checker.run()
+    if checker.problems:
+        raise SpecError(_problems(where, parsed, checker.problems))
+    return _to_plan(spec, checker)

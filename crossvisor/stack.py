@@ -39,13 +39,57 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _alive(pidfile: Path) -> int:
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_STARTED_SLACK_S = 2.0  # pid file written right after Popen; mtime granularity and clock steps
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def _proc_stat(pid: int) -> tuple[str, float]:
+    """(state letter, start time as a Unix timestamp) of a process, from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw.rsplit(")", 1)[1].split()  # the command name may contain spaces and parentheses
+    state, start_ticks = fields[0], int(fields[19])
+    return state, _boot_time() + start_ticks / _CLK_TCK
+
+
+def _alive(pidfile: Path, expect: str = "") -> int:
+    """The pid in ``pidfile`` when that process is really ours and running, else 0.
+
+    ``kill(pid, 0)`` alone is not enough: it succeeds on a zombie (a worker that died while its
+    parent, e.g. ``crossvisor demo`` or a test, has not reaped it; or any dead child where PID 1
+    does not reap), and on a recycled pid that another program now has. So: the process must not
+    be a zombie (Z) or dead (X); it must have started no later than the pid file was written
+    (a recycled pid belongs to a younger process); and its command line must contain ``expect``
+    when one is given (``worker.py``, ``start-dev``)."""
     try:
-        pid = int(pidfile.read_text())
+        pid = int(pidfile.read_text().strip())
+        if pid <= 1:
+            return 0
+        written = pidfile.stat().st_mtime
         os.kill(pid, 0)
+        state, started = _proc_stat(pid)
+        if state in ("Z", "X", "x"):
+            return 0
+        if started > written + _STARTED_SLACK_S:
+            return 0
+        if expect:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not any(expect.encode() in arg for arg in argv):
+                return 0
         return pid
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return 0
+
+
+# what the command line of each process we start contains (a recycled pid runs something else)
+_WORKER_MARK = "worker.py"
+_TEMPORAL_MARK = "start-dev"
 
 
 def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
@@ -53,7 +97,7 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
     run = settings.home / "run"
     run.mkdir(parents=True, exist_ok=True)
     pidfile = run / "temporal.pid"
-    if _alive(pidfile) and _port_open(host, int(port)):
+    if _alive(pidfile, _TEMPORAL_MARK) and _port_open(host, int(port)):
         return settings.temporal_address
     if _port_open(host, int(port)):
         raise StackError(f"{settings.temporal_address} is taken by another process; set CROSSVISOR_TEMPORAL_ADDRESS")
@@ -115,7 +159,7 @@ def worker_up(settings: Settings) -> int:
     run = settings.home / "run"
     run.mkdir(parents=True, exist_ok=True)
     pidfile = run / "worker.pid"
-    pid = _alive(pidfile)
+    pid = _alive(pidfile, _WORKER_MARK)
     if pid:
         return pid
     env = dict(
@@ -142,13 +186,13 @@ def worker_up(settings: Settings) -> int:
 
 def down(settings: Settings) -> list[str]:
     stopped = []
-    for name in ("worker", "temporal"):
+    for name, mark in (("worker", _WORKER_MARK), ("temporal", _TEMPORAL_MARK)):
         pidfile = settings.home / "run" / f"{name}.pid"
-        pid = _alive(pidfile)
+        pid = _alive(pidfile, mark)
         if pid:
             os.killpg(pid, signal.SIGTERM)
             for _ in range(50):
-                if not _alive(pidfile):
+                if not _alive(pidfile, mark):
                     break
                 time.sleep(0.1)
             else:

@@ -8,9 +8,12 @@ with locals (rich, structlog) cannot leak it; call ``reveal()`` only at the API 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from crossvisor.core.errors import CredentialError
+from crossvisor.core.redact import register_secret
+from crossvisor.core.safe_read import InputFileError, read_text_bounded
+
+MAX_SECRET_FILE_BYTES = 64 * 1024  # a password, a token, a PEM key: never more
 
 __all__ = ["CredentialError", "Secret", "resolve_secret"]
 
@@ -45,7 +48,10 @@ class Secret:
 def resolve_secret(ref: str) -> Secret:
     """``env:NAME`` -> os.environ[NAME]; ``file:/path`` -> file content without trailing newline.
 
-    ``""`` is an error (a driver that allows no password should not call this).
+    ``""`` is an error (a driver that allows no password should not call this). Every resolved
+    value is registered with ``crossvisor.core.redact``: from then on this process masks it in
+    log lines, error messages and URIs, whatever its shape. A ``file:`` secret is read bounded
+    (a regular file of at most 64 KiB, UTF-8), and no error quotes its content.
     """
     scheme, sep, rest = ref.partition(":")
     if not sep or not rest:
@@ -56,12 +62,12 @@ def resolve_secret(ref: str) -> Secret:
             raise CredentialError(f"credential reference {ref!r}: environment variable {rest} is not set")
     elif scheme == "file":
         try:
-            value = Path(rest).read_text().rstrip("\r\n")
-        except OSError as e:
-            # e.strerror only: the OSError itself is fine, but keep the message short and uniform
-            raise CredentialError(f"credential reference {ref!r}: cannot read {rest}: {e.strerror}") from None
+            value = read_text_bounded(rest, what="credential file", max_bytes=MAX_SECRET_FILE_BYTES).rstrip("\r\n")
+        except InputFileError as e:
+            raise CredentialError(f"credential reference {ref!r}: {e.reason}") from None
     else:
         raise CredentialError(f"credential reference {ref!r}: unknown scheme {scheme!r} (env, file)")
     if value == "":
         raise CredentialError(f"credential reference {ref!r} resolves to an empty secret")
+    register_secret(value)
     return Secret(value, ref)

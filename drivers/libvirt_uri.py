@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from crossvisor.core.redact import redact_uri
+
 SCHEMES = {
     "test": "test",
     "qemu": "kvm",
@@ -56,9 +58,6 @@ def domain_type(uri: str) -> str:
 
 
 def redact(uri: str) -> str:
-    """URI without any password embedded in its userinfo."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """URI without the password of its userinfo, or any secret this process resolved
+    (the one redaction routine: ``crossvisor.core.redact``)."""
+    return redact_uri(uri)

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
+from crossvisor.core.safe_read import InputFileError, parse_yaml, read_text_bounded
 from domain.model import DRIVERS, HYPERVISOR_KINDS, Host
 from inventory.selection import check_select, matches
 from inventory.source import InventoryError, InventorySource
 
+MAX_INVENTORY_BYTES = 16 * 1024 * 1024  # ~80,000 hosts in flow style; a bound, not a target
+MAX_INVENTORY_NODES = 2_000_000
 UNHEALTHY_AFTER = 3  # consecutive failed health checks before a host is marked unhealthy
 
 
@@ -71,8 +72,32 @@ def host_from_record(rec: object, where: str) -> Host:
             custom={str(k): str(v) for k, v in (rec.get("custom") or {}).items()},
             inventory_id=str(rec["name"]),
         )
-    except (TypeError, ValueError) as e:
-        raise InventoryError(f"{where} ({rec['name']}): {e}") from None
+    except (TypeError, ValueError, AttributeError):
+        # not the exception text: int('hunter2') quotes the value, and this lands in history
+        raise InventoryError(
+            f"{where} ({rec['name']}): cpus, memory_mib and slots must be whole numbers, tags a list, custom a mapping"
+        ) from None
+
+
+def load_hosts(path: str | Path) -> dict[str, Host]:
+    """Hosts of an inventory file by name. The read is bounded and typed (a regular UTF-8 file of
+    at most ``MAX_INVENTORY_BYTES``; YAML without duplicate keys or alias bombs), and an error
+    names the file, the line and the reason, never the content: the message of an activity's
+    InventoryError lands in workflow history."""
+    try:
+        text = read_text_bounded(path, what="inventory", max_bytes=MAX_INVENTORY_BYTES)
+        doc = parse_yaml(text, where=str(path), max_nodes=MAX_INVENTORY_NODES).data
+    except InputFileError as e:
+        raise InventoryError(str(e)) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), list):
+        raise InventoryError(f"{path}: expected a mapping with a 'hosts' list")
+    hosts: dict[str, Host] = {}
+    for i, rec in enumerate(doc["hosts"]):
+        h = host_from_record(rec, f"{path}: hosts.{i}")
+        if h.name in hosts:
+            raise InventoryError(f"{path}: hosts.{i}: duplicate host name {h.name!r}")
+        hosts[h.name] = h
+    return hosts
 
 
 class FileInventory(InventorySource):
@@ -83,21 +108,7 @@ class FileInventory(InventorySource):
         self._all = self._load()
 
     def _load(self) -> dict[str, Host]:
-        try:
-            doc = yaml.safe_load(self.path.read_text())
-        except OSError as e:
-            raise InventoryError(f"{self.path}: cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise InventoryError(f"{self.path}: invalid YAML: {e}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), list):
-            raise InventoryError(f"{self.path}: expected a mapping with a 'hosts' list")
-        hosts: dict[str, Host] = {}
-        for i, rec in enumerate(doc["hosts"]):
-            h = host_from_record(rec, f"{self.path}: hosts.{i}")
-            if h.name in hosts:
-                raise InventoryError(f"{self.path}: hosts.{i}: duplicate host name {h.name!r}")
-            hosts[h.name] = h
-        return hosts
+        return load_hosts(self.path)
 
     # -- state files (leases, health) are shared by every worker process on this machine --------
     @contextmanager

@@ -3,42 +3,42 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import structlog
 
-_SECRET_KEYS = re.compile(r"pass(word)?|token|secret|api_?key|authorization|cookie", re.I)
-# values that look like credentials even under an innocent key: NetBox v1/v2 tokens, basic auth in URLs
-_SECRET_VALUES = [
-    (re.compile(r"nbt_[A-Za-z0-9]+\.[A-Za-z0-9]+"), "nbt_***"),
-    (re.compile(r"(?i)\b(token\s+)[0-9a-f]{40}\b"), r"\1***"),
-    (re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"), r"\1:***@"),
-]
-_extra: set[str] = set()  # exact secret values known to this process (resolved credentials)
+from crossvisor.core.redact import redact_text, redact_value, register_secret
 
-
-def register_secret(value: str) -> None:
-    """Remember a resolved secret so that it is masked wherever it would appear in a log line."""
-    if value and len(value) >= 4:
-        _extra.add(value)
-
-
-def redact_text(text: str) -> str:
-    for v in _extra:
-        text = text.replace(v, "***")
-    for pat, repl in _SECRET_VALUES:
-        text = pat.sub(repl, text)
-    return text
+# Re-exported for callers that only know the logging module; the rules live in core/redact.py.
+__all__ = ["configure", "get", "redact_text", "register_secret"]
 
 
 def _redact(_logger: object, _name: str, event: dict) -> dict:
-    for k, v in list(event.items()):
-        if _SECRET_KEYS.search(k) and k != "credentials_ref":
-            event[k] = "***"
-        elif isinstance(v, str):
-            event[k] = redact_text(v)
-    return event
+    """structlog processor: every field through the one redaction routine (exception text included,
+    since ``format_exc_info`` runs before it)."""
+    return redact_value(event)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """stdlib records (temporalio's worker and activity loggers, libraries) are rendered by the
+    handler's own formatter, then redacted: an activity failure logged by the SDK carries the
+    exception message and traceback."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter("%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record))
+
+
+_json = structlog.processors.JSONRenderer()
+
+
+def _render(logger: object, name: str, event: dict) -> str:
+    # fields were redacted one by one; the rendered line is redacted again because objects
+    # (exceptions, dataclasses) are only turned into text here, by their repr
+    return redact_text(_json(logger, name, event))
 
 
 def configure(level: str = "info", stream=None) -> None:
@@ -47,6 +47,9 @@ def configure(level: str = "info", stream=None) -> None:
         stream=stream or sys.stderr,
         level=getattr(logging, level.upper(), logging.INFO),
     )
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, _RedactingFormatter):
+            handler.setFormatter(_RedactingFormatter(handler.formatter))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -54,7 +57,7 @@ def configure(level: str = "info", stream=None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _redact,
-            structlog.processors.JSONRenderer(),
+            _render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
