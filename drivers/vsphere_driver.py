@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import tarfile
 import tempfile
 import time
 from dataclasses import replace
@@ -518,13 +517,10 @@ class VsphereDriver(Driver):
             return self._hardware(vm)
         pkg = Path(package.package)
         with tempfile.TemporaryDirectory(prefix="vsphere-import-", dir=pkg.parent) as tmp:
-            if pkg.suffix == ".ova":
-                desc, files = ova.read_ova(pkg, Path(tmp))  # verifies the manifest
-                xml = _ova_descriptor_text(pkg)
-            else:
-                desc, files = ova.read_ovf_dir(pkg)
-                xml = pkg.read_text()
-            self._check_hw_version(desc.hardware_version or DEFAULT_HW_VERSION)
+            # the one package reader: verifies the manifest, extracts (an unpacked OVF's plain files are used in place)
+            opened = ova.open_package(pkg, extract_to=Path(tmp))
+            desc, files, xml = opened.descriptor, opened.files, opened.descriptor_text
+            self._check_hw_version(" ".join(desc.system_types) or desc.hardware_version or DEFAULT_HW_VERSION)
             vm = self._import(xml, desc, files, name)
         return self._hardware(vm)
 
@@ -672,14 +668,6 @@ class VsphereDriver(Driver):
                 vm.ReconfigVM_Task(spec=spec),
                 f"apply OVF metadata/firmware to {vm.name}",
             )
-
-
-def _ova_descriptor_text(pkg: Path) -> str:
-    with tarfile.open(pkg, "r:") as tar:
-        m = next(m for m in tar.getmembers() if m.name.endswith(".ovf"))
-        f = tar.extractfile(m)
-        assert f is not None
-        return f.read().decode()
 
 
 def _import_error(e) -> str:
