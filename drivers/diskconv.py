@@ -226,7 +226,10 @@ def convert(
     _check_fmt(src_fmt)
     _check_fmt(dst_fmt)
     src, dst = Path(src), Path(dst)
-    src_size = _virtual_size(src, src_fmt)
+    try:
+        src_size = _virtual_size(src, src_fmt)
+    except ConversionError as exc:
+        raise _blame_source(exc, src, src_fmt) from None
     tmp = _partial(dst)
     tmp.unlink(missing_ok=True)
     args = [
