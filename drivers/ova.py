@@ -42,7 +42,8 @@ from drivers.base import InfraFault, InteropFailure
 CHUNK = 1 << 20
 MiB = 1 << 20
 DIGESTS = {"sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
-_MF_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*$")
+# "SHA256(name)= hex" as ovftool writes it, "SHA256 (name) = hex" as VirtualBox's RTManifest does.
+_MF_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*$")
 
 # --- bounds (why these numbers) ---
 # A disk file may exceed its virtual capacity only by its format's metadata: qcow2 L1/L2 and

@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from crossvisor.core.errors import NON_RETRYABLE, BadInput
-from domain.ovf import OvfDescriptor, OvfDisk, OvfNic, build_ovf
+from domain.ovf import QEMU_FORMAT, OvfDescriptor, OvfDisk, OvfNic, build_ovf, parse_ovf
 from drivers import diskconv, ova, packaging
 from drivers.base import InfraFault, InteropFailure
 from drivers.ova import (
@@ -339,11 +340,20 @@ def test_open_package_without_extraction(tmp_path: Path, disks: list[Path]) -> N
     assert open_package(ovf_dir).kind == "ovf"
 
 
-def build_package(tmp_path: Path, fixture: str, *, capacity_of: dict[str, int] | None = None) -> Path:
-    """An OVA from a corpus descriptor: real VMDKs for its disks, bytes for its other files."""
-    xml = (FIXTURES / fixture).read_text()
-    from domain.ovf import parse_ovf
+@functools.cache
+def real_image(fmt: str, capacity: int) -> bytes:
+    """Bytes of a real (mostly empty) image of an OVF disk format: what an exporter ships."""
+    if fmt == "vmdk-streamOptimized":
+        return real_vmdk(capacity)
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "d"
+        diskconv.create(p, QEMU_FORMAT[fmt], capacity)
+        return p.read_bytes()
 
+
+def build_package(tmp_path: Path, fixture: str) -> Path:
+    """An OVA from a corpus descriptor: real images for its disks, bytes for its other files."""
+    xml = (FIXTURES / fixture).read_text()
     d = parse_ovf(xml)
     files = []
     src = tmp_path / "files"
@@ -351,9 +361,42 @@ def build_package(tmp_path: Path, fixture: str, *, capacity_of: dict[str, int] |
     for f in d.files():
         p = src / f.href
         disk = next((x for x in d.disks if x.file_href == f.href), None)
-        p.write_bytes(real_vmdk(disk.capacity_bytes) if disk else os.urandom(4096))
+        p.write_bytes(real_image(disk.format, disk.capacity_bytes) if disk else os.urandom(4096))
         files.append(p)
     return write_ova(xml, files, tmp_path / (Path(fixture).stem + ".ova"))
+
+
+def test_convert_and_import_stages_take_a_foreign_package(tmp_path: Path) -> None:
+    """The real convert and import stages (libvirt test driver as target) on a DSP0243 2.0 package
+    with a placeholder disk, a seed ISO and a README: the placeholder becomes a blank disk, the
+    extra files are accepted, and the VM gets the package's hardware."""
+    from activities.stages import StageActivities, hw_from_json
+    from crossvisor.core.config import Settings
+    from domain.messages import StageInput
+    from domain.model import Cell, GuestImage, Host, Platform
+
+    pkg = build_package(tmp_path, "dsp0243-2.0-storage-ethernet.ovf")
+    acts = StageActivities(Settings(home=tmp_path / "home"))
+    host = Host("cvo-kvm", "kvm", "libvirt", "test:///default")
+    kvm = Platform("kvm", "kvm", "libvirt", disk_format="qcow2")
+    cell = Cell("cvo-cell-ovf", "kvm", "kvm", "img", ["boots"], "fp")
+    inp = StageInput("cvo-ovf", cell, "convert", kvm, kvm, GuestImage("img"), host, host, "file:none",
+                     context={"package": str(pkg), "package_sha256": sha256_file(pkg)})  # fmt: skip
+    out = acts._stage_convert(inp, None)
+    converted = json.loads(out.outputs["converted"])
+    assert [(c["format"], c["capacity_bytes"]) for c in converted] == [("qcow2", 8 * 2**30), ("qcow2", 2 * 2**30)]
+    assert all(diskconv.info(c["path"], "qcow2").virtual_size == c["capacity_bytes"] for c in converted)
+    imp = StageInput("cvo-ovf", cell, "import", kvm, kvm, GuestImage("img"), host, host, "file:none",
+                     context={**inp.context, **out.outputs})  # fmt: skip
+    drv = acts._driver(host)
+    try:
+        hw = hw_from_json(acts._stage_import(imp, None).outputs["imported_hw"])
+        assert (hw.cpus, hw.memory_mib, len(hw.disks), len(hw.nics)) == (2, 2048, 2, 2)
+    finally:
+        from activities.stages import vm_name
+
+        drv.destroy(vm_name("cvo-ovf", cell.id, "tgt"))
+        drv.close()
 
 
 def test_appliance_package_with_iso_imports_default_configuration(tmp_path: Path) -> None:
@@ -597,3 +640,32 @@ def test_ovf_dir_with_gzip_and_chunks_in_place(tmp_path: Path) -> None:
     structure_only = open_package(exp / "p.ovf")
     assert structure_only.files == {} and not structure_only.files_verified
     assert re.search(r"a\.vmdk$", str(read_ovf_dir(exp / "p.ovf")[1]["a.vmdk.gz"]))
+
+
+def test_gzip_members_and_padding(tmp_path: Path) -> None:
+    """gzip files may hold several members and zero padding (RFC 1952, as gzip(1) accepts them);
+    a stream cut short is corrupt."""
+    half = len(DISK) // 2
+    gz = gzip.compress(DISK[:half]) + gzip.compress(DISK[half:]) + bytes(1000)
+    xml = descriptor(["a.vmdk.gz"], compression="gzip")
+    pkg = open_package(
+        make_tar(tmp_path / "p.ova", [("p.ovf", xml.encode()), ("a.vmdk.gz", gz)]), extract_to=tmp_path / "o"
+    )
+    assert pkg.files["a.vmdk.gz"].read_bytes() == DISK
+    cut = gzip.compress(DISK)[:-100]
+    expect_corrupt(
+        make_tar(tmp_path / "q.ova", [("p.ovf", xml.encode()), ("a.vmdk.gz", cut)]), tmp_path, "gzip data is corrupt"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_virtualbox_manifest_spelling(tmp_path: Path) -> None:
+    """VirtualBox's RTManifestWriteStandard writes "SHA256 (name) = hex" (spaces), ovftool
+    "SHA256(name)= hex": both are manifests, and a wrong digest is caught in either."""
+    m = good_members()
+    vbox = "".join(f"SHA256 ({n}) = {hashlib.sha256(b).hexdigest()}\r\n" for n, b in (m[0], m[2]))
+    m[1] = ("p.mf", vbox.encode())
+    pkg = open_package(make_tar(tmp_path / "p.ova", m), extract_to=tmp_path / "o")
+    assert pkg.files_verified and set(pkg.manifest or {}) == {"p.ovf", "a.vmdk"}
+    m[1] = ("p.mf", vbox.replace(hashlib.sha256(DISK).hexdigest(), hashlib.sha256(b"x").hexdigest()).encode())
+    expect_corrupt(make_tar(tmp_path / "q.ova", m), tmp_path, "checksum of a.vmdk does not match p.mf")
