@@ -51,6 +51,9 @@ CIM_NS = "http://schemas.dmtf.org/wbem/wscim/1/common"
 # Real descriptors are tens of KiB (a network appliance with hundreds of properties ~100 KiB);
 # anything this large is not a descriptor but an attempt to exhaust the parser.
 MAX_DESCRIPTOR_CHARS = 8 * 2**20
+# The largest virtual disk any target here can create (VMFS-6 stops at 62 TB, qcow2 and VHDX at
+# 64 TiB): a bigger ovf:capacity is a malformed package, not a disk to make blank.
+MAX_CAPACITY_BYTES = 64 * 2**40
 
 # CIM ResourceType values (DSP1041 / CIM_ResourceAllocationSettingData).
 RT_OTHER, RT_CPU, RT_MEMORY, RT_IDE, RT_SCSI, RT_NIC = 1, 3, 4, 5, 6, 10
@@ -1059,8 +1062,8 @@ def _parse_disk_section(
             cap = prop_values[m.group(1)]
         units = _attr(el, ns, "capacityAllocationUnits") or "byte"
         capacity = _int(cap, f"{where} ovf:capacity") * _unit_multiplier(units, f"{where} ovf:capacityAllocationUnits")
-        if capacity <= 0:
-            raise OvfError(f"{where}: ovf:capacity must be > 0")
+        if capacity <= 0 or capacity > MAX_CAPACITY_BYTES:
+            raise OvfError(f"{where}: ovf:capacity {capacity} out of range (1 byte .. {MAX_CAPACITY_BYTES})")
         fmt = _URL_TO_FORMAT.get(fmt_url.lower())
         if fmt is None:
             if ref:

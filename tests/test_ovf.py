@@ -484,3 +484,9 @@ def test_placeholder_disk_and_entity_bomb() -> None:
         parse_ovf(bomb)
     with pytest.raises(OvfError, match="not a descriptor"):
         parse_ovf(" " * (8 * MiB + 1))
+    with pytest.raises(OvfError, match="ovf:capacity 2305843009213693952000 out of range"):
+        parse_ovf(
+            blank.replace(
+                '"1073741824" ovf:capacityAllocationUnits="byte"', '"2000" ovf:capacityAllocationUnits="byte * 2^60"'
+            )
+        )
