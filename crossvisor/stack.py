@@ -88,7 +88,9 @@ def _alive(pidfile: Path, expect: str = "") -> int:
 
 
 # what the command line of each process we start contains (a recycled pid runs something else)
-_WORKER_MARK = "worker.py"
+# the worker runs as its own program; its command line carries this module name
+WORKER_CMD = [sys.executable, "-m", "worker"]
+_WORKER_MARK = "worker"
 _TEMPORAL_MARK = "start-dev"
 
 
@@ -169,7 +171,7 @@ def worker_up(settings: Settings) -> int:
     )
     with open(run / "worker.log", "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"],
+            WORKER_CMD,
             cwd=settings.home,
             env=env,
             stdout=logf,

@@ -55,6 +55,14 @@ class Hardware:
     hardware_version: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     power_state: str = "off"  # on | off
+    # What decides interop beyond CPU/memory/disks/NICs (read from OVF packages, kept on export).
+    os_id: int = 0  # CIM operating system id (OperatingSystemSection ovf:id), 0 = unknown
+    os_type: str = ""  # VMware guestId (vmw:osType) when the source named one, e.g. "debian10_64Guest"
+    cores_per_socket: int = 0  # 0 = not specified (vmw:CoresPerSocket)
+    extra_config: dict[str, str] = field(default_factory=dict)  # vmw:ExtraConfig key -> value
+    cdroms: list[str] = field(default_factory=list)  # CD/DVD drives: "bus" (empty) or "bus:<media href>"
+    serials: list[str] = field(default_factory=list)  # serial ports: backing ("" = unconnected)
+    configuration: str = ""  # OVF DeploymentOptionSection configuration this hardware came from
 
 
 @dataclass

@@ -41,12 +41,32 @@ class SizeMismatch(InteropFailure):
     """The converted disk's virtual size differs from the source (e.g. VHD CHS rounding)."""
 
 
+class CorruptImage(InteropFailure):
+    """qemu-img cannot open or read the source image (corrupt, truncated, not that format):
+    retrying the same bytes cannot help, so this is a verdict with evidence, not an InfraFault."""
+
+
+# Limits for qemu-img reading an image nobody here produced (a package from elsewhere): a crafted
+# header can make it allocate huge tables or spin; the qemu-img documentation advises running such
+# probes under address-space and CPU limits. 1 GiB / 30 s is far above what a real image needs.
+PROBE_MAX_ADDRESS_SPACE = 1 << 30
+PROBE_MAX_CPU_SECONDS = 30
+# qemu-img messages that blame the source image itself (its header or its data), as opposed to the
+# host (EIO, ENOSPC, a missing binary). "Invalid argument" is what a corrupt compressed grain gives.
+_SOURCE_FAULT = re.compile(
+    r"Could not open '(?P<open>[^']*)'|error while reading (?:sector|at byte) \d+: (?P<read>[^\n]+)"
+)
+
+
 @dataclass
 class ImageInfo:
     format: str
     virtual_size: int
     actual_size: int  # bytes allocated on the host filesystem
     subformat: str = ""  # vmdk create-type (streamOptimized, monolithicSparse, ...)
+    backing_file: str = ""  # qcow2/vmdk backing (parent) image, "" = none
+    data_file: str = ""  # qcow2 external data file, "" = none
+    extents: list[str] | None = None  # vmdk extent files (a descriptor may name other files)
 
 
 @dataclass
@@ -118,14 +138,59 @@ def create(path: PathLike, fmt: str, size_bytes: int, *, subformat: str = "") ->
 def info(path: PathLike, fmt: str) -> ImageInfo:
     _check_fmt(fmt)
     out = _run([QEMU_IMG, "info", "-f", fmt, "--output=json", str(path)]).stdout
-    data = json.loads(out)
+    return _image_info(json.loads(out))
+
+
+def _image_info(data: dict) -> ImageInfo:
     specific = (data.get("format-specific") or {}).get("data") or {}
+    extents = specific.get("extents")
     return ImageInfo(
         format=data["format"],
         virtual_size=int(data["virtual-size"]),
         actual_size=int(data.get("actual-size", 0)),
         subformat=str(specific.get("create-type", "")),
+        backing_file=str(data.get("backing-filename", "")),
+        data_file=str(specific.get("data-file", "")),
+        extents=[str(e.get("filename", "")) for e in extents] if isinstance(extents, list) else None,
     )
+
+
+def probe(path: PathLike, fmt: str) -> ImageInfo:
+    """``info`` for an image from elsewhere: resource-limited, and its failure is the image's fault.
+
+    Raises ``CorruptImage`` (with qemu-img's own words as evidence) when qemu-img cannot open the
+    image as ``fmt`` or is killed by the limits; ``ConversionError`` only for host trouble."""
+    _check_fmt(fmt)
+    args = [
+        "prlimit",
+        f"--as={PROBE_MAX_ADDRESS_SPACE}",
+        f"--cpu={PROBE_MAX_CPU_SECONDS}",
+        "--",
+        QEMU_IMG,
+        "info",
+        "-f",
+        fmt,
+        "--output=json",
+        str(path),
+    ]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=PROBE_MAX_CPU_SECONDS * 4, check=False)
+    except FileNotFoundError:
+        raise ConversionError("prlimit or qemu-img not installed (util-linux, qemu-utils)") from None
+    except subprocess.TimeoutExpired:
+        raise CorruptImage(
+            f"{Path(path).name}: qemu-img info did not finish within {PROBE_MAX_CPU_SECONDS * 4}s",
+            {"path": str(path), "format": fmt},
+        ) from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
+        if proc.returncode < 0 or proc.returncode > 128:
+            detail = f"killed by signal (resource limits): {detail}"
+        raise CorruptImage(
+            f"{Path(path).name}: not a readable {fmt} image: {detail}",
+            {"path": str(path), "format": fmt, "qemu_img": detail},
+        )
+    return _image_info(json.loads(proc.stdout))
 
 
 def _virtual_size(path: Path, fmt: str) -> int:
@@ -161,7 +226,10 @@ def convert(
     _check_fmt(src_fmt)
     _check_fmt(dst_fmt)
     src, dst = Path(src), Path(dst)
-    src_size = _virtual_size(src, src_fmt)
+    try:
+        src_size = _virtual_size(src, src_fmt)
+    except ConversionError as exc:
+        raise _blame_source(exc, src, src_fmt) from None
     tmp = _partial(dst)
     tmp.unlink(missing_ok=True)
     args = [
@@ -178,10 +246,13 @@ def convert(
     ]
     started = time.monotonic()
     try:
-        if progress is None:
-            _run([*args, str(src), str(tmp)])
-        else:
-            _run_with_progress([*args, "-p", str(src), str(tmp)], progress)
+        try:
+            if progress is None:
+                _run([*args, str(src), str(tmp)])
+            else:
+                _run_with_progress([*args, "-p", str(src), str(tmp)], progress)
+        except ConversionError as exc:
+            raise _blame_source(exc, src, src_fmt) from None
         got = _virtual_size(tmp, dst_fmt)
         if got != src_size:
             hint = " (VHD CHS geometry rounding: force_size=on not honoured)" if dst_fmt == "vpc" else ""
@@ -199,6 +270,24 @@ def convert(
         dst_format=dst_fmt,
         bytes=src_size,
         seconds=time.monotonic() - started,
+    )
+
+
+def _blame_source(exc: ConversionError, src: Path, src_fmt: str) -> Exception:
+    """A conversion that failed on the source image's content is a corrupt image (a verdict), not
+    an infrastructure fault; host read errors (EIO) and everything on the output side stay faults."""
+    text = str(exc)
+    m = _SOURCE_FAULT.search(text)
+    if m is None:
+        return exc
+    if m.group("open") is not None:
+        if Path(m.group("open")).name != src.name or "No such file" in text or "Permission denied" in text:
+            return exc
+    elif "Input/output error" in m.group("read"):
+        return exc
+    return CorruptImage(
+        f"{src.name}: qemu-img cannot read this {src_fmt} image: {m.group(0)}",
+        {"path": str(src), "format": src_fmt, "qemu_img": text[-2000:]},
     )
 
 

@@ -7,7 +7,6 @@ the target side.
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 from domain import ovf
@@ -45,35 +44,17 @@ def export_package(name: str, hw: Hardware, out_dir: Path, package_format: str =
 
 
 def read_descriptor(package: str) -> ovf.OvfDescriptor:
-    """The OVF descriptor of an .ova (without extracting the disks) or of an .ovf file."""
+    """The descriptor an importer works from (through ``ova.open_package``, the one reader): of an
+    .ova (structure verified, nothing extracted) or of the lone .ovf the convert stage keeps, for
+    the default configuration. Media and other non-disk files are detached: importers attach only
+    the converted disks, so a descriptor still naming an ISO would ask for a file they lack."""
     p = Path(package)
     if p.suffix == ".ova":
-        try:
-            with tarfile.open(p) as tar:
-                member = next((m for m in tar.getmembers() if m.name.endswith(".ovf")), None)
-                if member is None:
-                    raise ova.CorruptPackage(f"{p.name}: no .ovf descriptor in the archive")
-                f = tar.extractfile(member)
-                assert f is not None
-                return ovf.parse_ovf(f.read().decode())
-        except tarfile.TarError as e:
-            raise ova.CorruptPackage(f"{p.name}: not a readable OVA: {e}") from None
-        except ovf.OvfError as e:
-            raise ova.CorruptPackage(f"{p.name}: bad OVF descriptor: {e}") from None
-    try:
-        return ovf.parse_ovf(p.read_text())
-    except ovf.OvfError as e:
-        raise ova.CorruptPackage(f"{p.name}: bad OVF descriptor: {e}") from None
-
-
-def descriptor_text(package: str | Path) -> str:
-    """The OVF descriptor's text of an .ova (without extracting the disks) or of an .ovf file."""
-    p = Path(package)
-    if p.suffix != ".ova":
-        return p.read_text()
-    with tarfile.open(p) as tar:
-        member = next((m for m in tar.getmembers() if m.name.endswith(".ovf")), None)
-        f = tar.extractfile(member) if member is not None else None
-        if f is None:
-            raise ova.CorruptPackage(f"{p.name}: no .ovf descriptor in the archive")
-        return f.read().decode()
+        desc = ova.open_package(p).descriptor
+    else:
+        desc = ova.read_descriptor_file(p)
+    if desc.extra_files or any(c.file_href for c in desc.cdroms):
+        desc.warnings.append(f"media/files {[f.href for f in desc.extra_files]} not carried to the target")
+    desc.extra_files = []
+    desc.cdroms = [ovf.OvfCdrom(c.bus) for c in desc.cdroms]
+    return desc

@@ -481,7 +481,7 @@ class VsphereDriver(Driver):
         for disk, conv in zip(desc.disks, package.disks, strict=True):
             disk.format = ovf.ovf_disk_format(conv.format)  # the converted disk the lease uploads
             files[disk.file_href] = Path(conv.path)
-        self._check_hw_version(desc.hardware_version or DEFAULT_HW_VERSION)
+        self._check_hw_version(" ".join(desc.system_types) or desc.hardware_version or DEFAULT_HW_VERSION)
         vm = self._import(ovf.build_ovf(desc), desc, files, name)
         return self._hardware(vm)
 

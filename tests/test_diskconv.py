@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from drivers import diskconv
-from drivers.base import InfraFault
-from drivers.diskconv import ConversionError, SizeMismatch
+from drivers.base import InfraFault, InteropFailure
+from drivers.diskconv import ConversionError, CorruptImage, SizeMismatch
 
 MiB = 2**20
 # Not a multiple of any VHD CHS geometry: plain qemu-img rounds it (see test_vpc_size_trap).
@@ -148,13 +148,52 @@ def test_failures(tmp_path: Path) -> None:
     junk = tmp_path / "junk.qcow2"
     junk.write_bytes(b"not a qcow2 image at all" * 100)
     dst = tmp_path / "dst.raw"
-    with pytest.raises(ConversionError, match="(?i)qcow2") as err:
+    # a source qemu-img cannot open is the image's fault: a verdict with evidence, not a retry
+    with pytest.raises(CorruptImage, match="(?i)qcow2") as err:
         diskconv.convert(junk, "qcow2", dst, "raw")
-    assert isinstance(err.value, InfraFault)
+    assert isinstance(err.value, InteropFailure) and not isinstance(err.value, InfraFault)
+    assert "Could not open" in err.value.evidence["qemu_img"]
     assert not dst.exists() and not list(tmp_path.glob(".*part"))
+    # a missing source is not an image fault: it stays an infrastructure error
+    with pytest.raises(ConversionError):
+        diskconv.convert(tmp_path / "missing.qcow2", "qcow2", dst, "raw")
     with pytest.raises(ValueError, match="'vhd' unknown"):
         diskconv.create(tmp_path / "x", "vhd", MiB)
     with pytest.raises(ValueError, match="subformat 'fixed' invalid for vmdk"):
         diskconv.convert(junk, "raw", dst, "vmdk", subformat="fixed")
     with pytest.raises(ConversionError, match="read of .* returned|Input/output error"):
         diskconv.read_marker(junk, "raw", 10 * MiB, 4)
+
+
+def test_corrupt_stream_optimized_grain_is_corrupt_image(tmp_path: Path, source: Path) -> None:
+    """Header fine, compressed grains damaged: qemu-img info passes, the conversion reads garbage.
+    That is the package's disk at fault (CorruptImage), never an InfraFault retried forever."""
+    vmdk = tmp_path / "s.vmdk"
+    diskconv.convert(source, "qcow2", vmdk, "vmdk", subformat="streamOptimized")
+    data = bytearray(vmdk.read_bytes())
+    for i in range(65536 + 600, 65536 + 5000):  # inside the first compressed grains
+        data[i] ^= 0x5A
+    vmdk.write_bytes(data)
+    assert diskconv.probe(vmdk, "vmdk").virtual_size == SIZE  # the header still reads
+    with pytest.raises(CorruptImage, match="cannot read this vmdk image: error while reading") as err:
+        diskconv.convert(vmdk, "vmdk", tmp_path / "out.qcow2", "qcow2")
+    assert err.value.evidence["path"] == str(vmdk)
+    assert not (tmp_path / "out.qcow2").exists()
+
+
+def test_probe_untrusted_images(tmp_path: Path, source: Path) -> None:
+    info = diskconv.probe(source, "qcow2")
+    assert (info.virtual_size, info.backing_file, info.data_file) == (SIZE, "", "")
+    child = tmp_path / "child.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(source), "-F", "qcow2", str(child)], check=True
+    )
+    assert diskconv.probe(child, "qcow2").backing_file == str(source)
+    vmdk = tmp_path / "s.vmdk"
+    diskconv.convert(source, "qcow2", vmdk, "vmdk", subformat="streamOptimized")
+    assert diskconv.probe(vmdk, "vmdk").extents == [str(vmdk)]
+    trunc = tmp_path / "t.vmdk"
+    trunc.write_bytes(vmdk.read_bytes()[:30000])
+    with pytest.raises(CorruptImage, match="not a readable vmdk image") as err:
+        diskconv.probe(trunc, "vmdk")
+    assert "truncated" in err.value.evidence["qemu_img"].lower()

@@ -80,13 +80,14 @@ def test_junk_pid_files(tmp_path: Path, content: str) -> None:
     assert stack._alive(tmp_path / "missing.pid") == 0
 
 
-def test_worker_up_replaces_a_zombie_worker(tmp_path: Path) -> None:
+def test_worker_up_replaces_a_zombie_worker(tmp_path: Path, monkeypatch) -> None:
     """The issue's scenario end to end: the pid file names a dead (zombie) worker; ``worker_up``
-    must start a new one instead of reporting the zombie. The project dir holds a stand-in
-    worker.py (it only sleeps) so that no Temporal server is needed."""
+    must start a new one instead of reporting the zombie. A stand-in worker program (it only
+    sleeps) runs instead of the real one, so that no Temporal server is needed."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "worker.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(stack, "WORKER_CMD", [sys.executable, str(project / "worker.py")])
     settings = Settings()
     settings.home = tmp_path / "home"
     (settings.home / "run").mkdir(parents=True)
@@ -94,10 +95,10 @@ def test_worker_up_replaces_a_zombie_worker(tmp_path: Path) -> None:
     pid = 0
     try:
         (settings.home / "run" / "worker.pid").write_text(str(dead.pid))
-        pid = stack.worker_up(settings, project)
+        pid = stack.worker_up(settings)
         assert pid != dead.pid
         assert b"worker.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert stack.worker_up(settings, project) == pid  # idempotent: the live one is found
+        assert stack.worker_up(settings) == pid  # idempotent: the live one is found
         assert stack.down(settings) == ["worker"]
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{pid}") and _state(pid) != "Z":

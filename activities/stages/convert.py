@@ -11,9 +11,8 @@ from activities.artifacts import key
 from activities.stages.base import Stage
 from crossvisor.core import metrics
 from crossvisor.core.errors import BadInput
-from domain.ovf import QEMU_FORMAT
 from domain.stage_io import ConvertedDisk, ConvertOutput, StageCall
-from drivers import diskconv, ova, packaging
+from drivers import diskconv, ova
 
 
 def _ext(fmt: str) -> str:
@@ -49,16 +48,13 @@ class Convert(Stage):
             extract.mkdir()
             pkg = Path(exp.package)
             # verifies the manifest: a corrupt package is an interop failure with a precise reason
-            if pkg.suffix == ".ova":  # TODO(merge): ova.open_package, the one package reader
-                desc, files = ova.read_ova(pkg, extract)
-                (d / "descriptor.ovf").write_text(packaging.descriptor_text(pkg))
-            else:
-                desc, files = ova.read_ovf_dir(pkg)
-                shutil.copy(pkg, d / "descriptor.ovf")
+            # the one package reader: manifest verified, bounds enforced, every disk probed; a
+            # corrupt package is an interop failure with a precise reason
+            package = ova.open_package(pkg, extract_to=extract)
+            (d / "descriptor.ovf").write_text(package.descriptor_text)
             disks, outs = [], []
-            for i, disk in enumerate(desc.disks):
-                src = files[disk.file_href]
-                src_fmt = QEMU_FORMAT[disk.format]
+            for i, pd in enumerate(package.disks):
+                disk, src, src_fmt = pd.disk, pd.path, pd.qemu_format
                 dst = d / f"disk{i}.{_ext(fmt)}"
                 self.heartbeat(f"convert disk{i}")
                 res = diskconv.convert(

@@ -10,6 +10,7 @@ from domain import ovf
 from domain.vm import ExportedVm
 from drivers import diskconv, ova
 from drivers.base import InteropFailure
+from tests.packages import read_ova
 
 pytestmark = pytest.mark.vsphere
 MIB = 1 << 20
@@ -71,7 +72,7 @@ def test_import_ova_inspect_then_export_keeps_disk_bytes(driver, vm_name, tmp_pa
 
     out = driver.export(vm_name, tmp_path / "out")
     assert out.package.endswith(".ova")
-    desc, files = ova.read_ova(Path(out.package), tmp_path / "check")
+    desc, files = read_ova(Path(out.package), tmp_path / "check")
     assert (desc.cpus, desc.memory_mib, desc.firmware, desc.hardware_version) == (
         2,
         256,
