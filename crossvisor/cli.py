@@ -24,8 +24,6 @@ from pathlib import Path
 
 from crossvisor.core.config import Settings
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
 
 def _exit(code: int) -> None:
     # sdk-python#300: a process that held a Temporal client can crash at interpreter exit.
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="crossvisor", description="hypervisor interoperability campaigns")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the example campaign on the embedded local stack")
-    d.add_argument("--spec", default=str(PROJECT_DIR / "examples/demo.yaml"))
+    d.add_argument("--spec", help="campaign spec (default: the packaged examples/demo.yaml)")
     sub.add_parser("up", help="start the local Temporal dev server and a worker")
     sub.add_parser("down", help="stop the local stack")
     w = sub.add_parser("worker", help="run a worker in the foreground")
@@ -342,7 +340,9 @@ async def _dispatch(a, settings: Settings) -> int:
     from crossvisor import stack
 
     if a.cmd == "demo":
-        return await demo(settings, a.spec)
+        from crossvisor.core.resources import example
+
+        return await demo(settings, a.spec or str(example("demo.yaml")))
     if a.cmd == "up":
         stack.temporal_up(settings)
         pid = stack.worker_up(settings)
