@@ -24,12 +24,12 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 import structlog
 
+from crossvisor.core.credentials import resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, packaging
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
-from drivers.credentials import resolve_secret
 from drivers.libvirt_uri import domain_type, needs_password, redact
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"

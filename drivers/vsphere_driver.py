@@ -29,12 +29,12 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
+from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
 from domain import ovf
 from domain.model import Host
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import vsphere_devices as dev
 from drivers.base import Driver, InfraFault, InteropFailure
-from drivers.credentials import CredentialError, Secret, resolve_secret
 from drivers.vsphere_transfer import HttpSession, folder_url
 
 DEFAULT_HW_VERSION = "vmx-13"

@@ -1,5 +1,5 @@
 """One redaction routine (crossvisor.core.redact) for logs, the CLI's error line and URIs; every
-secret ``drivers.credentials.resolve_secret`` resolves is masked from then on (issue 14 item 4)."""
+secret ``crossvisor.core.credentials.resolve_secret`` resolves is masked from then on (issue 14 item 4)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from crossvisor.core import log
+from crossvisor.core.credentials import CredentialError, resolve_secret
 from crossvisor.core.redact import (
     MASK,
     is_secret_key,
@@ -26,7 +27,6 @@ from crossvisor.core.redact import (
     register_secret,
 )
 from drivers import libvirt_uri
-from drivers.credentials import CredentialError, resolve_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_secret_in_an_exception_through_the_cli_error_path(tmp_path: Path) -> No
     (tmp_path / "pw").write_text(secret)
     script = (
         "import sys\n"
-        "from drivers.credentials import resolve_secret\n"
+        "from crossvisor.core.credentials import resolve_secret\n"
         f"resolve_secret('file:{tmp_path / 'pw'}')\n"
         "from crossvisor.cli import main\n"
         f"main(['validate', '{tmp_path}/{secret}/spec.yaml'])\n"
@@ -213,7 +213,7 @@ def test_resolve_registers_in_this_process_only(tmp_path: Path) -> None:
         "from crossvisor.core.redact import redact_text\n"
         "import os\n"
         "before = redact_text('v=' + os.environ['CVI_SECRET'])\n"
-        "from drivers.credentials import resolve_secret\n"
+        "from crossvisor.core.credentials import resolve_secret\n"
         "resolve_secret('env:CVI_SECRET')\n"
         "print(before.endswith(os.environ['CVI_SECRET']), redact_text('v=' + os.environ['CVI_SECRET']))\n"
     )

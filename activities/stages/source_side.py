@@ -21,6 +21,7 @@ from activities.artifacts import key, sha256_file
 from activities.stages import guest
 from activities.stages.base import Stage, vm_name
 from crossvisor.core.errors import BadInput, InteropFailure
+from crossvisor.core.safe_read import check_disk_image
 from domain import profiles
 from domain.messages import CellInput
 from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
@@ -40,10 +41,6 @@ def source_key(c: CellInput) -> str:
     return key(
         "source-side", PIPELINE_SOURCE, dataclasses.asdict(c.source), dataclasses.asdict(c.image), c.export_format
     )
-
-
-def _fmt_of(path: str) -> str:
-    return {".vhd": "vpc", ".img": "raw"}.get(Path(path).suffix, Path(path).suffix.lstrip(".") or "raw")
 
 
 class Provision(Stage):
@@ -106,7 +103,12 @@ class Provision(Stage):
         elif not disk.exists():
             tmp = wd / "source-disk0.qcow2.tmp"
             if c.image.source:
-                diskconv.convert(c.image.source, _fmt_of(c.image.source), tmp, "qcow2")
+                # the format from the content, never from the name; a disk with a backing file or
+                # an external extent is refused (it would read files the spec never named)
+                fmt = check_disk_image(c.image.source)
+                if fmt in ("ova", "ovf"):
+                    raise BadInput(f"image source {c.image.source} is a package, not a disk image")
+                diskconv.convert(c.image.source, fmt, tmp, "qcow2")
             else:
                 diskconv.create(tmp, "qcow2", c.image.disk_mib * 1024 * 1024)
             tmp.rename(disk)

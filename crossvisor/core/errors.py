@@ -49,4 +49,7 @@ NON_RETRYABLE = (
     "NoDiskContent",
     "HostUnhealthy",
     "BadInput",
+    "InputFileError",  # a BadInput: Temporal matches the class name, not the hierarchy
+    "CorruptImage",
+    "CorruptPackage",
 )

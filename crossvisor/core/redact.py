@@ -8,7 +8,7 @@ Three kinds of secret are masked:
   (``nbt_<key>.<secret>``), ``Token``/``Bearer``/``Basic`` credentials and ``Authorization``
   headers (NetBox v1 tokens travel as ``Token <40 hex>``), ``user:password@`` in any URL (libvirt
   ``esx://root:pw@host/`` included), ``password=...`` / ``token: ...`` pairs, PEM private keys;
-- exact values this process resolved as secrets (``register_secret``; ``drivers.credentials``
+- exact values this process resolved as secrets (``register_secret``; ``crossvisor.core.credentials``
   registers every secret it resolves), wherever they appear, whatever their shape.
 
 Registration is per process: a worker masks what its activities resolved, the CLI what it resolved.
@@ -67,7 +67,7 @@ _by_length: tuple[str, ...] = ()  # longest first, so a secret containing anothe
 def register_secret(value: object) -> None:
     """Remember a resolved secret: from now on this process masks it wherever it appears.
 
-    Accepts a ``drivers.credentials.Secret`` (anything with ``reveal()``) or a string. Values
+    Accepts a ``crossvisor.core.credentials.Secret`` (anything with ``reveal()``) or a string. Values
     shorter than ``MIN_REGISTERED`` characters are not registered (they would mask innocent
     text); the key and shape rules still apply to them."""
     global _by_length

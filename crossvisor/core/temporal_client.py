@@ -9,6 +9,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from crossvisor.core.config import Settings
+from crossvisor.core.credentials import resolve_secret
 
 
 def _read(path: str) -> bytes | None:
@@ -23,7 +24,8 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
             client_cert=_read(settings.temporal_tls_cert),
             client_private_key=_read(settings.temporal_tls_key),
         )
-    api_key = Path(settings.temporal_api_key_file).read_text().strip() if settings.temporal_api_key_file else None
+    # resolved like every credential: bounded read, and registered so no log line can show it
+    api_key = resolve_secret(f"file:{settings.temporal_api_key_file}").reveal() if settings.temporal_api_key_file else None
     if api_key and tls is False:
         tls = True  # Temporal Cloud API keys require TLS
     return await Client.connect(

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from drivers.credentials import CredentialError, Secret, resolve_secret
+from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
 from drivers.vsphere_driver import open_vsphere
 
 pytestmark = pytest.mark.vsphere
