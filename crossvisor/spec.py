@@ -174,6 +174,8 @@ class CampaignSpec(_Strict):
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export_format: Literal["ova", "ovf"] = "ova"
+    # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
+    remediate: list[Literal["virt-v2v", "generic-initramfs", "nic-config"]] = Field(default_factory=list)
 
 
 # which model describes the mapping at a field path (to name its allowed fields)
@@ -501,6 +503,7 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
         include_same_platform=spec.include_same_platform,
         inventory=inventory,
         export_format=spec.export_format,
+        remediate=list(dict.fromkeys(spec.remediate)),
     )
 
 

@@ -16,7 +16,7 @@ from domain.model import Cell
 from domain.plan import CampaignPlan
 
 # Bump when stage semantics change so that cached results from the old pipeline are not reused.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: grades from observed guests (typed stages); 1: from declared traits
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -36,6 +36,7 @@ def fingerprint(plan: CampaignPlan, source: str, target: str, image: str) -> str
         "target": asdict(plan.platform(target)),
         "image": asdict(plan.image(image)),
         "checks": sorted(plan.checks),
+        "remediate": list(plan.remediate),  # the ladder decides warn vs fail
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 

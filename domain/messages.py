@@ -52,6 +52,8 @@ class CellInput:
     retry: RetryPolicySpec
     export_format: str = "ova"
     attempt: int = 1
+    # the remediation ladder, tried in order only after the unmodified move failed (domain.remedies)
+    remediate: list[str] = field(default_factory=list)
 
 
 @dataclass

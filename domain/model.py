@@ -139,6 +139,8 @@ class StageRecord:
     attempts: int = 1
     reason: str = ""
     started_at: str = ""  # ISO 8601 (workflow time), for timelines
+    round: int = 0  # 0: the unmodified move; N: after N rungs of the remediation ladder
+    remedy: str = ""  # the remediate stage: which rung
 
 
 @dataclass

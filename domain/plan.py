@@ -19,6 +19,8 @@ class CampaignPlan:
     # where hosts come from: "file:<path>" or "netbox" (connection settings come from the worker's env)
     inventory: str = "file:examples/lab.yaml"
     export_format: str = "ova"  # ova | ovf
+    # remediations to try, in order, when an unmodified move fails (domain.remedies.REMEDIES)
+    remediate: list[str] = field(default_factory=list)
 
     def platform(self, name: str) -> Platform:
         for p in self.platforms:

@@ -162,6 +162,15 @@ class LifecycleOutput(StageResult):
 
 
 @dataclass
+class RemediateOutput(StageResult):
+    rung: str = ""
+    applicable: bool = True  # False: the rung does not apply to this target (reason says why)
+    disks: list[ConvertedDisk] = field(default_factory=list)  # the remediated disks, for the next import
+    changed: str = ""  # what the rung changed, in one line
+    report: str = ""  # the tool's own output (excerpt)
+
+
+@dataclass
 class CellContext:
     """Everything earlier stages produced, one field per stage (None until it ran)."""
 
@@ -174,6 +183,7 @@ class CellContext:
     boot: BootOutput | None = None
     verify: VerifyOutput | None = None
     lifecycle: LifecycleOutput | None = None
+    remediate: RemediateOutput | None = None  # the last rung applied (rungs are cumulative)
 
 
 def context_field(stage: str) -> str:
@@ -186,3 +196,5 @@ class StageCall:
 
     cell: CellInput
     context: CellContext = field(default_factory=CellContext)
+    round: int = 0  # 0: the unmodified move; N: after the first N rungs of the remediation ladder
+    rung: str = ""  # the remediate stage: which rung to apply

@@ -46,6 +46,9 @@ PIPELINE: tuple[StageDef, ...] = (
     StageDef("boot", TARGET, timeout_s=15 * 60, cost_s=600.0),
     StageDef("verify", TARGET, timeout_s=15 * 60, cost_s=900.0),
     StageDef("lifecycle", TARGET, timeout_s=30 * 60, cost_s=1200.0),
+    # the remediation ladder: one rung per activity, its artifacts cached by content; then import,
+    # boot and verify run again on the remediated disk (a round of the cell)
+    StageDef("remediate", NONE, timeout_s=3600, heartbeat_s=30.0, cost_s=300.0, per_gib_s=120.0, remedial=True),
     StageDef("cleanup", BOTH, timeout_s=30 * 60, cost_s=600.0, always=True),
     StageDef("release", BOTH, timeout_s=5 * 60, cost_s=30.0, always=True),
 )

@@ -614,6 +614,7 @@ class CampaignWorkflow:
             retry=plan.retry,
             export_format=plan.export_format,
             attempt=attempt,
+            remediate=list(plan.remediate),
         )
         raw: RawValue | None = None
         result: CellResult | None = None

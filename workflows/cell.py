@@ -20,15 +20,16 @@ from temporalio.exceptions import ActivityError, CancelledError
 with workflow.unsafe.imports_passed_through():
     from activities.stages import STAGE_ACTIVITIES
     from crossvisor.core.errors import NON_RETRYABLE
-    from domain import grading, prediction, stages
+    from domain import grading, prediction, remedies, stages
     from domain.messages import CachedResultRequest, CellInput
-    from domain.model import CellResult, StageRecord
+    from domain.model import CellResult, Grade, RemediationRecord, StageRecord
     from domain.stage_io import CellContext, StageCall, StageResult, context_field
     from workflows.cell_v3 import cause_of, run_v3
 
 # workflow.patched ids
 CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run predating it is retired (v1)
 TYPED_STAGES = "typed-stages"  # one activity per stage with typed context (histories before it: cell_v3)
+REMEDIATION_LADDER = "remediation-ladder"  # only cells with a ladder take that path
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -87,6 +88,83 @@ class CellWorkflow:
     @workflow.init
     def __init__(self, inp: CellInput) -> None:
         self._stage = ""
+        self._remedy = ""
+        self._tried: list[RemediationRecord] = []
+
+    async def _ladder(self, inp: CellInput, ctx: CellContext, unmodified: list):
+        """The unmodified move failed: try each rung of the ladder (cumulatively), re-importing,
+        booting and verifying after each, until one makes the VM work. Returns the context (the
+        last round's), the combined checks, the remedy ("" if none cured), the stage records, the
+        rungs' records, and grades fixed by an infrastructure error or a cancel (None otherwise)."""
+        workflow.patched(REMEDIATION_LADDER)  # marks histories that ran a ladder (none before it)
+        records: list[StageRecord] = []
+        tried: list[RemediationRecord] = []
+        rounds: list[tuple[list[str], list]] = []
+        applied: list[str] = []
+        for n, rung in enumerate(inp.remediate, 1):
+            rec = RemediationRecord(rung, "applied")
+            tried.append(rec)
+            for stage in (stages.BY_NAME[x] for x in ("remediate", "import", "boot", "verify")):
+                t0 = workflow.now()
+                try:
+                    out = await self._run_stage(inp, stage, ctx, n, rung)
+                except (ActivityError, asyncio.CancelledError) as e:
+                    cancelled = isinstance(e, asyncio.CancelledError) or isinstance(e.cause, CancelledError)
+                    reason = "campaign cancelled" if cancelled else cause_of(e)
+                    records.append(
+                        StageRecord(
+                            stage.name,
+                            "skipped" if cancelled else "error",
+                            _since(t0),
+                            reason=reason,
+                            started_at=t0.isoformat(),
+                            round=n,
+                            remedy=rung,
+                        )  # fmt: skip
+                    )
+                    rec.status, rec.changed = "failed", reason
+                    fixed = (
+                        _cancelled(inp.cell.checks)
+                        if cancelled
+                        else grading.after_infra_error(inp.cell.checks, f"{stage.name} after {rung}", reason)
+                    )
+                    return ctx, unmodified, "", records, tried, fixed
+                records.append(
+                    StageRecord(
+                        stage.name,
+                        out.status,
+                        _since(t0),
+                        reason=out.reason,
+                        started_at=t0.isoformat(),
+                        round=n,
+                        remedy=rung,
+                    )
+                )
+                if stage.name == "remediate":
+                    rec.changed, rec.evidence = out.changed or out.reason, {"report": out.report} if out.report else {}
+                    if out.status == "skipped":  # does not apply to this target: the next rung may
+                        rec.status = "skipped"
+                        break
+                if out.status == "fail":  # e.g. the target refused the remediated disk: the next rung may help
+                    rec.status, rec.changed = "failed", out.reason
+                    break
+                ctx = replace(ctx, **{context_field(stage.name): out})
+                if stage.name == "remediate":
+                    applied.append(rung)
+                if stage.name == "verify":
+                    rounds.append((list(applied), out.checks))
+                    if not remedies.move_failed(out.checks):
+                        checks, remedy = remedies.combine(unmodified, rounds)
+                        cured = "; ".join(
+                            c.evidence.get("failed_unmodified", "") for c in checks if c.grade == Grade.WARN
+                        )
+                        for r in tried:
+                            if r.name in applied:
+                                r.status, r.cured = "cured", cured
+                        return ctx, checks, remedy, records, tried, None
+                    rec.status = "not-cured"
+        checks, remedy = remedies.combine(unmodified, rounds)
+        return ctx, checks, remedy, records, tried, None
 
     @workflow.query
     def current_stage(self) -> str:
@@ -102,11 +180,13 @@ class CellWorkflow:
             return await run_v3(self, inp, base)
         return await self._pipeline(inp, base)
 
-    async def _run_stage(self, inp: CellInput, stage: stages.StageDef, ctx: CellContext) -> StageResult:
-        self._stage = stage.name
+    async def _run_stage(
+        self, inp: CellInput, stage: stages.StageDef, ctx: CellContext, round_: int = 0, rung: str = ""
+    ) -> StageResult:
+        self._stage = stage.name if not round_ else f"{stage.name} (after {rung or 'remediation'})"
         return await workflow.execute_activity_method(
             STAGE_ACTIVITIES[stage.name].run,
-            StageCall(inp, ctx),
+            StageCall(inp, ctx, round_, rung),
             start_to_close_timeout=timedelta(seconds=stage.timeout_s),
             heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
             retry_policy=retry_policy(inp, stage),
@@ -150,6 +230,16 @@ class CellWorkflow:
                 break
             ctx = replace(ctx, **{context_field(stage.name): out})
             decided.extend(out.checks)
+            if stage.name == "verify" and inp.remediate and remedies.move_failed(out.checks):
+                ctx, verdict_checks, remedy, ladder_records, self._tried, stopped = await self._ladder(
+                    inp, ctx, out.checks
+                )
+                records.extend(ladder_records)
+                decided = [c for c in decided if c.check not in {x.check for x in verdict_checks}] + verdict_checks
+                self._remedy = remedy
+                if stopped is not None:
+                    verdict = stopped
+                    break
 
         # Cleanup and release run whatever happened, cancellation included: a leaked VM or a
         # host lease left behind blocks the lab for every later campaign.
@@ -174,6 +264,8 @@ class CellWorkflow:
             checks=checks,
             stages=records,
             predictions=prediction.predict(cell.checks, inp.source, inp.target, inp.image),
+            remedy=self._remedy,
+            remediations=self._tried,
             started_at=started.isoformat(),
             finished_at=workflow.now().isoformat(),
             artifacts=_artifacts(ctx),

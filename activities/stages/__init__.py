@@ -16,13 +16,27 @@ from activities.stages.cleanup import Cleanup
 from activities.stages.convert import Convert
 from activities.stages.hosts import Release, Reserve
 from activities.stages.import_vm import Import
+from activities.stages.remediate import Remediate
 from activities.stages.source_side import Baseline, Export, Provision
 from activities.stages.target_side import Boot, Lifecycle, Verify
 from domain import stages
 
 STAGE_ACTIVITIES: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Reserve, Provision, Baseline, Export, Convert, Import, Boot, Verify, Lifecycle, Cleanup, Release)
+    for cls in (
+        Reserve,
+        Provision,
+        Baseline,
+        Export,
+        Convert,
+        Import,
+        Boot,
+        Verify,
+        Lifecycle,
+        Remediate,
+        Cleanup,
+        Release,
+    )
 }
 if set(STAGE_ACTIVITIES) != set(stages.NAMES):  # the table and the bodies must not drift apart
     raise RuntimeError(f"stage table {stages.NAMES} and activities {sorted(STAGE_ACTIVITIES)} differ")

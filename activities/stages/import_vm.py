@@ -11,10 +11,16 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.stages.base import Stage, vm_name
+from activities.stages.guest import APP_PORT
 from crossvisor.core.errors import BadInput
 from domain import profiles
 from domain.stage_io import ImportOutput, StageCall
 from domain.vm import DiskSpec, ExportedVm
+
+
+def target_vm_name(campaign_id: str, cell_id: str, round_: int) -> str:
+    base = vm_name(campaign_id, cell_id, "tgt")
+    return base if round_ == 0 else f"{base}-r{round_}"
 
 
 class Import(Stage):
@@ -29,14 +35,20 @@ class Import(Stage):
         conv = call.context.convert
         if conv is None:
             raise BadInput("import needs the convert stage's disks")
-        name = vm_name(c.campaign_id, c.cell.id, "tgt")
+        # round N of the remediation ladder imports the remediated disks as a VM of its own
+        disks = call.context.remediate.disks if call.round and call.context.remediate else conv.disks
+        name = target_vm_name(c.campaign_id, c.cell.id, call.round)
         package = ExportedVm(
             package=conv.descriptor,
-            disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in conv.disks],
+            disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in disks],
+            forward_ports=[APP_PORT],
         )
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         drv = self.env.driver(c.target_host)
         try:
+            for earlier in range(call.round):  # done with: its guest must not compete for the CPU
+                if drv.list_vms(target_vm_name(c.campaign_id, c.cell.id, earlier)):
+                    drv.power_off(target_vm_name(c.campaign_id, c.cell.id, earlier))
             hw = drv.import_vm(package, name, prof)
             evidence = dict(drv.last_import_evidence)
         finally:

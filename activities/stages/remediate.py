@@ -1,0 +1,160 @@
+"""remediate: one rung of the remediation ladder, applied to the disk the target got.
+
+The rungs do what a person would do by hand (domain/remedies.py): virt-v2v for KVM targets;
+libguestfs edits inside the guest for the others. Each rung writes a qcow2 overlay on its input
+(the shared conversion, or the previous rung's overlay: rungs are cumulative), cached by content:
+a rerun or a worker killed after a rung completed never repeats it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from temporalio import activity
+
+from activities.artifacts import key
+from activities.stages.base import Stage
+from crossvisor.core.errors import BadInput, InfraFault
+from crossvisor.core.resources import deploy_file
+from domain import profiles, remedies
+from domain.stage_io import ConvertedDisk, RemediateOutput, StageCall
+from drivers import diskconv
+
+REPORT_KEPT = 3000  # characters of a tool's output kept as evidence
+TOOL_TIMEOUT_S = 1800  # virt-v2v takes minutes on two cores under TCG
+
+# guestfish scripts, run with the guest's file systems mounted (-i). They print what they change,
+# so that the rung's own report says it.
+GENERIC_INITRAMFS = r"""
+sh "echo MODULES=most > /etc/initramfs-tools/conf.d/cv-modules; echo initramfs: MODULES=most"
+sh "u=$(findmnt -no UUID /); sed -i -E \"s#^[^ #]+[[:space:]]+/[[:space:]]#UUID=$u / #\" /etc/fstab; echo fstab: / by UUID=$u"
+sh "sed -i -E '/^GRUB_DISABLE_LINUX_(PART)?UUID=/d' /etc/default/grub; echo grub: root by UUID"
+sh "update-initramfs -u -k all >/tmp/cv-ui.log 2>&1; echo update-initramfs: rc=$?; tail -n 3 /tmp/cv-ui.log"
+sh "update-grub >/tmp/cv-ug.log 2>&1; echo update-grub: rc=$?; grep -m1 -o 'root=[^ ]*' /boot/grub/grub.cfg"
+"""
+NIC_CONFIG = r"""
+sh "grep -l -r . /etc/systemd/network 2>/dev/null | sed 's/^/replaced: /'; rm -f /etc/systemd/network/*.network"
+sh "printf '[Match]\nType=ether\n\n[Network]\nDHCP=ipv4\n' > /etc/systemd/network/10-cv.network; echo networkd: DHCP on any Ethernet NIC"
+"""
+
+
+def _libguestfs_env() -> dict[str, str]:
+    """The environment that lets libguestfs run here (kernel for the appliance, TCG)."""
+    out = subprocess.run(
+        ["bash", str(deploy_file("guests", "libguestfs-env.sh"))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise InfraFault(f"libguestfs-env.sh failed: {out.stderr.strip()[-500:]}")
+    env = dict(os.environ)
+    env.update(dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line))
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=TOOL_TIMEOUT_S, check=False)
+    if p.returncode != 0:
+        raise InfraFault(f"{cmd[0]} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
+    return (p.stdout + p.stderr).strip()
+
+
+class Remediate(Stage):
+    name = "remediate"
+
+    @activity.defn(name="remediate")
+    def run(self, call: StageCall) -> RemediateOutput:
+        return self.instrumented(call, RemediateOutput, lambda log: self._remediate(call))
+
+    def _remediate(self, call: StageCall) -> RemediateOutput:
+        c, ctx, rung = call.cell, call.context, call.rung
+        if rung not in remedies.REMEDIES:
+            raise BadInput(f"unknown remediation {rung!r}; known: {sorted(remedies.REMEDIES)}")
+        prof = profiles.for_platform(c.target.kind, c.target.profile)
+        why_not = remedies.applicable(rung, prof.name)
+        inputs = (
+            ctx.remediate.disks
+            if ctx.remediate is not None and ctx.remediate.disks
+            else (ctx.convert.disks if ctx.convert else [])
+        )
+        if why_not:
+            return RemediateOutput(status="skipped", rung=rung, applicable=False, reason=why_not, disks=inputs)
+        if not inputs:
+            raise BadInput("remediate needs the converted disks")
+        k = key("remediate", rung, [(d.path, d.format) for d in inputs], prof.name)
+        with self.env.cache.locked(k) as d:
+            entry = self.env.cache.lookup(k)
+            if entry is not None:
+                m = entry["meta"]
+                return RemediateOutput(
+                    status="reused",
+                    rung=rung,
+                    disks=[ConvertedDisk(**x) for x in m["disks"]],
+                    changed=m["changed"],
+                    report=m["report"],
+                )
+            for f in d.iterdir():
+                if f.name != ".lock":
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
+            self.heartbeat(f"remediate {rung}")
+            env = _libguestfs_env()
+            if rung == "virt-v2v":
+                disks, report = self._virt_v2v(inputs[0], d, env)
+            else:
+                disks, report = self._guestfish(
+                    inputs, d, env, GENERIC_INITRAMFS if rung == "generic-initramfs" else NIC_CONFIG
+                )
+            changed = remedies.REMEDIES[rung].does
+            self.env.cache.commit(
+                k,
+                [Path(x.path) for x in disks],
+                {"disks": [vars(x) for x in disks], "changed": changed, "report": report[-REPORT_KEPT:]},
+            )
+        return RemediateOutput(
+            rung=rung,
+            disks=disks,
+            changed=changed,
+            report=report[-REPORT_KEPT:],
+            evidence={"report": report[-REPORT_KEPT:]},
+        )
+
+    def _guestfish(
+        self, inputs: list[ConvertedDisk], d: Path, env: dict[str, str], script: str
+    ) -> tuple[list[ConvertedDisk], str]:
+        out = []
+        for i, disk in enumerate(inputs):
+            overlay = d / f"disk{i}.qcow2"
+            diskconv.create_overlay(overlay, Path(disk.path), disk.format)
+            out.append(ConvertedDisk(str(overlay), "qcow2", disk.controller, disk.capacity_bytes))
+        args = ["guestfish", "--rw", "-i"]
+        for x in out:
+            args += ["--format=qcow2", "-a", x.path]
+        return out, _run(args, env, stdin=script)
+
+    def _virt_v2v(self, disk: ConvertedDisk, d: Path, env: dict[str, str]) -> tuple[list[ConvertedDisk], str]:
+        report = _run(
+            [
+                "virt-v2v",
+                "-i",
+                "disk",
+                "-if",
+                disk.format,
+                disk.path,
+                "-o",
+                "local",
+                "-os",
+                str(d),
+                "-of",
+                "qcow2",
+                "-on",
+                "cv",
+            ],
+            env,
+        )
+        (d / "cv.xml").unlink(missing_ok=True)  # the target's own import decides the hardware
+        return [ConvertedDisk(str(d / "cv-sda"), "qcow2", "virtio", disk.capacity_bytes)], report

@@ -1,0 +1,91 @@
+"""The remediation ladder: what a person does when a moved VM does not work, and how its outcome
+becomes ODCA's middle tier. Pure.
+
+A rung runs only after the unmodified move failed, on the disk the target got (or the previous
+rung's result: rungs are cumulative, as manual fixes are), and then the target imports, boots and
+verifies that disk again. A check that failed unmodified and passes after rung N is ``warn``,
+naming the rungs applied and the failure they cured; one still failing after the last rung stays
+``fail``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from domain.model import CheckResult, Grade
+
+# checks whose failure means "the VM does not work on the target": what a remediation may cure
+WORKS = ("boots", "disks", "cpu_memory", "nics", "app")
+
+
+@dataclass(frozen=True)
+class Remedy:
+    name: str
+    does: str  # what it changes, in the words of the person who would do it by hand
+    kvm_only: bool = False  # virt-v2v converts for KVM-like targets only
+
+
+REMEDIES: dict[str, Remedy] = {
+    r.name: r
+    for r in (
+        Remedy(
+            "virt-v2v",
+            "virt-v2v: installs virtio drivers, regenerates the initramfs, fixes fstab and the bootloader for KVM",
+            kvm_only=True,
+        ),
+        Remedy(
+            "generic-initramfs",
+            "rebuild the initramfs with every storage driver (MODULES=most) and point fstab and the "
+            "bootloader at the root file system's UUID instead of a device name",
+        ),
+        Remedy("nic-config", "make the network configuration take DHCP on any interface name"),
+    )
+}
+
+
+def applicable(name: str, target_profile: str) -> str:
+    """ "" when the rung can run for this target, else why not."""
+    r = REMEDIES[name]
+    if r.kvm_only and target_profile != "kvm":
+        return f"{name} converts for KVM targets; {target_profile} is not one"
+    return ""
+
+
+def move_failed(checks: list[CheckResult]) -> bool:
+    return any(c.grade == Grade.FAIL and c.check in WORKS for c in checks)
+
+
+def combine(
+    unmodified: list[CheckResult], rounds: list[tuple[list[str], list[CheckResult]]]
+) -> tuple[list[CheckResult], str]:
+    """Final grades from the unmodified verification and each remediated round (rungs applied so
+    far, its checks), and the remedy that made the VM work ("" when none did)."""
+    cured_by = ""
+    final = {c.check: c for c in unmodified}
+    for rungs, checks in rounds:
+        by = {c.check: c for c in checks}
+        if all(by[c].grade != Grade.FAIL for c in WORKS if c in by):
+            cured_by = " + ".join(rungs)
+            for name, before in final.items():
+                after = by.get(name)
+                if before.grade == Grade.FAIL and after is not None and after.grade == Grade.PASS:
+                    evidence = {**after.evidence, "failed_unmodified": before.reason, "remedy": cured_by}
+                    final[name] = replace(
+                        after,
+                        grade=Grade.WARN,
+                        reason=f"works after {cured_by}; unmodified: {before.reason}",
+                        evidence=evidence,
+                    )
+            break
+    if not cured_by and rounds:
+        last_rungs, last = rounds[-1]
+        by = {c.check: c for c in last}
+        for name, before in final.items():
+            after = by.get(name)
+            if before.grade == Grade.FAIL and after is not None and after.grade == Grade.FAIL:
+                final[name] = replace(
+                    before,
+                    reason=f"{before.reason}; still after {' + '.join(last_rungs)}: {after.reason}",
+                    evidence={**before.evidence, "after_remedies": after.reason},
+                )
+    return [final[c.check] for c in unmodified], cured_by
