@@ -696,7 +696,7 @@ def _badge(grade: Grade | None, text: str | None = None) -> str:
 def _page(title: str, body: str, *, head: str = "") -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><link rel='icon' href='data:,'>"
         f"<title>{_e(title)}</title>{head}</head><body>{body}</body></html>\n"
     )
 
@@ -739,7 +739,7 @@ def _tally_row(label: str, t: Tally) -> str:
     nums = "".join(
         f"<td class='num g-{g.value}' data-count='{g.value}'>{t.grades[g]}</td>"
         if t.grades[g]
-        else "<td class='num muted'>0</td>"
+        else "<td class='num muted'>&middot;</td>"
         for g in GRADES
     )
     pred = f"{t.predicted - t.missed}/{t.predicted}" if t.predicted else "—"
