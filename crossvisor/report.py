@@ -725,9 +725,8 @@ def _rate_bar(t: Tally) -> str:
         return "<span class='muted'>no verdict</span>"
     p, w = t.share(Grade.PASS) or 0.0, t.share(Grade.WARN) or 0.0
     return (
-        f"<span class='rate' title='success {p:.0%}, warning {w:.0%}'><i class='w' style='width:{(p + w) * 100:.1f}%'></i>"
-        f"<i style='width:{p * 100:.1f}%'></i></span> {p:.0%}"
-        + (f" <span class='muted small'>({p + w:.0%} work)</span>" if w else "")
+        f"<span title='success {p:.0%}; with warnings {p + w:.0%} work'><span class='rate'>"
+        f"<i class='w' style='width:{(p + w) * 100:.1f}%'></i><i style='width:{p * 100:.1f}%'></i></span> {p:.0%}</span>"
     )
 
 
@@ -736,15 +735,24 @@ def _remedies(t: Tally) -> str:
 
 
 def _tally_row(label: str, t: Tally) -> str:
+    def num(g: Grade) -> str:
+        n = t.grades[g]
+        return (
+            f"<span class='g-{g.value}' data-count='{g.value}'>{n}</span>"
+            if n
+            else "<span class='muted'>&middot;</span>"
+        )
+
+    # ODCA's three tiers get a column each; error and skipped (no verdict) share one
     nums = "".join(
-        f"<td class='num g-{g.value}' data-count='{g.value}'>{t.grades[g]}</td>"
-        if t.grades[g]
-        else "<td class='num muted'>&middot;</td>"
-        for g in GRADES
+        f"<td class='num{f' g-{g.value}' if t.grades[g] else ''}' data-count='{g.value}'>{t.grades[g] or '&middot;'}</td>"
+        for g in VERDICTS
     )
+    nums += f"<td class='num small'>{num(Grade.ERROR)} / {num(Grade.SKIPPED)}</td>"
     pred = f"{t.predicted - t.missed}/{t.predicted}" if t.predicted else "—"
-    miss = f" <span class='miss-flag'>{t.missed} missed</span>" if t.missed else ""
-    return f"<tr><th>{label}</th>{nums}<td>{_rate_bar(t)}</td><td>{_remedies(t)}</td><td class='small'>{pred}{miss}</td></tr>"
+    if t.missed:
+        pred = f"<span class='miss-flag' title='{t.missed} predictions missed'>{pred}</span>"
+    return f"<tr><th>{label}</th>{nums}<td>{_rate_bar(t)}</td><td>{_remedies(t)}</td><td class='num'>{pred}</td></tr>"
 
 
 def scorecard_html(result: CampaignResult, sc: Scorecard) -> str:
@@ -765,8 +773,9 @@ def scorecard_html(result: CampaignResult, sc: Scorecard) -> str:
     )
     head = (
         "<tr><th></th>"
-        + "".join(f"<th class='num'>{ODCA_LABEL[g]}</th>" for g in GRADES)
-        + "<th>pass rate</th><th>what fixed it</th><th>predicted right</th></tr>"
+        + "".join(f"<th class='num'>{ODCA_LABEL[g]}</th>" for g in VERDICTS)
+        + "<th class='num' title='no verdict: infrastructure error / skipped'>err / skip</th>"
+        + "<th>pass rate</th><th>what fixed it</th><th class='num' title='predictions that held'>predicted</th></tr>"
     )
     pairs = "".join(_tally_row(f"{_e(s)} &rarr; {_e(t)}", v) for (s, t), v in sc.by_pair.items())
     images = "".join(_tally_row(f"<code>{_e(i)}</code>", v) for i, v in sc.by_image.items())

@@ -46,7 +46,8 @@ class CDPError(RuntimeError):
 
 class Page:
     def __init__(self, ws_url: str, timeout: float):
-        self.ws = connect(ws_url, max_size=256 * 1024 * 1024, open_timeout=timeout)
+        self._conn = connect(ws_url, max_size=256 * 1024 * 1024, open_timeout=timeout)
+        self.ws = self._conn.__enter__()
         self.timeout = timeout
         self.ids = itertools.count(1)
         self.events: list[dict] = []
@@ -167,7 +168,7 @@ class Page:
         return [ev["params"]["request"]["url"] for ev in self.events if ev.get("method") == "Network.requestWillBeSent"]
 
     def close(self) -> None:
-        self.ws.close()
+        self._conn.__exit__(None, None, None)
 
 
 class Chromium:
