@@ -124,3 +124,78 @@ def test_no_secret_on_any_page(served) -> None:
     for path in pages:
         body = served.get(path)[2]
         assert stack.SECRET.encode() not in body, path
+
+
+def _cli_env(served) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env |= {
+        "CROSSVISOR_TEMPORAL_ADDRESS": served.settings.temporal_address,
+        "CROSSVISOR_HOME": str(served.settings.home),
+    }
+    return env
+
+
+def test_cli_report_compare_and_terminal_scorecard(served, tmp_path) -> None:
+    import subprocess
+
+    from tests.harness import tool
+
+    env = _cli_env(served)
+    out = tmp_path / "r"
+    cmd = [tool("crossvisor"), "report", served.second, "--html", f"{out}.html", "--junit", f"{out}.xml"]
+    run = subprocess.run(
+        [*cmd, "--json", f"{out}.json", "--compare", served.first], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert "scorecard: success" in run.stdout and "source rows x target columns" in run.stdout
+    page = (tmp_path / "r.html").read_text()
+    assert f"Compared with <code>{served.first}</code>" in page
+    # the previous campaign as a JSON report file (what a CI job keeps)
+    prev = tmp_path / "prev.json"
+    prev.write_text(served.text(f"/campaigns/{served.first}/report.json"))
+    run = subprocess.run([*cmd, "--compare", str(prev)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"Compared with <code>{served.first}</code>" in (tmp_path / "r.html").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    run = subprocess.run([*cmd, "--compare", str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and f"--compare {bad}: not a crossvisor JSON report" in run.stderr
+
+
+def test_cli_serve_command(served) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.harness import tool
+
+    env = _cli_env(served)
+    run = subprocess.run(
+        [tool("crossvisor"), "serve", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode != 0 and "not a loopback address" in run.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [tool("crossvisor"), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline, page = time.monotonic() + 30, ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert f"href='/campaigns/{served.second}'" in page
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    assert f"http://127.0.0.1:{port}/" in proc.stdout.read()  # type: ignore[union-attr]

@@ -76,6 +76,7 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
 
     from crossvisor import serve
     from tests.harness import make_worker, start_campaign, tool
+    from workflows.campaign import CampaignWorkflow
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool("temporal"),
@@ -110,7 +111,11 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
                 result_store.save(settings.home, served.second, cell)
                 served.artifact_cell = cell.cell_id
 
-                await start_campaign(env.client, _plan(tmp, served.name + "-live"), tq, served.running)
+                live = await start_campaign(env.client, _plan(tmp, served.name + "-live"), tq, served.running)
+                for _ in range(300):  # ready once cells are held running, not merely scheduled
+                    if (await live.query(CampaignWorkflow.progress)).counts.get("running", 0) >= 1:
+                        break
+                    await asyncio.sleep(0.1)
 
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))

@@ -72,7 +72,7 @@ def test_campaign_page_matrix_links_and_charts(browser, served) -> None:
     )
     assert landed == [cell_id, "fail"]
     assert page.eval("document.querySelector('h1').textContent").count(cell_id.split("--")[2]) >= 1
-    assert page.eval("document.querySelectorAll('svg.stages rect').length") > 3  # its stage timeline
+    assert page.eval("document.querySelectorAll('.stagebar i').length") > 3  # its stage timeline
     assert page.problems() == []
     page.screenshot(ARTIFACTS / "serve-cell.png")
     # back to the matrix by its link, like a person
