@@ -106,6 +106,16 @@ async def result(settings: Settings, cid: str, wait: bool = True):
     return result_store.attach(res, settings.home)
 
 
+async def report_result(settings: Settings, cid: str, wait: bool = True):
+    """The campaign as reports show it: ``result`` plus each cell's start and finish from its
+    cell workflow when the cell recorded none (the timeline needs them)."""
+    from crossvisor.serve import fill_cell_times
+
+    res = await result(settings, cid, wait)
+    await fill_cell_times(await _client(settings), res)
+    return res
+
+
 async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
     from rich.progress import (
         BarColumn,
@@ -194,7 +204,7 @@ async def previous_campaign(settings: Settings, ref: str):
             return report.parse_json(Path(ref).read_text())
         except ValueError as e:
             raise ValueError(f"--compare {ref}: {e}") from e
-    return await result(settings, ref)
+    return await report_result(settings, ref)
 
 
 async def steer(settings: Settings, cid: str, **kw) -> str:
@@ -233,7 +243,7 @@ async def demo(settings: Settings, spec: str) -> int:
         flush=True,
     )
     await watch(settings, cid)
-    res = await result(settings, cid)
+    res = await report_result(settings, cid)
     render_matrix(res)
     paths = write_reports(
         res,
@@ -378,7 +388,7 @@ async def _dispatch(a, settings: Settings) -> int:
             print(f"{a.host}: back in service")
         return 0
     if a.cmd == "report":
-        res = await result(settings, a.id, wait=not a.no_wait)
+        res = await report_result(settings, a.id, wait=not a.no_wait)
         previous = await previous_campaign(settings, a.compare) if a.compare else None
         paths = write_reports(res, a.html, a.junit, a.json, previous, settings.home)
         render_matrix(res)

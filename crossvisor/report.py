@@ -818,7 +818,7 @@ def matrix_html(result: CampaignResult, links: Links) -> str:
     compact = len(images) > 4
     out = [
         "<div class='panel' id='matrix'><h2>Matrix</h2>",
-        f"<table class='matrix{' chips-compact' if compact else ''}'><tr><th class='corner'>source &darr; &nbsp; target &rarr;</th>",
+        f"<table class='matrix{' chips-compact' if compact else ''}'><tr><th class='corner'>source&nbsp;&darr;<br>target&nbsp;&rarr;</th>",
         *(f"<th data-target='{_e(t)}'>{_e(t)}</th>" for t in order),
         "</tr>",
     ]
@@ -1295,8 +1295,11 @@ def cell_detail_html(cell: CellResult, links: Links, *, heading: str = "h3") -> 
     out.append(stage_timeline_html(cell))
     out.append(_notable_stages(cell))
     shared = _shared_evidence(cell)
+    has_pred = bool(cell.predictions)  # no prediction column for a cell the rules said nothing about
     out.append(
-        "<table class='checks'><tr><th>check</th><th>observed</th><th>predicted</th><th>reason and evidence</th></tr>"
+        "<table class='checks'><tr><th>check</th><th>observed</th>"
+        + ("<th>predicted</th>" if has_pred else "")
+        + "<th>reason and evidence</th></tr>"
     )
     # checks with the same grade, reason and prediction share one row (a failed import fails all
     # seven with one reason: one line, each check's own evidence inside it)
@@ -1312,11 +1315,14 @@ def cell_detail_html(cell: CellResult, links: Links, *, heading: str = "h3") -> 
                 evidence.append(f"<div class='ev-of'><b>{_a(ch.check)}</b> {ev}</div>" if len(group) > 1 else ev)
         out.append(
             f"<tr data-checks='{_a(names)}' data-grade='{grade}'><th>{_a(', '.join(ch.check for ch in group))}</th>"
-            f"<td>{_badge(Grade(grade))}</td><td>{pred}</td>"
+            f"<td>{_badge(Grade(grade))}</td>{f'<td>{pred}</td>' if has_pred else ''}"
             f"<td>{f'<div>{_e(reason)}</div>' if reason else ''}{''.join(evidence)}</td></tr>"
         )
     if shared:
-        out.append(f"<tr><th class='muted small'>every check</th><td colspan='3'>{_evidence_html(shared)}</td></tr>")
+        span = 3 if has_pred else 2
+        out.append(
+            f"<tr><th class='muted small'>every check</th><td colspan='{span}'>{_evidence_html(shared)}</td></tr>"
+        )
     out.append("</table>")
     for checks, text in _consoles(cell):
         opened = " open" if g not in (Grade.PASS, Grade.SKIPPED) else ""

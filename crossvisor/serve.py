@@ -130,6 +130,34 @@ def _iso(dt: datetime | None) -> str:
     return dt.astimezone(UTC).isoformat() if dt else ""
 
 
+async def fill_cell_times(client, result: CampaignResult) -> int:
+    """Cells that recorded no start/finish time get their cell workflow's, from Temporal
+    visibility (children ``<campaign>.cell.<cell>.<attempt>``; the newest attempt is the one whose
+    result the store holds). Returns how many cells were filled. Cells served from the cache ran
+    no workflow and stay without times."""
+    cid = result.campaign_id
+    if all(c.started_at and c.finished_at for c in result.cells) or "'" in cid or "\\" in cid:
+        return 0
+    prefix = f"{cid}.cell."
+    newest: dict[str, tuple[int, Any]] = {}
+    async for wf in client.list_workflows(query=f"ParentWorkflowId = '{cid}'"):
+        if not wf.id.startswith(prefix):
+            continue
+        cell_id, _, attempt = wf.id[len(prefix) :].rpartition(".")
+        n = int(attempt) if attempt.isdigit() else 0
+        if cell_id not in newest or n > newest[cell_id][0]:
+            newest[cell_id] = (n, wf)
+    filled = 0
+    for cell in result.cells:
+        found = newest.get(cell.cell_id)
+        if found is None or cell.started_at:
+            continue
+        wf = found[1]
+        cell.started_at, cell.finished_at = _iso(wf.start_time), cell.finished_at or _iso(wf.close_time)
+        filled += 1
+    return filled
+
+
 class Campaigns:
     """Reads campaigns; caches what cannot change (a closed run's result and every run's name)."""
 
@@ -224,7 +252,9 @@ class Campaigns:
             )
             p = await asyncio.wait_for(handle.query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
             res = CampaignResult(cid, p.name, summary=rows, status=p.status, started_at=started)
-            return result_store.attach(res, self.settings.home)
+            res = result_store.attach(res, self.settings.home)
+            await fill_cell_times(client, res)
+            return res
         if desc.status == WorkflowExecutionStatus.COMPLETED:
             res = await client.get_workflow_handle(cid, result_type=CampaignResult).result()
             res = result_store.attach(res, self.settings.home)
@@ -235,6 +265,7 @@ class Campaigns:
             res = CampaignResult(cid, await self._name(client, cid, desc.run_id), status=desc.status.name.lower())
             res.cells = _stored_cells(self.settings.home, cid)
             res.started_at, res.finished_at = started, _iso(desc.close_time)
+        await fill_cell_times(client, res)
         self._closed[desc.run_id] = res
         return res
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -79,32 +80,34 @@ def _rate(t: Tally) -> str:
     return f"{share:.0%}" if share is not None else "-"
 
 
-def _works(t: Tally) -> str:
-    p, w = t.share(Grade.PASS), t.share(Grade.WARN)
-    return f"{p + w:.0%}" if p is not None and w is not None else "-"
-
-
 def _row(label: str, t: Tally) -> list[Text | str]:
     cells: list[Text | str] = [label]
-    for g in GRADES:
+    for g in (Grade.PASS, Grade.WARN, Grade.FAIL):
         n = t.grades[g]
         cells.append(Text(str(n), style=STYLE[g] if n else "dim"))
+    cells.append(Text(f"{t.grades[Grade.ERROR]}/{t.grades[Grade.SKIPPED]}", style="dim"))
     cells.append(_rate(t))
-    cells.append(_works(t))
+    pred = f"{t.predicted - t.missed}/{t.predicted}" if t.predicted else "-"
+    cells.append(Text(pred, style="red" if t.missed else ""))
     cells.append(", ".join(f"{scrub(name)} x{n}" for name, n in t.remedies.most_common()) or "-")
-    cells.append(f"{t.predicted - t.missed}/{t.predicted}" if t.predicted else "-")
     return cells
 
 
 def _table(title: str, first: str) -> Table:
-    t = Table(title=title)
-    t.add_column(first, style="bold")
-    for g in GRADES:
-        t.add_column(ODCA_LABEL[g], justify="right")
-    t.add_column("pass rate", justify="right")
-    t.add_column("works", justify="right")  # success or warning: runs, perhaps after a remedy
-    t.add_column("what fixed it")
-    t.add_column("predicted right", justify="right")
+    # compact: fits an 80-column terminal (CI logs) with platform names of a dozen characters
+    t = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title_justify="left",
+        caption="ok: ODCA success, warn: warning (works after the remedy in 'fixed by'), fail: failure; "
+        "pass: success among verdicts; pred.: predictions that held",
+        caption_justify="left",
+    )
+    t.add_column(first, style="bold", no_wrap=True)
+    for head in ("ok", "warn", "fail", "err/skip", "pass", "pred."):
+        t.add_column(head, justify="right", no_wrap=True)
+    t.add_column("fixed by", min_width=14, overflow="fold")
     return t
 
 
@@ -127,6 +130,7 @@ def render_scorecard(result: CampaignResult, console: Console | None = None, sc:
     pairs.add_row(*_row("all", o), style="bold")
     console.print(pairs)
     images = _table("per guest image", "image")
+    images.caption = None
     for image, tally in sc.by_image.items():
         images.add_row(*_row(image, tally))
     console.print(images)

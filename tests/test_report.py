@@ -395,7 +395,7 @@ def test_terminal_scorecard_and_matrix(campaign: CampaignResult) -> None:
     render_scorecard(campaign, console)
     out = console.export_text()
     assert "success 13  warning 6  failure 13  error 1  skipped 3" in out
-    assert re.search(r"vsphere-8 -> kvm\s+│\s+2 │\s+1 │\s+0 │.*virt-v2v x1", out)
+    assert re.search(r"vsphere-8 -> kvm\s+2\s+1\s+0\s+0/0\s+67%\s+21/21\s+virt-v2v x1", out)
     console = Console(record=True, width=220)
     render_matrix(campaign, console)
     out = console.export_text()

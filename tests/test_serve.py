@@ -63,6 +63,11 @@ def test_campaign_page_is_the_report_with_links(served) -> None:
     assert "id='scorecard'" in page and 'id="chart-heatmap"' in page and "id='causes'" in page
     assert f"/namespaces/default/workflows/{served.second}" in page  # Temporal Web UI
     assert f"/d/crossvisor?var-campaign={served.name}" in page  # Grafana
+    # every cell ran a cell workflow: its start and finish come from Temporal when the cell
+    # recorded none, so the campaign's timeline has a bar per cell
+    first = served.text(f"/campaigns/{served.first}")
+    timeline = first[first.index('id="chart-timeline"') :]
+    assert timeline[: timeline.index("</svg>")].count('<rect class="b-') == 4
     none = served.text(f"/campaigns/{served.second}?compare=none")
     assert "Compared with" not in none
     running = served.text(f"/campaigns/{served.running}")
