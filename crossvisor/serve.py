@@ -588,7 +588,13 @@ async def run(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_P
 
     host = check_loopback(host)
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,  # a browser's open connections never hold up Ctrl-C for long
     )
     server = uvicorn.Server(config)
     if sock is None:

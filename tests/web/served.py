@@ -52,7 +52,8 @@ class Served:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            with e:  # an unclosed error response keeps its connection open (and the server's shutdown waiting)
+                return e.code, dict(e.headers), e.read()
 
     def text(self, path: str) -> str:
         status, _, body = self.get(path)
@@ -76,7 +77,7 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
 
     from crossvisor import serve
     from tests.harness import make_worker, start_campaign, tool
-    from workflows.campaign import CampaignWorkflow
+    from workflows.campaign import CampaignWorkflow, SteerRequest
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool("temporal"),
@@ -121,7 +122,11 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
                 config = uvicorn.Config(
-                    serve.create_app(settings), log_level="warning", access_log=False, lifespan="off"
+                    serve.create_app(settings),
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,  # Chromium's keep-alive connections must not hold teardown
                 )
                 server = uvicorn.Server(config)
                 task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -134,7 +139,14 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
                 server.should_exit = True
                 await task
                 sock.close()
-                await env.client.get_workflow_handle(served.running).terminate("serve tests done")
+                # cancel (not terminate) so the held cells clean up: test:///default is one libvirt
+                # instance per process, and other tests count the domains left in it
+                h = env.client.get_workflow_handle(served.running)
+                try:
+                    await h.execute_update(CampaignWorkflow.steer, SteerRequest("cancel", request_id="serve-done"))
+                except Exception:  # noqa: BLE001 - it may have finished once its cells were released
+                    pass
+                await asyncio.wait_for(h.result(), 120)
     finally:
         await env.shutdown()
 
