@@ -77,7 +77,7 @@ def main() -> None:
     pages["report (one file)"].write_text(html)  # type: ignore[arg-type]
     print(f"python render_html: {py_s:.2f} s, {len(html) / 1e6:.1f} MB")  # type: ignore[arg-type]
     ov_s, body = _timed(lambda: report.campaign_body(res, report.Links(cell=lambda cid: f"/cells/{cid}")), 3)
-    overview = report._page("overview", f"<main>{body}</main>", head=f"<style>{report.stylesheet()}</style>")
+    overview = report.html_page("overview", f"<main>{body}</main>", head=f"<style>{report.stylesheet()}</style>")
     pages["serve campaign page"] = out / "overview.html"
     pages["serve campaign page"].write_text(overview)
     print(f"python campaign overview: {ov_s:.2f} s, {len(overview) / 1e6:.1f} MB")

@@ -637,9 +637,12 @@ def render_junit(result: CampaignResult) -> str:
 # ---------------------------------------------------------------------------------------- HTML
 
 
-def _e(text: object) -> str:
+def escape(text: object) -> str:
     """Untrusted text for HTML text or a quoted attribute: redacted, then escaped."""
     return html.escape(scrub(text), quote=True)
+
+
+_e = escape
 
 
 def _a(text: str) -> str:
@@ -669,13 +672,13 @@ def file_links(artifact_base: str | None) -> Links:
     base = artifact_base if artifact_base.endswith("/") else artifact_base + "/"
 
     def artifact(cell: CellResult, name: str) -> str | None:
-        rel = _safe_relative(cell.artifacts.get(name, ""))
+        rel = safe_relative(cell.artifacts.get(name, ""))
         return base + quote(rel) if rel else None
 
     return Links(artifact=artifact)
 
 
-def _safe_relative(path: str) -> str | None:
+def safe_relative(path: str) -> str | None:
     """A relative path that cannot leave the directory it is relative to, or None."""
     path = (path or "").strip().replace("\\", "/")
     parts = path.split("/")
@@ -693,7 +696,7 @@ def _badge(grade: Grade | None, text: str | None = None) -> str:
     return f'<span class="badge g-{name}">{_a(label)}</span>'
 
 
-def _page(title: str, body: str, *, head: str = "") -> str:
+def html_page(title: str, body: str, *, head: str = "") -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'><link rel='icon' href='data:,'>"
@@ -913,13 +916,6 @@ def comparison_html(cmp: Comparison, links: Links) -> str:
 # ---------------------------------------------------------------------------------------- charts
 # Inline SVG drawn here: nothing to load, prints well, and works with scripts forbidden.
 
-_GRADE_FILL = {
-    Grade.PASS: "#43a047",
-    Grade.WARN: "#f2b01e",
-    Grade.FAIL: "#d32f2f",
-    Grade.ERROR: "#8e24aa",
-    Grade.SKIPPED: "#9e9e9e",
-}
 _STATUS_FILL = {"ok": "#43a047", "reused": "#81c784", "fail": "#d32f2f", "error": "#8e24aa", "skipped": "#bdbdbd"}
 _PALETTE = (
     "#1f77b4",
@@ -1210,7 +1206,7 @@ def _evidence_html(evidence: dict[str, str], skip: Iterable[str] = ()) -> str:
             inline.append(f"<span class='kv'><i>{_e(key)}</i> {REDACTED}</span>")
             continue
         value = str(value)
-        rel = _safe_relative(value[len(_PATH_PREFIX) :]) if value.startswith(_PATH_PREFIX) else None
+        rel = safe_relative(value[len(_PATH_PREFIX) :]) if value.startswith(_PATH_PREFIX) else None
         if rel is not None:
             inline.append(f"<span class='kv'><i>{_e(key)}</i> <a href='{_e(quote(rel))}'>{_e(rel)}</a></span>")
         elif "\n" in value:
@@ -1220,7 +1216,7 @@ def _evidence_html(evidence: dict[str, str], skip: Iterable[str] = ()) -> str:
     return (f"<div class='ev'>{''.join(inline)}</div>" if inline else "") + "".join(blocks)
 
 
-def _consoles(cell: CellResult) -> list[tuple[list[str], str]]:
+def distinct_consoles(cell: CellResult) -> list[tuple[list[str], str]]:
     """Distinct console excerpts and the checks that carry each: a failed stage hands the same
     console to every check, and it is shown once."""
     seen: dict[str, list[str]] = {}
@@ -1324,7 +1320,7 @@ def cell_detail_html(cell: CellResult, links: Links, *, heading: str = "h3") -> 
             f"<tr><th class='muted small'>every check</th><td colspan='{span}'>{_evidence_html(shared)}</td></tr>"
         )
     out.append("</table>")
-    for checks, text in _consoles(cell):
+    for checks, text in distinct_consoles(cell):
         opened = " open" if g not in (Grade.PASS, Grade.SKIPPED) else ""
         out.append(
             f"<details class='console'{opened}><summary>console excerpt ({', '.join(_a(c) for c in checks)}, "
@@ -1426,4 +1422,4 @@ def render_html(
         # no network access from the page at all, even if a hostile string slipped through
         f"<meta http-equiv='Content-Security-Policy' content=\"{_REPORT_CSP}\"><style>{stylesheet()}</style>"
     )
-    return _page(f"crossvisor report: {result.name}", "".join(body), head=head)
+    return html_page(f"crossvisor report: {result.name}", "".join(body), head=head)

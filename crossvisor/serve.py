@@ -307,15 +307,15 @@ def links_for(cid: str) -> report.Links:
         cell=lambda cell_id: f"{base}/cells/{_q(cell_id)}",
         artifact=lambda cell, name: (
             f"{base}/cells/{_q(cell.cell_id)}/artifacts/{_q(name)}"
-            if report._safe_relative(cell.artifacts.get(name, ""))
+            if report.safe_relative(cell.artifacts.get(name, ""))
             else None
         ),
-        console=lambda cell: f"{base}/cells/{_q(cell.cell_id)}/console.txt" if report._consoles(cell) else None,
+        console=lambda cell: f"{base}/cells/{_q(cell.cell_id)}/console.txt" if report.distinct_consoles(cell) else None,
     )
 
 
 def _e(text: object) -> str:
-    return report._e(text)
+    return report.escape(text)
 
 
 def _layout(settings: Settings, title: str, body: str, *, scripts: bool = False) -> HTMLResponse:
@@ -330,7 +330,7 @@ def _layout(settings: Settings, title: str, body: str, *, scripts: bool = False)
         f"<a href='{_e(grafana)}/d/crossvisor' rel='noreferrer'>Grafana</a>"
         "<span class='muted small'>read-only</span></header>"
     )
-    return HTMLResponse(report._page(title, f"{nav}<main>{body}</main>", head=head))
+    return HTMLResponse(report.html_page(title, f"{nav}<main>{body}</main>", head=head))
 
 
 def _progress_html(p: dict[str, Any] | None, url: str, status: str) -> str:
@@ -495,7 +495,7 @@ def create_app(settings: Settings, client=None) -> Starlette:
             _, found = await _cell(cid, cell_id)
             if found is None:
                 return PlainTextResponse("no such cell\n", 404)
-            parts = [f"== {', '.join(checks)} ==\n{text}\n" for checks, text in report._consoles(found)]
+            parts = [f"== {', '.join(checks)} ==\n{text}\n" for checks, text in report.distinct_consoles(found)]
             if not parts:
                 return PlainTextResponse("this cell recorded no console excerpt\n", 404)
             return PlainTextResponse(
@@ -510,7 +510,7 @@ def create_app(settings: Settings, client=None) -> Starlette:
 
         async def page():
             _, found = await _cell(cid, cell_id)
-            rel = report._safe_relative(found.artifacts.get(name, "")) if found else None
+            rel = report.safe_relative(found.artifacts.get(name, "")) if found else None
             if rel is None:
                 return PlainTextResponse("no such artifact\n", 404)
             home = settings.home.resolve()

@@ -60,7 +60,6 @@ def hostile() -> CampaignResult:
         "url": "https://admin:vcpass@vc.example/sdk",
         "console": "login: root\npassword=hunter2\n" + HOSTILE,
     }
-    cell.remediations[:0] = []
     cell.stages[0].reason = "lease via https://admin:vcpass@vc.example/sdk"
     res.name = "nightly <interop>"
     res.hosts.append(
