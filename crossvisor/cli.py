@@ -8,7 +8,8 @@ crossvisor campaign status|watch|cancel|pause|resume ID
 crossvisor campaign retry ID (--failed | CELL...)   | skip ID CELL...
 crossvisor campaign swap-host ID HOST [--replacement H] | concurrency ID N | add-cells ID SRC TGT IMAGE
 crossvisor campaign history ID --out FILE
-crossvisor report ID [--html F] [--junit F] [--json F]
+crossvisor report ID [--html F] [--junit F] [--json F] [--compare PREVIOUS_ID_OR_JSON]
+crossvisor serve [--port 17290]          read-only web UI on loopback
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ async def result(settings: Settings, cid: str, wait: bool = True):
     return result_store.attach(res, settings.home)
 
 
+async def report_result(settings: Settings, cid: str, wait: bool = True):
+    """The campaign as reports show it: ``result`` plus each cell's start and finish from its
+    cell workflow when the cell recorded none (the timeline needs them)."""
+    from crossvisor.serve import fill_cell_times
+
+    res = await result(settings, cid, wait)
+    await fill_cell_times(await _client(settings), res)
+    return res
+
+
 async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
     from rich.progress import (
         BarColumn,
@@ -147,61 +158,31 @@ async def watch(settings: Settings, cid: str, poll_s: float = 0.5) -> None:
 
 
 def render_matrix(res) -> None:
+    """The matrix and the ODCA scorecard in the terminal (crossvisor/terminal.py)."""
     from rich.console import Console
-    from rich.table import Table
 
-    from domain.model import Grade
+    from crossvisor.terminal import render_matrix as matrix
+    from crossvisor.terminal import render_scorecard
 
-    style = {
-        Grade.PASS: "green",
-        Grade.FAIL: "red",
-        Grade.ERROR: "magenta",
-        Grade.SKIPPED: "yellow",
-    }
     console = Console()
-    images = sorted({c.image for c in res.cells})
-    sources = sorted({c.source for c in res.cells})
-    targets = sorted({c.target for c in res.cells})
-    by = {(c.source, c.target, c.image): c for c in res.cells}
-    for image in images:
-        t = Table(title=f"{res.name}: {image} (source rows x target columns)")
-        t.add_column("source \\ target")
-        for tg in targets:
-            t.add_column(tg)
-        for s in sources:
-            row = [s]
-            for tg in targets:
-                c = by.get((s, tg, image))
-                if c is None:
-                    row.append("")
-                    continue
-                g = c.grade
-                label = g.value.upper() + (" (cached)" if c.cached else "")
-                row.append(f"[{style[g]}]{label}[/]")
-            t.add_row(*row)
-        console.print(t)
-    failures = [(c, ch) for c in res.cells for ch in c.checks if ch.grade.value in ("fail", "error")]
-    if failures:
-        console.print("[bold]Failures[/]")
-        seen = set()
-        for c, ch in failures:
-            key = (c.cell_id, ch.reason)
-            if key in seen:
-                continue
-            seen.add(key)
-            console.print(f"  {c.source} -> {c.target} / {c.image}: {ch.check}: {ch.reason}")
-    counts: dict[str, int] = {}
-    for c in res.cells:
-        counts[c.grade.value] = counts.get(c.grade.value, 0) + 1
-    console.print(f"cells: {len(res.cells)}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    matrix(res, console)
+    render_scorecard(res, console)
 
 
-def write_reports(res, html: str | None, junit: str | None, js: str | None) -> list[str]:
+def write_reports(
+    res, html: str | None, junit: str | None, js: str | None, previous=None, home: Path | None = None
+) -> list[str]:
+    """Write the requested formats. ``previous``: a campaign to compare with (HTML); ``home``:
+    CROSSVISOR_HOME, so the HTML links artifacts relative to where the file lands."""
     from crossvisor import report
+
+    def page(r) -> str:
+        base = Path(os.path.relpath(home.resolve(), Path(html).resolve().parent)).as_posix() if home else None
+        return report.render_html(r, previous, artifact_base=base)
 
     out = []
     for path, fn in (
-        (html, report.render_html),
+        (html, page),
         (junit, report.render_junit),
         (js, report.render_json),
     ):
@@ -210,6 +191,18 @@ def write_reports(res, html: str | None, junit: str | None, js: str | None) -> l
             Path(path).write_text(fn(res))
             out.append(path)
     return out
+
+
+async def previous_campaign(settings: Settings, ref: str):
+    """``--compare``: a JSON report file (``crossvisor report --json``) or a campaign id."""
+    from crossvisor import report
+
+    if Path(ref).is_file():
+        try:
+            return report.parse_json(Path(ref).read_text())
+        except ValueError as e:
+            raise ValueError(f"--compare {ref}: {e}") from e
+    return await report_result(settings, ref)
 
 
 async def steer(settings: Settings, cid: str, **kw) -> str:
@@ -248,15 +241,17 @@ async def demo(settings: Settings, spec: str) -> int:
         flush=True,
     )
     await watch(settings, cid)
-    res = await result(settings, cid)
+    res = await report_result(settings, cid)
     render_matrix(res)
     paths = write_reports(
         res,
         str(settings.home / "reports/demo.html"),
         str(settings.home / "reports/demo.junit.xml"),
         str(settings.home / "reports/demo.json"),
+        home=settings.home,
     )
     print("reports: " + ", ".join(paths))
+    print("browse it: crossvisor serve  (http://127.0.0.1:17290/, read-only)")
     print("stop the local stack with: crossvisor down")
     return 0
 
@@ -319,6 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--junit")
     rp.add_argument("--json")
     rp.add_argument("--no-wait", action="store_true", help="report a running campaign as it stands")
+    rp.add_argument(
+        "--compare", metavar="PREVIOUS", help="an earlier campaign of the same spec (id or JSON report file)"
+    )
+
+    sv = sub.add_parser("serve", help="read-only web UI on loopback: campaigns, matrix, cells, consoles")
+    sv.add_argument("--port", type=int, default=17290)
+    sv.add_argument("--host", default="127.0.0.1", help="a loopback address (the UI has no login)")
 
     a = ap.parse_args(argv)
     settings = Settings()
@@ -388,11 +390,17 @@ async def _dispatch(a, settings: Settings) -> int:
             print(f"{a.host}: back in service")
         return 0
     if a.cmd == "report":
-        res = await result(settings, a.id, wait=not a.no_wait)
-        paths = write_reports(res, a.html, a.junit, a.json)
+        res = await report_result(settings, a.id, wait=not a.no_wait)
+        previous = await previous_campaign(settings, a.compare) if a.compare else None
+        paths = write_reports(res, a.html, a.junit, a.json, previous, settings.home)
         render_matrix(res)
         if paths:
             print("wrote " + ", ".join(paths))
+        return 0
+    if a.cmd == "serve":
+        from crossvisor import serve
+
+        await serve.run(settings, a.host, a.port)
         return 0
     if a.cmd == "campaign":
         if a.sub == "start":

@@ -31,6 +31,9 @@ class Settings:
     netbox_url: str = field(default_factory=lambda: _env("NETBOX_URL"))
     netbox_token_file: str = field(default_factory=lambda: _env("NETBOX_TOKEN_FILE"))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))
+    # where `crossvisor serve` links to: the Temporal Web UI and the Grafana dashboard
+    temporal_ui_url: str = field(default_factory=lambda: _env("TEMPORAL_UI_URL", "http://127.0.0.1:17280"))
+    grafana_url: str = field(default_factory=lambda: _env("GRAFANA_URL", "http://127.0.0.1:3000"))
 
     @property
     def artifacts(self) -> Path:
