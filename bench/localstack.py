@@ -1,6 +1,7 @@
 """A throwaway local stack for chaos runs and end-to-end tests: a Temporal dev server (SQLite in
-``home``) and worker processes, each in its own process group, on free ports of their own so that
-two stacks (or a developer's ``make demo``) never collide."""
+``home``, crossvisor's search attributes registered, Web UI on its own port) and worker processes,
+each in its own process group, on free ports of their own so that two stacks (or a developer's
+``make demo``) never collide."""
 
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ def port_free(port: int) -> bool:
 
 
 def free_base() -> int:
-    # the dev server uses base, base+1 (metrics), base+10 (http); the worker base+2, base+3
+    # the dev server uses base, base+1 (metrics), base+10 (http), base+11 (Web UI); the worker
+    # base+2, base+3
     for _ in range(200):
         base = random.SystemRandom().randrange(20000, 60000, 20)
-        if all(port_free(base + d) for d in (0, 1, 2, 3, 10)):
+        if all(port_free(base + d) for d in (0, 1, 2, 3, 10, 11)):
             return base
     raise RuntimeError("no free ports")
 
@@ -43,10 +45,12 @@ class LocalStack:
         self.settings.temporal_address = f"127.0.0.1:{base}"
         self.settings.metrics_port = base + 2
         self.settings.sdk_metrics_port = base + 3
+        self.settings.temporal_ui_url = f"http://127.0.0.1:{base + 11}"
         self.env = dict(
             os.environ,
             CROSSVISOR_HOME=str(home),
             CROSSVISOR_TEMPORAL_ADDRESS=self.settings.temporal_address,
+            CROSSVISOR_TEMPORAL_UI_URL=self.settings.temporal_ui_url,
             CROSSVISOR_METRICS_PORT=str(base + 2),
             CROSSVISOR_SDK_METRICS_PORT=str(base + 3),
             **env,
@@ -100,11 +104,11 @@ class LocalStack:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 300, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "crossvisor.cli", *args],
-            cwd=ROOT,
-            env=self.env,
+            cwd=cwd or ROOT,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=timeout,

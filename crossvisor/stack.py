@@ -1,4 +1,5 @@
-"""The embedded local stack: a Temporal dev server (SQLite in the state dir) and a worker process.
+"""The embedded local stack: a Temporal dev server (SQLite in the state dir, with its Web UI and
+crossvisor's search attributes) and a worker process.
 
 Idempotent: ``up`` finds a healthy server/worker by pid file and health check before starting one.
 Ports are pinned (config) and bound to loopback only.
@@ -14,8 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from crossvisor.core.config import Settings
+from workflows import search
 
 
 class StackError(RuntimeError):
@@ -94,6 +97,45 @@ _WORKER_MARK = "worker"
 _TEMPORAL_MARK = "start-dev"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def ui_port(settings: Settings) -> int | None:
+    """The port the dev server's Web UI binds: that of ``temporal_ui_url`` when it points at
+    loopback (what `crossvisor serve` links to), else none (the UI runs elsewhere)."""
+    u = urlsplit(settings.temporal_ui_url)
+    return u.port if u.hostname in LOOPBACK and u.port else None
+
+
+def ui_url(settings: Settings) -> str:
+    return settings.temporal_ui_url.rstrip("/") + f"/namespaces/{settings.temporal_namespace}/workflows"
+
+
+def ensure_search_attributes(settings: Settings) -> list[str]:
+    """Register crossvisor's search attributes on a running server that lacks them (a dev server
+    started by an older release, or one started by hand). Returns the names added."""
+    tool = venv_tool("temporal")
+    conn = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
+    listed = subprocess.run(
+        [tool, "operator", "search-attribute", "list", "-o", "json", *conn], capture_output=True, text=True, timeout=30
+    )
+    have = listed.stdout if listed.returncode == 0 else ""
+    added = []
+    for name, kind in search.DEFINITIONS.items():
+        if f'"{name}"' in have:
+            continue
+        r = subprocess.run(
+            [tool, "operator", "search-attribute", "create", "--name", name, "--type", kind, *conn],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if r.returncode != 0 and "already" not in (r.stdout + r.stderr):
+            raise StackError(f"registering search attribute {name} ({kind}) failed: {(r.stderr or r.stdout).strip()}")
+        added.append(name)
+    return added
+
+
 def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
     host, port = settings.temporal_address.rsplit(":", 1)
     run = settings.home / "run"
@@ -108,7 +150,6 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
         venv_tool("temporal"),
         "server",
         "start-dev",
-        "--headless",
         "--ip",
         host,
         "--port",
@@ -125,7 +166,13 @@ def temporal_up(settings: Settings, timeout_s: float = 30) -> str:
         "synchronous=normal",
         "--log-level",
         "warn",
+        *search.dev_server_args(),
     ]
+    ui = ui_port(settings)
+    if ui:  # the Web UI on loopback; it fetches nothing itself (no newsfeed)
+        cmd += ["--ui-ip", host, "--ui-port", str(ui), "--ui-disable-news-fetch"]
+    else:
+        cmd.append("--headless")
     with open(run / "temporal.log", "ab") as logf:
         proc = subprocess.Popen(
             cmd,

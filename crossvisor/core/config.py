@@ -1,6 +1,10 @@
 """Settings from the environment (12-factor), with the embedded local default.
 
 Secrets are never values here: only paths to secret files or env var names, resolved where used.
+
+The Temporal connection follows the Temporal CLI's conventions too: ``TEMPORAL_ADDRESS`` and
+``TEMPORAL_NAMESPACE`` apply when the ``CROSSVISOR_`` variables are not set (the CLI's
+``--address`` / ``--namespace`` flags override both).
 """
 
 from __future__ import annotations
@@ -10,17 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TASK_QUEUE = "crossvisor"
+DEFAULT_ADDRESS = "127.0.0.1:17233"
+DEFAULT_HOME = ".state"
+# where `crossvisor up` / `demo` record the home they used, so the CLI finds the local stack from
+# any directory (``find_home``)
+HOME_POINTER = "crossvisor/home"
 
 
 def _env(name: str, default: str = "") -> str:
     return os.environ.get(f"CROSSVISOR_{name}", default)
 
 
+def _temporal_env(name: str, default: str) -> str:
+    return _env(f"TEMPORAL_{name}") or os.environ.get(f"TEMPORAL_{name}") or default
+
+
 @dataclass
 class Settings:
-    home: Path = field(default_factory=lambda: Path(_env("HOME", ".state")).resolve())
-    temporal_address: str = field(default_factory=lambda: _env("TEMPORAL_ADDRESS", "127.0.0.1:17233"))
-    temporal_namespace: str = field(default_factory=lambda: _env("TEMPORAL_NAMESPACE", "default"))
+    home: Path = field(default_factory=lambda: Path(_env("HOME", DEFAULT_HOME)).resolve())
+    temporal_address: str = field(default_factory=lambda: _temporal_env("ADDRESS", DEFAULT_ADDRESS))
+    temporal_namespace: str = field(default_factory=lambda: _temporal_env("NAMESPACE", "default"))
     temporal_tls_cert: str = field(default_factory=lambda: _env("TEMPORAL_TLS_CERT"))
     temporal_tls_key: str = field(default_factory=lambda: _env("TEMPORAL_TLS_KEY"))
     temporal_tls_ca: str = field(default_factory=lambda: _env("TEMPORAL_TLS_CA"))
@@ -31,7 +44,10 @@ class Settings:
     netbox_url: str = field(default_factory=lambda: _env("NETBOX_URL"))
     netbox_token_file: str = field(default_factory=lambda: _env("NETBOX_TOKEN_FILE"))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))
-    # where `crossvisor serve` links to: the Temporal Web UI and the Grafana dashboard
+    # json (one object a line, for collectors) | console (for people) | auto (console on a TTY)
+    log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))
+    # where `crossvisor serve` links to: the Temporal Web UI and the Grafana dashboard; the local
+    # stack serves the Web UI on this URL's port
     temporal_ui_url: str = field(default_factory=lambda: _env("TEMPORAL_UI_URL", "http://127.0.0.1:17280"))
     grafana_url: str = field(default_factory=lambda: _env("GRAFANA_URL", "http://127.0.0.1:3000"))
 
@@ -42,3 +58,48 @@ class Settings:
     @property
     def cache(self) -> Path:
         return self.home / "cache"
+
+
+def state_dir() -> Path:
+    """The user's state directory (XDG): where the pointer to the local stack's home lives."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+
+
+def is_home(path: Path) -> bool:
+    """A directory a crossvisor stack or worker has used (not just any ``.state``)."""
+    return path.is_dir() and any((path / p).exists() for p in ("run", "results", "temporal.db"))
+
+
+def find_home(cwd: Path | None = None) -> tuple[Path, str]:
+    """The home the CLI should use, and how it was found (said in errors and ``--verbose``):
+
+    1. ``CROSSVISOR_HOME``;
+    2. a ``.state`` that a stack used, in the working directory or one of its parents;
+    3. the home the last ``crossvisor up`` / ``demo`` recorded (``$XDG_STATE_HOME/crossvisor/home``);
+    4. ``./.state`` (a new one)."""
+    if _env("HOME"):
+        return Path(_env("HOME")).resolve(), "CROSSVISOR_HOME"
+    here = (cwd or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if is_home(d / DEFAULT_HOME):
+            return d / DEFAULT_HOME, f"found at {d / DEFAULT_HOME}"
+    pointer = state_dir() / HOME_POINTER
+    try:
+        recorded = Path(pointer.read_text().strip())
+    except OSError:
+        recorded = None
+    if recorded and recorded.is_absolute() and is_home(recorded):
+        return recorded, f"recorded by the last `crossvisor up` in {pointer}"
+    return here / DEFAULT_HOME, "default (./.state)"
+
+
+def record_home(home: Path) -> None:
+    """Remember the local stack's home for CLI calls from other directories (best effort)."""
+    pointer = state_dir() / HOME_POINTER
+    try:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer.with_name(f".home.{os.getpid()}")
+        tmp.write_text(str(home.resolve()) + "\n")
+        tmp.replace(pointer)
+    except OSError:
+        pass

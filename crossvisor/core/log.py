@@ -1,8 +1,14 @@
-"""structlog JSON logs with campaign/cell/stage/host context, and secrets redacted on the way out."""
+"""structlog logs with campaign/cell/stage/host context, and secrets redacted on the way out.
+
+Two formats (``CROSSVISOR_LOG_FORMAT``): ``json`` (one object a line, for collectors; the default)
+and ``console`` (aligned, for people); ``auto`` picks console when the stream is a terminal. Both
+go through the same redaction.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -33,6 +39,8 @@ class _RedactingFormatter(logging.Formatter):
 
 
 _json = structlog.processors.JSONRenderer()
+_console = structlog.dev.ConsoleRenderer(colors=False, pad_event=28, sort_keys=False)
+FORMATS = ("json", "console", "auto")
 
 
 def _render(logger: object, name: str, event: dict) -> str:
@@ -41,7 +49,25 @@ def _render(logger: object, name: str, event: dict) -> str:
     return redact_text(_json(logger, name, event))
 
 
-def configure(level: str = "info", stream=None) -> None:
+def _render_console(logger: object, name: str, event: dict) -> str:
+    return redact_text(_console(logger, name, event))
+
+
+def resolve_format(fmt: str, stream=None) -> str:
+    """json | console; ``auto`` = console on a terminal. Anything else is a clear error."""
+    fmt = (fmt or "json").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"CROSSVISOR_LOG_FORMAT={fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        s = stream or sys.stderr
+        return "console" if hasattr(s, "isatty") and s.isatty() else "json"
+    return fmt
+
+
+def configure(level: str = "info", stream=None, fmt: str | None = None) -> None:
+    """``fmt``: json | console | auto; None = ``CROSSVISOR_LOG_FORMAT`` (default json)."""
+    if fmt is None:
+        fmt = os.environ.get("CROSSVISOR_LOG_FORMAT", "json")
     logging.basicConfig(
         format="%(message)s",
         stream=stream or sys.stderr,
@@ -57,7 +83,7 @@ def configure(level: str = "info", stream=None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _redact,
-            _render,
+            _render_console if resolve_format(fmt, stream) == "console" else _render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),

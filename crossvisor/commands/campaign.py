@@ -1,0 +1,570 @@
+"""``crossvisor campaign``: start, list, status, show, watch, history, and the steering commands
+(one Temporal update per action; a refusal prints the campaign's own reason)."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from crossvisor.commands.common import (
+    CELL_FORM,
+    EXIT_INPUT,
+    EXIT_OK,
+    CliError,
+    connect,
+    emit_json,
+    fail_on_option,
+    human_duration,
+    human_id,
+    humanise,
+    note,
+    output_options,
+    rpc_error,
+    split_cell,
+    to_cell_id,
+)
+from crossvisor.core.config import Settings
+
+LIST_LIMIT = 50
+
+STEERING = {
+    # command -> (update name, help)
+    "pause": ("pause", "no new cells start; running cells finish"),
+    "resume": ("resume", "start scheduling cells again"),
+    "retry": ("retry", "run failed/errored cells (or the named ones) again; on a finished campaign, a rerun"),
+    "skip": ("skip", "grade pending cells 'skipped' without running them"),
+    "swap-host": ("swap_host", "take a host out of scheduling (optionally handing its platforms to another)"),
+    "concurrency": ("set_concurrency", "change how many cells run at once (up to the spec's max_cells)"),
+    "add-cells": ("add_cells", "add cells of the spec's platforms and images to a running campaign"),
+}
+
+
+def campaign_id_for(name: str) -> str:
+    return f"campaign-{name}"
+
+
+def register(sub) -> None:
+    from crossvisor.commands.common import connection_options
+
+    c = sub.add_parser(
+        "campaign",
+        help="start, watch, list, inspect and steer campaigns",
+        description="Campaigns are Temporal workflows; cells are named SOURCE:TARGET:IMAGE (e.g. kvm:esxi-6.5:tiny-bios).",
+    ).add_subparsers(dest="sub", required=True, metavar="COMMAND")
+
+    def leaf(name: str, help_: str, **kw) -> argparse.ArgumentParser:
+        p = c.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", **kw)
+        connection_options(p)
+        return p
+
+    def cid(p: argparse.ArgumentParser) -> None:
+        p.add_argument("id", help="campaign id (`crossvisor campaign list` shows them)")
+
+    s = leaf("start", "start a campaign from a spec (or find the one already running under its id)")
+    s.add_argument("spec", help="campaign spec (YAML); validated before anything starts")
+    s.add_argument("--id", help="campaign id (default: campaign-<spec name>); an existing id must have the same spec")
+    s.add_argument("--wait", action="store_true", help="watch it until it ends, then print the matrix")
+    fail_on_option(s)
+    output_options(s)
+
+    ls = leaf("list", "campaigns Temporal knows, newest first, with status and counts")
+    ls.add_argument(
+        "--status", help="only campaigns in this status (running, paused, stalled, completed, cancelled...)"
+    )
+    ls.add_argument("-q", "--query", help='a Temporal visibility query ANDed in, e.g. "CrossvisorFail > 0"')
+    ls.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"at most this many (default {LIST_LIMIT})")
+    output_options(ls)
+
+    st = leaf("status", "where a campaign stands: status, counts, running cells and their stage, age, ETA")
+    cid(st)
+    output_options(st)
+
+    sh = leaf("show", "a campaign's cells, or one cell: stage timeline, checks and evidence, console, artifacts")
+    cid(sh)
+    sh.add_argument("cell", nargs="?", help=f"a cell, {CELL_FORM}; without it, every cell with its grade")
+    sh.add_argument("--console-lines", type=int, default=20, help="console excerpt length (default 20 lines)")
+    output_options(sh)
+
+    w = leaf("watch", "follow a campaign until it ends (one line per change when not a terminal), then the matrix")
+    cid(w)
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    fail_on_option(w)
+    output_options(w)
+
+    cancel = leaf("cancel", "cancel: running cells clean up and release their hosts; ends as Canceled in Temporal")
+    cid(cancel)
+    for name, (_update, help_) in STEERING.items():
+        p = leaf(name, help_)
+        cid(p)
+        p.add_argument("--request-id", help="idempotency key: the same key applies once (default: a new one)")
+        output_options(p)
+        if name == "retry":
+            p.add_argument("cells", nargs="*", metavar="CELL", help=f"cells to run again ({CELL_FORM})")
+            p.add_argument("--failed", action="store_true", help="every cell graded fail or error (not skipped ones)")
+        elif name == "skip":
+            p.add_argument("cells", nargs="+", metavar="CELL", help=f"pending cells to skip ({CELL_FORM})")
+        elif name == "swap-host":
+            p.add_argument("host", help="host to take out of scheduling")
+            p.add_argument("--replacement", default="", help="a host of the same kind that takes over its platforms")
+        elif name == "concurrency":
+            p.add_argument("max_cells", type=int, help="cells at once (1 .. the spec's concurrency.max_cells)")
+        elif name == "add-cells":
+            p.add_argument("cells", nargs="+", metavar="CELL", help=f"cells to add ({CELL_FORM})")
+
+    hi = leaf("history", "the campaign workflow's event history as JSON (stdout, or --out FILE)")
+    cid(hi)
+    hi.add_argument("--out", help="write to this file instead of stdout ('-' = stdout)")
+
+
+async def dispatch(a, settings: Settings) -> int:
+    fn = {
+        "start": cmd_start,
+        "list": cmd_list,
+        "status": cmd_status,
+        "show": cmd_show,
+        "watch": cmd_watch,
+        "cancel": cmd_cancel,
+        "history": cmd_history,
+    }.get(a.sub, cmd_steer)
+    return await fn(a, settings)
+
+
+# ---------------------------------------------------------------------------------- start
+
+
+async def start_campaign(settings: Settings, spec: str, cid: str | None) -> tuple[str, bool, str]:
+    """Start the campaign, or find it. Returns (id, started now, why not). An id that exists with
+    another spec is refused, naming the difference."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from crossvisor.commands import lookup, plandiff
+    from crossvisor.spec import load_spec
+    from domain.matrix import expand
+    from domain.messages import CampaignInput
+
+    plan = load_spec(spec)  # validated before anything starts
+    cid = cid or campaign_id_for(plan.name)
+    client = await connect(settings)
+    try:
+        desc = await client.get_workflow_handle(cid).describe()
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise rpc_error(e, settings, cid) from None
+        desc = None
+    if desc is not None and desc.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+        inp = await lookup.campaign_input(settings, cid)
+        diffs = plandiff.differences(inp.plan, plan) if inp else []
+        if diffs:
+            raise CliError(
+                f"campaign {cid} exists with another spec ({plandiff.describe(diffs)}): "
+                "start this spec under another --id",
+                EXIT_INPUT,
+            )
+        running = desc.status == WorkflowExecutionStatus.RUNNING
+        return cid, False, "already running" if running else "already finished (`campaign retry` reruns cells)"
+    # new, or an earlier run failed/was cancelled/terminated: start again; passed cells come from
+    # the result store
+    inp = CampaignInput(plan=plan, campaign_id=cid)
+    await _start(settings, inp, cid, len(expand(plan)))
+    return cid, True, ""
+
+
+async def _start(settings: Settings, inp, cid: str, total: int) -> None:
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.service import RPCError
+
+    from workflows import search
+    from workflows.campaign import CampaignWorkflow
+
+    client = await connect(settings)
+    kw: dict[str, Any] = dict(
+        id=cid,
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    attrs = search.search_attributes({"total": total, "pending": total}, "starting", inp.plan.name)
+    try:
+        await client.start_workflow(CampaignWorkflow.run, inp, search_attributes=attrs, **kw)
+        return
+    except RPCError as e:
+        if "search attribute" not in e.message.lower():
+            raise rpc_error(e, settings, cid) from None
+    # a server without crossvisor's search attributes (`crossvisor up` registers them)
+    note(
+        f"note: {settings.temporal_address} lacks crossvisor's search attributes "
+        f"({', '.join(search.DEFINITIONS)}): `campaign list` falls back to queries; `crossvisor up` registers them"
+    )
+    try:
+        await client.start_workflow(CampaignWorkflow.run, inp, **kw)
+    except RPCError as e:
+        raise rpc_error(e, settings, cid) from None
+
+
+async def cmd_start(a, settings: Settings) -> int:
+    cid, started, why = await start_campaign(settings, a.spec, a.id)
+    if a.output == "json" and not a.wait:
+        emit_json({"campaign_id": cid, "started": started, "note": why})
+        return EXIT_OK
+    msg = f"{cid}: {'started' if started else why}"
+    print(msg) if a.output == "text" else note(msg)
+    if not a.wait:
+        return EXIT_OK
+    from crossvisor.commands.watching import watch_and_report
+
+    return await watch_and_report(settings, cid, a)
+
+
+# ----------------------------------------------------------------------------------- read
+
+
+async def cmd_status(a, settings: Settings) -> int:
+    from crossvisor.commands import lookup
+
+    doc = await lookup.snapshot(settings, a.id)
+    if a.output == "json":
+        emit_json(doc)
+    else:
+        print(format_status(doc))
+    return EXIT_OK
+
+
+def format_counts(c: dict[str, int]) -> str:
+    grades = ", ".join(f"{g} {c.get(g, 0)}" for g in ("pass", "warn", "fail", "error", "skipped"))
+    return f"{c.get('done', 0)}/{c.get('total', 0)} done ({grades}), {c.get('running', 0)} running, {c.get('pending', 0)} pending"
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    head = f"campaign {doc['campaign_id']}"
+    if doc.get("name"):
+        head += f" ({doc['name']})"
+    status = doc["status"]
+    if doc.get("paused") and status != "paused":
+        status += ", paused"
+    lines = [f"{head}: {status}, age {human_duration(doc.get('age_s'))}" + _eta_text(doc)]
+    if doc.get("stall_reason"):
+        lines.append(f"  stalled: {doc['stall_reason']}")
+    if doc.get("counts"):
+        lines.append("  cells: " + format_counts(doc["counts"]))
+    for r in doc.get("running", []):
+        lines.append(f"  running {r['cell']} on {r['hosts']}" + (f" [{r['stage']}]" if r.get("stage") else ""))
+    return "\n".join(lines)
+
+
+def _eta_text(doc: dict[str, Any]) -> str:
+    if doc.get("workflow_status") != "running":
+        return ""
+    if doc.get("paused"):
+        return ", ETA: paused"
+    if doc.get("stall_reason"):
+        return ", ETA: stalled"
+    return f", ETA ~{human_duration(doc['eta_s'])}" if doc.get("eta_s") is not None else ""
+
+
+async def list_campaigns(settings: Settings, status: str = "", query: str = "", limit: int = LIST_LIMIT) -> list[dict]:
+    """Campaigns from Temporal visibility (``WorkflowType = 'CampaignWorkflow'``), newest first.
+    Name, status and counts come from crossvisor's search attributes when the workflow keeps them;
+    otherwise from the ``progress`` query (running) or the result (closed)."""
+    from crossvisor.commands import lookup
+    from workflows import search
+
+    client = await connect(settings)
+    q = "WorkflowType = 'CampaignWorkflow'"
+    if query:
+        q += f" AND ({query})"
+    rows: list[dict] = []
+    seen: set[str] = set()
+    try:
+        async for wf in client.list_workflows(query=q, limit=limit * 4):
+            if wf.id in seen:  # older runs of a campaign that continued as new
+                continue
+            seen.add(wf.id)
+            wf_status = lookup.status_name(wf.status)
+            attrs = search.read(wf.typed_search_attributes)
+            rows.append(
+                {
+                    "campaign_id": wf.id,
+                    "run_id": wf.run_id,
+                    "workflow_status": wf_status,
+                    "started_at": lookup._iso(wf.start_time),
+                    "closed_at": lookup._iso(wf.close_time),
+                    # attributes the CLI set at start only ("starting") say nothing yet
+                    "live": bool(attrs and attrs["status"] != "starting"),
+                    "name": attrs["name"] if attrs else "",
+                    "status": attrs["status"] if attrs and attrs["status"] != "starting" else wf_status,
+                    "counts": attrs["counts"] if attrs and attrs["status"] != "starting" else {},
+                }
+            )
+            if len(rows) >= limit * 2:
+                break
+    except Exception as e:  # noqa: BLE001
+        raise rpc_error(e, settings) from None
+
+    async def fill(r: dict) -> None:
+        if r["workflow_status"] == "running":
+            # live beats whatever visibility last indexed
+            p = await lookup.progress(settings, r["campaign_id"])
+            if p is not None:
+                r.update(name=p.name, status="paused" if p.paused and p.status == "running" else p.status)
+                r["counts"] = dict(p.counts)
+        elif not r["live"]:
+            try:
+                res = await lookup.load_result(settings, r["campaign_id"])
+                r["counts"] = lookup.counts_of(res)
+                r["name"] = r["name"] or res.name
+                if r["workflow_status"] == "completed":
+                    r["status"] = res.status
+            except CliError:
+                pass
+        if r["workflow_status"] != "running" and r["workflow_status"] != "completed":
+            r["status"] = lookup.campaign_status(r["workflow_status"])
+        if not r["name"]:
+            inp = await lookup.campaign_input(settings, r["campaign_id"], r["run_id"])
+            r["name"] = inp.plan.name if inp else ""
+
+    import asyncio
+
+    await asyncio.gather(*(fill(r) for r in rows))
+    if status:
+        rows = [r for r in rows if r["status"] == status or r["workflow_status"] == status]
+    for r in rows:
+        r.pop("live", None)
+    return rows[:limit]
+
+
+async def cmd_list(a, settings: Settings) -> int:
+    rows = await list_campaigns(settings, a.status or "", a.query or "", a.limit)
+    if a.output == "json":
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        note("no campaigns" + (f" with status {a.status}" if a.status else ""))
+        return EXIT_OK
+    head = ("campaign", "name", "status", "done", "pass", "warn", "fail", "error", "skipped", "started")
+    table = [head]
+    for r in rows:
+        c = r["counts"]
+        table.append(
+            (
+                r["campaign_id"],
+                r["name"] or "-",
+                r["status"],
+                f"{c.get('done', '-')}/{c.get('total', '-')}" if c else "-",
+                *(str(c.get(g, "-")) if c else "-" for g in ("pass", "warn", "fail", "error", "skipped")),
+                r["started_at"][:19].replace("T", " "),
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:  # plain columns: no truncation, greppable, same on a terminal and in a pipe
+        print(
+            "  ".join(v.rjust(w) if 3 <= i <= 8 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+        )
+    return EXIT_OK
+
+
+async def cmd_show(a, settings: Settings) -> int:
+    from crossvisor.commands import lookup
+
+    res = await lookup.load_result(settings, a.id)
+    if a.cell is None:
+        rows = [
+            {
+                "cell": human_id(c.source, c.target, c.image),
+                "cell_id": c.cell_id,
+                "grade": c.grade.value,
+                "cached": c.cached,
+                "reason": next((k.reason for k in c.checks if k.reason and k.grade.value != "pass"), ""),
+            }
+            for c in res.cells
+        ]
+        if a.output == "json":
+            emit_json({"campaign_id": res.campaign_id, "name": res.name, "status": res.status, "cells": rows})
+        else:
+            width = max((len(r["cell"]) for r in rows), default=4)
+            print(f"campaign {res.campaign_id} ({res.name}): {res.status}, {len(rows)} cells finished")
+            for r in rows:
+                print(
+                    f"  {r['cell']:<{width}}  {r['grade'].upper():<7}{' cached' if r['cached'] else ''}  {r['reason']}"
+                )
+        return EXIT_OK
+    want = to_cell_id(a.cell)
+    cell = next((c for c in res.cells if c.cell_id == want), None)
+    if cell is None:
+        known = ", ".join(human_id(c.source, c.target, c.image) for c in res.cells[:6])
+        raise CliError(
+            f"campaign {a.id} has no finished cell {a.cell!r}" + (f" (finished: {known}, ...)" if known else ""),
+            EXIT_INPUT,
+        )
+    from crossvisor.commands.cellview import cell_document, format_cell
+
+    doc = cell_document(cell, settings.home, a.console_lines)
+    if a.output == "json":
+        emit_json(doc)
+    else:
+        print(format_cell(doc))
+    return EXIT_OK
+
+
+async def cmd_history(a, settings: Settings) -> int:
+    import sys
+    from pathlib import Path
+
+    client = await connect(settings)
+    try:
+        hist = await client.get_workflow_handle(a.id).fetch_history()
+    except Exception as e:  # noqa: BLE001
+        raise rpc_error(e, settings, a.id) from None
+    text = hist.to_json()
+    if a.out and a.out != "-":
+        Path(a.out).write_text(text)
+        note(f"{a.out}: {len(hist.events)} events")
+    else:
+        sys.stdout.write(text + "\n")
+    return EXIT_OK
+
+
+async def cmd_watch(a, settings: Settings) -> int:
+    from crossvisor.commands.watching import watch_and_report
+
+    return await watch_and_report(settings, a.id, a)
+
+
+# ------------------------------------------------------------------------------- steering
+
+
+def _request(a, rid: str):
+    from domain import control
+
+    typed: dict[str, str] = {}
+
+    def cells(names: list[str]) -> list[str]:
+        out = []
+        for n in names:
+            cid = to_cell_id(n)
+            typed[cid] = n
+            out.append(cid)
+        return out
+
+    if a.sub == "retry":
+        if not a.failed and not a.cells:
+            raise CliError(f"retry: name cells ({CELL_FORM}) or --failed", EXIT_INPUT)
+        return control.RetryRequest(cells(a.cells), failed=a.failed, request_id=rid), typed
+    if a.sub == "skip":
+        return control.SkipRequest(cells(a.cells), rid), typed
+    if a.sub == "swap-host":
+        return control.SwapHostRequest(a.host, a.replacement, rid), typed
+    if a.sub == "concurrency":
+        return control.ConcurrencyRequest(a.max_cells, rid), typed
+    if a.sub == "add-cells":
+        return control.AddCellsRequest([split_cell(t) for t in a.cells], rid), typed
+    if a.sub == "pause":
+        return control.PauseRequest(rid), typed
+    return control.ResumeRequest(rid), typed
+
+
+async def steer(settings: Settings, cid: str, update: str, req, typed: dict[str, str] | None = None) -> Any:
+    """Send one operator update; a refusal raises CliError with the campaign's reason (cells
+    named as the operator typed them)."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    from domain.control import ControlResult
+
+    client = await connect(settings)
+    handle = client.get_workflow_handle(cid)
+    try:
+        return await handle.execute_update(update, req, result_type=ControlResult)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        reason = getattr(cause, "message", "") or str(cause or e)
+        raise CliError(f"{cid}: refused: {humanise(reason, typed or {})}", EXIT_INPUT) from None
+    except RPCError as e:
+        if "already completed" in e.message or "already finished" in e.message:
+            from crossvisor.commands import lookup
+
+            desc = await lookup.describe(settings, cid)
+            raise CliError(
+                f"campaign {cid} has ended ({lookup.status_name(desc.status)}): nothing to steer; "
+                "`crossvisor campaign retry` starts a rerun of its failed cells",
+                EXIT_INPUT,
+            ) from None
+        raise rpc_error(e, settings, cid) from None
+
+
+async def _human_names(settings: Settings, cid: str, cells: list[str], typed: dict[str, str]) -> list[str]:
+    if not cells or all(c in typed for c in cells):
+        return [typed.get(c, c) for c in cells]
+    from crossvisor.commands import lookup
+
+    inp = await lookup.campaign_input(settings, cid)
+    known = lookup.cells_of(inp) if inp else {}
+    return [
+        typed.get(c) or (human_id(known[c].source, known[c].target, known[c].image) if c in known else c) for c in cells
+    ]
+
+
+def _log_action(settings: Settings, action: str, cid: str, run_id: str, **fields: Any) -> None:
+    import os
+
+    from crossvisor.core import log
+
+    # the CLI's own log (stderr): for people on a terminal, JSON when collected
+    log.configure(settings.log_level, fmt=os.environ.get("CROSSVISOR_LOG_FORMAT", "auto"))
+    log.get(component="cli").info(
+        f"operator.{action}",
+        campaign=cid,
+        workflow_id=cid,
+        run_id=run_id,
+        namespace=settings.temporal_namespace,
+        **fields,
+    )
+
+
+async def cmd_steer(a, settings: Settings) -> int:
+    from crossvisor.commands import lookup
+
+    update = STEERING[a.sub][0]
+    rid = a.request_id or uuid.uuid4().hex
+    req, typed = _request(a, rid)
+    desc = await lookup.describe(settings, a.id)
+    if a.sub == "retry" and lookup.status_name(desc.status) != "running":
+        from crossvisor.commands.rerun import rerun
+
+        result = await rerun(settings, a.id, req, desc, typed)
+        run_id = result.pop("run_id", "")
+    else:
+        r = await steer(settings, a.id, update, req, typed)
+        names = await _human_names(settings, a.id, r.cells, typed)
+        result = {"applied": r.applied, "message": humanise(r.message, typed), "cells": names, "rerun": False}
+        if names:
+            result["message"] += ": " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+        run_id = desc.run_id
+    _log_action(settings, update, a.id, run_id, request_id=rid, applied=result["applied"], cells=result["cells"])
+    if a.output == "json":
+        emit_json({"campaign_id": a.id, "action": update, "request_id": rid, **result})
+    else:
+        print(f"{a.id}: {result['message']}")
+    return EXIT_OK
+
+
+async def cmd_cancel(a, settings: Settings) -> int:
+    """A Temporal cancellation request (what the Web UI's and `temporal workflow cancel` send):
+    the campaign cancels its running cells, which clean up and release their hosts, and ends as
+    Canceled."""
+    from crossvisor.commands import lookup
+
+    desc = await lookup.describe(settings, a.id)
+    status = lookup.status_name(desc.status)
+    if status != "running":
+        raise CliError(f"{a.id}: refused: campaign is {status}", EXIT_INPUT)
+    client = await connect(settings)
+    try:
+        await client.get_workflow_handle(a.id).cancel()
+    except Exception as e:  # noqa: BLE001
+        raise rpc_error(e, settings, a.id) from None
+    _log_action(settings, "cancel", a.id, desc.run_id, at=datetime.now(UTC).isoformat())
+    print(f"{a.id}: cancel requested: running cells clean up and release their hosts; it ends as cancelled")
+    return EXIT_OK

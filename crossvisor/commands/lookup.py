@@ -1,0 +1,240 @@
+"""Reading a campaign from Temporal: its input (spec), where it stands (the ``progress`` query,
+each running cell's stage), an ETA from the scheduler's estimates, and its result."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from crossvisor.commands.common import CliError, connect, human_id, rpc_error
+from crossvisor.core.config import Settings
+
+QUERY_TIMEOUT_S = 5.0
+STAGE_QUERY_TIMEOUT_S = 2.0
+
+
+def status_name(desc_status) -> str:
+    """Temporal's execution status, lower case (running, completed, canceled, failed, ...)."""
+    return desc_status.name.lower() if desc_status is not None else "unknown"
+
+
+def campaign_status(wf_status: str) -> str:
+    """A closed workflow's status in crossvisor's words (Temporal spells it "canceled")."""
+    return "cancelled" if wf_status == "canceled" else wf_status
+
+
+async def describe(settings: Settings, cid: str):
+    client = await connect(settings)
+    try:
+        return await client.get_workflow_handle(cid).describe()
+    except Exception as e:  # noqa: BLE001 - RPC errors become one line
+        raise rpc_error(e, settings, cid) from None
+
+
+async def campaign_input(settings: Settings, cid: str, run_id: str | None = None):
+    """The ``CampaignInput`` the campaign's current (or given) run started with: its plan, and the
+    state it carried over when it continued as new. Read from history: no worker needed."""
+    from domain.messages import CampaignInput
+
+    client = await connect(settings)
+    try:
+        async for event in client.get_workflow_handle(cid, run_id=run_id).fetch_history_events(page_size=1):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            if not payloads:
+                return None
+            return client.data_converter.payload_converter.from_payload(payloads[0], CampaignInput)
+    except Exception as e:  # noqa: BLE001
+        raise rpc_error(e, settings, cid) from None
+    return None
+
+
+async def progress(settings: Settings, cid: str):
+    """The ``progress`` query (a worker answers it), or None when none answers in time."""
+    from workflows.campaign import CampaignWorkflow
+
+    client = await connect(settings)
+    try:
+        return await asyncio.wait_for(client.get_workflow_handle(cid).query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
+    except TimeoutError:
+        return None
+    except Exception as e:  # noqa: BLE001 - mid continue-as-new, or closed: the caller decides
+        from temporalio.client import WorkflowQueryFailedError
+
+        if isinstance(e, WorkflowQueryFailedError):
+            return None
+        raise rpc_error(e, settings, cid) from None
+
+
+async def finished_rows(settings: Settings, cid: str) -> list:
+    from domain.model import CellSummary
+    from workflows.campaign import CampaignWorkflow
+
+    client = await connect(settings)
+    try:
+        return await asyncio.wait_for(
+            client.get_workflow_handle(cid).query(CampaignWorkflow.results, result_type=list[CellSummary]),
+            QUERY_TIMEOUT_S,
+        )
+    except Exception:  # noqa: BLE001 - only the ETA needs it
+        return []
+
+
+async def running_stages(settings: Settings, cid: str) -> dict[str, str]:
+    """cell id -> the stage its cell workflow is in (``current_stage`` query of each running child)."""
+    client = await connect(settings)
+    prefix = f"{cid}.cell."
+    if "'" in cid or "\\" in cid:
+        return {}
+    children: dict[str, tuple[int, str]] = {}
+    try:
+        async for wf in client.list_workflows(
+            query=f"ParentWorkflowId = '{cid}' AND ExecutionStatus = 'Running'", limit=200
+        ):
+            if not wf.id.startswith(prefix):
+                continue
+            cell, _, attempt = wf.id[len(prefix) :].rpartition(".")
+            n = int(attempt) if attempt.isdigit() else 0
+            if cell not in children or n > children[cell][0]:
+                children[cell] = (n, wf.id)
+    except Exception:  # noqa: BLE001 - stages are a nicety beside the counts
+        return {}
+
+    async def stage(wid: str) -> str:
+        try:
+            return await asyncio.wait_for(client.get_workflow_handle(wid).query("current_stage"), STAGE_QUERY_TIMEOUT_S)
+        except Exception:  # noqa: BLE001
+            return ""
+
+    names = list(children)
+    found = await asyncio.gather(*(stage(children[c][1]) for c in names))
+    return {c: s for c, s in zip(names, found) if s}
+
+
+def cells_of(inp) -> dict[str, Any]:
+    """cell id -> Cell for a campaign input (the plan's matrix and cells added while running)."""
+    from domain.matrix import expand
+
+    cells = {c.id: c for c in expand(inp.plan)}
+    if inp.state:
+        cells.update({c.id: c for c in inp.state.extra_cells})
+    return cells
+
+
+def estimate_eta(inp, done: dict[str, bool], age_s: float, max_cells: int) -> float | None:
+    """Seconds until every cell is done: the scheduler's static estimate of each remaining cell,
+    scaled by how fast the cells done so far went against their own estimates (cached cells cost
+    nothing and are left out), over the campaign's parallelism. ``done``: cell id -> cached."""
+    from domain.scheduling import estimate_cell_s
+
+    plan = inp.plan
+    kinds = {p.name: p.kind for p in plan.platforms}
+    est: dict[str, float] = {}
+    for cid, c in cells_of(inp).items():
+        try:
+            est[cid] = estimate_cell_s(plan.image(c.image), kinds[c.source], kinds[c.target])
+        except KeyError:
+            continue
+    remaining = [e for cid, e in est.items() if cid not in done]
+    if not remaining:
+        return 0.0
+    done_est = sum(est.get(cid, 0.0) for cid, cached in done.items() if not cached)
+    if done_est > 0 and age_s > 0:
+        return age_s * sum(remaining) / done_est  # observed pace
+    return sum(remaining) / max(1, min(max_cells or 1, len(remaining)))  # static model only
+
+
+def _iso(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt else ""
+
+
+async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool = True) -> dict[str, Any]:
+    """Where a campaign stands, for status / watch / list (JSON: these keys are the contract)."""
+    desc = await describe(settings, cid)
+    wf_status = status_name(desc.status)
+    inp = await campaign_input(settings, cid)
+    started = (inp.state.started_at if inp and inp.state and inp.state.started_at else "") or _iso(desc.start_time)
+    try:
+        t0 = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    except ValueError:
+        t0 = desc.start_time
+    end = desc.close_time or datetime.now(UTC)
+    age = (end - t0).total_seconds() if t0 else None
+    doc: dict[str, Any] = {
+        "campaign_id": cid,
+        "name": inp.plan.name if inp else "",
+        "workflow_status": wf_status,
+        "run_id": desc.run_id,
+        "status": wf_status,
+        "paused": False,
+        "stall_reason": "",
+        "counts": {},
+        "running": [],
+        "started_at": started,
+        "closed_at": _iso(desc.close_time),
+        "age_s": age,
+        "eta_s": None,
+        "generation": 0,
+        "history_length": desc.history_length,
+    }
+    if wf_status != "running":
+        res = await load_result(settings, cid)
+        doc["counts"] = counts_of(res)
+        doc["status"] = res.status if wf_status == "completed" else campaign_status(wf_status)
+        doc["name"] = doc["name"] or res.name
+        doc["eta_s"] = 0.0
+        return doc
+    p = await progress(settings, cid)
+    if p is None:
+        doc["status"] = "unknown (no worker answered the progress query)"
+        return doc
+    doc.update(
+        name=p.name,
+        status=p.status,
+        paused=p.paused,
+        stall_reason=p.stall_reason,
+        counts=dict(p.counts),
+        generation=p.generation,
+        history_length=p.history_length,
+    )
+    cells = cells_of(inp) if inp else {}
+    at = await running_stages(settings, cid) if stages and p.running else {}
+    doc["running"] = [
+        {
+            "cell_id": c,
+            "cell": human_id(cells[c].source, cells[c].target, cells[c].image) if c in cells else c,
+            "hosts": hosts,
+            "stage": at.get(c, ""),
+        }
+        for c, hosts in sorted(p.running.items())
+    ]
+    if eta and inp and not p.paused and not p.stall_reason:
+        rows = await finished_rows(settings, cid)
+        max_cells = (inp.state.max_cells if inp.state and inp.state.max_cells else 0) or inp.plan.concurrency.max_cells
+        doc["eta_s"] = estimate_eta(inp, {r.cell_id: r.cached for r in rows}, age or 0.0, max_cells)
+    return doc
+
+
+def counts_of(res) -> dict[str, int]:
+    from collections import Counter
+
+    grades = Counter(c.grade.value for c in res.cells)
+    counts = {"total": len(res.cells), "done": len(res.cells), "pending": 0, "running": 0}
+    for g in ("pass", "warn", "fail", "error", "skipped"):
+        counts[g] = grades.get(g, 0)
+    counts["cached"] = sum(1 for c in res.cells if c.cached)
+    return counts
+
+
+async def load_result(settings: Settings, cid: str):
+    """The campaign as reports show it (the workflow's summary joined with the result store),
+    in any state: running (as it stands), completed, cancelled or failed (from the store)."""
+    from crossvisor.serve import Campaigns
+
+    client = await connect(settings)
+    try:
+        return await Campaigns(settings, client).load(cid)
+    except CliError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise rpc_error(e, settings, cid) from None
