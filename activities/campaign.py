@@ -31,6 +31,7 @@ class CampaignActivities:
         self.settings = settings
         self.results_dir = result_store.results_dir(settings.home)
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        metrics.init_worker()  # per-kind series at 0 from the worker's start
 
     @activity.defn(name="load_inventory")
     def load_inventory(self, req: InventoryRequest) -> InventorySnapshot:
@@ -48,6 +49,9 @@ class CampaignActivities:
             kinds[h.kind] = kinds.get(h.kind, 0) + 1
         for k, n in kinds.items():
             metrics.HOSTS_AVAILABLE.labels(k, "healthy").set(n)
+            metrics.HOSTS_AVAILABLE.labels(k, "unhealthy").inc(0)
+        # every platform pair's cell counters exist at 0 from the start (panels show 0, not "No data")
+        metrics.init_campaign({p: sel.get("kind", "") for p, sel in req.selections.items()})
         return InventorySnapshot(
             hosts=sorted(hosts.values(), key=lambda h: h.name),
             platform_hosts=per_platform,
@@ -71,16 +75,53 @@ class CampaignActivities:
             raise ApplicationError("store_result got no result", non_retryable=True)
         result_store.save(self.settings.home, req.campaign_id, r)
         if not r.cached:
-            metrics.CELLS_FINISHED.labels(req.source_kind, req.target_kind, r.grade.value).inc()
+            metrics.CELLS_FINISHED.labels(r.source, r.target, req.source_kind, req.target_kind, r.grade.value).inc()
+        wf = _workflow_ids()
+        structlog.get_logger("crossvisor").info(
+            "cell.graded",
+            campaign=req.campaign_id,
+            **wf,
+            cell=f"{r.source}:{r.target}:{r.image}",
+            grade=r.grade.value,
+            cached=r.cached,
+            reason=next((c.reason for c in r.checks if c.grade not in (Grade.PASS, Grade.SKIPPED) and c.reason), ""),
+            source_host=r.source_host,
+            target_host=r.target_host,
+        )
         if r.fingerprint and r.grade == Grade.PASS and not r.cached:
             result_store.write_atomic(self._path(r.fingerprint), r)
 
     @activity.defn(name="publish_progress")
     def publish_progress(self, rep: ProgressReport) -> None:
+        """The campaign's gauges, labelled with the campaign id (the id the CLI takes: the
+        workflow id of the campaign this local activity runs for), and its start/end in the log."""
+        wf = _workflow_ids()
+        campaign = wf.get("workflow_id") or rep.campaign
+        now = time.time()
         for state, n in rep.counts.items():
-            metrics.CAMPAIGN_CELLS.labels(rep.campaign, state).set(n)
-        metrics.CAMPAIGN_LAST_PROGRESS.labels(rep.campaign).set(time.time())
-        running = _running_campaigns(self.settings.home, rep.campaign, rep.running)
+            metrics.CAMPAIGN_CELLS.labels(campaign, state).set(n)
+        metrics.CAMPAIGN_LAST_PROGRESS.labels(campaign).set(now)
+        metrics.CAMPAIGN_PAUSED.labels(campaign).set(1 if rep.paused else 0)
+        metrics.CAMPAIGN_STALLED.labels(campaign).set(1 if rep.stalled else 0)
+        log = structlog.get_logger("crossvisor").bind(campaign=campaign, name=rep.campaign, **wf)
+        run = wf.get("run_id", "")
+        if rep.running and run and run not in _RUNS_SEEN:
+            _RUNS_SEEN[run] = now
+            # the first report of a run this worker sees: a start, a continue-as-new or a worker restart
+            log.info("campaign.start", counts=rep.counts, paused=rep.paused)
+        if not rep.running:
+            _RUNS_SEEN.pop(run, None)
+            log.info("campaign.end", counts=rep.counts)
+            _FINISHED[campaign] = now
+        else:
+            _FINISHED.pop(campaign, None)
+        if rep.stalled:
+            log.warning("campaign.stalled", reason=rep.stalled)
+        for old, at in list(_FINISHED.items()):  # bounded: finished campaigns go after a while
+            if now - at > metrics.FINISHED_KEPT_S:
+                metrics.remove_campaign(old)
+                del _FINISHED[old]
+        running = _running_campaigns(self.settings.home, campaign, rep.running)
         metrics.CAMPAIGNS_RUNNING.set(running)
 
     @activity.defn(name="sweep_leaks")
@@ -111,6 +152,19 @@ class CampaignActivities:
                     inv.release_lease(host, owner)
                     removed.append(f"{host}:lease:{owner}")
         return removed
+
+
+def _workflow_ids() -> dict[str, str]:
+    """workflow_id / run_id of the workflow this activity runs for (empty outside an activity)."""
+    try:
+        info = activity.info()
+    except RuntimeError:
+        return {}
+    return {"workflow_id": info.workflow_id or "", "run_id": info.workflow_run_id or ""}
+
+
+_RUNS_SEEN: dict[str, float] = {}  # run id -> first report (this worker)
+_FINISHED: dict[str, float] = {}  # campaign id -> when it reported its end
 
 
 def _running_campaigns(home: Path, campaign: str, running: bool) -> int:

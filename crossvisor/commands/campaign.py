@@ -459,7 +459,11 @@ def _request(a, rid: str):
     if a.sub == "concurrency":
         return control.ConcurrencyRequest(a.max_cells, rid), typed
     if a.sub == "add-cells":
-        return control.AddCellsRequest([split_cell(t) for t in a.cells], rid), typed
+        from domain.matrix import cell_id
+
+        triples = [split_cell(t) for t in a.cells]
+        typed.update({cell_id(*t): text for t, text in zip(triples, a.cells)})
+        return control.AddCellsRequest(triples, rid), typed
     if a.sub == "pause":
         return control.PauseRequest(rid), typed
     return control.ResumeRequest(rid), typed

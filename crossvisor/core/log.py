@@ -39,7 +39,7 @@ class _RedactingFormatter(logging.Formatter):
 
 
 _json = structlog.processors.JSONRenderer()
-_console = structlog.dev.ConsoleRenderer(colors=False, pad_event=28, sort_keys=False)
+_console = structlog.dev.ConsoleRenderer(colors=False, pad_event_to=28, sort_keys=False)
 FORMATS = ("json", "console", "auto")
 
 

@@ -44,6 +44,7 @@ RANGE = "2m"
 WINDOW = "2m"
 STALLED_CAMPAIGN = "c-stalled"
 LIVE_CAMPAIGN = "c-live"
+PAUSED_CAMPAIGN = "c-paused"
 
 
 def free_port() -> int:
@@ -89,6 +90,13 @@ class _FakeCampaign(threading.Thread):
         m.CAMPAIGN_CELLS.labels(STALLED_CAMPAIGN, "done").set(2)
         m.CAMPAIGN_CELLS.labels(STALLED_CAMPAIGN, "pass").set(2)
         m.CAMPAIGN_LAST_PROGRESS.labels(STALLED_CAMPAIGN).set(time.time() - 7200)
+        # as stale, with cells pending, but paused by an operator: must not alert
+        m.CAMPAIGN_CELLS.labels(PAUSED_CAMPAIGN, "total").set(3)
+        m.CAMPAIGN_CELLS.labels(PAUSED_CAMPAIGN, "pending").set(3)
+        m.CAMPAIGN_LAST_PROGRESS.labels(PAUSED_CAMPAIGN).set(time.time() - 7200)
+        m.CAMPAIGN_PAUSED.labels(PAUSED_CAMPAIGN).set(1)
+        m.CAMPAIGN_PAUSED.labels(STALLED_CAMPAIGN).set(0)
+        m.CAMPAIGN_STALLED.labels(STALLED_CAMPAIGN).set(1)
         m.HOSTS_AVAILABLE.labels("kvm", "healthy").set(2)
         m.HOSTS_AVAILABLE.labels("kvm", "unhealthy").set(1)
         m.HOSTS_AVAILABLE.labels("vsphere", "healthy").set(1)
@@ -104,10 +112,11 @@ class _FakeCampaign(threading.Thread):
         m.CAMPAIGN_CELLS.labels(LIVE_CAMPAIGN, "pass").set(done - done // 4)
         m.CAMPAIGN_CELLS.labels(LIVE_CAMPAIGN, "fail").set(done // 4)
         m.CAMPAIGN_LAST_PROGRESS.labels(LIVE_CAMPAIGN).set(time.time())
-        for src, tgt in (("kvm", "vsphere"), ("vsphere", "kvm")):
-            m.CELLS_FINISHED.labels(src, tgt, "pass").inc(3)
-            m.CELLS_FINISHED.labels(src, tgt, "fail").inc(1 if i % 2 else 0)
-            m.CELLS_FINISHED.labels(src, tgt, "error").inc(1 if i % 3 == 0 else 0)
+        for src, tgt in (("kvm", "esxi-8"), ("esxi-8", "kvm"), ("esxi-6.5", "kvm")):
+            kinds = ("kvm" if src == "kvm" else "vsphere", "kvm" if tgt == "kvm" else "vsphere")
+            m.CELLS_FINISHED.labels(src, tgt, *kinds, "pass").inc(3)
+            m.CELLS_FINISHED.labels(src, tgt, *kinds, "fail").inc(1 if i % 2 else 0)
+            m.CELLS_FINISHED.labels(src, tgt, *kinds, "error").inc(1 if i % 3 == 0 else 0)
         for stage, secs in (("convert", 3.0), ("boot", 6.0), ("export", 0.4)):
             for kind in ("kvm", "vsphere"):
                 for _ in range(5):
@@ -161,7 +170,7 @@ def start_in_process_exporter() -> LiveTarget:
             "CrossvisorCampaignStalled": [{"campaign": STALLED_CAMPAIGN}],
         },
         stop=stop,
-        campaigns=[LIVE_CAMPAIGN, STALLED_CAMPAIGN],
+        campaigns=[LIVE_CAMPAIGN, STALLED_CAMPAIGN, PAUSED_CAMPAIGN],
     )
 
 
@@ -197,7 +206,7 @@ def start_real_worker(tmp_path: Path) -> LiveTarget:
         spec.write_text(
             (ROOT / "tests/fixtures/specs/testdriver.yaml")
             .read_text()
-            .replace("name: testdriver", f"name: {LIVE_CAMPAIGN}")
+            .replace("name: testdriver", "name: live-spec")  # the metrics label is the id, not this
             .replace("file:testdriver-lab.yaml", f"file:{lab}")
         )
         r = stack.cli("campaign", "start", str(spec), "--id", LIVE_CAMPAIGN)
@@ -371,6 +380,25 @@ def test_dashboard_query_returns_data(prom: Prometheus, target: LiveTarget, pane
 def test_campaign_variable_lists_campaigns(prom: Prometheus, target: LiveTarget) -> None:
     values = prom.api("label/campaign/values", **{"match[]": "crossvisor_campaign_cells"})
     assert set(target.campaigns) <= set(values)
+
+
+def test_task_slot_usage_is_measured(prom: Prometheus, target: LiveTarget) -> None:
+    """The worker's activity slots were really in use while the campaign ran (not a constant 0)."""
+    if target.temporal_metrics is None:
+        pytest.skip("Temporal SDK metrics come from the real-worker variant")
+    used = prom.query(
+        'max_over_time(temporal_worker_task_slots_used{job="crossvisor-temporal-sdk",worker_type="ActivityWorker"}[5m])'
+    )
+    assert used and max(float(r["value"][1]) for r in used) > 0, used
+
+
+def test_platform_pairs_and_zero_counters(prom: Prometheus, target: LiveTarget) -> None:
+    """Cell counters are labelled by platform (esxi-8 and esxi-6.5 apart) and exist from the start."""
+    pairs = {(r["metric"]["source"], r["metric"]["target"]) for r in prom.query("crossvisor_cells_finished_total")}
+    assert ("esxi-8", "kvm") in pairs and ("esxi-6.5", "kvm") in pairs, pairs
+    grades = {r["metric"]["grade"] for r in prom.query('crossvisor_cells_finished_total{source="esxi-6.5"}')}
+    if target.temporal_metrics is not None:  # the real worker made every grade's series at 0
+        assert grades >= {"pass", "warn", "fail", "error", "skipped"}, grades
 
 
 def test_recording_rules_evaluate(prom: Prometheus) -> None:
