@@ -36,7 +36,12 @@ def render_matrix(result: CampaignResult, console: Console | None = None) -> Non
     order = platform_order(result)
     images = image_order(result)
     by = {(c.source, c.target, c.image): c for c in result.cells}
-    t = Table(title=f"{scrub(result.name)}: source rows x target columns", show_lines=True)
+    t = Table(
+        title=f"{scrub(result.name)}: source rows x target columns",
+        show_lines=True,
+        caption=f"a cell is SOURCE:TARGET:IMAGE, e.g. {_example_id(result)} (crossvisor campaign show ID CELL)",
+        caption_justify="left",
+    )
     t.add_column("source \\ target", style="bold")
     for tg in order:
         t.add_column(tg)
@@ -57,12 +62,13 @@ def render_matrix(result: CampaignResult, console: Console | None = None) -> Non
             row.append(lines if lines else Text("same platform" if s == tg else "", style="dim"))
         t.add_row(*row)
     console.print(t)
+    human = {c.cell_id: f"{c.source}:{c.target}:{c.image}" for c in result.cells}
     causes = root_causes(result)
     if causes:
         console.print("[bold]Failures by root cause[/]")
         for rc in causes:
             n = len(rc.cells)
-            first = ", ".join(rc.cells[:3]) + (f" +{n - 3} more" if n > 3 else "")
+            first = ", ".join(human.get(c, c) for c in rc.cells[:3]) + (f" +{n - 3} more" if n > 3 else "")
             line = Text("  ")
             line.append(rc.grade.value.upper(), style=STYLE[rc.grade])
             line.append(f" {n} cell{'s' if n != 1 else ''} ({', '.join(rc.checks)}): {scrub(rc.reason)}  ")
@@ -73,6 +79,13 @@ def render_matrix(result: CampaignResult, console: Console | None = None) -> Non
         f"cells: {len(result.cells)}  "
         + "  ".join(f"{g.value}: {sc.overall.grades[g]}" for g in GRADES if sc.overall.grades[g])
     )
+
+
+def _example_id(result: CampaignResult) -> str:
+    """A cell of this campaign in the one form operators type (a failing one when there is one)."""
+    cells = sorted(result.cells, key=lambda c: c.grade == Grade.PASS)
+    c = cells[0] if cells else None
+    return f"{c.source}:{c.target}:{c.image}" if c else "kvm:esxi-8:tiny-bios"
 
 
 def _rate(t: Tally) -> str:

@@ -736,7 +736,8 @@ def test_campaign_start_refuses_before_contacting_temporal(case: Case, spec_dir:
 
 def test_good_spec_through_campaign_start_does_contact_temporal(spec_dir: Path, tmp_path: Path) -> None:
     """The control for the test above: with a valid spec the same command gets as far as the
-    connection, and fails there (exit 1), so exit 2 above really was the spec's refusal."""
+    connection, and fails there (exit 4: no server at the address), so exit 2 above really was the
+    spec's refusal."""
     p = spec_dir / "base-start.yaml"
     p.write_text(yaml.safe_dump(BASE, sort_keys=False))
     out = _cli(
@@ -744,5 +745,5 @@ def test_good_spec_through_campaign_start_does_contact_temporal(spec_dir: Path, 
         CROSSVISOR_TEMPORAL_ADDRESS="127.0.0.1:1",
         CROSSVISOR_HOME=str(tmp_path),
     )
-    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert out.returncode == 4, (out.stdout, out.stderr)
     assert out.stderr.startswith("crossvisor: error: ")
