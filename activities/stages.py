@@ -151,26 +151,28 @@ class StageActivities:
     def _stage_reserve(self, inp: StageInput, log) -> StageOutput:
         inv = open_inventory(inp.inventory, self.settings.home)
         owner = f"{inp.campaign_id}/{inp.cell.id}"
-        held = []
+        held = []  # host keys (inventory_id): leases and health are stored under the key, not the name
         for host in (inp.source_host, inp.target_host):
-            if host.name in held:
+            hkey = host.inventory_id or host.name
+            if hkey in held:
                 continue
-            if not inv.acquire_lease(host.name, owner, note=f"crossvisor cell {inp.cell.id}"):
+            if not inv.acquire_lease(hkey, owner, note=f"crossvisor cell {inp.cell.id}"):
                 for h in held:
                     inv.release_lease(h, owner)
                 # infrastructure contention, not interop: retried with backoff until the host frees
-                raise RuntimeError(f"host {host.name} is leased by another owner: {inv.leases().get(host.name, '?')}")
-            held.append(host.name)
+                raise RuntimeError(f"host {host.name} is leased by another owner: {inv.leases().get(hkey, '?')}")
+            held.append(hkey)
         for host in (inp.source_host, inp.target_host):
+            hkey = host.inventory_id or host.name
             try:
                 self._driver(host).close()  # health: the endpoint answers
-                inv.report_health(host.name, True)
+                inv.report_health(hkey, True)
             except Exception as e:
-                inv.report_health(host.name, False, str(e))
+                inv.report_health(hkey, False, str(e))
                 metrics.HEALTH_FAILURES.labels(host.kind).inc()
                 for h in held:
                     inv.release_lease(h, owner)
-                if inv.is_unhealthy(host.name):
+                if inv.is_unhealthy(hkey):
                     metrics.HOSTS_AVAILABLE.labels(host.kind, "unhealthy").inc()
                     metrics.HOSTS_AVAILABLE.labels(host.kind, "healthy").dec()
                     # no retry can fix this cell on this host: the campaign reschedules it elsewhere
@@ -508,7 +510,7 @@ class StageActivities:
     def _stage_release(self, inp: StageInput, log) -> StageOutput:
         inv = open_inventory(inp.inventory, self.settings.home)
         owner = f"{inp.campaign_id}/{inp.cell.id}"
-        for host in {inp.source_host.name, inp.target_host.name}:
+        for host in {h.inventory_id or h.name for h in (inp.source_host, inp.target_host)}:
             inv.release_lease(host, owner)
         metrics.HOST_LEASES.labels(inp.source.kind).dec()
         metrics.HOST_LEASES.labels(inp.target.kind).dec()

@@ -74,8 +74,11 @@ print(Device.objects.filter(name__startswith="bench-").count())
 
 
 def default_env_file() -> Path:
+    """netbox-up.sh's env file for the ports in the environment (one run dir per NetBox port)."""
     cache = Path(os.environ.get("CROSSVISOR_CACHE", Path.home() / ".cache" / "crossvisor"))
-    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", cache / "netbox" / "run")) / "netbox.env"
+    port = os.environ.get("CROSSVISOR_NETBOX_PORT", "58001")
+    default = cache / "netbox" / ("run" if port == "58001" else f"run-{port}")
+    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", default)) / "netbox.env"
 
 
 def load_env(path: Path) -> dict[str, str]:

@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     ch.add_argument("spec")
     ch.add_argument("host")
 
+    from crossvisor import netbox_cli
+
+    netbox_cli.register(sub)
     rp = sub.add_parser("report", help="interop matrix as HTML / JUnit / JSON")
     rp.add_argument("id")
     rp.add_argument("--html")
@@ -355,6 +358,10 @@ async def _dispatch(a, settings: Settings) -> int:
 
         plan = load_spec(a.spec)
         print(f"{a.spec}: ok, {len(expand(plan))} cells")
+        if plan.inventory == "netbox":  # the spec is fine; can it run on this NetBox?
+            from crossvisor import netbox_cli
+
+            return netbox_cli.check_plan(plan, a.spec)
         return 0
     if a.cmd == "worker":
         import worker
@@ -365,26 +372,10 @@ async def _dispatch(a, settings: Settings) -> int:
             settings.sdk_metrics_port = a.sdk_metrics_port
         await worker.run(settings, a.metrics_host)
         return 0
-    if a.cmd == "inventory":
-        from crossvisor.spec import load_spec
-        from inventory.factory import open_inventory
+    if a.cmd in ("netbox", "inventory"):
+        from crossvisor import netbox_cli
 
-        plan = load_spec(a.spec)
-        source = open_inventory(plan.inventory, settings.home)
-        if a.sub == "hosts":
-            for p in plan.platforms:
-                hosts = source.hosts({**p.select, "kind": p.kind})
-                print(
-                    f"{p.name}: "
-                    + (", ".join(f"{h.name} ({h.endpoint}, slots {h.slots})" for h in hosts) or "no healthy host")
-                )
-        elif a.sub == "leases":
-            for host, owners in sorted(source.leases().items()):
-                print(f"{host}: {owners}")
-        else:
-            source.clear_health(a.host)
-            print(f"{a.host}: back in service")
-        return 0
+        return await netbox_cli.dispatch(a, settings)
     if a.cmd == "report":
         res = await result(settings, a.id, wait=not a.no_wait)
         paths = write_reports(res, a.html, a.junit, a.json)

@@ -78,6 +78,29 @@ class RetrySpec(_Strict):
     max_interval_s: float = Field(60.0, gt=0)
 
 
+class NetBoxSpec(_Strict):
+    """Optional ``netbox:`` block: which devices are hypervisor hosts and how they map
+    (see ``inventory/netbox_mapping.py``; every key optional, defaults fit most labs)."""
+
+    roles: list[str] | None = None  # device role slugs (any of); default [hypervisor-host]
+    tags: list[str] | None = None  # tag slugs a host must all carry
+    statuses: list[str] | None = None  # device statuses in service; default [active]
+    filters: dict[str, str | int | bool | list[str | int]] | None = None  # any other NetBox device filter
+    kinds: dict[str, Kind | Literal[""]] | None = None  # cluster type / platform slug -> kind ("" = none)
+    endpoints: dict[Kind, str] | None = None  # kind -> endpoint template, e.g. "qemu+ssh://root@{host}/system"
+
+    @model_validator(mode="after")
+    def _mapping_valid(self) -> NetBoxSpec:
+        from inventory.netbox_mapping import NetBoxMapping
+        from inventory.source import InventoryError
+
+        try:
+            NetBoxMapping.build(("spec", self.model_dump(exclude_none=True)))
+        except InventoryError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
 class CampaignSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     inventory: str = "file:examples/lab.yaml"
@@ -91,6 +114,7 @@ class CampaignSpec(_Strict):
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export_format: Literal["ova", "ovf"] = "ova"
+    netbox: NetBoxSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:
@@ -113,6 +137,8 @@ class CampaignSpec(_Strict):
                 raise ValueError(f"platform {p.name!r}: driver vsphere only drives kind vsphere")
         if not self.inventory.startswith(("file:", "netbox")):
             raise ValueError("inventory: must be 'file:<path>' or 'netbox'")
+        if self.netbox is not None and self.inventory != "netbox":
+            raise ValueError(f"netbox: given, but the inventory is {self.inventory!r}, not 'netbox'")
         return self
 
 
@@ -149,6 +175,7 @@ def _to_plan(spec: CampaignSpec, base_dir: Path) -> CampaignPlan:
         include_same_platform=spec.include_same_platform,
         inventory=inventory,
         export_format=spec.export_format,
+        netbox=spec.netbox.model_dump(exclude_none=True) if spec.netbox else {},
     )
 
 
