@@ -43,8 +43,11 @@ if have < want:
     dtype, _ = DeviceType.objects.get_or_create(manufacturer=mfr, model="Bench", slug="bench")
     role = DeviceRole.objects.get(slug=os.environ["BENCH_ROLE"])
     sites = [Site.objects.get_or_create(name=f"Bench {i}", slug=f"bench-{i}")[0] for i in range(4)]
+    # init maps existing cluster types instead of creating its own: take whatever is there
     clusters = [
-        Cluster.objects.get_or_create(name=f"bench-{t}", type=ClusterType.objects.get(slug=t))[0]
+        Cluster.objects.get_or_create(
+            name=f"bench-{t}", type=ClusterType.objects.get_or_create(slug=t, defaults={"name": t})[0]
+        )[0]
         for t in ("kvm", "vmware-esxi")
     ]
     Device.objects.bulk_create(

@@ -9,6 +9,7 @@ crossvisor campaign retry ID (--failed | CELL...)   | skip ID CELL...
 crossvisor campaign swap-host ID HOST [--replacement H] | concurrency ID N | add-cells ID SRC TGT IMAGE
 crossvisor campaign history ID --out FILE
 crossvisor report ID [--html F] [--junit F] [--json F]
+crossvisor netbox check SPEC | init [SPEC]   and   crossvisor inventory ...   (crossvisor/netbox_cli.py)
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ not run.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from inventory.netbox_schema import (
     SchemaState,
     read_schema,
 )
-from inventory.netbox_source import ID_CHUNK, NetBoxInventory, SkippedDevice, display_name
+from inventory.netbox_source import ID_CHUNK, NetBoxInventory, SkippedDevice, display_name, why_no_host
 from inventory.selection import matches
 from inventory.source import InventoryError
 
@@ -212,29 +211,17 @@ def check_netbox(
             pc.reason = str(e)
             continue
         if not pc.hosts:
-            pc.reason = _why_empty(rep, m.roles, kind, select, bool(roles_present))
+            pc.reason = why_no_host(
+                m.roles,
+                bool(roles_present),
+                rep.candidates,
+                rep.hosts,
+                rep.skipped,
+                kind,
+                select,
+                bool(rep.near_misses),
+            )
     return rep
-
-
-def _why_empty(rep: CheckReport, roles: list[str], kind: str, select: dict[str, str], roles_exist: bool) -> str:
-    who = f"role {' / '.join(roles)}" if roles else "the mapping's tags/filters"
-    if roles and not roles_exist:
-        return f"the device role {' / '.join(roles)} does not exist (see above)"
-    if not rep.candidates:
-        hint = " (see the devices that almost match)" if rep.near_misses else ""
-        return f"no device has {who}{hint}"
-    if not rep.hosts:
-        return f"all {rep.candidates} devices with {who} are skipped (reasons above)"
-    kinds = Counter(h.kind for h in rep.hosts)
-    of_kind = [h for h in rep.hosts if h.kind == kind]
-    if not of_kind:
-        present = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
-        return f"none of the {len(rep.hosts)} usable hosts is of kind {kind} (kinds present: {present})"
-    sites = sorted({h.site for h in of_kind})
-    return (
-        f"the selection {select} matches none of the {len(of_kind)} {kind} hosts (their sites: {', '.join(sites)}; "
-        "version/tags/custom fields as set on the devices)"
-    )
 
 
 def _check_filters(inv: NetBoxInventory, rep: CheckReport) -> None:

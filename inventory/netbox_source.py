@@ -155,6 +155,37 @@ class SkippedDevice:
         return f"device {self.label!r} (#{self.device_id}): {self.reason}; fix: {self.fix}"
 
 
+def why_no_host(
+    roles: list[str],
+    roles_exist: bool,
+    candidates: int,
+    hosts: list[Host],
+    skipped: list[SkippedDevice],
+    kind: str,
+    select: dict[str, str],
+    near_misses: bool = False,
+) -> str:
+    """Why a platform (``kind`` + ``select``) got no host, from a survey of the candidates."""
+    who = f"role {' / '.join(roles)}" if roles else "the mapping's tags/filters"
+    if roles and not roles_exist:
+        return f"the device role {' / '.join(roles)} does not exist in NetBox"
+    if not candidates:
+        hint = " (see the devices that almost match)" if near_misses else ""
+        return f"no device has {who}{hint}"
+    if not hosts:
+        reasons = sorted({s.reason.split(" (")[0] for s in skipped})
+        return f"all {candidates} devices with {who} are skipped: {'; '.join(reasons)}"
+    of_kind = [h for h in hosts if not kind or h.kind == kind]
+    if not of_kind:
+        present = ", ".join(f"{k} x{n}" for k, n in sorted(Counter(h.kind for h in hosts).items()))
+        return f"none of the {len(hosts)} usable hosts is of kind {kind} (kinds present: {present})"
+    sites = sorted({h.site for h in of_kind})
+    return (
+        f"the selection {select} matches none of the {len(of_kind)} {kind or 'usable'} hosts (their sites: {', '.join(sites)}; "
+        "version, tags and custom fields as set on the devices)"
+    )
+
+
 class NetBoxInventory(InventorySource):
     def __init__(
         self,
@@ -595,6 +626,13 @@ class NetBoxInventory(InventorySource):
                     )
                 )
         return hosts, skipped, devices
+
+    def no_host_reason(self, select: dict[str, str]) -> str:
+        """Why ``hosts(select)`` is empty, in operator words (a survey of every candidate)."""
+        roles_exist = bool(self.existing_roles()) or not self.mapping.roles
+        hosts, skipped, devices = self.survey() if roles_exist else ([], [], [])
+        kind = select.get("kind", "")
+        return why_no_host(self.mapping.roles, roles_exist, len(devices), hosts, skipped, kind, select)
 
     def snapshot(self) -> list[Host]:
         """Copies of every host this inventory handed out (by name), for the campaign record."""

@@ -55,6 +55,10 @@ class InventorySource(abc.ABC):
         (default: it left ``hosts()``)."""
         return host not in {h.inventory_id or h.name for h in self.hosts()}
 
+    def no_host_reason(self, select: dict[str, str]) -> str:
+        """Why ``hosts(select)`` returned no host, for the operator (called only when it did)."""
+        return f"no host in service matches {select}"
+
     def label(self, key: str) -> str:
         """A host's display name for a key (default: the key itself)."""
         return key

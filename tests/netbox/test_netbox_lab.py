@@ -212,10 +212,12 @@ def test_check_after_init_points_at_the_devices_that_almost_match(lab: LabEnv) -
         assert "no host selected: no device has role hypervisor-host" in _platform_line(out, name)
     # the other fix it offers works as well: map the role the lab already uses
     spec = lab.tmp / "by-role.yaml"
-    spec.write_text(CHECK_SPEC + "netbox:\n  roles: [server]\n")
+    spec.write_text(CHECK_SPEC + "netbox:\n  roles: [server]\n  filters: {hypervisor: 'yes'}\n")
     by_role = lab.cli("netbox", "check", str(spec))
     assert by_role.returncode == 0, by_role.stdout
-    assert "hosts are devices with role server, status active" in by_role.stdout
+    assert "hosts are devices with role server, hypervisor=yes, status active" in by_role.stdout
+    # NetBox ignores a filter it does not know: said, not silently "all devices"
+    assert "warn   filter hypervisor='yes' (netbox.filters) narrows nothing" in by_role.stdout
 
 
 def test_after_the_operator_fix_check_is_ready_and_says_each_skip_once(lab: LabEnv) -> None:
@@ -259,6 +261,12 @@ def test_after_the_operator_fix_check_is_ready_and_says_each_skip_once(lab: LabE
     inv = NetBoxInventory(lab.url, lab.token, mapping=NetBoxMapping())
     try:
         by_name = {h.name: h for h in inv.hosts()}
+        # why a platform gets no host, for the campaign's skip reason
+        assert inv.hosts({"kind": "hyperv"}) == []
+        assert inv.no_host_reason({"kind": "hyperv"}) == (
+            "none of the 10 usable hosts is of kind hyperv (kinds present: kvm x5, vsphere x3, xen x2)"
+        )
+        assert "matches none of the 5 kvm hosts" in inv.no_host_reason({"kind": "kvm", "site": "dm-akron"})
     finally:
         inv.close()
     assert by_name[dell].endpoint == "qemu+ssh://root@192.0.2.21/system"
