@@ -114,7 +114,9 @@ def print_report(rep, spec: str) -> None:
         _out("result: ready: a campaign can run on this NetBox")
     else:
         n = len(rep.errors) + sum(1 for p in rep.platforms if not p.hosts)
-        _out(f"result: NOT READY ({n} problems): fix them, then run `crossvisor netbox check {spec}` again")
+        _out(
+            f"result: NOT READY ({n} problem{'s' if n > 1 else ''}): fix them, then run `crossvisor netbox check {spec}` again"
+        )
 
 
 # --- netbox init ----------------------------------------------------------------------------------

@@ -586,10 +586,9 @@ class NetBoxInventory(InventorySource):
     def survey(self) -> tuple[list[Host], list[SkippedDevice], list[dict]]:
         """Every candidate, whatever its status: (hosts in service, skipped, raw devices). For
         ``netbox check``; not part of campaign runs."""
-        self.existing_roles()
-        params = {**self.base_filters(with_status=False), "fields": DEVICE_FIELDS + ",status,tags"}
         if self.mapping.roles and not self.existing_roles():
             return [], [], []
+        params = {**self.base_filters(with_status=False), "fields": DEVICE_FIELDS + ",status,tags"}
         devices = self.http.list_all("dcim/devices/", params, self.page_size)
         statuses = set(self.mapping.statuses)
         in_service = [
@@ -602,8 +601,9 @@ class NetBoxInventory(InventorySource):
         self._attach_details(devices)
         named = unique_names(devices, universe)
         hosts, skipped = self.materialize(in_service, universe)
+        serving = {d["id"] for d in in_service}
         for d in devices:
-            if d in in_service:
+            if d["id"] in serving:
                 continue
             status = (d.get("status") or {}).get("value")
             label = named[d["id"]]
