@@ -83,14 +83,6 @@ class SchemaState:
     def device_fields(self) -> set[str]:
         return {n for n, f in self.custom_fields.items() if "dcim.device" in f["object_types"]}
 
-    def missing_required(self) -> list[str]:
-        """What makes any campaign fail (leases/health cannot be written), as operator words."""
-        have = self.device_fields()
-        out = [f"device custom field {f.name}" for f in CUSTOM_FIELDS if f.required and f.name not in have]
-        if UNHEALTHY_TAG not in self.tags:
-            out.append(f"tag {UNHEALTHY_TAG}")
-        return out
-
 
 def read_schema(http: NetBoxHttp) -> SchemaState:
     status = http.get("status/")
