@@ -10,6 +10,7 @@ crossvisor campaign swap-host ID HOST [--replacement H] | concurrency ID N | add
 crossvisor campaign history ID --out FILE
 crossvisor report ID [--html F] [--junit F] [--json F] [--compare PREVIOUS_ID_OR_JSON]
 crossvisor serve [--port 17290]          read-only web UI on loopback
+crossvisor netbox check SPEC | init [SPEC]   and   crossvisor inventory ...   (crossvisor/netbox_cli.py)
 """
 
 from __future__ import annotations
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     ch.add_argument("spec")
     ch.add_argument("host")
 
+    from crossvisor import netbox_cli
+
+    netbox_cli.register(sub)
     rp = sub.add_parser("report", help="interop matrix as HTML / JUnit / JSON")
     rp.add_argument("id")
     rp.add_argument("--html")
@@ -359,6 +363,10 @@ async def _dispatch(a, settings: Settings) -> int:
 
         plan = load_spec(a.spec)  # reads only the spec and the files it names; never connects
         print(f"{a.spec}: ok, {len(expand(plan))} cells")
+        if plan.inventory == "netbox":  # the spec is fine; can it run on this NetBox?
+            from crossvisor import netbox_cli
+
+            return netbox_cli.check_plan(plan, a.spec)
         return 0
     if a.cmd == "worker":
         # the worker is its own program (python -m worker): the CLI only hands it its settings
@@ -369,26 +377,10 @@ async def _dispatch(a, settings: Settings) -> int:
             env["CROSSVISOR_SDK_METRICS_PORT"] = str(a.sdk_metrics_port)
         sys.stdout.flush()
         os.execve(sys.executable, [sys.executable, "-m", "worker"], env)
-    if a.cmd == "inventory":
-        from crossvisor.spec import load_spec
-        from inventory.factory import open_inventory
+    if a.cmd in ("netbox", "inventory"):
+        from crossvisor import netbox_cli
 
-        plan = load_spec(a.spec)
-        source = open_inventory(plan.inventory, settings.home)
-        if a.sub == "hosts":
-            for p in plan.platforms:
-                hosts = source.hosts({**p.select, "kind": p.kind})
-                print(
-                    f"{p.name}: "
-                    + (", ".join(f"{h.name} ({h.endpoint}, slots {h.slots})" for h in hosts) or "no healthy host")
-                )
-        elif a.sub == "leases":
-            for host, owners in sorted(source.leases().items()):
-                print(f"{host}: {owners}")
-        else:
-            source.clear_health(a.host)
-            print(f"{a.host}: back in service")
-        return 0
+        return await netbox_cli.dispatch(a, settings)
     if a.cmd == "report":
         res = await report_result(settings, a.id, wait=not a.no_wait)
         previous = await previous_campaign(settings, a.compare) if a.compare else None
