@@ -36,7 +36,7 @@ class CampaignActivities:
     @activity.defn(name="load_inventory")
     def load_inventory(self, req: InventoryRequest) -> InventorySnapshot:
         """Hosts per platform, snapshotted into the campaign so the run is reproducible."""
-        inv = open_inventory(req.inventory, self.settings.home)
+        inv = open_inventory(req.inventory, self.settings.home, req.netbox or None)
         hosts: dict[str, Host] = {}
         per_platform: dict[str, list[str]] = {}
         for platform, select in req.selections.items():
@@ -144,7 +144,7 @@ class CampaignActivities:
                     removed.append(f"{h.name}:{name}")
             finally:
                 drv.close()
-        inv = open_inventory(req.inventory, self.settings.home)
+        inv = open_inventory(req.inventory, self.settings.home, req.netbox or None)
         prefix = f"{req.campaign_id}/"
         for host, owners in inv.leases().items():
             for owner in owners.split(","):

@@ -43,8 +43,11 @@ if have < want:
     dtype, _ = DeviceType.objects.get_or_create(manufacturer=mfr, model="Bench", slug="bench")
     role = DeviceRole.objects.get(slug=os.environ["BENCH_ROLE"])
     sites = [Site.objects.get_or_create(name=f"Bench {i}", slug=f"bench-{i}")[0] for i in range(4)]
+    # init maps existing cluster types instead of creating its own: take whatever is there
     clusters = [
-        Cluster.objects.get_or_create(name=f"bench-{t}", type=ClusterType.objects.get(slug=t))[0]
+        Cluster.objects.get_or_create(
+            name=f"bench-{t}", type=ClusterType.objects.get_or_create(slug=t, defaults={"name": t})[0]
+        )[0]
         for t in ("kvm", "vmware-esxi")
     ]
     Device.objects.bulk_create(
@@ -74,8 +77,11 @@ print(Device.objects.filter(name__startswith="bench-").count())
 
 
 def default_env_file() -> Path:
+    """netbox-up.sh's env file for the ports in the environment (one run dir per NetBox port)."""
     cache = Path(os.environ.get("CROSSVISOR_CACHE", Path.home() / ".cache" / "crossvisor"))
-    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", cache / "netbox" / "run")) / "netbox.env"
+    port = os.environ.get("CROSSVISOR_NETBOX_PORT", "58001")
+    default = cache / "netbox" / ("run" if port == "58001" else f"run-{port}")
+    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", default)) / "netbox.env"
 
 
 def load_env(path: Path) -> dict[str, str]:

@@ -162,6 +162,29 @@ class RetrySpec(_Strict):
     max_interval_s: Interval = 60.0
 
 
+class NetBoxSpec(_Strict):
+    """Optional ``netbox:`` block: which devices are hypervisor hosts and how they map
+    (see ``inventory/netbox_mapping.py``; every key optional, defaults fit most labs)."""
+
+    roles: list[Str] | None = None  # device role slugs (any of); default [hypervisor-host]
+    tags: list[Str] | None = None  # tag slugs a host must all carry
+    statuses: list[Str] | None = None  # device statuses in service; default [active]
+    filters: dict[Str, Str | int | bool | list[Str | int]] | None = None  # any other NetBox device filter
+    kinds: dict[Str, Kind | Literal[""]] | None = None  # cluster type / platform slug -> kind ("" = none)
+    endpoints: dict[Kind, Str] | None = None  # kind -> endpoint template, e.g. "qemu+ssh://root@{host}/system"
+
+    @model_validator(mode="after")
+    def _mapping_valid(self) -> NetBoxSpec:
+        from inventory.netbox_mapping import NetBoxMapping
+        from inventory.source import InventoryError
+
+        try:
+            NetBoxMapping.build(("spec", self.model_dump(exclude_none=True)))
+        except InventoryError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
 class CampaignSpec(_Strict):
     name: Name
     inventory: Str = "file:examples/lab.yaml"
@@ -176,6 +199,7 @@ class CampaignSpec(_Strict):
     export_format: Literal["ova", "ovf"] = "ova"
     # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
     remediate: list[Literal["virt-v2v", "generic-initramfs", "nic-config"]] = Field(default_factory=list)
+    netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)
 
 
 # which model describes the mapping at a field path (to name its allowed fields)
@@ -185,6 +209,7 @@ _MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
     ("images", "#"): ImageSpec,
     ("concurrency",): ConcurrencySpec,
     ("retry",): RetrySpec,
+    ("netbox",): NetBoxSpec,
 }
 _VOCABULARY = (
     {f for model in _MODEL_AT.values() for f in model.model_fields} | set(SELECT_KEYS) | set(m.HYPERVISOR_KINDS)
@@ -427,6 +452,8 @@ class _Checker:
 
     def inventory(self) -> None:
         ref = self.spec.inventory
+        if self.spec.netbox is not None and ref != "netbox":
+            self.add(("netbox",), f"given, but the inventory is {ref!r}, not 'netbox'")
         if ref == "netbox":
             return
         if not ref.startswith("file:"):
@@ -504,6 +531,7 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
         inventory=inventory,
         export_format=spec.export_format,
         remediate=list(dict.fromkeys(spec.remediate)),
+        netbox=spec.netbox.model_dump(exclude_none=True) if spec.netbox else {},
     )
 
 

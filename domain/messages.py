@@ -60,6 +60,7 @@ class CellInput:
 class InventoryRequest:
     inventory: str
     selections: dict[str, dict[str, str]]  # platform name -> selection (kind added by the workflow)
+    netbox: dict = field(default_factory=dict)  # the spec's NetBox mapping (plan.netbox)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class SweepRequest:
     campaign_id: str
     inventory: str
     hosts: list[Host]
+    netbox: dict = field(default_factory=dict)  # the spec's NetBox mapping: leases are listed through it
 
 
 @dataclass

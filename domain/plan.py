@@ -1,6 +1,7 @@
 """The validated campaign plan: the workflow's input, built by ``crossvisor.spec`` from YAML."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from domain.model import CHECKS, Concurrency, GuestImage, Platform, RetryPolicySpec
 
@@ -21,6 +22,9 @@ class CampaignPlan:
     export_format: str = "ova"  # ova | ovf
     # remediations to try, in order, when an unmodified move fails (domain.remedies.REMEDIES)
     remediate: list[str] = field(default_factory=list)
+    # the spec's optional `netbox:` block (roles, tags, statuses, filters, kinds, endpoints), plain
+    # JSON; read by inventory.netbox_mapping.mapping_for (open_inventory(..., netbox=plan.netbox))
+    netbox: dict[str, Any] = field(default_factory=dict)
 
     def platform(self, name: str) -> Platform:
         for p in self.platforms:

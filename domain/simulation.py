@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from domain import matrix
+from domain import matrix, stages
 from domain.model import STAGES, Cell, Concurrency, GuestImage, Host, Platform
 from domain.plan import CampaignPlan
-from domain.scheduling import Assignment, LabState, stage_estimate_s
+from domain.scheduling import Assignment, LabState, estimate_cell_s, stage_estimate_s
 
 JITTER = 0.35  # each stage takes (1 +- JITTER) x its modelled time, uniformly
 
@@ -37,6 +37,7 @@ def stage_durations(cell: Cell, image: GuestImage, source_kind: str, target_kind
             stage_estimate_s(s, image, source_kind, target_kind) * (1 + JITTER * (2 * _unit(f"{cell.id}/{s}") - 1))
         )
         for s in STAGES
+        if not stages.BY_NAME[s].remedial  # a simulated cell models the unmodified move only
     }
 
 
@@ -127,9 +128,7 @@ def synthetic_lab(n_cells: int = 2000, seed: int = 7, inventory: str = "file:lab
     kinds = {p.name: p.kind for p in platforms}
     imgs = {i.name: i for i in images}
     dur = {c.id: cell_duration_s(c, imgs[c.image], kinds[c.source], kinds[c.target]) for c in cells}
-    est = {
-        c.id: sum(stage_estimate_s(s, imgs[c.image], kinds[c.source], kinds[c.target]) for s in STAGES) for c in cells
-    }
+    est = {c.id: estimate_cell_s(imgs[c.image], kinds[c.source], kinds[c.target]) for c in cells}
     return Lab(hosts, plan, cells, dur, est)
 
 

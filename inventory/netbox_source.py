@@ -1,13 +1,23 @@
 """Inventory from a real NetBox: hypervisor hosts, leases and health, stored in NetBox itself.
 
-Mapping (device -> ``Host``): devices with role ``role`` (default ``hypervisor-host``), status
-``active`` and without the ``crossvisor-unhealthy`` tag. ``kind`` comes from the device's
-virtualization cluster type, ``driver`` from the kind, the rest from custom fields (see
-``netbox_schema``), ``endpoint`` from ``mgmt_endpoint`` or else the primary IP.
+Mapping (device -> ``Host``), see ``netbox_mapping``: candidates are the devices with one of the
+mapping's roles (default ``hypervisor-host``), its tags and filters; in service are those with an
+allowed status (default ``active``) and without the ``crossvisor-unhealthy`` tag. ``kind`` comes
+from the device's cluster type (else its platform) through ``mapping.kinds``; ``endpoint`` is the
+``mgmt_endpoint`` custom field when it is a URI, else the kind's template filled from the device
+(primary IP, name, ...); ``driver`` follows the endpoint's scheme (``https://`` -> vSphere, libvirt
+URIs -> libvirt). Other fields come from custom fields (see ``netbox_schema``).
 
-Malformed records (no cluster / unknown cluster type / no endpoint): skipped with a warning and
-listed in ``problems`` so one bad device does not hide the rest; ``strict=True`` raises
-``InventoryError`` naming the device and field instead.
+Identity: a host's key is its NetBox device id (``Host.inventory_id``, a string); every lease and
+health method takes that key. ``Host.name`` is unique among the hosts this NetBox yields: the
+device name, ``<device-type-slug>-<id>`` for an unnamed device, ``<name>-<id>`` when several
+candidates share a name.
+
+Devices that cannot become hosts are skipped and listed in ``skipped`` (reason and fix, for
+``crossvisor netbox check``), so one bad device does not hide the rest; ``strict=True`` raises
+``InventoryError`` instead. A NetBox lacking what every campaign needs (a host role, the lease and
+health fields, the unhealthy tag) is an ``InventoryError`` at once, naming the fix (``crossvisor
+netbox init``), never a failure in the middle of a campaign.
 
 Leases use NetBox's optimistic concurrency: read the device (ETag), PATCH ``crossvisor_lease``
 with ``If-Match``; NetBox re-checks the ETag under a row lock, so of two racing writers exactly
@@ -20,7 +30,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain.model import HYPERVISOR_KINDS, Host
@@ -29,6 +40,14 @@ from inventory.netbox_http import (
     NetBoxHttp,
     NetBoxUnavailable,
     resolve_token,
+)
+from inventory.netbox_mapping import (
+    LIBVIRT_SCHEMES,
+    NetBoxMapping,
+    compose_endpoint,
+    driver_for_endpoint,
+    host_form,
+    scheme_of,
 )
 from inventory.netbox_schema import (
     CF_CPUS,
@@ -39,39 +58,37 @@ from inventory.netbox_schema import (
     CF_MEMORY,
     CF_SLOTS,
     CF_VERSION,
-    DEFAULT_ROLE,
+    CUSTOM_FIELDS,
     INTERNAL_FIELDS,
     UNHEALTHY_TAG,
     ensure_schema,
-    kind_of_cluster_type,
+    init_schema,
 )
-from inventory.selection import matches
+from inventory.selection import SELECT_KEYS, matches
 from inventory.source import InventoryError, InventorySource
 
 __all__ = [
     "NetBoxAuthError",
     "NetBoxInventory",
     "NetBoxUnavailable",
+    "SkippedDevice",
     "ensure_schema",
+    "init_schema",
 ]
 
 log = logging.getLogger("crossvisor.inventory.netbox")
 
-from inventory.selection import SELECT_KEYS  # noqa: E402
-
 # Measured on NetBox 4.7 (5,000 devices): server-side serialization dominates a pull, and the
 # nested ``tags`` (~1.2 s), ``status`` choice labels and ``primary_ip`` are its dearest parts.
 # So the listing asks only for what every host needs; tags come from one id-only listing per
-# tag in use on devices (few, cheap), primary IPs only for devices lacking ``mgmt_endpoint``,
-# and status is known from the ``status=active`` filter.
+# tag in use on devices (few, cheap); primary IPs, device types and platforms only for the
+# devices that need them (no URI endpoint, no name, no cluster); status is known from the filter.
 DEVICE_FIELDS = "id,name,site,custom_fields,cluster"
+DETAIL_FIELDS = "id,primary_ip,primary_ip4,primary_ip6,device_type,platform"
 # Above this many device tags, per-tag listings cost more than serializing nested tags.
 MAX_TAG_QUERIES = 12
 CAS_ATTEMPTS = 20
-
-
-def driver_for(kind: str) -> str:
-    return "vsphere" if kind == "vsphere" else "libvirt"
+ID_CHUNK = 100  # ids per ?id= listing: keeps URLs short
 
 
 def _owners(value: Any) -> list[str]:
@@ -86,15 +103,98 @@ def _owners(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
+def _redact(uri: str) -> str:
+    """An endpoint without a password in its userinfo (reasons are printed and logged)."""
+    head, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        user, _, after = rest.partition("@")
+        if ":" in user:
+            return f"{head}://{user.split(':', 1)[0]}:***@{after}"
+    return uri
+
+
+def display_name(dev: dict) -> str:
+    """A device's name, or ``<device-type-slug>-<id>`` when it has none."""
+    if dev.get("name"):
+        return str(dev["name"])
+    dtype = (dev.get("device_type") or {}).get("slug") or "device"
+    return f"{dtype}-{dev['id']}"
+
+
+def unique_names(devices: list[dict], universe: Counter) -> dict[int, str]:
+    """device id -> host name, unique among ``devices``. ``universe`` counts the real names of
+    every candidate (not just these devices): a name several candidates share becomes
+    ``<name>-<id>`` for each of them, whichever selection is asked."""
+    names: dict[int, str] = {}
+    for d in devices:
+        shown = display_name(d)
+        # a real name shared by candidates, or a fallback that some candidate is really called
+        dup = universe.get(shown, 0) > (1 if d.get("name") else 0)
+        names[d["id"]] = f"{shown}-{d['id']}" if dup else shown
+    # "<name>-<id>" may itself be some device's real name: suffix again until unique
+    while True:
+        counts = Counter(names.values())
+        clash = [i for i, n in names.items() if counts[n] > 1]
+        if not clash:
+            return names
+        for i in clash:
+            names[i] = f"{names[i]}-{i}"
+
+
+@dataclass(frozen=True)
+class SkippedDevice:
+    """A candidate device that did not become a host. ``reason`` and ``fix`` name no device, so
+    ``netbox check`` prints each once with the devices it applies to."""
+
+    device_id: int
+    label: str
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"device {self.label!r} (#{self.device_id}): {self.reason}; fix: {self.fix}"
+
+
+def why_no_host(
+    roles: list[str],
+    roles_exist: bool,
+    candidates: int,
+    hosts: list[Host],
+    skipped: list[SkippedDevice],
+    kind: str,
+    select: dict[str, str],
+    near_misses: bool = False,
+) -> str:
+    """Why a platform (``kind`` + ``select``) got no host, from a survey of the candidates."""
+    who = f"role {' / '.join(roles)}" if roles else "the mapping's tags/filters"
+    if roles and not roles_exist:
+        return f"the device role {' / '.join(roles)} does not exist in NetBox"
+    if not candidates:
+        hint = " (see the devices that almost match)" if near_misses else ""
+        return f"no device has {who}{hint}"
+    if not hosts:
+        reasons = sorted({s.reason.split(" (")[0] for s in skipped})
+        return f"all {candidates} devices with {who} are skipped: {'; '.join(reasons)}"
+    of_kind = [h for h in hosts if not kind or h.kind == kind]
+    if not of_kind:
+        present = ", ".join(f"{k} x{n}" for k, n in sorted(Counter(h.kind for h in hosts).items()))
+        return f"none of the {len(hosts)} usable hosts is of kind {kind} (kinds present: {present})"
+    sites = sorted({h.site for h in of_kind})
+    return (
+        f"the selection {select} matches none of the {len(of_kind)} {kind or 'usable'} hosts (their sites: {', '.join(sites)}; "
+        "version, tags and custom fields as set on the devices)"
+    )
+
+
 class NetBoxInventory(InventorySource):
     def __init__(
         self,
         url: str,
         token: str | None = None,
         *,
+        mapping: NetBoxMapping | None = None,
         token_env: str = "NETBOX_TOKEN",
         token_file: str | None = None,
-        role: str = DEFAULT_ROLE,
         failure_threshold: int = 3,
         page_size: int = 5000,
         workers: int = 4,
@@ -108,15 +208,22 @@ class NetBoxInventory(InventorySource):
             workers=workers,
         )
         self.url = self.http.url
-        self.role = role
+        self.mapping = mapping or NetBoxMapping()
         self.failure_threshold = failure_threshold
         self.page_size = page_size
         self.strict = strict
-        self.problems: list[str] = []  # malformed records skipped by the last hosts()
-        self._used: dict[str, Host] = {}  # every host handed out, for snapshot()
-        self._ids: dict[str, int] = {}  # host name -> device id
+        self.skipped: list[SkippedDevice] = []  # candidates the last hosts() could not use
+        self._used: dict[str, Host] = {}  # every host handed out (by key), for snapshot()
+        self._labels: dict[str, str] = {}  # key -> display name
         self._cf_names: set[str] | None = None
+        self._roles: list[str] | None = None  # the mapping's roles that exist in NetBox
+        self._ready = False
         self._known: dict[tuple[str, str], bool] = {}  # (endpoint, slug) seen to exist
+        self._warned: set[tuple[int, str]] = set()  # (device id, reason) already logged
+        # Off for campaign runs (every call reads NetBox afresh); `netbox check` turns it on to read
+        # clusters and device details once for its many views of the same devices.
+        self.memoize = False
+        self._memo: dict[str, Any] = {}
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> NetBoxInventory:
@@ -125,23 +232,27 @@ class NetBoxInventory(InventorySource):
 
         url = os.environ.get("NETBOX_URL", "")
         if not url:
-            raise InventoryError("NETBOX_URL is not set")
+            raise InventoryError(
+                "NETBOX_URL is not set (or set CROSSVISOR_NETBOX_URL and CROSSVISOR_NETBOX_TOKEN_FILE)"
+            )
         return cls(url, **kwargs)
 
     def __repr__(self) -> str:
-        return f"NetBoxInventory(url={self.url!r}, role={self.role!r}, token='***')"
+        return f"NetBoxInventory(url={self.url!r}, roles={self.mapping.roles!r}, token='***')"
 
     def close(self) -> None:
         self.http.close()
 
-    # --- selection ---------------------------------------------------------------------------
+    @property
+    def problems(self) -> list[str]:
+        """The skipped devices as one line each (device, reason, fix)."""
+        return [str(s) for s in self.skipped]
+
+    # --- what NetBox has ---------------------------------------------------------------------------
 
     def _custom_field_names(self) -> set[str]:
         if self._cf_names is None:
-            rows = self.http.list_all(
-                "extras/custom-fields/",
-                {"object_type": "dcim.device", "fields": "id,name"},
-            )
+            rows = self.http.list_all("extras/custom-fields/", {"object_type": "dcim.device", "fields": "id,name"})
             self._cf_names = {r["name"] for r in rows}
         return self._cf_names
 
@@ -161,41 +272,89 @@ class NetBoxInventory(InventorySource):
         if not self._exists(endpoint, slug):
             raise InventoryError(f"selection {what}={slug!r}: no such {what} in NetBox")
 
-    def _server_filters(self, select: dict[str, str]) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "role": self.role,
-            "status": "active",
-            "fields": DEVICE_FIELDS,
-        }
-        # Excluding a tag NetBox does not have is a 400: only filter once ensure_schema made it.
-        if self._exists("extras/tags/", UNHEALTHY_TAG):
+    def existing_roles(self) -> list[str]:
+        """The mapping's roles that NetBox has (asking for one it lacks is an HTTP 400)."""
+        if self._roles is None and self.mapping.roles:
+            rows = self.http.get("dcim/device-roles/", {"slug": self.mapping.roles, "fields": "slug", "limit": 0})
+            have = {r["slug"] for r in rows["results"]}
+            self._roles = [r for r in self.mapping.roles if r in have]
+        return list(self._roles or [])
+
+    def ensure_ready(self) -> None:
+        """Raise ``InventoryError`` naming the fix when no campaign could run on this NetBox."""
+        if self._ready:
+            return
+        missing = []
+        if self.mapping.roles and not self.existing_roles():
+            missing.append(f"device role {' / '.join(self.mapping.roles)}")
+        cfs = self._custom_field_names()
+        missing += [f"device custom field {f.name}" for f in CUSTOM_FIELDS if f.required and f.name not in cfs]
+        if not self._exists("extras/tags/", UNHEALTHY_TAG):
+            missing.append(f"tag {UNHEALTHY_TAG}")
+        for tag in self.mapping.tags:
+            if not self._exists("extras/tags/", tag):
+                missing.append(f"tag {tag} (netbox.tags)")
+        if missing:
+            raise InventoryError(
+                f"NetBox at {self.url} is not set up for crossvisor: missing {', '.join(missing)}. "
+                "Run `crossvisor netbox init [SPEC]` to create them (or set netbox.roles to the role your "
+                "hypervisor hosts have); `crossvisor netbox check SPEC` lists everything"
+            )
+        self._ready = True
+
+    # --- which devices -----------------------------------------------------------------------------
+
+    def base_filters(self, with_status: bool = True) -> dict[str, Any]:
+        """The mapping as NetBox device filters (no selection): the candidate hosts."""
+        params: dict[str, Any] = dict(self.mapping.filters)
+        if self.mapping.roles:
+            params["role"] = self.existing_roles()
+        if self.mapping.tags:
+            params["tag"] = list(self.mapping.tags)
+        if with_status:
+            params["status"] = list(self.mapping.statuses)
+            # Excluding a tag NetBox does not have is a 400; ensure_ready made sure it exists.
             params["tag__n"] = UNHEALTHY_TAG
+        return params
+
+    def _server_filters(self, select: dict[str, str]) -> tuple[dict[str, Any], bool]:
+        """(params, narrowed): ``narrowed`` when the selection filters on the server side."""
+        params = self.base_filters()
+        params["fields"] = DEVICE_FIELDS
+        narrowed = False
         for key, value in select.items():
             value = str(value)
             if key == "site":
                 self._check_exists("dcim/sites/", "site", value)
                 params["site"] = value
+                narrowed = True
             elif key == "tag":
                 self._check_exists("extras/tags/", "tag", value)
-                params["tag"] = value
+                params["tag"] = [*params.get("tag", []), value]
+                narrowed = True
             elif key == "kind":
                 if value not in HYPERVISOR_KINDS:
                     raise InventoryError(f"selection kind={value!r}: expected one of {', '.join(HYPERVISOR_KINDS)}")
             elif key == "version":
+                if CF_VERSION not in self._custom_field_names():
+                    raise InventoryError(f"selection version: NetBox has no device custom field {CF_VERSION!r}")
                 params[f"cf_{CF_VERSION}"] = value
+                narrowed = True
             elif key.startswith("cf_") and len(key) > 3:
                 if key[3:] not in self._custom_field_names():
                     raise InventoryError(f"selection {key}: NetBox has no device custom field {key[3:]!r}")
                 params[key] = value
+                narrowed = True
             else:
                 raise InventoryError(f"unknown selection key {key!r}; allowed: {', '.join(SELECT_KEYS)}, cf_<name>")
-        return params
+        return params, narrowed
 
-    # --- hosts -------------------------------------------------------------------------------
+    # --- hosts -------------------------------------------------------------------------------------
 
     def hosts(self, select: dict[str, str] | None = None) -> list[Host]:
         select = dict(select or {})
-        params = self._server_filters(select)
+        self.ensure_ready()
+        params, narrowed = self._server_filters(select)
         t0 = time.monotonic()
         tag_slugs = self._device_tags()
         if len(tag_slugs) > MAX_TAG_QUERIES:
@@ -203,26 +362,35 @@ class NetBoxInventory(InventorySource):
         devices = self.http.list_all("dcim/devices/", params, self.page_size)
         if len(tag_slugs) <= MAX_TAG_QUERIES:
             self._attach_tags(devices, params, tag_slugs)
-        kinds = self._cluster_kinds({d["cluster"]["id"] for d in devices if d.get("cluster")})
-        self._attach_primary_ips(devices)
-        hosts: list[Host] = []
-        self.problems = []
-        for dev in devices:
-            try:
-                host = self._to_host(dev, kinds)
-            except InventoryError as exc:
-                if self.strict:
-                    raise
-                self.problems.append(str(exc))
-                log.warning("skipping malformed NetBox device: %s", exc)
-                continue
-            # re-checked client side: cheap, and robust to how NetBox matches custom field values
-            if matches(host, select):
-                hosts.append(host)
+        # names are made unique among every in-service candidate, not just this selection, so two
+        # platforms' selections never hand out the same name for different devices
+        universe = self._universe_names() if narrowed else Counter(d.get("name") for d in devices if d.get("name"))
+        hosts, skipped = self.materialize(devices, universe)
+        self.skipped = skipped
+        if skipped and self.strict:
+            raise InventoryError(str(skipped[0]))
+        self._log_skipped(skipped)
+        # re-checked client side: cheap, and robust to how NetBox matches custom field values
+        hosts = [h for h in hosts if matches(h, select)]
         for h in hosts:
-            self._used[h.name] = replace(h, tags=list(h.tags), custom=dict(h.custom))
+            self._used[h.inventory_id] = replace(h, tags=list(h.tags), custom=dict(h.custom))
         log.debug("netbox hosts: %d devices, %d hosts in %.2fs", len(devices), len(hosts), time.monotonic() - t0)
         return hosts
+
+    def _log_skipped(self, skipped: list[SkippedDevice]) -> None:
+        """One warning per reason (with its devices), once per inventory: one hosts() call per
+        platform must not repeat the same story."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for s in skipped:
+            if (s.device_id, s.reason) not in self._warned:
+                self._warned.add((s.device_id, s.reason))
+                groups.setdefault((s.reason, s.fix), []).append(f"{s.label} (#{s.device_id})")
+        for (reason, fix), labels in groups.items():
+            log.warning("skipping %d NetBox device(s) %s: %s; fix: %s", len(labels), ", ".join(labels), reason, fix)
+
+    def _universe_names(self) -> Counter:
+        params = {**self.base_filters(), "fields": "id,name", "name__empty": "false"}
+        return Counter(r["name"] for r in self.http.list_all("dcim/devices/", params, self.page_size))
 
     def _device_tags(self) -> list[str]:
         rows = self.http.list_all("extras/tags/", {"content_type": "dcim.device", "fields": "id,slug"})
@@ -238,57 +406,175 @@ class NetBoxInventory(InventorySource):
                 if row["id"] in by_id:
                     by_id[row["id"]]["tags"].append({"slug": slug})
 
-    def _attach_primary_ips(self, devices: list[dict]) -> None:
-        """Fetch primary IPs only for the devices that need one as their endpoint."""
-        need = [d for d in devices if not (d.get("custom_fields") or {}).get(CF_ENDPOINT)]
-        by_id = {d["id"]: d for d in need}
+    def _attach_details(self, devices: list[dict]) -> None:
+        """Primary IPs, device type and platform, fetched only for the devices that need them."""
+        need = [
+            d
+            for d in devices
+            if not d.get("name")
+            or not d.get("cluster")
+            or not scheme_of(str((d.get("custom_fields") or {}).get(CF_ENDPOINT) or ""))
+        ]
+        need = [d for d in need if not {"primary_ip", "device_type"} <= set(d)]
+        memo = self._memo.setdefault("details", {}) if self.memoize else {}
+        for d in need:
+            if d["id"] in memo:
+                d.update(memo[d["id"]])
+        by_id = {d["id"]: d for d in need if d["id"] not in memo}
         ids = list(by_id)
-        for i in range(0, len(ids), 100):  # keep URLs short
-            chunk = ids[i : i + 100]
-            rows = self.http.list_all("dcim/devices/", {"id": chunk, "fields": "id,primary_ip"}, self.page_size)
+        for i in range(0, len(ids), ID_CHUNK):
+            rows = self.http.list_all(
+                "dcim/devices/", {"id": ids[i : i + ID_CHUNK], "fields": DETAIL_FIELDS}, self.page_size
+            )
             for row in rows:
-                by_id[row["id"]]["primary_ip"] = row.get("primary_ip")
+                details = {k: v for k, v in row.items() if k != "id"}
+                by_id[row["id"]].update(details)
+                if self.memoize:
+                    memo[row["id"]] = details
 
-    def _cluster_kinds(self, cluster_ids: set[int]) -> dict[int, tuple[str, str | None]]:
-        """cluster id -> (cluster type name, kind or None). One small listing, not one per device."""
-        if not cluster_ids:
-            return {}
-        rows = self.http.list_all("virtualization/clusters/", {"fields": "id,type"}, self.page_size)
-        out: dict[int, tuple[str, str | None]] = {}
+    def _clusters(self) -> dict[int, tuple[str, str, str]]:
+        """cluster id -> (type name, type slug, cluster name). One small listing, not one per device."""
+        if self.memoize and "clusters" in self._memo:
+            return self._memo["clusters"]
+        rows = self.http.list_all("virtualization/clusters/", {"fields": "id,name,type"}, self.page_size)
+        out = {}
         for r in rows:
             t = r.get("type") or {}
-            name, slug = t.get("name", ""), t.get("slug", "")
-            out[r["id"]] = (name or slug, kind_of_cluster_type(name, slug))
+            out[r["id"]] = (t.get("name", "") or t.get("slug", ""), t.get("slug", ""), r.get("name", ""))
+        if self.memoize:
+            self._memo["clusters"] = out
         return out
 
-    def _to_host(self, dev: dict, kinds: dict[int, tuple[str, str | None]]) -> Host:
-        name = dev.get("name") or f"device-{dev['id']}"
-        cf = dev.get("custom_fields") or {}
+    def materialize(self, devices: list[dict], universe: Counter) -> tuple[list[Host], list[SkippedDevice]]:
+        """Devices (as listed) -> hosts and skipped devices. ``universe`` counts the candidates'
+        names, to tell a duplicate name apart."""
+        self._attach_details(devices)
+        clusters = self._clusters() if any(d.get("cluster") for d in devices) else {}
+        named = unique_names(devices, universe)
+        hosts: list[Host] = []
+        skipped: list[SkippedDevice] = []
+        for dev in devices:
+            name = named[dev["id"]]
+            self._labels[str(dev["id"])] = name
+            out = self._to_host(dev, name, clusters)
+            (hosts if isinstance(out, Host) else skipped).append(out)
+        return hosts, skipped
+
+    def _kind(self, dev: dict, clusters: dict[int, tuple[str, str, str]]) -> tuple[str | None, str, str]:
+        """(kind, reason, fix); a kind of None comes with why and what to do."""
+        m = self.mapping
+        accepted = "; ".join(f"{k}: {', '.join(m.slugs_for(k))}" for k in HYPERVISOR_KINDS if m.slugs_for(k))
         cluster = dev.get("cluster")
-        if not cluster:
-            raise InventoryError(f"device {name!r}: field 'cluster' is empty (kind unknown)")
-        type_name, kind = kinds.get(cluster["id"], ("?", None))
+        if cluster:
+            type_name, type_slug, _ = clusters.get(cluster["id"], ("?", "?", ""))
+            kind = m.kind_of(type_slug, type_name)
+            if kind:
+                return kind, "", ""
+            return (
+                None,
+                f"cluster type {type_name!r} ({type_slug}) is not a hypervisor type crossvisor knows "
+                f"(known slugs by kind: {accepted})",
+                f"if {type_slug!r} clusters are hypervisors, map the slug: netbox.kinds: {{{type_slug}: "
+                f"{'|'.join(HYPERVISOR_KINDS)}}}; otherwise take the host role off the device",
+            )
+        platform = dev.get("platform") or {}
+        if platform:
+            kind = m.kind_of(platform.get("slug", ""), platform.get("name", ""))
+            if kind:
+                return kind, "", ""
+            return (
+                None,
+                f"no cluster, and its platform {platform.get('name')!r} ({platform.get('slug')}) is no known "
+                f"hypervisor (known slugs by kind: {accepted})",
+                "assign the device to a cluster of a hypervisor type, or map the platform slug in netbox.kinds",
+            )
+        return (
+            None,
+            "no cluster and no platform: the hypervisor kind is unknown",
+            f"assign the device to a cluster whose type slug is a known one ({accepted}), or map your type's "
+            "slug in netbox.kinds",
+        )
+
+    def _endpoint(self, dev: dict, name: str, kind: str, clusters: dict) -> tuple[str, str, str]:
+        """(endpoint, reason, fix); an empty endpoint comes with why and what to do."""
+        cf = dev.get("custom_fields") or {}
+        given = str(cf.get(CF_ENDPOINT) or "").strip()
+        if given and scheme_of(given):
+            return given, "", ""
+        template = self.mapping.endpoints.get(kind, "")
+        if not template:
+            return "", f"no endpoint template for kind {kind}", f"set netbox.endpoints.{kind} or {CF_ENDPOINT}"
+        ips = {
+            k: host_form(str((dev.get(k) or {}).get("address") or "")) if dev.get(k) else ""
+            for k in ("primary_ip", "primary_ip4", "primary_ip6")
+        }
+        cluster = dev.get("cluster") or {}
+        values = {
+            **ips,
+            "host": host_form(given) if given else ips["primary_ip"],
+            "name": str(dev.get("name") or name),
+            "id": str(dev["id"]),
+            "site": (dev.get("site") or {}).get("slug", ""),
+            "cluster": clusters.get(cluster.get("id"), ("", "", ""))[2] if cluster else "",
+            **{f"cf_{k}": str(v) for k, v in cf.items() if v not in (None, "")},
+        }
+        endpoint, missing = compose_endpoint(template, values)
+        if not missing:
+            return endpoint, "", ""
+        if "host" in missing or any(m.startswith("primary_ip") for m in missing):
+            return (
+                "",
+                f"no management address: {CF_ENDPOINT} is empty and the device has no primary IP "
+                f"(the {kind} endpoint template is {template!r})",
+                f"give the device a primary IP, or set its {CF_ENDPOINT} custom field (a URI or a host name)",
+            )
+        return (
+            "",
+            f"the {kind} endpoint template {template!r} needs {', '.join('{' + m + '}' for m in missing)}, "
+            "which the device does not have",
+            f"fill those fields on the device, set {CF_ENDPOINT}, or change netbox.endpoints.{kind}",
+        )
+
+    def _to_host(self, dev: dict, name: str, clusters: dict) -> Host | SkippedDevice:
+        def skip(reason: str, fix: str) -> SkippedDevice:
+            return SkippedDevice(dev["id"], name, reason, fix)
+
+        kind, reason, fix = self._kind(dev, clusters)
         if kind is None:
-            raise InventoryError(f"device {name!r}: field 'cluster.type' {type_name!r} is not a known hypervisor type")
-        endpoint = cf.get(CF_ENDPOINT) or ""
-        if not endpoint and dev.get("primary_ip"):
-            endpoint = dev["primary_ip"]["address"].split("/")[0]
+            return skip(reason, fix)
+        endpoint, reason, fix = self._endpoint(dev, name, kind, clusters)
         if not endpoint:
-            raise InventoryError(f"device {name!r}: field '{CF_ENDPOINT}' is empty and there is no primary IP")
-        self._ids[name] = dev["id"]
+            return skip(reason, fix)
+        driver = driver_for_endpoint(endpoint)
+        if driver is None:
+            return skip(
+                f"endpoint {_redact(endpoint)!r} has scheme {scheme_of(endpoint) or '(none)'!r}, which no driver "
+                f"takes (libvirt: {', '.join(LIBVIRT_SCHEMES)}[+transport]; vSphere: https)",
+                f"set {CF_ENDPOINT} to a libvirt URI or https://<vcenter>/sdk, or fix netbox.endpoints.{kind}",
+            )
+        if driver == "vsphere" and kind != "vsphere":
+            return skip(
+                f"endpoint {_redact(endpoint)!r} is a vCenter URL, but the host's kind is {kind}",
+                f"set {CF_ENDPOINT} to a libvirt URI for {kind} (e.g. {self.mapping.endpoints.get(kind, '')!r})",
+            )
+        cf = dev.get("custom_fields") or {}
+        try:
+            cpus, memory, slots = (int(cf.get(CF_CPUS) or 0), int(cf.get(CF_MEMORY) or 0), int(cf.get(CF_SLOTS) or 1))
+        except (TypeError, ValueError):
+            return skip(f"{CF_CPUS}/{CF_MEMORY}/{CF_SLOTS} must be integers", "correct the custom field values")
         return Host(
             name=name,
             kind=kind,
-            driver=driver_for(kind),
+            driver=driver,
             endpoint=endpoint,
             site=(dev.get("site") or {}).get("slug", ""),
             version=str(cf.get(CF_VERSION) or ""),
             tags=sorted(t["slug"] for t in dev.get("tags") or []),
-            cpus=int(cf.get(CF_CPUS) or 0),
-            memory_mib=int(cf.get(CF_MEMORY) or 0),
-            slots=int(cf.get(CF_SLOTS) or 1),
+            cpus=cpus,
+            memory_mib=memory,
+            slots=slots,
             credentials_ref=str(cf.get(CF_CREDENTIALS) or ""),
-            status=(dev.get("status") or {}).get("value", "active"),  # hosts() filters status=active
+            status=(dev.get("status") or {}).get("value", "active"),  # hosts() filters by status
             custom={
                 k: v if isinstance(v, str) else json.dumps(v)
                 for k, v in cf.items()
@@ -297,22 +583,96 @@ class NetBoxInventory(InventorySource):
             inventory_id=str(dev["id"]),
         )
 
+    def survey(self) -> tuple[list[Host], list[SkippedDevice], list[dict]]:
+        """Every candidate, whatever its status: (hosts in service, skipped, raw devices). For
+        ``netbox check``; not part of campaign runs."""
+        if self.mapping.roles and not self.existing_roles():
+            return [], [], []
+        params = {**self.base_filters(with_status=False), "fields": DEVICE_FIELDS + ",status,tags"}
+        devices = self.http.list_all("dcim/devices/", params, self.page_size)
+        statuses = set(self.mapping.statuses)
+        in_service = [
+            d
+            for d in devices
+            if (d.get("status") or {}).get("value") in statuses
+            and UNHEALTHY_TAG not in {t["slug"] for t in d.get("tags") or []}
+        ]
+        universe = Counter(d.get("name") for d in in_service if d.get("name"))
+        self._attach_details(devices)
+        named = unique_names(devices, universe)
+        hosts, skipped = self.materialize(in_service, universe)
+        serving = {d["id"] for d in in_service}
+        for d in devices:
+            if d["id"] in serving:
+                continue
+            status = (d.get("status") or {}).get("value")
+            label = named[d["id"]]
+            if status not in statuses:
+                skipped.append(
+                    SkippedDevice(
+                        d["id"],
+                        label,
+                        f"status {status!r}; hosts must be {' or '.join(sorted(statuses))}",
+                        "set the device status, or list the status in netbox.statuses",
+                    )
+                )
+            else:
+                skipped.append(
+                    SkippedDevice(
+                        d["id"],
+                        label,
+                        f"tagged {UNHEALTHY_TAG}: taken out of service after failed health checks",
+                        "repair it, then `crossvisor inventory clear-health SPEC <device>`",
+                    )
+                )
+        return hosts, skipped, devices
+
+    def no_host_reason(self, select: dict[str, str]) -> str:
+        """Why ``hosts(select)`` is empty, in operator words (a survey of every candidate)."""
+        roles_exist = bool(self.existing_roles()) or not self.mapping.roles
+        hosts, skipped, devices = self.survey() if roles_exist else ([], [], [])
+        kind = select.get("kind", "")
+        return why_no_host(self.mapping.roles, roles_exist, len(devices), hosts, skipped, kind, select)
+
     def snapshot(self) -> list[Host]:
         """Copies of every host this inventory handed out (by name), for the campaign record."""
-        return [replace(h, tags=list(h.tags), custom=dict(h.custom)) for _, h in sorted(self._used.items())]
+        hosts = sorted(self._used.values(), key=lambda h: h.name)
+        return [replace(h, tags=list(h.tags), custom=dict(h.custom)) for h in hosts]
 
-    # --- device access -----------------------------------------------------------------------
+    def label(self, key: str) -> str:
+        return self._labels.get(key, key)
+
+    # --- device access -----------------------------------------------------------------------------
+
+    def resolve(self, host: str) -> str:
+        """A host key from a key (device id) or, for operators, a NetBox device name."""
+        if str(host).isdigit():
+            return str(host)
+        for key, name in self._labels.items():
+            if name == host:
+                return key
+        params = {**self.base_filters(with_status=False), "name": host, "fields": "id,name"}
+        rows = (
+            self.http.get("dcim/devices/", params)["results"] if self.existing_roles() or not self.mapping.roles else []
+        )
+        if len(rows) == 1:
+            self._labels[str(rows[0]["id"])] = host
+            return str(rows[0]["id"])
+        if not rows:
+            raise InventoryError(f"host {host!r}: no hypervisor host device with that name or id in NetBox")
+        ids = ", ".join(f"#{r['id']}" for r in rows)
+        raise InventoryError(f"host {host!r}: {len(rows)} NetBox devices have that name ({ids}); use the device id")
 
     def _device_id(self, host: str) -> int:
-        if host not in self._ids:
-            rows = self.http.get("dcim/devices/", {"name": host, "role": self.role, "fields": "id,name"})["results"]
-            if len(rows) != 1:
-                raise InventoryError(f"host {host!r}: {len(rows)} NetBox devices with role {self.role!r}")
-            self._ids[host] = rows[0]["id"]
-        return self._ids[host]
+        return int(self.resolve(host))
 
     def _read(self, dev_id: int) -> tuple[dict, str]:
-        resp = self.http.request("GET", f"dcim/devices/{dev_id}/")
+        try:
+            resp = self.http.request("GET", f"dcim/devices/{dev_id}/")
+        except InventoryError as e:
+            if "HTTP 404" in str(e):
+                raise InventoryError(f"host {dev_id}: no NetBox device #{dev_id}") from None
+            raise
         return resp.json(), resp.headers.get("ETag", "")
 
     def _cas_update(self, host: str, change: Any) -> Any:
@@ -326,12 +686,12 @@ class NetBoxInventory(InventorySource):
                 return result
             if not etag:
                 raise InventoryError(f"NetBox at {self.url} sent no ETag: cannot lease safely")
-            resp = self.http.request(
-                "PATCH",
-                f"dcim/devices/{dev_id}/",
-                json=patch,
-                headers={"If-Match": etag},
-            )
+            try:
+                resp = self.http.request("PATCH", f"dcim/devices/{dev_id}/", json=patch, headers={"If-Match": etag})
+            except InventoryError as e:
+                if "does not exist" in str(e) or "not one of the available" in str(e):
+                    raise InventoryError(f"{e}; run `crossvisor netbox init` to create what crossvisor needs") from None
+                raise
             if resp.status_code == 412:
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
                 continue
@@ -352,7 +712,7 @@ class NetBoxInventory(InventorySource):
             },
         )
 
-    # --- leases ------------------------------------------------------------------------------
+    # --- leases (by host key) ----------------------------------------------------------------------
 
     def acquire_lease(self, host: str, owner: str, note: str = "") -> bool:
         def change(dev: dict) -> tuple[dict | None, tuple[bool, bool]]:
@@ -385,19 +745,34 @@ class NetBoxInventory(InventorySource):
             self._journal(self._device_id(host), "info", f"crossvisor lease released by {owner}")
 
     def leases(self) -> dict[str, str]:
-        """host -> owner; a host with several slots taken lists its owners comma-separated."""
+        """host key (device id) -> owners, comma-separated when a host has several slots taken.
+        ``label(key)`` gives the host's display name afterwards."""
+        if self.mapping.roles and not self.existing_roles():
+            return {}
         rows = self.http.list_all(
             "dcim/devices/",
-            {"role": self.role, "fields": "id,name,custom_fields"},
+            {**self.base_filters(with_status=False), "fields": "id,name,custom_fields"},
             self.page_size,
         )
         out = {}
+        leased = []
         for r in rows:
             if owners := _owners((r.get("custom_fields") or {}).get(CF_LEASE)):
-                out[r["name"]] = ",".join(owners)
+                out[str(r["id"])] = ",".join(owners)
+                leased.append(r)
+        if leased:
+            universe = Counter(r.get("name") for r in rows if r.get("name"))
+            for dev_id, name in unique_names(self._with_details(leased), universe).items():
+                self._labels[str(dev_id)] = name
         return out
 
-    # --- health ------------------------------------------------------------------------------
+    def _with_details(self, devices: list[dict]) -> list[dict]:
+        unnamed = [d for d in devices if not d.get("name")]
+        if unnamed:
+            self._attach_details(unnamed)
+        return devices
+
+    # --- health (by host key) ----------------------------------------------------------------------
 
     def report_health(self, host: str, ok: bool, detail: str = "") -> None:
         """Count consecutive failures in NetBox (shared by every worker). At the threshold the
@@ -420,13 +795,17 @@ class NetBoxInventory(InventorySource):
             return patch, mark
 
         if self._cas_update(host, change):
-            log.warning("host %s marked unhealthy after %d failed checks", host, threshold)
+            log.warning("host %s marked unhealthy after %d failed checks", self.label(host), threshold)
             self._journal(
                 self._device_id(host),
                 "danger",
                 f"crossvisor: {threshold} consecutive health check failures, marked failed"
                 + (f"; last: {detail}" if detail else ""),
             )
+
+    def is_unhealthy(self, host: str) -> bool:
+        dev, _ = self._read(self._device_id(host))
+        return any(t["slug"] == UNHEALTHY_TAG for t in dev.get("tags") or [])
 
     def clear_health(self, host: str) -> None:
         """Return a host marked unhealthy to service (status active, tag removed, counter 0)."""

@@ -82,6 +82,19 @@ class Sabotage:
         return activity.defn(name=name)(run)
 
 
+def corrupt_package_disk(package: str | Path) -> None:
+    """Storage corruption between export and conversion: flip one byte inside the OVA's disk data
+    (not a header), so the manifest check of the convert stage must catch it."""
+    import tarfile
+
+    pkg = Path(package)
+    with tarfile.open(pkg) as tar:
+        disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
+    data = bytearray(pkg.read_bytes())
+    data[disk.offset_data + disk.size // 2] ^= 0xFF
+    pkg.write_bytes(bytes(data))
+
+
 def make_worker(
     client,
     settings: Settings,

@@ -25,7 +25,15 @@ from domain.control import CancelRequest, ConcurrencyRequest, PauseRequest, Skip
 from domain.messages import ProgressReport
 from domain.model import Grade, GuestImage, Platform
 from inventory.file_source import FileInventory
-from tests.harness import campaign_result, make_worker, run_campaign, small_plan, start_campaign, tool
+from tests.harness import (
+    campaign_result,
+    corrupt_package_disk,
+    make_worker,
+    run_campaign,
+    small_plan,
+    start_campaign,
+    tool,
+)
 from worker import workflow_runner
 from workflows.campaign import CampaignWorkflow, SteerRequest
 from workflows.cell import CellWorkflow
@@ -111,17 +119,7 @@ async def test_corrupt_ova_is_a_failing_grade_with_evidence(env, settings, tmp_p
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
 
-    def flip_a_disk_byte(call, out):  # storage corruption between export and conversion
-        import tarfile
-
-        pkg = Path(out.package)
-        with tarfile.open(pkg) as tar:
-            disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
-        data = bytearray(pkg.read_bytes())
-        data[disk.offset_data + disk.size // 2] ^= 0xFF  # inside the disk's data, not a header
-        pkg.write_bytes(bytes(data))
-
-    sab.after["export"] = flip_a_disk_byte
+    sab.after["export"] = lambda call, out: corrupt_package_disk(out.package)
     async with w:
         res = await run_campaign(env.client, plan, tq, home=settings.home)
     cell = res.cells[0]

@@ -502,7 +502,7 @@ class CampaignWorkflow:
             workflow.deprecate_patch(SWEEP_ON_EVERY_END)
         removed = await workflow.execute_activity(
             "sweep_leaks",
-            SweepRequest(self.campaign_id, self.plan.inventory, self.st.hosts),
+            SweepRequest(self.campaign_id, self.plan.inventory, self.st.hosts, netbox=dict(self.plan.netbox)),
             result_type=list[str],
             start_to_close_timeout=timedelta(minutes=30),
             retry_policy=ACT_RETRY,
@@ -537,6 +537,7 @@ class CampaignWorkflow:
             InventoryRequest(
                 plan.inventory,
                 {p.name: {**p.select, "kind": p.kind} for p in plan.platforms},
+                netbox=dict(plan.netbox),
             ),
             result_type=InventorySnapshot,
             start_to_close_timeout=timedelta(minutes=5),

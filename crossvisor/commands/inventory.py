@@ -26,8 +26,12 @@ def dispatch(a, settings: Settings) -> int:
     from crossvisor.spec import load_spec
     from inventory.factory import open_inventory
 
+    if getattr(a, "output", "text") != "json":
+        from crossvisor import netbox_cli  # text: NetBox-aware (device labels, why a platform has no host)
+
+        return netbox_cli.run_inventory(a, settings)
     plan = load_spec(a.spec)
-    source = open_inventory(plan.inventory, settings.home)
+    source = open_inventory(plan.inventory, settings.home, plan.netbox)
     if a.sub == "hosts":
         found = {p.name: source.hosts({**p.select, "kind": p.kind}) for p in plan.platforms}
         if a.output == "json":

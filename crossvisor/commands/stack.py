@@ -83,6 +83,10 @@ async def dispatch(a, settings: Settings) -> int:
             emit_json({"spec": a.spec, "ok": True, "name": plan.name, "cells": len(cells)})
         else:
             print(f"{a.spec}: ok, {len(cells)} cells")
+        if plan.inventory == "netbox":  # the spec is fine; can it run on this NetBox?
+            from crossvisor import netbox_cli
+
+            return netbox_cli.check_plan(plan, a.spec)
         return EXIT_OK
     # worker: its own program (python -m worker); the CLI only hands it its settings
     env = dict(

@@ -4,8 +4,11 @@
 set -uo pipefail
 
 CACHE=${CROSSVISOR_CACHE:-$HOME/.cache/crossvisor}/netbox
-RUN=${CROSSVISOR_NETBOX_RUN:-$CACHE/run}
 PG_PORT=${CROSSVISOR_NETBOX_PG_PORT:-55432}
+HTTP_PORT=${CROSSVISOR_NETBOX_PORT:-58001}
+# Same run dir rule as netbox-up.sh.
+if [[ $HTTP_PORT == 58001 ]]; then RUN_DEFAULT=$CACHE/run; else RUN_DEFAULT=$CACHE/run-$HTTP_PORT; fi
+RUN=${CROSSVISOR_NETBOX_RUN:-$RUN_DEFAULT}
 PGBIN=${PGBIN:-$(pg_config --bindir)}
 if [[ $(id -u) == 0 ]]; then
   PGHOME=${CROSSVISOR_NETBOX_PGHOME:-/var/tmp/crossvisor-netbox-pg-$PG_PORT}

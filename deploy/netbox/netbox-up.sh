@@ -15,10 +15,13 @@ set -euo pipefail
 
 NETBOX_VERSION=${NETBOX_VERSION:-4.7.3}
 CACHE=${CROSSVISOR_CACHE:-$HOME/.cache/crossvisor}/netbox
-RUN=${CROSSVISOR_NETBOX_RUN:-$CACHE/run}
 PG_PORT=${CROSSVISOR_NETBOX_PG_PORT:-55432}
 REDIS_PORT=${CROSSVISOR_NETBOX_REDIS_PORT:-56379}
 HTTP_PORT=${CROSSVISOR_NETBOX_PORT:-58001}
+# One run dir per NetBox port: two NetBoxes on other ports (parallel sessions) never share PID
+# files, Redis dir or netbox.env. The default port keeps the historical `run`.
+if [[ $HTTP_PORT == 58001 ]]; then RUN_DEFAULT=$CACHE/run; else RUN_DEFAULT=$CACHE/run-$HTTP_PORT; fi
+RUN=${CROSSVISOR_NETBOX_RUN:-$RUN_DEFAULT}
 # NetBox needs Python >= 3.12: pyenv's 3.12.1 on this kind of machine, else python3.12 on PATH.
 PY312=${CROSSVISOR_PY312:-$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python}
 [[ -x $PY312 ]] || PY312=$(command -v python3.12 || command -v python3.13 || true)

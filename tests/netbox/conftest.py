@@ -22,6 +22,12 @@ UP = REPO / "deploy" / "netbox" / "netbox-up.sh"
 DOWN = REPO / "deploy" / "netbox" / "netbox-down.sh"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The lab module (test_netbox_lab.py) needs a NetBox nothing else has touched and leaves a
+    fresh one behind: run it first. A stable sort: every other test keeps its order."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_netbox_lab.py" else 1)
+
+
 @dataclass
 class NetBoxServer:
     url: str
@@ -85,8 +91,12 @@ def _running(pidfile: Path) -> bool:
 
 
 def _env_path() -> Path:
+    """Where netbox-up.sh keeps its run state for the ports in the environment (same rule as the
+    script: one run dir per NetBox port, ``run`` for the default port 58001)."""
     cache = Path(os.environ.get("CROSSVISOR_CACHE", str(Path.home() / ".cache" / "crossvisor")))
-    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", str(cache / "netbox" / "run"))) / ("netbox.env")
+    port = os.environ.get("CROSSVISOR_NETBOX_PORT", "58001")
+    default = cache / "netbox" / ("run" if port == "58001" else f"run-{port}")
+    return Path(os.environ.get("CROSSVISOR_NETBOX_RUN", str(default))) / "netbox.env"
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +121,7 @@ def populated(netbox_server: NetBoxServer) -> dict[str, int]:
     sites = {s: nb.dcim.sites.create(name=s.upper(), slug=s).id for s in ("lab-a", "lab-b")}
     nb.extras.tags.create(name="gpu", slug="gpu")
     nb.extras.tags.create(name="fast", slug="fast")
-    proxmox = nb.virtualization.cluster_types.create(name="Proxmox", slug="proxmox")
+    cloud = nb.virtualization.cluster_types.create(name="AWS", slug="aws")  # not a hypervisor type
     types = {t.slug: t.id for t in nb.virtualization.cluster_types.all()}
     clusters = {
         name: nb.virtualization.clusters.create(name=name, type=types[t]).id
@@ -120,7 +130,7 @@ def populated(netbox_server: NetBoxServer) -> dict[str, int]:
             ("kvm-a", "kvm"),
             ("kvm-b", "kvm"),
             ("hv-b", "hyper-v"),
-            ("pve-a", proxmox.slug),
+            ("aws-a", cloud.slug),
         )
     }
 
@@ -164,8 +174,8 @@ def populated(netbox_server: NetBoxServer) -> dict[str, int]:
                 {"hypervisor_version": "9.0", "cell_slots": 2},
                 tags=["fast"],
             ),
-            dev("hv-01", "lab-b", "hv-b", kvm("2022", "winrm://hv-01"), tags=["fast"]),
-            dev("bad-type", "lab-a", "pve-a", kvm("8.1", "https://pve")),
+            dev("hv-01", "lab-b", "hv-b", kvm("2022", "hyperv://hv-01/?transport=http"), tags=["fast"]),
+            dev("bad-type", "lab-a", "aws-a", kvm("8.1", "https://aws")),
             dev("bad-endpoint", "lab-a", "kvm-a", {"hypervisor_version": "8.0"}),
             dev("off-01", "lab-a", "kvm-a", kvm("8.0", "qemu:///x"), status="offline"),
             dev("sw-01", "lab-a", "kvm-a", kvm("8.0", "x"), role_id=switch.id),

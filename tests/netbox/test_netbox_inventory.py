@@ -53,12 +53,14 @@ def test_hosts_mapping(inv: NetBoxInventory, populated: dict[str, int]) -> None:
     assert "crossvisor_lease" not in esx.custom
     assert hosts["kvm-01"].kind == "kvm" and hosts["kvm-01"].driver == "libvirt"
     assert hosts["hv-01"].kind == "hyperv" and hosts["hv-01"].driver == "libvirt"
-    assert hosts["kvm-02"].endpoint == "10.0.0.2"  # primary IP fallback
+    assert hosts["kvm-02"].endpoint == "qemu+ssh://root@10.0.0.2/system"  # template filled from the primary IP
     assert hosts["kvm-02"].slots == 2
     # Malformed records are reported by device and field, not silently lost.
     problems = " | ".join(inv.problems)
-    assert "'bad-type'" in problems and "cluster.type" in problems
-    assert "'bad-endpoint'" in problems and "mgmt_endpoint" in problems
+    assert "'bad-type'" in problems and "cluster type 'AWS' (aws) is not a hypervisor type" in problems
+    assert "'bad-endpoint'" in problems and "mgmt_endpoint is empty and the device has no primary IP" in problems
+    by_id = {s.device_id: s for s in inv.skipped}
+    assert "netbox.kinds" in by_id[populated["bad-type"]].fix  # every skip says how to fix it
 
 
 def test_strict_mode_raises_on_malformed(netbox_server, populated) -> None:
@@ -108,16 +110,18 @@ def test_bad_selection_is_an_error(inv: NetBoxInventory, select, message) -> Non
 
 
 def test_lease_basics(inv: NetBoxInventory, netbox_server, populated) -> None:
-    assert inv.acquire_lease("lease-1", "camp-a/cell-1", note="first")
-    assert inv.acquire_lease("lease-1", "camp-a/cell-1")  # idempotent per owner
-    assert not inv.acquire_lease("lease-1", "camp-b/cell-9")  # slots=1
-    assert inv.leases()["lease-1"] == "camp-a/cell-1"
-    inv.release_lease("lease-1", "camp-b/cell-9")  # not held: no error
-    assert inv.leases()["lease-1"] == "camp-a/cell-1"
-    inv.release_lease("lease-1", "camp-a/cell-1")
-    assert "lease-1" not in inv.leases()
-    assert inv.acquire_lease("lease-1", "camp-b/cell-9")
-    inv.release_lease("lease-1", "camp-b/cell-9")
+    key = str(populated["lease-1"])  # leases are keyed by device id (Host.inventory_id)
+    assert inv.acquire_lease(key, "camp-a/cell-1", note="first")
+    assert inv.acquire_lease(key, "camp-a/cell-1")  # idempotent per owner
+    assert not inv.acquire_lease(key, "camp-b/cell-9")  # slots=1
+    assert inv.leases()[key] == "camp-a/cell-1"
+    assert inv.label(key) == "lease-1"
+    inv.release_lease(key, "camp-b/cell-9")  # not held: no error
+    assert inv.leases()[key] == "camp-a/cell-1"
+    inv.release_lease(key, "camp-a/cell-1")
+    assert key not in inv.leases()
+    assert inv.acquire_lease("lease-1", "camp-b/cell-9")  # an operator may name a device with a unique name
+    inv.release_lease(key, "camp-b/cell-9")
     # Every acquire/release that changed something left a journal entry on the device.
     nb = netbox_server.api()
     journal = [
@@ -135,6 +139,8 @@ def test_lease_basics(inv: NetBoxInventory, netbox_server, populated) -> None:
 def test_lease_unknown_host(inv: NetBoxInventory) -> None:
     with pytest.raises(InventoryError, match="no-such-host"):
         inv.acquire_lease("no-such-host", "c/1")
+    with pytest.raises(InventoryError, match="no NetBox device #999999"):
+        inv.acquire_lease("999999", "c/1")
 
 
 def _race(server, host: str, racers: int) -> list[str]:
@@ -164,8 +170,9 @@ def _race(server, host: str, racers: int) -> list[str]:
     return winners
 
 
-@pytest.mark.parametrize(("host", "slots"), [("lease-1", 1), ("lease-2", 2)])
-def test_lease_race_no_double_booking(inv, netbox_server, host, slots) -> None:
+@pytest.mark.parametrize(("name", "slots"), [("lease-1", 1), ("lease-2", 2)])
+def test_lease_race_no_double_booking(inv, netbox_server, populated, name, slots) -> None:
+    host = str(populated[name])
     for _ in range(2):
         winners = _race(netbox_server, host, racers=4)
         assert len(winners) == slots, winners
@@ -178,13 +185,16 @@ def test_lease_race_no_double_booking(inv, netbox_server, host, slots) -> None:
 
 def test_health_marks_and_clears(inv: NetBoxInventory, netbox_server, populated) -> None:
     nb = netbox_server.api()
-    inv.report_health("health-1", False, "ping timeout")
-    inv.report_health("health-1", True)  # a success resets the streak
-    inv.report_health("health-1", False, "ping timeout")
-    inv.report_health("health-1", False, "ping timeout")
+    key = str(populated["health-1"])
+    inv.report_health(key, False, "ping timeout")
+    inv.report_health(key, True)  # a success resets the streak
+    inv.report_health(key, False, "ping timeout")
+    inv.report_health(key, False, "ping timeout")
     assert "health-1" in names(inv.hosts())  # 2 consecutive < 3
-    inv.report_health("health-1", False, "libvirt: connection refused")
+    assert not inv.is_unhealthy(key)
+    inv.report_health(key, False, "libvirt: connection refused")
     assert "health-1" not in names(inv.hosts())
+    assert inv.is_unhealthy(key)
     dev = nb.dcim.devices.get(populated["health-1"])
     assert dev.status.value == "failed"
     assert "crossvisor-unhealthy" in [t.slug for t in dev.tags]
@@ -196,7 +206,7 @@ def test_health_marks_and_clears(inv: NetBoxInventory, netbox_server, populated)
         )
     ]
     assert any("connection refused" in c for c in journal)
-    inv.clear_health("health-1")
+    inv.clear_health(key)
     assert "health-1" in names(inv.hosts())
     dev = nb.dcim.devices.get(populated["health-1"])
     assert dev.status.value == "active"
@@ -268,8 +278,8 @@ def test_secrets_never_logged(netbox_server, populated, caplog) -> None:
     token = netbox_server.token
     source = NetBoxInventory(netbox_server.url, token)
     source.hosts()  # logs warnings for the malformed devices
-    source.acquire_lease("lease-2", "secret-check/cell")
-    source.release_lease("lease-2", "secret-check/cell")
+    source.acquire_lease(str(populated["lease-2"]), "secret-check/cell")
+    source.release_lease(str(populated["lease-2"]), "secret-check/cell")
     for select in ({"site": "nope"}, {"bogus": "1"}):
         with pytest.raises(InventoryError) as info:
             source.hosts(select)

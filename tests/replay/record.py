@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from crossvisor.core.config import Settings  # noqa: E402
 from domain.control import CancelRequest, PauseRequest, SkipRequest  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
-from tests.harness import Sabotage, make_worker, small_plan, start_campaign, tool  # noqa: E402
+from tests.harness import Sabotage, corrupt_package_disk, make_worker, small_plan, start_campaign, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -56,17 +56,7 @@ async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: s
         tmp, pairs=[["kvm", "xen"]], images=[GuestImage("efi", disk_mib=8, firmware="efi", nic_model="e1000")]
     )
 
-    def flip_a_disk_byte(call, out) -> None:
-        import tarfile
-
-        pkg = Path(out.package)
-        with tarfile.open(pkg) as tar:
-            disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
-        data = bytearray(pkg.read_bytes())
-        data[disk.offset_data + disk.size // 2] ^= 0xFF
-        pkg.write_bytes(bytes(data))
-
-    sab.after["export"] = flip_a_disk_byte
+    sab.after["export"] = lambda call, out: corrupt_package_disk(out.package)
     res = await (await start_campaign(client, plan, tq, cid)).result()
     assert res.summary[0].grade == Grade.FAIL, res.summary
     return res

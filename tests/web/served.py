@@ -76,7 +76,7 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
     from temporalio.testing import WorkflowEnvironment
 
     from crossvisor import serve
-    from tests.harness import make_worker, start_campaign, tool
+    from tests.harness import corrupt_package_disk, make_worker, start_campaign, tool
     from workflows.campaign import CampaignWorkflow, SteerRequest
 
     env = await WorkflowEnvironment.start_local(
@@ -100,16 +100,8 @@ async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
             def corrupt_efi_package(call, out) -> None:
                 """Storage corruption between export and conversion: a real failing cell (convert
                 refuses the package with the manifest's evidence), as a lab would see one."""
-                import tarfile
-
-                if call.cell.image.name != "efi" or out.status == "reused":
-                    return
-                pkg = Path(out.package)
-                with tarfile.open(pkg) as tar:
-                    disk = next(m for m in tar.getmembers() if m.name.endswith(".vmdk"))
-                data = bytearray(pkg.read_bytes())
-                data[disk.offset_data + disk.size // 2] ^= 0xFF
-                pkg.write_bytes(bytes(data))
+                if call.cell.image.name == "efi" and out.status != "reused":
+                    corrupt_package_disk(out.package)
 
             sabotage.after["export"] = corrupt_efi_package
             async with worker:
