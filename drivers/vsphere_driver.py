@@ -186,18 +186,6 @@ class VsphereDriver(Driver):
         pref = [o for n, o in sorted(found.items()) if isinstance(o, vim.ClusterComputeResource)]
         return pref[0] if pref else found[min(found)]
 
-    def datacenters(self) -> list[str]:
-        return sorted(self._names(vim.Datacenter))
-
-    def clusters(self) -> list[str]:
-        return sorted(self._names(vim.ClusterComputeResource, self.dc.hostFolder))
-
-    def hosts(self) -> list[str]:
-        return sorted(self._names(vim.HostSystem, self.dc.hostFolder))
-
-    def datastores(self) -> list[str]:
-        return sorted(self._names(vim.Datastore, self.dc.datastoreFolder))
-
     def supported_hardware_versions(self) -> list[str]:
         descs = self.cluster.environmentBrowser.QueryConfigOptionDescriptor()
         return [d.key for d in descs if d.createSupported]
@@ -341,42 +329,6 @@ class VsphereDriver(Driver):
             stack.extend(s.childSnapshotList or [])
         return out
 
-    def relocate(self, name: str, host: str = "", datastore: str = "") -> Hardware:
-        """Move a VM to another host (vMotion) and/or datastore (Storage vMotion)."""
-        vm = self._vm(name)
-        spec = vim.vm.RelocateSpec()
-        if host:
-            h = self._names(vim.HostSystem, self.dc.hostFolder).get(host)
-            if h is None:
-                raise InfraFault(f"host {host!r} not found")
-            spec.host, spec.pool = h, h.parent.resourcePool
-        if datastore:
-            ds = self._names(vim.Datastore, self.dc.datastoreFolder).get(datastore)
-            if ds is None:
-                raise InfraFault(f"datastore {datastore!r} not found")
-            spec.datastore = ds
-        self._wait(vm.RelocateVM_Task(spec=spec), f"relocate {name}")
-        return self._hardware(vm)
-
-    def datastores_of(self, name: str) -> list[str]:
-        """Datastores vCenter lists for the VM (vcsim updates this on relocate, not disk paths)."""
-        return sorted(ds.name for ds in self._vm(name).datastore)
-
-    def host_of(self, name: str) -> str:
-        return self._vm(name).runtime.host.name
-
-    def clone(self, name: str, new_name: str, power_on: bool = False) -> Hardware:
-        """Full clone; idempotent by ``new_name``."""
-        if (vm := self._find_vm(new_name)) is not None:
-            return self._hardware(vm)
-        src = self._vm(name)
-        spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), powerOn=power_on, template=False)
-        vm = self._wait(
-            src.CloneVM_Task(folder=src.parent, name=new_name, spec=spec),
-            f"clone {name} -> {new_name}",
-        )
-        return self._hardware(vm)
-
     def destroy(self, name: str) -> None:
         vm = self._find_vm(name)
         if vm is None:
@@ -471,10 +423,20 @@ class VsphereDriver(Driver):
 
     def import_vm(self, package: ExportedVm, name: str, profile=None) -> Hardware:
         """Import through CreateImportSpec + ImportVApp + an NFC lease: vCenter decides the
-        hardware (``profile`` is for libvirt stand-ins and is not used here)."""
-        from drivers import packaging
+        hardware (``profile`` is for libvirt stand-ins and is not used here). ``package`` is either
+        a descriptor with the converted disks the lease uploads (the import stage), or a whole
+        package with its own files (``disks`` empty: opened and verified here)."""
+        from drivers import ova, packaging
 
         if (vm := self._find_vm(name)) is not None:
+            return self._hardware(vm)
+        pkg = Path(package.package)
+        if not package.disks:
+            with tempfile.TemporaryDirectory(prefix="vsphere-import-", dir=pkg.parent) as tmp:
+                opened = ova.open_package(pkg, extract_to=Path(tmp))  # verifies the manifest
+                desc = opened.descriptor
+                self._check_hw_version(" ".join(desc.system_types) or desc.hardware_version or DEFAULT_HW_VERSION)
+                vm = self._import(opened.descriptor_text, desc, opened.files, name)
             return self._hardware(vm)
         desc = packaging.read_descriptor(package.package)
         files = {}

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
-from drivers.vsphere_driver import open_vsphere
+from drivers.vsphere_driver import VcsimDriver, open_vsphere
+from tests.vsphere import ops
 
 pytestmark = pytest.mark.vsphere
 
@@ -44,11 +45,11 @@ def test_unreachable_endpoint_is_infra_fault():
 
 
 def test_inventory(driver):
-    assert driver.simulator is True
-    assert driver.datacenters() == ["DC0"]
-    assert driver.clusters() == ["DC0_C0"]
-    assert {"DC0_C0_H0", "DC0_C0_H1", "DC0_H0"} <= set(driver.hosts())
-    assert driver.datastores() == ["LocalDS_0", "LocalDS_1"]
+    assert isinstance(driver, VcsimDriver) and not driver.runs_guests  # the simulator, told apart by its API
+    assert ops.datacenters(driver) == ["DC0"]
+    assert ops.clusters(driver) == ["DC0_C0"]
+    assert {"DC0_C0_H0", "DC0_C0_H1", "DC0_H0"} <= set(ops.hosts(driver))
+    assert ops.datastores(driver) == ["LocalDS_0", "LocalDS_1"]
     assert "vmx-13" in driver.supported_hardware_versions()
     assert driver.cluster.name == "DC0_C0"
 
@@ -82,7 +83,7 @@ def test_password_never_logged(vcsim, caplog, capfd, tmp_path):
     seen: list[str] = []
     d = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     try:
-        seen += [repr(vars(d)), repr(vars(d._http)), str(d.datacenters())]
+        seen += [repr(vars(d)), repr(vars(d._http)), str(ops.datacenters(d))]
         d.list_vms("")
         try:
             d.inspect("no-such-vm")
@@ -128,7 +129,7 @@ def test_https_with_tls(vcsim_binary, vcsim, tmp_path):
             open_vsphere(url, vcsim.password_ref, username=vcsim.username)
         d = open_vsphere(url, vcsim.password_ref, username=vcsim.username, verify_tls=False)
         try:
-            assert d.datacenters() == ["DC0"]
+            assert ops.datacenters(d) == ["DC0"]
         finally:
             d.close()
     finally:

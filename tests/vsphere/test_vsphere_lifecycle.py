@@ -8,6 +8,7 @@ from domain.vm import DiskSpec, NicSpec, VmSpec
 from drivers import diskconv
 from drivers.base import InteropFailure
 from drivers.vsphere_driver import NoDiskContent
+from tests.vsphere import ops
 
 pytestmark = pytest.mark.vsphere
 MIB = 1 << 20
@@ -84,8 +85,9 @@ def test_power_snapshot_guest_info(driver, vm_name):
     driver.power_on(vm_name)
     driver.power_on(vm_name)  # idempotent
     assert driver.inspect(vm_name).power_state == "on"
-    ev = driver.guest_evidence(vm_name, timeout_s=0.5)  # vcsim: no tools run
-    assert "powerState=poweredOn" in ev and "simulator=True" in ev
+    # vcsim runs no guest: no console to watch, no path to a guest port (guest checks are skipped)
+    watch = driver.watch_console(vm_name, lambda _t: True, 0.5)
+    assert watch.text == "" and not driver.runs_guests and driver.guest_port(vm_name, 8080) is None
     driver.snapshot(vm_name, "before")
     driver.snapshot(vm_name, "before")  # idempotent by name
     driver.snapshot(vm_name, "after")
@@ -97,22 +99,22 @@ def test_power_snapshot_guest_info(driver, vm_name):
 
 def test_relocate_and_clone(driver, vm_name):
     driver.provision(_spec(vm_name))
-    start = driver.host_of(vm_name)
-    other = next(h for h in driver.hosts() if h.startswith("DC0_C0_") and h != start)
-    driver.relocate(vm_name, host=other)
-    assert driver.host_of(vm_name) == other
-    assert driver.datastores_of(vm_name) == ["LocalDS_0"]
-    driver.relocate(vm_name, datastore="LocalDS_1")
+    start = ops.host_of(driver, vm_name)
+    other = next(h for h in ops.hosts(driver) if h.startswith("DC0_C0_") and h != start)
+    ops.relocate(driver, vm_name, host=other)
+    assert ops.host_of(driver, vm_name) == other
+    assert ops.datastores_of(driver, vm_name) == ["LocalDS_0"]
+    ops.relocate(driver, vm_name, datastore="LocalDS_1")
     # vcsim 0.24 moves the VM's datastore list but not its files/paths (see the report).
-    assert driver.datastores_of(vm_name) == ["LocalDS_1"]
-    clone = driver.clone(vm_name, vm_name + "-clone")
+    assert ops.datastores_of(driver, vm_name) == ["LocalDS_1"]
+    clone = ops.clone(driver, vm_name, vm_name + "-clone")
     orig = driver.inspect(vm_name)
     assert (clone.cpus, clone.memory_mib, [n.model for n in clone.nics]) == (
         orig.cpus,
         orig.memory_mib,
         [n.model for n in orig.nics],
     )
-    assert driver.clone(vm_name, vm_name + "-clone") == clone
+    assert ops.clone(driver, vm_name, vm_name + "-clone") == clone
     assert driver.list_vms(vm_name) == [vm_name, vm_name + "-clone"]
 
 
