@@ -7,10 +7,12 @@ powers off. The verify stage reads the serial log with :func:`parse_boot_evidenc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "deploy" / "guests" / "build-tiny-guest.sh"
@@ -140,3 +142,155 @@ def parse_boot_evidence(console_text: str) -> dict:
         elif line.startswith("CV-PCI "):
             ev["pci"].append(_fields(line[7:]))
     return ev
+
+
+# --- Guest images that boot themselves (deploy/guests/build-guest-image.sh) ----------------------
+#
+# Unlike the tiny guest, these boot from their own disk through their own firmware path, GRUB,
+# kernel, initramfs-tools initramfs, fstab and network config (systemd). Their console evidence
+# is parsed by domain.guest_evidence.
+
+IMAGES = ("legacy-bios", "uefi", "portable-bios")
+IMAGE_SCRIPT = REPO / "deploy" / "guests" / "build-guest-image.sh"
+# OVMF from Debian's ovmf package: read-only code + a per-VM copy of the variable store.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+APP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    disk: Path  # qcow2, read-only base: boot an overlay (or a copy), never the file itself
+    firmware: str  # "bios" | "efi"
+    manifest: dict
+
+
+def build_image(name: str, timeout_s: float = 900.0) -> BuiltImage:
+    """Build (or find in the cache) guest image ``name`` (one of :data:`IMAGES`)."""
+    if name not in IMAGES:
+        raise ValueError(f"unknown guest image {name!r} (expected one of {', '.join(IMAGES)})")
+    proc = subprocess.run(
+        ["bash", str(IMAGE_SCRIPT), name], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
+        raise RuntimeError(f"build-guest-image.sh {name} failed ({proc.returncode}):\n{tail}")
+    paths = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    disk, manifest_path = Path(paths.get("DISK", "")), Path(paths.get("MANIFEST", ""))
+    if not disk.is_file() or not manifest_path.is_file():
+        raise RuntimeError(f"build-guest-image.sh {name} reported missing files: {proc.stdout.strip()!r}")
+    manifest = json.loads(manifest_path.read_text())
+    return BuiltImage(name=name, disk=disk, firmware=manifest["firmware"], manifest=manifest)
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """QEMU virtual hardware standing in for another hypervisor's (all ``<domain type='qemu'>``)."""
+
+    name: str  # "kvm" | "esxi" | "hyperv-gen1" | "xen-hvm"
+    variant: str  # "" for the main one
+    machine: str  # libvirt machine type: "q35" | "pc" (i440fx)
+    disk_bus: str  # "virtio" | "scsi" | "ide"
+    scsi_model: str | None  # libvirt <controller type='scsi' model=...> when disk_bus == "scsi"
+    nic_model: str  # libvirt <model type=...> of the NIC
+    firmwares: tuple[str, ...]  # what the platform offers: ("bios",) or ("bios", "efi")
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}--{self.variant}" if self.variant else self.name
+
+
+PROFILES: dict[str, HardwareProfile] = {
+    p.key: p
+    for p in (
+        HardwareProfile("kvm", "", "q35", "virtio", None, "virtio", ("bios", "efi")),
+        HardwareProfile("kvm", "virtio-scsi", "q35", "scsi", "virtio-scsi", "virtio", ("bios", "efi")),
+        HardwareProfile("esxi", "", "pc", "scsi", "vmpvscsi", "vmxnet3", ("bios", "efi")),
+        HardwareProfile("esxi", "lsisas", "pc", "scsi", "lsisas1068", "e1000e", ("bios", "efi")),
+        HardwareProfile("hyperv-gen1", "", "pc", "ide", None, "tulip", ("bios",)),
+        HardwareProfile("xen-hvm", "", "pc", "ide", None, "rtl8139", ("bios",)),
+        HardwareProfile("xen-hvm", "e1000", "pc", "ide", None, "e1000", ("bios",)),
+    )
+}
+
+_TARGET_DEV = {"virtio": "vda", "scsi": "sda", "ide": "hda"}
+
+
+def profile_domain_xml(
+    name: str,
+    profile: HardwareProfile,
+    firmware: str,
+    disk: Path,
+    serial_log: Path,
+    nvram: Path | None = None,
+    memory_mib: int = 512,
+    vcpus: int = 1,
+) -> str:
+    """A TCG domain that boots ``disk`` (qcow2) on ``profile``'s hardware with ``firmware``.
+
+    ``on_reboot=destroy``: a guest that gives up (initramfs root wait, kernel panic with panic=-1)
+    ends its domain at once. ``<bios useserial='yes'/>`` puts SeaBIOS's own messages (and "No
+    bootable device") on the serial console. EFI uses Debian's OVMF (no Secure Boot) with a per-VM
+    variable store copied by libvirt from the template into ``nvram``. The NIC is libvirt's
+    user-mode (SLIRP) interface; the app's port is forwarded with :func:`forward_app_port`.
+    The static DAC label runs QEMU as root so it can read disks under /root and pytest tmp dirs.
+    """
+    if firmware not in ("bios", "efi"):
+        raise ValueError(f"firmware must be 'bios' or 'efi', not {firmware!r}")
+    if firmware == "efi":
+        if nvram is None:
+            raise ValueError("an EFI domain needs a per-VM nvram path")
+        os_fw = (
+            f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader>"
+            f"<nvram template='{OVMF_VARS}'>{escape(str(nvram))}</nvram>"
+        )
+    else:
+        os_fw = "<bios useserial='yes'/>"
+    target = _TARGET_DEV[profile.disk_bus]
+    controller = f"<controller type='scsi' index='0' model='{profile.scsi_model}'/>" if profile.scsi_model else ""
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='{profile.machine}'>hvm</type>
+    {os_fw}
+    <boot dev='hd'/>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+  <devices>
+    {controller}
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{escape(str(disk))}'/>
+      <target dev='{target}' bus='{profile.disk_bus}'/>
+    </disk>
+    <interface type='user'><model type='{profile.nic_model}'/></interface>
+    <serial type='file'>
+      <source path='{escape(str(serial_log))}'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+def forward_app_port(dom, host_port: int, guest_port: int = APP_PORT, netdev: str = "hostnet0") -> None:
+    """Forward 127.0.0.1:``host_port`` on the host to the guest's ``guest_port`` (loopback only).
+
+    libvirt 9.0 as shipped by Debian 12 rejects ``<backend type='passt'/>`` ("Invalid value for
+    attribute 'type' in element 'backend'", libvirt issue #462), so the forward is added to the
+    user-mode (SLIRP) netdev libvirt created for the first ``<interface type='user'>`` (id
+    ``hostnet0``) through libvirt's QEMU monitor passthrough, right after the domain starts.
+    """
+    import libvirt_qemu
+
+    cmd = f"hostfwd_add {netdev} tcp:127.0.0.1:{host_port}-:{guest_port}"
+    reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    if reply.strip():  # HMP answers nothing on success, an error text otherwise
+        raise RuntimeError(f"{cmd!r} failed: {reply.strip()}")
