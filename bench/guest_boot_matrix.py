@@ -19,13 +19,10 @@ import argparse
 import json
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,26 +35,13 @@ from drivers.guest_images import (  # noqa: E402
     IMAGES,
     PROFILES,
     HardwareProfile,
+    boot_and_observe,
     build_image,
-    forward_app_port,
-    profile_domain_xml,
+    overlay_with_marker,
 )
 
 URI = "qemu:///system"
 PREFIX = "cvg-"
-# Milestones whose first appearance on the console is timed (wall clock from domain start).
-MILESTONES = {
-    "firmware": re.compile(r"SeaBIOS|BdsDxe|UEFI|EFI stub|Booting from"),
-    "kernel": re.compile(r"Linux version \d"),
-    "initramfs": re.compile(r"CV-INITRAMFS stage=local-top"),
-    "userspace": re.compile(r"CROSSVISOR-BOOT-OK|CV-BIRTH stage=start"),
-    "ready": re.compile(r"CV-READY|CV-BIRTH stage=done"),
-}
-# A console that ends in one of these is not going anywhere: stop waiting shortly after.
-DEAD_ENDS = re.compile(
-    r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|Shell> |"
-    r"grub rescue> |grub> |Press any key to continue"
-)
 
 
 @dataclass
@@ -72,99 +56,51 @@ class Cell:
     result: dict = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def qemu_overlay(base: Path, out: Path, marker: str) -> None:
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(out)], check=True, timeout=60
-    )
-    blob = out.with_suffix(".marker")
-    blob.write_bytes(marker.encode().ljust(64, b"\0"))
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", f"write -s {blob} 1048576 64", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    blob.unlink()
-
-
 def run_cell(cell: Cell, work: Path, out_dir: Path, timeout_s: float) -> dict:
     import libvirt
 
     conn = libvirt.open(URI)
     name = PREFIX + cell.label.replace("--", "-")[:60]
     disk = cell.keep_disk or work / f"{cell.label}.qcow2"
-    marker = f"crossvisor-marker {cell.label}"[:64]
-    qemu_overlay(cell.base_disk, disk, marker)
-    log = work / f"{cell.label}.log"
-    nvram = work / f"{cell.label}.VARS.fd" if cell.firmware == "efi" else None
-    xml = profile_domain_xml(name, cell.profile, cell.firmware, disk, log, nvram=nvram)
+    marker_hex = overlay_with_marker(cell.base_disk, disk, f"crossvisor-marker {cell.label}"[:64])
+    try:
+        obs = boot_and_observe(
+            conn,
+            name,
+            cell.profile,
+            cell.firmware,
+            disk,
+            work,
+            timeout_s=timeout_s * 6 if cell.birth else timeout_s,
+            until_off=cell.birth,
+        )
+    finally:
+        conn.close()
+    (out_dir / f"{cell.label}.log").write_text(obs.console)
+    ev = parse(obs.console)
+    fail = boot_failure(obs.console)
     res: dict = {"label": cell.label, "image": cell.image, "profile": cell.profile.key, "firmware": cell.firmware}
-    res["marker_hex"] = marker.encode().ljust(64, b"\0").hex()
-    port = free_port()
-    t0 = time.monotonic()
-    dom = conn.createXML(xml, 0)
-    try:
-        forward_app_port(dom, port)
-        res["forward"] = f"127.0.0.1:{port}->8080"
-    except Exception as e:  # noqa: BLE001 - recorded: a cell without a forward still boots
-        res["forward_error"] = str(e)
-    seen: dict[str, float] = {}
-    dead_at = None
-    text = ""
-    while True:
-        now = time.monotonic() - t0
-        text = log.read_text(errors="replace") if log.exists() else ""
-        for k, rx in MILESTONES.items():
-            if k not in seen and rx.search(text):
-                seen[k] = round(now, 1)
-        active = dom.isActive()
-        if "ready" in seen or not active or now > timeout_s:
-            break
-        if dead_at is None and DEAD_ENDS.search(text):
-            dead_at = now
-        if dead_at is not None and now - dead_at > 3:
-            break
-        time.sleep(0.1)
-    res["milestones_s"] = seen
-    res["ended"] = "ready" if "ready" in seen else ("domain-off" if not dom.isActive() else "stopped-waiting")
-    res["seconds"] = round(time.monotonic() - t0, 1)
-    if "ready" in seen and not cell.birth:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/cv", timeout=5) as r:
-                res["app_body"] = r.read().decode(errors="replace").strip()
-        except Exception as e:  # noqa: BLE001 - the answer (or its absence) is the observation
-            res["app_error"] = f"{type(e).__name__}: {e}"
-        ts = time.monotonic()
-        dom.shutdown()  # ACPI power button
-        while dom.isActive() and time.monotonic() - ts < 60:
-            time.sleep(0.2)
-        res["acpi_shutdown_s"] = round(time.monotonic() - ts, 1) if not dom.isActive() else None
-    elif cell.birth:
-        ts = time.monotonic()
-        while dom.isActive() and time.monotonic() - ts < 600:
-            time.sleep(0.2)
-        res["birth_poweroff_s"] = round(time.monotonic() - t0, 1)
-    try:
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError:
-        pass
-    conn.close()
-    text = log.read_text(errors="replace") if log.exists() else ""
-    shutil.copyfile(log, out_dir / f"{cell.label}.log") if log.exists() else None
-    ev = parse(text)
-    fail = boot_failure(text)
-    res["outcome"] = "booted" if ev.complete else (fail.kind if fail else "unknown")
+    res.update(
+        seconds=obs.seconds,
+        milestones_s=obs.milestones_s,
+        ended=obs.ended,
+        forward=obs.host_port,
+        app_body=obs.app_body,
+        app_error=obs.app_error,
+        acpi_shutdown_s=obs.shutdown_s,
+        off_s=obs.off_s,
+    )
+    if cell.birth:
+        res["outcome"] = "born" if ev.birth.get("ok") == "1" else (fail.kind if fail else "birth-incomplete")
+        res["birth"] = ev.birth
+    else:
+        res["outcome"] = "booted" if ev.complete else (fail.kind if fail else "unknown")
     res["failure"] = fail.detail if fail else None
     res["root_driver"] = ev.root.driver if ev.root else None
     res["nics"] = [(n.name, n.driver, n.ipv4) for n in ev.nics]
-    res["disk_marker_ok"] = bool(ev.disks) and any(d.marker == res["marker_hex"] for d in ev.disks)
+    res["undriven"] = [p.id for p in (ev.undriven_storage + ev.undriven_network)]
+    res["disk_marker_ok"] = any(d.marker == marker_hex for d in ev.disks)
+    res["app_ok"] = bool(obs.app_body and marker_hex in obs.app_body and (ev.boot_id or "?") in obs.app_body)
     cell.result = res
     return res
 

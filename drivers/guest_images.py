@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -294,3 +296,149 @@ def forward_app_port(dom, host_port: int, guest_port: int = APP_PORT, netdev: st
     reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
     if reply.strip():  # HMP answers nothing on success, an error text otherwise
         raise RuntimeError(f"{cmd!r} failed: {reply.strip()}")
+
+
+def overlay_with_marker(base: Path, out: Path, marker: str) -> str:
+    """A qcow2 overlay ``out`` on ``base`` with ``marker`` (<= 64 bytes, zero-padded) written at
+    byte :data:`MARKER_OFFSET` of the disk; returns the marker block's hex as the guest prints it."""
+    block = marker_bytes(marker)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    blob = out.with_name(out.name + ".marker")
+    blob.write_bytes(block)
+    try:
+        subprocess.run(
+            ["qemu-io", "-f", "qcow2", "-c", f"write -s {blob} {MARKER_OFFSET} {MARKER_LEN}", str(out)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        blob.unlink()
+    return block.hex()
+
+
+# What the console shows when a boot is going nowhere (firmware or GRUB waiting for a human).
+_DEAD_END = re.compile(
+    r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|Shell> |grub rescue> |grub> "
+)
+_MILESTONES = {
+    "firmware": re.compile(r"SeaBIOS|BdsDxe|Booting from"),
+    "kernel": re.compile(r"Linux version \d"),
+    "initramfs": re.compile(r"CV-INITRAMFS stage=local-top"),
+    "userspace": re.compile(r"CROSSVISOR-BOOT-OK|CV-BIRTH stage=start"),
+    "ready": re.compile(r"CV-READY|CV-BIRTH stage=done"),
+}
+
+
+@dataclass
+class BootObservation:
+    console: str
+    seconds: float  # domain start -> CV-READY (or until the domain ended / waiting stopped)
+    milestones_s: dict[str, float]  # first sight of firmware, kernel, initramfs, userspace, ready
+    ended: str  # "ready" | "domain-off" | "dead-end" | "timeout"
+    host_port: int | None = None
+    app_body: str | None = None
+    app_error: str | None = None
+    shutdown_s: float | None = None  # ACPI power button -> domain off
+    off_s: float | None = None  # domain start -> off, for a boot that powers itself off (birth)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(dom) -> bool:
+    import libvirt
+
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError:  # a transient domain is gone once it is off
+        return False
+
+
+def boot_and_observe(
+    conn,
+    name: str,
+    profile: HardwareProfile,
+    firmware: str,
+    disk: Path,
+    work: Path,
+    timeout_s: float = 90.0,
+    until_off: bool = False,
+    shutdown: bool = True,
+) -> BootObservation:
+    """Start a transient domain for ``disk`` on ``profile``, forward the app port to 127.0.0.1,
+    watch the serial console until CV-READY (or, ``until_off``, until the guest powers itself off,
+    as a birth does), then ``GET /cv`` through the forward and, ``shutdown``, press the ACPI power
+    button and time it. Whatever happens, the domain is gone on return."""
+    import urllib.request
+
+    import libvirt
+
+    log = work / f"{name}.console.log"
+    nvram = work / f"{name}.VARS.fd" if firmware == "efi" else None
+    xml = profile_domain_xml(name, profile, firmware, disk, log, nvram=nvram)
+    port = _free_port()
+    t0 = time.monotonic()
+    dom = conn.createXML(xml, 0)
+    seen: dict[str, float] = {}
+    ended = "timeout"
+    try:
+        try:
+            forward_app_port(dom, port)
+        except Exception:  # noqa: BLE001 - a guest without the forward still boots; recorded below
+            port = None
+        dead_at = None
+        while True:
+            now = time.monotonic() - t0
+            text = log.read_text(errors="replace") if log.exists() else ""
+            for k, rx in _MILESTONES.items():
+                if k not in seen and rx.search(text):
+                    seen[k] = round(now, 1)
+            if not _alive(dom):
+                ended = "domain-off"
+                break
+            if "ready" in seen and not until_off:
+                ended = "ready"
+                break
+            if dead_at is None and _DEAD_END.search(text):
+                dead_at = now
+            if dead_at is not None and now - dead_at > 3:
+                ended = "dead-end"
+                break
+            if now > timeout_s:
+                break
+            time.sleep(0.1)
+        obs = BootObservation(console="", seconds=round(time.monotonic() - t0, 1), milestones_s=seen, ended=ended)
+        obs.host_port = port
+        if ended == "domain-off" and until_off:
+            obs.off_s = obs.seconds
+        if ended == "ready" and port is not None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/cv", timeout=10) as r:
+                    obs.app_body = r.read().decode(errors="replace").strip()
+            except Exception as e:  # noqa: BLE001 - the absence of an answer is the observation
+                obs.app_error = f"{type(e).__name__}: {e}"
+        if ended == "ready" and shutdown:
+            ts = time.monotonic()
+            dom.shutdown()  # the ACPI power button (virDomainShutdown)
+            while _alive(dom) and time.monotonic() - ts < 60:
+                time.sleep(0.2)
+            obs.shutdown_s = None if _alive(dom) else round(time.monotonic() - ts, 1)
+    finally:
+        if _alive(dom):
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+    obs.console = log.read_text(errors="replace") if log.exists() else ""
+    return obs
