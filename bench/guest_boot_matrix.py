@@ -105,6 +105,35 @@ def run_cell(cell: Cell, work: Path, out_dir: Path, timeout_s: float) -> dict:
     return res
 
 
+def _cause(r: dict) -> str:
+    if r["outcome"] == "born":
+        b = r.get("birth", {})
+        return (
+            f"born: root={b.get('root')} ({b.get('driver')}), NIC {b.get('nic')}, initramfs {b.get('initramfs')} "
+            f"({b.get('initrd_modules')} modules), update-grub {b.get('update_grub_s')} s"
+        )
+    if r["outcome"] == "booted":
+        nics = ", ".join(f"{n} {d or 'no driver'} {ip or 'no address'}" for n, d, ip in r["nics"]) or "no NIC"
+        extra = f"; no driver for {', '.join(r['undriven'])}" if r.get("undriven") else ""
+        app = "app answers" if r.get("app_ok") else "app NOT reachable"
+        return f"root on {r['root_driver']}; {nics}; {app}{extra}"
+    return r.get("failure") or r["outcome"]
+
+
+def outcome_table(results: list[dict]) -> str:
+    rows = [
+        "| console (fixture) | firmware | outcome | cause / what the guest saw | boot s (ready or end) | ACPI off s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: r["label"]):
+        secs = r.get("off_s") if r["outcome"] == "born" else r["seconds"]
+        rows.append(
+            f"| `{r['label']}.log` | {r['firmware']} | {r['outcome']} | {_cause(r)} | {secs} | "
+            f"{r.get('acpi_shutdown_s') or '-'} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "consoles")
@@ -112,7 +141,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=90.0)
     ap.add_argument("--only", default="", help="regex on cell labels")
     ap.add_argument("--no-births", action="store_true", help="skip legacy-bios births and born-disk cells")
+    ap.add_argument("--table", action="store_true", help="only print the outcome table of OUT/results.json")
     args = ap.parse_args()
+    if args.table:
+        print(outcome_table(json.loads((args.out / "results.json").read_text())))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     only = re.compile(args.only) if args.only else None
 

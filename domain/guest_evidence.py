@@ -10,7 +10,7 @@ init never reached, no output). Pure: no I/O.
 Line formats (one per line, values without spaces)::
 
     CV-INITRAMFS stage=local-top|local-block|rootwait root=<root=> [uptime_s=<n>] [waiting_for=<dev>]
-    CV-PCI slot=<0000:00:03.0> class=<0x010000> id=<vvvv:dddd> driver=<driver|none>
+    CV-PCI slot=<0000:00:03.0> class=<0x010000> id=<vvvv:dddd> driver=<driver|none> [virtio_driver=<driver|none>]
     CV-ROOTWAIT gave_up=1 root=<root=> after_s=<n>
     CROSSVISOR-BOOT-OK
     CV-FACT image=<name> build=<key> init=<pid 1> kernel=<uname -r> firmware=<efi|bios> cpus=<n> mem_kib=<n> boot_id=<uuid>
@@ -88,11 +88,21 @@ class PciFunction:
     slot: str
     pci_class: str  # "0x010000"
     id: str  # "vvvv:dddd"
-    driver: str | None  # None: the guest has no driver bound to it
+    driver: str | None  # None: the guest has no driver bound to the PCI function
+    # virtio functions only: the driver of the virtio device behind the virtio-pci transport
+    # (virtio_blk, virtio_scsi, virtio_net); None if that driver is missing. "" when not reported.
+    virtio_driver: str | None = ""
 
     @property
     def name(self) -> str:
         return pci_name(self.id)
+
+    @property
+    def effective_driver(self) -> str | None:
+        """What actually drives the device: for virtio, the virtio device driver, not virtio-pci."""
+        if self.virtio_driver != "":
+            return self.virtio_driver
+        return self.driver
 
     @property
     def is_storage(self) -> bool:
@@ -212,11 +222,11 @@ class GuestEvidence:
     def undriven_storage(self) -> tuple[PciFunction, ...]:
         """Storage functions without a driver: in the initramfs if it gave up, else in the system."""
         src = self.initramfs_pci if (self.rootwait or not self.booted) else self.pci
-        return tuple(p for p in src if p.is_storage and p.driver is None)
+        return tuple(p for p in src if p.is_storage and p.effective_driver is None)
 
     @property
     def undriven_network(self) -> tuple[PciFunction, ...]:
-        return tuple(p for p in self.pci if p.is_network and p.driver is None)
+        return tuple(p for p in self.pci if p.is_network and p.effective_driver is None)
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,13 @@ def _int(v: str | None) -> int | None:
 def _pci(f: dict[str, str]) -> PciFunction | None:
     if "slot" not in f or "id" not in f:
         return None
-    return PciFunction(slot=f["slot"], pci_class=f.get("class", ""), id=f["id"].lower(), driver=_none(f.get("driver")))
+    return PciFunction(
+        slot=f["slot"],
+        pci_class=f.get("class", ""),
+        id=f["id"].lower(),
+        driver=_none(f.get("driver")),
+        virtio_driver=_none(f["virtio_driver"]) if "virtio_driver" in f else "",
+    )
 
 
 def _records(console_text: str) -> list[tuple[str, dict[str, str]]]:
@@ -397,7 +413,8 @@ _PANIC = re.compile(r"Kernel panic - not syncing: ([^\n\r]*)")
 _GRUB_ERR = re.compile(
     r"error: (no such device|unknown filesystem|disk `[^']*' not found|file `[^']*' not found|[^\n\r]{0,80})"
 )
-_GAVE_UP = re.compile(r"Gave up waiting for root (?:file system )?device|ALERT!\s+(\S+) does not exist")
+_GAVE_UP = re.compile(r"Gave up waiting for root (?:file system )?device|ALERT!\s+\S+ does not exist")
+_ALERT = re.compile(r"ALERT!\s+(\S+) does not exist")
 _SEABIOS_NONE = re.compile(r"No bootable device|Boot failed: not a bootable disk")
 _OVMF_NONE = re.compile(
     r"No bootable option or device was found|BdsDxe: failed to load Boot\w+ [^\n\r]*Not Found|Shell> "
@@ -428,9 +445,9 @@ def boot_failure(console_text: str) -> BootFailure | None:
             root_spec=ev.rootwait.root,
             undriven_storage=undriven,
         )
-    m = _GAVE_UP.search(text)
-    if m:
-        spec = m.group(1) or ev.initramfs_root
+    if _GAVE_UP.search(text):
+        alert = _ALERT.search(text)
+        spec = alert.group(1) if alert else ev.initramfs_root
         undriven = ev.undriven_storage
         return BootFailure(
             kind="root-device-not-found",

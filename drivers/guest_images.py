@@ -237,6 +237,8 @@ def profile_domain_xml(
     variable store copied by libvirt from the template into ``nvram``. The NIC is libvirt's
     user-mode (SLIRP) interface; the app's port is forwarded with :func:`forward_app_port`.
     The static DAC label runs QEMU as root so it can read disks under /root and pytest tmp dirs.
+    TCG's default qemu64 CPU advertises SVM, so a guest's udev loads kvm_amd for nothing at every
+    boot: the CPU element hides it.
     """
     if firmware not in ("bios", "efi"):
         raise ValueError(f"firmware must be 'bios' or 'efi', not {firmware!r}")
@@ -261,6 +263,7 @@ def profile_domain_xml(
     <boot dev='hd'/>
   </os>
   <features><acpi/></features>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model><feature policy='disable' name='svm'/></cpu>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -324,7 +327,8 @@ def overlay_with_marker(base: Path, out: Path, marker: str) -> str:
 
 # What the console shows when a boot is going nowhere (firmware or GRUB waiting for a human).
 _DEAD_END = re.compile(
-    r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|Shell> |grub rescue> |grub> "
+    r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|Shell> |grub rescue> |grub> |"
+    r"BdsDxe: failed to load Boot\w+ \"UEFI PXE"
 )
 _MILESTONES = {
     "firmware": re.compile(r"SeaBIOS|BdsDxe|Booting from"),

@@ -57,7 +57,16 @@ cv_pci_lines() {
     case "$cls" in 0x01* | 0x02*) ;; *) continue ;; esac
     v="$(cat "$p/vendor")"
     dev="$(cat "$p/device")"
-    echo "CV-PCI slot=${p##*/} class=$cls id=${v#0x}:${dev#0x} driver=$(cv_driver_of "$p")"
+    # A virtio function is bound to the virtio-pci transport whether or not the driver of the
+    # virtio device behind it (virtio_blk, virtio_scsi, virtio_net) is there: report that one too.
+    vd=""
+    if [ "$v" = 0x1af4 ]; then
+      vd=" virtio_driver=none"
+      for x in "$p"/virtio*; do
+        [ -e "$x/driver" ] && vd=" virtio_driver=$(cv_driver_of "$x")"
+      done
+    fi
+    echo "CV-PCI slot=${p##*/} class=$cls id=${v#0x}:${dev#0x} driver=$(cv_driver_of "$p")$vd"
   done
 }
 
