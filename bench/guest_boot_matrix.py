@@ -37,6 +37,7 @@ from drivers.guest_images import (  # noqa: E402
     HardwareProfile,
     boot_and_observe,
     build_image,
+    marker_bytes,
     overlay_with_marker,
 )
 
@@ -77,8 +78,6 @@ def run_cell(cell: Cell, work: Path, out_dir: Path, timeout_s: float) -> dict:
     finally:
         conn.close()
     (out_dir / f"{cell.label}.log").write_text(obs.console)
-    ev = parse(obs.console)
-    fail = boot_failure(obs.console)
     res: dict = {"label": cell.label, "image": cell.image, "profile": cell.profile.key, "firmware": cell.firmware}
     res.update(
         seconds=obs.seconds,
@@ -90,19 +89,32 @@ def run_cell(cell: Cell, work: Path, out_dir: Path, timeout_s: float) -> dict:
         acpi_shutdown_s=obs.shutdown_s,
         off_s=obs.off_s,
     )
-    if cell.birth:
+    res["marker_hex"] = marker_hex
+    classify(res, obs.console, cell.birth)
+    cell.result = res
+    return res
+
+
+def classify(res: dict, console: str, birth: bool) -> None:
+    """What the console says (domain.guest_evidence), into the result row."""
+    ev = parse(console)
+    fail = boot_failure(console)
+    if birth:
         res["outcome"] = "born" if ev.birth.get("ok") == "1" else (fail.kind if fail else "birth-incomplete")
         res["birth"] = ev.birth
+        fail = None if ev.birth.get("ok") == "1" else fail
     else:
         res["outcome"] = "booted" if ev.complete else (fail.kind if fail else "unknown")
     res["failure"] = fail.detail if fail else None
     res["root_driver"] = ev.root.driver if ev.root else None
     res["nics"] = [(n.name, n.driver, n.ipv4) for n in ev.nics]
+    res["netcfg"] = list(ev.netcfg.names) if ev.netcfg else None
     res["undriven"] = [p.id for p in (ev.undriven_storage + ev.undriven_network)]
+    marker_hex = res.get("marker_hex", "")
     res["disk_marker_ok"] = any(d.marker == marker_hex for d in ev.disks)
-    res["app_ok"] = bool(obs.app_body and marker_hex in obs.app_body and (ev.boot_id or "?") in obs.app_body)
-    cell.result = res
-    return res
+    body = res.get("app_body") or ""
+    res["app_ok"] = bool(body and marker_hex in body and (ev.boot_id or "?") in body)
+    res["guest_uptime_s"] = ev.uptime_s
 
 
 def _cause(r: dict) -> str:
@@ -142,7 +154,18 @@ def main() -> int:
     ap.add_argument("--only", default="", help="regex on cell labels")
     ap.add_argument("--no-births", action="store_true", help="skip legacy-bios births and born-disk cells")
     ap.add_argument("--table", action="store_true", help="only print the outcome table of OUT/results.json")
+    ap.add_argument(
+        "--reclassify", action="store_true", help="re-derive outcomes in OUT/results.json from the saved consoles"
+    )
     args = ap.parse_args()
+    if args.reclassify:
+        path = args.out / "results.json"
+        rows = json.loads(path.read_text())
+        for r in rows:
+            r.setdefault("marker_hex", marker_bytes(f"crossvisor-marker {r['label']}"[:64]).hex())
+            classify(r, (args.out / f"{r['label']}.log").read_text(errors="replace"), birth="birth" in r)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        return 0
     if args.table:
         print(outcome_table(json.loads((args.out / "results.json").read_text())))
         return 0

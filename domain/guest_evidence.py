@@ -421,6 +421,8 @@ _OVMF_NONE = re.compile(
 )
 _EMERGENCY = re.compile(r"You are in emergency mode|Entering emergency mode")
 _KERNEL = re.compile(r"Linux version \d")
+_BIOS_HANDOFF = re.compile(r"Booting from Hard Disk\.\.\.\s*$")
+_GRUB_SEEN = re.compile(r"GRUB|Booting `|Loading Linux|error: ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1bc")
 
 
@@ -479,6 +481,14 @@ def boot_failure(console_text: str) -> BootFailure | None:
         return BootFailure(
             kind="no-bootable-device",
             detail="OVMF (UEFI) found nothing to boot: " + _OVMF_NONE.search(text).group(0).strip(),
+        )
+    if not k and not _GRUB_SEEN.search(pre_kernel) and _BIOS_HANDOFF.search(pre_kernel):
+        # SeaBIOS found a boot signature and jumped into the MBR, and nothing ever followed:
+        # no BIOS boot code there (the protective MBR of a GPT/EFI-only disk is all zeros).
+        return BootFailure(
+            kind="no-bootable-device",
+            detail="SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed: no BIOS boot code "
+            "on the disk (e.g. an EFI-only GPT disk)",
         )
     m = _PANIC.search(text)
     if m:

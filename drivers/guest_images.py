@@ -197,6 +197,10 @@ class HardwareProfile:
     scsi_model: str | None  # libvirt <controller type='scsi' model=...> when disk_bus == "scsi"
     nic_model: str  # libvirt <model type=...> of the NIC
     firmwares: tuple[str, ...]  # what the platform offers: ("bios",) or ("bios", "efi")
+    # PCI slot of the NIC on bus 0 (i440fx): each hypervisor places its NIC elsewhere, so the
+    # guest's predictable interface name (ens<slot>) changes across a move, as it does between
+    # real hypervisors. None: libvirt's choice (q35: behind a root port, enp1s0).
+    nic_slot: int | None = None
 
     @property
     def key(self) -> str:
@@ -208,11 +212,11 @@ PROFILES: dict[str, HardwareProfile] = {
     for p in (
         HardwareProfile("kvm", "", "q35", "virtio", None, "virtio", ("bios", "efi")),
         HardwareProfile("kvm", "virtio-scsi", "q35", "scsi", "virtio-scsi", "virtio", ("bios", "efi")),
-        HardwareProfile("esxi", "", "pc", "scsi", "vmpvscsi", "vmxnet3", ("bios", "efi")),
-        HardwareProfile("esxi", "lsisas", "pc", "scsi", "lsisas1068", "e1000e", ("bios", "efi")),
-        HardwareProfile("hyperv-gen1", "", "pc", "ide", None, "tulip", ("bios",)),
-        HardwareProfile("xen-hvm", "", "pc", "ide", None, "rtl8139", ("bios",)),
-        HardwareProfile("xen-hvm", "e1000", "pc", "ide", None, "e1000", ("bios",)),
+        HardwareProfile("esxi", "", "pc", "scsi", "vmpvscsi", "vmxnet3", ("bios", "efi"), nic_slot=0x0B),
+        HardwareProfile("esxi", "lsisas", "pc", "scsi", "lsisas1068", "e1000e", ("bios", "efi"), nic_slot=0x0B),
+        HardwareProfile("hyperv-gen1", "", "pc", "ide", None, "tulip", ("bios",), nic_slot=0x0A),
+        HardwareProfile("xen-hvm", "", "pc", "ide", None, "rtl8139", ("bios",), nic_slot=0x04),
+        HardwareProfile("xen-hvm", "e1000", "pc", "ide", None, "e1000", ("bios",), nic_slot=0x04),
     )
 }
 
@@ -253,6 +257,11 @@ def profile_domain_xml(
         os_fw = "<bios useserial='yes'/>"
     target = _TARGET_DEV[profile.disk_bus]
     controller = f"<controller type='scsi' index='0' model='{profile.scsi_model}'/>" if profile.scsi_model else ""
+    nic_addr = (
+        f"<address type='pci' domain='0x0000' bus='0x00' slot='{profile.nic_slot:#04x}' function='0x0'/>"
+        if profile.nic_slot is not None
+        else ""
+    )
     return f"""<domain type='qemu'>
   <name>{escape(name)}</name>
   <memory unit='MiB'>{memory_mib}</memory>
@@ -275,7 +284,7 @@ def profile_domain_xml(
       <source file='{escape(str(disk))}'/>
       <target dev='{target}' bus='{profile.disk_bus}'/>
     </disk>
-    <interface type='user'><model type='{profile.nic_model}'/></interface>
+    <interface type='user'><model type='{profile.nic_model}'/>{nic_addr}</interface>
     <serial type='file'>
       <source path='{escape(str(serial_log))}'/>
       <target port='0'/>
@@ -402,6 +411,7 @@ def boot_and_observe(
         except Exception:  # noqa: BLE001 - a guest without the forward still boots; recorded below
             port = None
         dead_at = None
+        last_len, last_growth = -1, 0.0
         while True:
             now = time.monotonic() - t0
             text = log.read_text(errors="replace") if log.exists() else ""
@@ -417,6 +427,13 @@ def boot_and_observe(
             if dead_at is None and _DEAD_END.search(text):
                 dead_at = now
             if dead_at is not None and now - dead_at > 3:
+                ended = "dead-end"
+                break
+            # Before the kernel speaks, a console silent for 45 s is a firmware that jumped into
+            # nothing (e.g. SeaBIOS into an EFI-only disk's empty MBR): nothing will follow.
+            if len(text) != last_len:
+                last_len, last_growth = len(text), now
+            elif "kernel" not in seen and now - last_growth > 45:
                 ended = "dead-end"
                 break
             if now > timeout_s:
