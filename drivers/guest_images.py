@@ -1,4 +1,12 @@
-"""The tiny test guest (direct kernel boot) and the parser for the evidence it prints.
+"""Test guests: the tiny guest (direct kernel boot) and the images that boot themselves.
+
+The second half of this module builds the self-booting images (``build_image``), describes the
+QEMU hardware profiles that stand in for other hypervisors (``PROFILES``,
+``profile_domain_xml``), forwards the guest app's port to loopback (``forward_app_port``) and
+boots + watches one domain (``boot_and_observe``); their console is parsed by
+``domain.guest_evidence``.
+
+The tiny guest:
 
 ``deploy/guests/build-tiny-guest.sh`` builds a Debian cloud kernel + busybox initramfs whose /init
 prints ``CV-*`` lines on ttyS0 between ``CROSSVISOR-BOOT-OK`` and ``CROSSVISOR-BOOT-END``, then
