@@ -7,6 +7,7 @@ PKGS=(
   golang-go golang-github-vmware-govmomi-dev
   libvirt-dev pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
   busybox-static cpio
+  ovmf debootstrap dosfstools fdisk
   libpq-dev postgresql-15 gcc curl
 )
 # Heavy extras, opt-in: virt-v2v path and browser report test.
