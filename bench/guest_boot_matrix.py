@@ -1,8 +1,8 @@
 """Boots the self-booting guest images on the hardware profiles through libvirtd and records what happens.
 
 For every (image, profile) cell: a qcow2 overlay on the image (a content marker written at byte
-1 MiB of the disk), a transient ``<domain type='qemu'>`` from ``drivers.guest_images
-.profile_domain_xml``, the app port forwarded to 127.0.0.1, the whole serial console saved, the
+1 MiB of the disk), the domain the product's libvirt driver defines for the profile (``tests/qemu/guest_boot.py``),
+the app port forwarded to 127.0.0.1, the whole serial console saved, the
 wall-clock time of each boot milestone, ``GET /cv`` through the forward, then an ACPI shutdown
 (virDomainShutdown) timed until the domain is off. ``legacy-bios`` is first born on each source
 profile (its birth boot), then each born disk is booted on every profile.
@@ -31,15 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from domain.guest_evidence import boot_failure, parse  # noqa: E402
-from drivers.guest_images import (  # noqa: E402
-    IMAGES,
-    PROFILES,
-    HardwareProfile,
-    boot_and_observe,
-    build_image,
-    marker_bytes,
-    overlay_with_marker,
-)
+from domain.profiles import PROFILES, HardwareProfile  # noqa: E402
+from drivers.guest_images import IMAGES, build_image  # noqa: E402
+from drivers.libvirt_driver import LibvirtDriver  # noqa: E402
+from tests.qemu.guest_boot import boot, overlay_with_marker  # noqa: E402
 
 URI = "qemu:///system"
 PREFIX = "cvg-"
@@ -58,27 +53,24 @@ class Cell:
 
 
 def run_cell(cell: Cell, work: Path, out_dir: Path, timeout_s: float) -> dict:
-    import libvirt
-
-    conn = libvirt.open(URI)
+    drv = LibvirtDriver(URI, state_dir=work / "driver")
     name = PREFIX + cell.label.replace("--", "-")[:60]
     disk = cell.keep_disk or work / f"{cell.label}.qcow2"
     marker_hex = overlay_with_marker(cell.base_disk, disk, f"crossvisor-marker {cell.label}"[:64])
     try:
-        obs = boot_and_observe(
-            conn,
+        obs = boot(
+            drv,
             name,
             cell.profile,
             cell.firmware,
             disk,
-            work,
             timeout_s=timeout_s * 6 if cell.birth else timeout_s,
             until_off=cell.birth,
         )
     finally:
-        conn.close()
+        drv.close()
     (out_dir / f"{cell.label}.log").write_text(obs.console)
-    res: dict = {"label": cell.label, "image": cell.image, "profile": cell.profile.key, "firmware": cell.firmware}
+    res: dict = {"label": cell.label, "image": cell.image, "profile": cell.profile.name, "firmware": cell.firmware}
     res.update(
         seconds=obs.seconds,
         milestones_s=obs.milestones_s,
@@ -162,7 +154,7 @@ def main() -> int:
         path = args.out / "results.json"
         rows = json.loads(path.read_text())
         for r in rows:
-            r.setdefault("marker_hex", marker_bytes(f"crossvisor-marker {r['label']}"[:64]).hex())
+            r.setdefault("marker_hex", f"crossvisor-marker {r['label']}"[:64].encode().ljust(64, b"\0").hex())
             classify(r, (args.out / f"{r['label']}.log").read_text(errors="replace"), birth="birth" in r)
         path.write_text(json.dumps(rows, indent=1) + "\n")
         return 0
@@ -195,7 +187,7 @@ def main() -> int:
             cells.append(Cell(f"portable-bios--{key}", img.name, img.disk, "bios", prof))
             img = images["uefi"]
             # EFI where the platform offers it; on a BIOS-only platform the EFI disk meets SeaBIOS.
-            fw = "efi" if "efi" in prof.firmwares else "bios"
+            fw = "efi" if "efi" in prof.firmware else "bios"
             cells.append(Cell(f"uefi--{key}", img.name, img.disk, fw, prof))
         cells.append(
             Cell(
@@ -211,10 +203,10 @@ def main() -> int:
             born: dict[str, Path] = {}
             births = []
             for prof in main_profiles:
-                keep = work / f"legacy-bios-born-{prof.key}.qcow2"
+                keep = work / f"legacy-bios-born-{prof.name}.qcow2"
                 births.append(
                     Cell(
-                        f"legacy-bios--birth--{prof.key}",
+                        f"legacy-bios--birth--{prof.name}",
                         "legacy-bios",
                         images["legacy-bios"].disk,
                         "bios",
@@ -223,15 +215,15 @@ def main() -> int:
                         keep_disk=keep,
                     )
                 )
-                born[prof.key] = keep
+                born[prof.name] = keep
             run(births)
             cells = []
             for src, disk in born.items():
                 if not disk.exists():
                     continue
                 for prof in main_profiles:
-                    cells.append(Cell(f"legacy-bios-born-{src}--{prof.key}", "legacy-bios", disk, "bios", prof))
-                for key in ("kvm--virtio-scsi", "esxi--lsisas", "xen-hvm--e1000"):
+                    cells.append(Cell(f"legacy-bios-born-{src}--{prof.name}", "legacy-bios", disk, "bios", prof))
+                for key in ("kvm-virtio-scsi", "esxi-lsisas", "xen-hvm-e1000"):
                     cells.append(Cell(f"legacy-bios-born-{src}--{key}", "legacy-bios", disk, "bios", PROFILES[key]))
             run(cells)
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from domain import stages
 from domain.model import CHECKS, CheckResult, Grade
-from domain.observation import pci_name
+from domain.observation import bus_pci_ids, pci_name
 from domain.stage_io import AppProbe, GuestObservation
 from domain.vm import Hardware
 
@@ -102,22 +102,24 @@ def _unobserved(check: str, o: Observed) -> CheckResult:
 
 def _boot_cause(g: GuestObservation, hw: Hardware | None, source_firmware: str) -> str:
     """One line: why the guest did not reach its init, from the console and the target's report."""
-    missing = [p for p in g.pci if p.cls.startswith(STORAGE_CLASS) and p.driver in ("", "none")]
-    if g.failure_kind == "root-not-found":
-        root = g.failure.split("root=", 1)[1].split()[0] if "root=" in g.failure else ""
-        head = f"root device {root or '(from root=)'} not found"
-        if missing:
-            names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in missing)
-            return f"{head}: the initramfs bound no driver to the disk controller {names}"
+    undriven = [p for p in g.pci if p.cls.startswith(STORAGE_CLASS) and p.driver in ("", "none")]
+    if g.failure_kind == "root-device-not-found":
+        head = f"root device {g.root_source or '(from root=)'} not found"
+        # the controller the target attached the disk to, if the guest had no driver for it
+        bus = hw.disks[0].bus if hw and hw.disks else ""
+        ours = [p for p in undriven if p.id in bus_pci_ids(bus)] or undriven
+        if ours:
+            names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in ours)
+            return f"{head}: the guest's initramfs has no driver for the disk controller {names}"
         return f"{head}: {g.failure}"
     if g.failure_kind == "no-bootable-device":
         fw = hw.firmware if hw else "?"
         why = ""
         if source_firmware and fw and source_firmware != fw:
-            why = f": the guest was installed for {source_firmware.upper()}, the target boots it with {fw.upper()}"
-        return f"the firmware found nothing to boot ({g.failure}){why}"
+            why = f"; the guest was installed for {source_firmware.upper()}, the target boots it with {fw.upper()}"
+        return f"{g.failure}{why}"
     if g.failure:
-        return f"{g.failure_kind}: {g.failure}"
+        return g.failure
     return "the guest did not reach its init"
 
 

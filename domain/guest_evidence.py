@@ -430,6 +430,23 @@ def _storage_text(pcis: tuple[PciFunction, ...]) -> str:
     return ", ".join(f"{p.id} {p.name} at {p.slot}" for p in pcis) or "none"
 
 
+# What the console shows when a boot is going nowhere: firmware or GRUB waiting for a human.
+_DEAD_END = re.compile(
+    r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|Shell> |grub rescue> |grub> |"
+    r'BdsDxe: failed to load Boot\w+ "UEFI PXE'
+)
+SILENT_BEFORE_KERNEL_S = 45.0  # firmware that jumped into nothing (an EFI-only disk's empty MBR) stays silent
+
+
+def dead_end(console_text: str) -> bool:
+    """Whether a boot in progress can no longer reach the guest's init (stop watching it)."""
+    return not parse(console_text).booted and bool(_DEAD_END.search(console_text.replace("\x00", "")))
+
+
+def kernel_started(console_text: str) -> bool:
+    return bool(_KERNEL.search(console_text))
+
+
 def boot_failure(console_text: str) -> BootFailure | None:
     """How the boot on this console died, or None if the guest came up and reported everything."""
     ev = parse(console_text)

@@ -26,6 +26,15 @@ class HardwareProfile:
     # the PCI ids (vendor:device) this hardware shows the guest: disk controller, NIC
     disk_pci: str = ""
     nic_pci: str = ""
+    # PCI slot of the NIC on bus 0 (i440FX): each hypervisor places its NIC elsewhere, so the
+    # guest's predictable interface name (ens<slot>) changes across a move as it does between
+    # real hypervisors. 0: libvirt's choice (q35: behind a root port, enp1s0). The slots are a
+    # model chosen for the stand-ins, not something a real hypervisor documents.
+    nic_slot: int = 0
+    # Whether the stand-in's EFI firmware can boot from this disk controller. Debian's OVMF has no
+    # PVSCSI or LSI SAS boot driver (VMware's own EFI firmware has both): an EFI boot there would
+    # show the stand-in's limit, not the move's, so it is not observed.
+    efi_boots: bool = True
 
     @property
     def disk_controller(self) -> str:
@@ -52,6 +61,17 @@ PROFILES: dict[str, HardwareProfile] = {
             nic_pci="1af4:1041",
         ),
         HardwareProfile(
+            "kvm-virtio-scsi",
+            "KVM/libvirt (q35, virtio-scsi, virtio-net)",
+            machine="q35",
+            disk_bus="scsi",
+            scsi_model="virtio-scsi",
+            nic_model="virtio",
+            firmware=("bios", "efi"),
+            disk_pci="1af4:1048",
+            nic_pci="1af4:1041",
+        ),
+        HardwareProfile(
             "esxi",
             "VMware ESXi (PVSCSI, VMXNET3)",
             machine="pc",
@@ -61,6 +81,8 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios", "efi"),
             disk_pci="15ad:07c0",
             nic_pci="15ad:07b0",
+            nic_slot=0x0B,
+            efi_boots=False,
         ),
         HardwareProfile(
             "esxi-lsisas",
@@ -72,6 +94,8 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios", "efi"),
             disk_pci="1000:0054",
             nic_pci="8086:10d3",
+            nic_slot=0x0B,
+            efi_boots=False,
         ),
         HardwareProfile(
             "hyperv-gen1",
@@ -82,6 +106,7 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios",),
             disk_pci="8086:7010",
             nic_pci="1011:0019",
+            nic_slot=0x0A,
         ),
         HardwareProfile(
             "xen-hvm",
@@ -92,6 +117,18 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios",),
             disk_pci="8086:7010",
             nic_pci="10ec:8139",
+            nic_slot=0x04,
+        ),
+        HardwareProfile(
+            "xen-hvm-e1000",
+            "Xen HVM (emulated IDE, Intel e1000)",
+            machine="pc",
+            disk_bus="ide",
+            nic_model="e1000",
+            firmware=("bios",),
+            disk_pci="8086:7010",
+            nic_pci="8086:100e",
+            nic_slot=0x04,
         ),
     )
 }

@@ -22,6 +22,7 @@ class NicSpec:
     model: str = "virtio"  # virtio | e1000 | vmxnet3 | rtl8139 | netvsc
     mac: str = ""
     network: str = "default"
+    pci_slot: int = 0  # where the hypervisor puts it (domain.profiles); 0 = its own choice
 
 
 @dataclass

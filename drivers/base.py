@@ -41,6 +41,7 @@ class ConsoleWatch:
     seconds: float  # from the start of watching
     stopped: bool  # the domain is no longer running (powered off, crashed, rebooted with on_reboot=destroy)
     timed_out: bool
+    idle: bool = False  # the console stayed silent for ``idle_s`` (while ``quiet_ok`` said nothing follows)
 
 
 class Driver(abc.ABC):
@@ -68,8 +69,9 @@ class Driver(abc.ABC):
     def power_on(self, name: str) -> None: ...
 
     @abc.abstractmethod
-    def power_off(self, name: str) -> None:
-        """Shut the guest down (ACPI, then hard after a grace period); off already is fine."""
+    def power_off(self, name: str, hard: bool = False) -> None:
+        """Shut the guest down (ACPI, then hard after a grace period; ``hard``: at once); off
+        already is fine."""
 
     @abc.abstractmethod
     def snapshot(self, name: str, snapshot: str) -> None: ...
@@ -94,9 +96,12 @@ class Driver(abc.ABC):
         done: Callable[[str], bool],
         timeout_s: float,
         heartbeat: Callable[[str], None] | None = None,
+        idle_s: float = 0.0,
+        idle_counts: Callable[[str], bool] | None = None,
     ) -> ConsoleWatch:
         """The guest's serial console of the current boot until ``done(text)``, the domain stops,
-        or ``timeout_s``. Hosts that run no guest return an empty watch at once."""
+        ``timeout_s``, or (``idle_s``) the console stayed silent that long while ``idle_counts(text)``
+        (e.g. "the kernel has not started"). Hosts that run no guest return an empty watch at once."""
         return ConsoleWatch("", 0.0, stopped=False, timed_out=False)
 
     def guest_port(self, name: str, port: int) -> tuple[str, int] | None:

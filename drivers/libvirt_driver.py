@@ -33,6 +33,10 @@ from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
 from drivers.libvirt_uri import domain_type, needs_password, redact
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
+FORWARD_KEY = "crossvisor.forward."  # metadata item: guest port -> the loopback port that reaches it
+# Debian's OVMF (no Secure Boot): read-only code, a per-VM copy of the variable store
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 BUS_TARGET = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 # crossvisor's controller names (as in OVF / vSphere) -> libvirt SCSI controller models.
 # The choice matters: a guest without the controller's driver never sees its disk.
@@ -80,7 +84,7 @@ class LibvirtDriver(Driver):
         self.state_dir = Path(state_dir)
         self.console_dir = self.state_dir / "consoles"
         self.disk_dir = self.state_dir / "disks"
-        for d in (self.console_dir, self.disk_dir):
+        for d in (self.console_dir, self.disk_dir, self.state_dir / "nvram"):
             d.mkdir(parents=True, exist_ok=True)
         try:
             if needs_password(uri):
@@ -131,17 +135,21 @@ class LibvirtDriver(Driver):
     def _console(self, name: str) -> Path:
         return self.console_dir / f"{name}.log"
 
+    def _nvram(self, name: str) -> Path:
+        return self.state_dir / "nvram" / f"{name}.VARS.fd"
+
     # -- definition ---------------------------------------------------------------------------------
     def _os_xml(self, spec: VmSpec) -> str:
         machine = f" machine={quoteattr(spec.machine)}" if spec.machine else ""
         typ = f"<type arch='x86_64'{machine}>hvm</type>"
-        if spec.firmware != "efi":
-            return f"<os>{typ}</os>"
-        # libvirt picks OVMF from the firmware descriptors; secure boot off: lab images are unsigned
-        return (
-            f"<os firmware='efi'>{typ}<firmware><feature enabled='no' name='enrolled-keys'/>"
-            "<feature enabled='no' name='secure-boot'/></firmware></os>"
-        )
+        if spec.firmware == "efi":
+            # Debian's OVMF without Secure Boot (lab images are unsigned), a variable store per VM
+            # copied by libvirt from the template: the guest's boot entries are its own
+            nvram = quoteattr(str(self._nvram(spec.name)))
+            fw = f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram template='{OVMF_VARS}'>{nvram[1:-1]}</nvram>"
+        else:
+            fw = "<bios useserial='yes'/>"  # SeaBIOS's own words ("No bootable device") on the serial console
+        return f"<os>{typ}{fw}<boot dev='hd'/></os>"
 
     def _disks_xml(self, spec: VmSpec) -> str:
         out, used, scsi_model = [], {}, ""
@@ -162,31 +170,38 @@ class LibvirtDriver(Driver):
             out.append(f"<controller type='scsi' index='0' model='{scsi_model}'/>")
         return "".join(out)
 
-    def _nic_xml(self, n: NicSpec, forwards: list[tuple[int, int]]) -> str:
+    def _nic_xml(self, n: NicSpec) -> str:
         mac = f"<mac address='{n.mac}'/>" if n.mac else ""
-        # user-mode networking through passt: the guest gets DHCP, and the worker reaches guest
-        # ports through loopback-only forwards (no bridge, no host address outside 127.0.0.0/8)
-        fwd = "".join(
-            f"<portForward proto='tcp' address='127.0.0.1'><range start='{host}' to='{guest}'/></portForward>"
-            for host, guest in forwards
+        slot = (
+            f"<address type='pci' domain='0x0000' bus='0x00' slot='{n.pci_slot:#04x}' function='0x0'/>"
+            if n.pci_slot
+            else ""
         )
-        return f"<interface type='user'>{mac}<backend type='passt'/>{fwd}<model type={quoteattr(n.model)}/></interface>"
+        # user-mode networking: DHCP for the guest, no bridge and no host address outside loopback
+        return f"<interface type='user'>{mac}<model type={quoteattr(n.model)}/>{slot}</interface>"
 
     def domain_xml(self, spec: VmSpec) -> str:
-        forwards = [(free_loopback_port(), p) for p in spec.forward_ports]
-        nics = "".join(self._nic_xml(n, forwards if i == 0 else []) for i, n in enumerate(spec.nics))
+        nics = "".join(self._nic_xml(n) for n in spec.nics)
         meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(spec.metadata.items()))
+        # transport, not an observation: which loopback port reaches which guest port
+        meta += "".join(f"<item key='{FORWARD_KEY}{p}'>{free_loopback_port()}</item>" for p in spec.forward_ports)
         return (
             f"<domain type='{self.dtype}'><name>{escape(spec.name)}</name>"
             f"<memory unit='MiB'>{spec.memory_mib}</memory><vcpu>{spec.cpus}</vcpu>"
             f"<metadata><cv:meta xmlns:cv='{META_NS}'>{meta}</cv:meta></metadata>"
-            f"{self._os_xml(spec)}<features><acpi/></features>"
+            f"{self._os_xml(spec)}<features><acpi/></features>{self._cpu_xml()}"
             # a reboot ends the observation: a panicking guest (panic=-1) stops instead of looping
             "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
             f"<devices>{self._disks_xml(spec)}{nics}{self._serial_xml(spec.name)}"
             "<memballoon model='none'/></devices>"
             f"{self._seclabel_xml()}</domain>"
         )
+
+    def _cpu_xml(self) -> str:
+        # TCG's qemu64 advertises SVM: the guest's udev would load kvm_amd at every boot for nothing
+        if self.dtype != "qemu":
+            return ""
+        return "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model><feature policy='disable' name='svm'/></cpu>"
 
     def _serial_xml(self, name: str) -> str:
         console = quoteattr(str(self._console(name)))
@@ -224,16 +239,45 @@ class LibvirtDriver(Driver):
                 dom.create()
             except libvirt.libvirtError as e:
                 raise _err("start", e) from None
+            self._forward_ports(dom)
 
-    def power_off(self, name: str) -> None:
+    def _forward_ports(self, dom: libvirt.virDomain) -> None:
+        """Loopback forwards to the guest's ports, added to the user-mode netdev of the running
+        QEMU: Debian's libvirt 9.0 has no passt backend (libvirt issue #462), so libvirt's QEMU
+        monitor passthrough adds them after every start. A forward that cannot be added (the port
+        taken meanwhile) leaves the guest without it: the app check then says so."""
+        import libvirt_qemu
+
+        for guest_port, host_port in self._forwards(dom).items():
+            cmd = f"hostfwd_add hostnet0 tcp:127.0.0.1:{host_port}-:{guest_port}"
+            try:
+                reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+            except libvirt.libvirtError as e:
+                reply = e.get_error_message()
+            if reply.strip():  # HMP answers nothing on success
+                structlog.get_logger("crossvisor").warning(
+                    "libvirt.forward_failed", domain=dom.name(), reply=reply.strip()
+                )
+
+    def _forwards(self, dom: libvirt.virDomain) -> dict[int, int]:
+        root = ET.fromstring(dom.XMLDesc(0))
+        out = {}
+        for item in root.findall(f"./metadata/{{{META_NS}}}meta/item"):
+            key = item.get("key", "")
+            if key.startswith(FORWARD_KEY) and (item.text or "").isdigit():
+                out[int(key[len(FORWARD_KEY) :])] = int(item.text)
+        return out
+
+    def power_off(self, name: str, hard: bool = False) -> None:
         dom = self._need(name)
         if not dom.isActive():
             return
-        try:
-            dom.shutdown()  # ACPI: the guest's own shutdown path
-        except libvirt.libvirtError:
-            pass
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        if not hard:
+            try:
+                dom.shutdown()  # ACPI: the guest's own shutdown path
+            except libvirt.libvirtError:
+                pass
+        deadline = time.monotonic() + (0 if hard else SHUTDOWN_GRACE_S)
         while time.monotonic() < deadline and dom.isActive():
             time.sleep(0.5)
         if dom.isActive():
@@ -285,7 +329,10 @@ class LibvirtDriver(Driver):
                 DiskSpec(str(overlay), "qcow2", prof.disk_controller if i == 0 else prof.disk_bus, d.capacity_bytes)
             )
         evidence["disk"] = f"{prof.disk_controller} (the package had {package.disks[0].bus if package.disks else '-'})"
-        nics = [NicSpec(prof.nic_model, n.mac, n.network) for n in desc.nics] or [NicSpec(prof.nic_model)]
+        nics = [
+            NicSpec(prof.nic_model, n.mac, n.network, prof.nic_slot if i == 0 else 0) for i, n in enumerate(desc.nics)
+        ]
+        nics = nics or [NicSpec(prof.nic_model, pci_slot=prof.nic_slot)]
         evidence["nics"] = f"{prof.nic_model} (the package had {', '.join(n.model for n in desc.nics) or '-'})"
         spec = VmSpec(
             name=name,
@@ -369,19 +416,26 @@ class LibvirtDriver(Driver):
         done: Callable[[str], bool],
         timeout_s: float,
         heartbeat: Callable[[str], None] | None = None,
+        idle_s: float = 0.0,
+        idle_counts: Callable[[str], bool] | None = None,
     ) -> ConsoleWatch:
         dom = self._need(name)
         console = self._console(name)
         t0 = time.monotonic()
         text, stopped, finished_at = "", False, None
+        grew_at, size = t0, -1
         while True:
             text = console.read_text(errors="replace") if console.exists() else ""
             stopped = not dom.isActive()
             now = time.monotonic()
+            if len(text) != size:
+                grew_at, size = now, len(text)
             if stopped or (finished_at is not None and now - finished_at >= AFTER_DONE_S):
                 break
             if finished_at is None and done(text):
                 finished_at = now
+            if idle_s and now - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
+                return ConsoleWatch(text, now - t0, stopped=False, timed_out=False, idle=True)
             if now - t0 >= timeout_s:
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=True)
             if heartbeat is not None:
@@ -392,12 +446,8 @@ class LibvirtDriver(Driver):
         return ConsoleWatch(text, time.monotonic() - t0, stopped=stopped, timed_out=False)
 
     def guest_port(self, name: str, port: int) -> tuple[str, int] | None:
-        root = ET.fromstring(self._need(name).XMLDesc(0))
-        for fwd in root.findall("./devices/interface/portForward"):
-            for r in fwd.findall("range"):
-                if r.get("to") == str(port):
-                    return fwd.get("address", "127.0.0.1"), int(r.get("start", "0"))
-        return None
+        host_port = self._forwards(self._need(name)).get(port)
+        return ("127.0.0.1", host_port) if host_port else None
 
     # -- removal ----------------------------------------------------------------------------------
     def destroy(self, name: str) -> None:
@@ -413,6 +463,7 @@ class LibvirtDriver(Driver):
                 if self._dom(name) is not None:
                     raise _err("undefine", e) from None
         self._console(name).unlink(missing_ok=True)
+        self._nvram(name).unlink(missing_ok=True)
         for f in self.disk_dir.glob(f"{name}-disk*"):
             f.unlink(missing_ok=True)
 
@@ -484,7 +535,7 @@ class LibvirtTestDriver(LibvirtDriver):
         tmp.write_text(json.dumps({"name": name, "xml": dom.XMLDesc(0), "running": bool(dom.isActive())}))
         os.replace(tmp, f)
 
-    def _nic_xml(self, n: NicSpec, forwards: list[tuple[int, int]]) -> str:
+    def _nic_xml(self, n: NicSpec) -> str:
         mac = f"<mac address='{n.mac}'/>" if n.mac else ""
         return (
             f"<interface type='network'>{mac}<source network='default'/><model type={quoteattr(n.model)}/></interface>"
@@ -506,10 +557,12 @@ class LibvirtTestDriver(LibvirtDriver):
         return hw
 
     def power_on(self, name: str) -> None:
-        super().power_on(name)
+        dom = self._need(name)
+        if not dom.isActive():
+            dom.create()  # no QEMU behind it: nothing to forward
         self._persist(name)
 
-    def power_off(self, name: str) -> None:
+    def power_off(self, name: str, hard: bool = False) -> None:
         dom = self._need(name)
         if dom.isActive():
             dom.destroy()  # no guest to shut down
@@ -529,7 +582,7 @@ class LibvirtTestDriver(LibvirtDriver):
             dom.undefine()
         self._persist(name)
 
-    def watch_console(self, name, done, timeout_s, heartbeat=None) -> ConsoleWatch:
+    def watch_console(self, name, done, timeout_s, heartbeat=None, idle_s=0.0, idle_counts=None) -> ConsoleWatch:
         return ConsoleWatch("", 0.0, stopped=not self._need(name).isActive(), timed_out=False)
 
     def guest_port(self, name: str, port: int) -> tuple[str, int] | None:

@@ -294,7 +294,7 @@ class VsphereDriver(Driver):
         if vm.runtime.powerState != vim.VirtualMachine.PowerState.poweredOn:
             self._wait(vm.PowerOnVM_Task(), f"power on {name}")
 
-    def power_off(self, name: str) -> None:
+    def power_off(self, name: str, hard: bool = False) -> None:
         vm = self._vm(name)
         if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn:
             self._wait(vm.PowerOffVM_Task(), f"power off {name}")

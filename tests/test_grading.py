@@ -31,10 +31,8 @@ SOURCE = console(
 )
 
 
-def hw(firmware: str = "bios") -> Hardware:
-    return Hardware(
-        2, 512, [DiskSpec("/d", "qcow2", "virtio", 1 << 30)], [NicSpec("virtio")], firmware, metadata={"k": "v"}
-    )
+def hw(firmware: str = "bios", bus: str = "virtio") -> Hardware:
+    return Hardware(2, 512, [DiskSpec("/d", "qcow2", bus, 1 << 30)], [NicSpec("virtio")], firmware, metadata={"k": "v"})
 
 
 def grade(target_console: str, app: AppProbe | None = None, target_hw: Hardware | None = None) -> dict:
@@ -60,13 +58,15 @@ def test_root_not_found_names_the_controller_without_a_driver() -> None:
     g = grade(
         console(
             "CV-INITRAMFS stage=local-top root=/dev/vda1",
+            "CV-PCI slot=0000:00:01.1 class=0x010180 id=8086:7010 driver=none",
             "CV-PCI slot=0000:00:10.0 class=0x010000 id=15ad:07c0 driver=none",
             "CV-ROOTWAIT gave_up=1 root=/dev/vda1 after_s=10",
-        )
+        ),
+        target_hw=hw(bus="scsi:pvscsi"),
     )
     assert g["boots"].grade == Grade.FAIL
     assert g["boots"].reason == (
-        "root device /dev/vda1 not found: the initramfs bound no driver to the disk controller 15ad:07c0 (VMware PVSCSI)"
+        "root device /dev/vda1 not found: the guest's initramfs has no driver for the disk controller 15ad:07c0 (VMware PVSCSI)"
     )
     assert "CV-ROOTWAIT" in g["boots"].evidence["console"]
     # the rest was never reached: skipped with the pointer, not failed a second time
@@ -79,7 +79,7 @@ def test_firmware_that_finds_nothing_to_boot() -> None:
         console("SeaBIOS (version 1.16.2-debian-1.16.2-1)", "Boot failed: not a bootable disk"), target_hw=hw("bios")
     )
     assert g["boots"].grade == Grade.FAIL
-    assert g["boots"].reason.startswith("the firmware found nothing to boot (Boot failed: not a bootable disk)")
+    assert g["boots"].reason == "SeaBIOS (BIOS) found nothing to boot: Boot failed: not a bootable disk"
 
 
 def test_nic_configured_under_its_old_name() -> None:

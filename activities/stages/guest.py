@@ -23,9 +23,7 @@ APP_TIMEOUT_S = 10.0
 EXCERPT_TAIL = 40  # console lines kept after the evidence lines
 
 
-def ready(text: str) -> bool:
-    """Stop watching: the guest finished its evidence, or the boot died and said so."""
-    return observation.READY in text or observation.boot_failure(text) is not None
+SILENT_S = 45.0  # no console output that long before the kernel started: the firmware jumped into nothing
 
 
 def stopped(_text: str) -> bool:
@@ -89,7 +87,14 @@ def boot_and_observe(
             state,
         )
     drv.power_on(name)
-    watch = drv.watch_console(name, ready, BOOT_TIMEOUT_S, heartbeat=heartbeat)
+    watch = drv.watch_console(
+        name,
+        observation.ready,
+        BOOT_TIMEOUT_S,
+        heartbeat=heartbeat,
+        idle_s=SILENT_S,
+        idle_counts=observation.silence_means_dead,
+    )
     seen = observe(watch, artifact, env)
     app = probe_app(drv, name) if observation.READY in watch.text else AppProbe(detail="the guest never got ready")
     return seen, app, drv.inspect(name).power_state

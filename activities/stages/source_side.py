@@ -17,12 +17,12 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.converter import value_to_type
 
-from activities.artifacts import key, sha256_file
+from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.stages import guest
 from activities.stages.base import Stage, vm_name
 from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
-from domain import profiles
+from domain import guest_evidence, profiles
 from domain.messages import CellInput
 from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
@@ -63,6 +63,12 @@ class Provision(Stage):
                 "the image cannot run on its source platform",
                 {"firmware": firmware, "platform_firmware": ",".join(prof.firmware)},
             )
+        if firmware == "efi" and not prof.efi_boots and c.source_host.driver == "libvirt":
+            raise InteropFailure(
+                f"the stand-in for {prof.stands_in_for} cannot boot EFI from its disk controller (Debian's OVMF "
+                "has no driver for it; the real hypervisor's firmware has): nothing to observe as a source",
+                {"firmware": firmware, "profile": prof.name},
+            )
         name = vm_name(c.campaign_id, c.cell.id, "src")
         disk, capacity, birth = self._source_disk(call, prof, firmware, log)
         marker = disk_marker(c.source.name, img.name)
@@ -72,7 +78,7 @@ class Provision(Stage):
             cpus=img.cpus,
             memory_mib=img.memory_mib,
             disks=[DiskSpec(str(disk), "qcow2", prof.disk_controller, capacity)],
-            nics=[NicSpec(prof.nic_model)],
+            nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
             firmware=firmware,
             hardware_version=c.source.hardware_version,
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
@@ -120,8 +126,10 @@ class Provision(Stage):
         off. Cached per (image build, profile): births are the same for every cell."""
         c = call.cell
         k = key("birth", built.key, dataclasses.asdict(prof))
-        with self.env.cache.locked(k) as d:
-            entry = self.env.cache.lookup(k)
+        # a born image is an image: kept with the image builds, shared by every state dir
+        births = ArtifactCache(guest_images.cache_dir() / "born")
+        with births.locked(k) as d:
+            entry = births.lookup(k)
             born = d / "born.qcow2"
             if entry is not None:
                 return born, entry["meta"]["birth"]
@@ -135,7 +143,7 @@ class Provision(Stage):
                 cpus=c.image.cpus,
                 memory_mib=c.image.memory_mib,
                 disks=[DiskSpec(str(born), "qcow2", prof.disk_controller, 0)],
-                nics=[NicSpec(prof.nic_model)],
+                nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
                 firmware=firmware,
                 machine=prof.machine,
             )
@@ -148,15 +156,15 @@ class Provision(Stage):
                 drv.destroy(name)
             finally:
                 drv.close()
-            line = next((x for x in watch.text.splitlines() if "CV-BIRTH" in x), "")
-            if "done=1" not in line:
+            born_as = guest_evidence.parse(watch.text).birth
+            if born_as.get("ok") != "1":
                 cause = guest.observe(watch, self.env.artifact_path(c, "birth-console.log"), self.env).failure
                 raise InteropFailure(
                     f"the image could not be born on {c.source.name}: {cause or 'its first boot did not finish'}",
                     {"console": guest.excerpt(watch.text)},
                 )
-            birth = line[line.index("CV-BIRTH") :].strip()
-            self.env.cache.commit(k, [born], {"birth": birth})
+            birth = " ".join(f"{k}={born_as[k]}" for k in ("root", "driver", "nic", "initramfs") if k in born_as)
+            births.commit(k, [born], {"birth": birth})
             log.info("image.born", profile=prof.name, birth=birth)
             return born, birth
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from domain.guest_evidence import boot_failure, parse
-from drivers.guest_images import IMAGES, PROFILES, BuiltImage, boot_and_observe, build_image, overlay_with_marker
+from domain.profiles import PROFILES
+from drivers.guest_images import IMAGES, BuiltImage, build_image
+from drivers.libvirt_driver import LibvirtDriver
+from tests.qemu.guest_boot import URI, boot, overlay_with_marker
 
 pytestmark = pytest.mark.qemu
 
@@ -38,11 +41,21 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("guests")
 
 
-def _boot(conn, work: Path, base: Path, profile_key: str, firmware: str, **kw):
+@pytest.fixture(scope="module")
+def drv(libvirt_conn, work):
+    """The product's driver on the local libvirtd (the same domain XML a campaign defines)."""
+    d = LibvirtDriver(URI, state_dir=work / "driver")
+    yield d
+    for name in d.list_vms(PREFIX):
+        d.destroy(name)
+    d.close()
+
+
+def _boot(drv, work: Path, base: Path, profile_key: str, firmware: str, **kw):
     name = PREFIX + uuid.uuid4().hex[:8]
     disk = work / f"{name}.qcow2"
     marker_hex = overlay_with_marker(base, disk, f"crossvisor-marker {name}")
-    obs = boot_and_observe(conn, name, PROFILES[profile_key], firmware, disk, work, **kw)
+    obs = boot(drv, name, PROFILES[profile_key], firmware, disk, **kw)
     return obs, marker_hex, disk
 
 
@@ -56,9 +69,9 @@ def test_manifests_describe_the_images(images):
     assert not portable.manifest["needs_birth"]
 
 
-def test_portable_bios_on_esxi_hardware(libvirt_conn, images, work):
+def test_portable_bios_on_esxi_hardware(drv, images, work):
     """PVSCSI + VMXNET3 on i440fx: the cloud kernel drives both, DHCP on whatever name the NIC has."""
-    obs, marker_hex, _ = _boot(libvirt_conn, work, images["portable-bios"].disk, "esxi", "bios")
+    obs, marker_hex, _ = _boot(drv, work, images["portable-bios"].disk, "esxi", "bios")
     ev = parse(obs.console)
     assert ev.complete and ev.ready, obs.console[-3000:]
     assert ev.image == "portable-bios" and ev.firmware == "bios" and ev.fact("init") == "systemd"
@@ -76,9 +89,9 @@ def test_portable_bios_on_esxi_hardware(libvirt_conn, images, work):
     assert boot_failure(obs.console) is None
 
 
-def test_uefi_on_kvm_hardware(libvirt_conn, images, work):
+def test_uefi_on_kvm_hardware(drv, images, work):
     """OVMF -> EFI/BOOT/BOOTX64.EFI -> GRUB -> root by UUID on virtio-blk, ESP mounted from fstab."""
-    obs, marker_hex, _ = _boot(libvirt_conn, work, images["uefi"].disk, "kvm", "efi")
+    obs, marker_hex, _ = _boot(drv, work, images["uefi"].disk, "kvm", "efi")
     ev = parse(obs.console)
     assert ev.complete and ev.ready, obs.console[-3000:]
     assert ev.firmware == "efi" and ev.image == "uefi"
@@ -88,18 +101,18 @@ def test_uefi_on_kvm_hardware(libvirt_conn, images, work):
     assert obs.app_body and marker_hex in obs.app_body and ev.boot_id in obs.app_body
 
 
-def test_uefi_disk_on_bios_only_hardware_finds_nothing_to_boot(libvirt_conn, images, work):
-    obs, _, _ = _boot(libvirt_conn, work, images["uefi"].disk, "hyperv-gen1", "bios", timeout_s=60)
+def test_uefi_disk_on_bios_only_hardware_finds_nothing_to_boot(drv, images, work):
+    obs, _, _ = _boot(drv, work, images["uefi"].disk, "hyperv-gen1", "bios", timeout_s=60)
     assert not parse(obs.console).booted
     fail = boot_failure(obs.console)
     assert fail and fail.kind == "no-bootable-device", obs.console[-2000:]
 
 
 @pytest.fixture(scope="module")
-def born_on_kvm(libvirt_conn, images, work) -> Path:
+def born_on_kvm(drv, images, work) -> Path:
     """legacy-bios's birth boot on the kvm profile: it pins itself to virtio (vda1, dep initramfs)."""
     obs, _, disk = _boot(
-        libvirt_conn, work, images["legacy-bios"].disk, "kvm", "bios", timeout_s=600, until_off=True, shutdown=False
+        drv, work, images["legacy-bios"].disk, "kvm", "bios", timeout_s=600, until_off=True, shutdown=False
     )
     ev = parse(obs.console)
     assert ev.birth.get("ok") == "1", obs.console[-3000:]
@@ -109,8 +122,8 @@ def born_on_kvm(libvirt_conn, images, work) -> Path:
     return disk
 
 
-def test_born_legacy_boots_where_it_was_born(libvirt_conn, born_on_kvm, work):
-    obs, marker_hex, _ = _boot(libvirt_conn, work, born_on_kvm, "kvm", "bios")
+def test_born_legacy_boots_where_it_was_born(drv, born_on_kvm, work):
+    obs, marker_hex, _ = _boot(drv, work, born_on_kvm, "kvm", "bios")
     ev = parse(obs.console)
     assert ev.complete, obs.console[-3000:]
     assert ev.root and ev.root.source == "/dev/vda1" and ev.root.driver == "virtio_blk"
@@ -120,9 +133,9 @@ def test_born_legacy_boots_where_it_was_born(libvirt_conn, born_on_kvm, work):
     assert any(p.id == "8086:2922" and p.driver is None for p in ev.initramfs_pci)
 
 
-def test_born_legacy_cannot_find_its_root_on_pvscsi(libvirt_conn, born_on_kvm, work):
+def test_born_legacy_cannot_find_its_root_on_pvscsi(drv, born_on_kvm, work):
     """Born on virtio, moved to ESXi hardware: its initramfs has no PVSCSI driver and gives up."""
-    obs, _, _ = _boot(libvirt_conn, work, born_on_kvm, "esxi", "bios", timeout_s=120)
+    obs, _, _ = _boot(drv, work, born_on_kvm, "esxi", "bios", timeout_s=120)
     assert obs.ended == "domain-off", "the guest should end its own boot (panic=-1, on_reboot=destroy)"
     fail = boot_failure(obs.console)
     assert fail and fail.kind == "root-device-not-found", obs.console[-3000:]
