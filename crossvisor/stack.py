@@ -233,8 +233,29 @@ def worker_up(settings: Settings) -> int:
     return proc.pid
 
 
+def _libvirt_script(settings: Settings, name: str) -> subprocess.CompletedProcess:
+    from crossvisor.core.resources import deploy_file
+
+    env = dict(os.environ, CROSSVISOR_LIBVIRT_RUN=str(settings.home / "run" / "libvirt"))
+    return subprocess.run(
+        ["bash", str(deploy_file("libvirt", name))], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def libvirt_up(settings: Settings) -> None:
+    """The local libvirtd (qemu:///system) the embedded default's hosts are: started unless one
+    answers already (then left alone, and never stopped by ``down``)."""
+    r = _libvirt_script(settings, "libvirtd-up.sh")
+    if r.returncode != 0:
+        raise StackError(f"libvirtd did not start: {(r.stderr or r.stdout).strip()[-500:]}")
+
+
 def down(settings: Settings) -> list[str]:
     stopped = []
+    if (settings.home / "run" / "libvirt" / "libvirtd.pid").exists():
+        r = _libvirt_script(settings, "libvirtd-down.sh")
+        if r.returncode == 0:
+            stopped.append("libvirtd")
     for name, mark in (("worker", _WORKER_MARK), ("temporal", _TEMPORAL_MARK)):
         pidfile = settings.home / "run" / f"{name}.pid"
         pid = _alive(pidfile, mark)

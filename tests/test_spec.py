@@ -58,7 +58,11 @@ def refused(path: Path) -> str:
 
 def test_example_spec_validates(root: Path) -> None:
     plan = load_spec(root / "examples/demo.yaml")
-    assert len(expand(plan)) == 4 * 3 * 2
+    assert len(expand(plan)) == 4 * 2  # four moves x two guests
+    assert {p.profile for p in plan.platforms} == {"kvm", "esxi", "hyperv-gen1", "xen-hvm"}
+    assert [i.builtin for i in plan.images] == ["legacy-bios", "portable-bios"]
+    odca = load_spec(root / "examples/odca.yaml")
+    assert len(expand(odca)) == 4 * 3 * 3 and odca.remediate == ["virt-v2v", "generic-initramfs", "nic-config"]
     assert plan.inventory == f"file:{(root / 'examples/lab.yaml').resolve()}"  # examples/ links to deploy/examples
 
 

@@ -106,11 +106,13 @@ async def dispatch(a, settings: Settings) -> int:
 
 
 async def demo(settings: Settings, spec: str) -> int:
+    from crossvisor import stack
     from crossvisor.commands.campaign import start_campaign
     from crossvisor.commands.results import render_matrix, report_result, write_reports
     from crossvisor.commands.watching import follow
 
     print(f"crossvisor demo: state in {settings.home}", flush=True)
+    stack.libvirt_up(settings)  # the demo's hypervisors: this machine's libvirtd + QEMU
     up = stack_up(settings)
     print(f"temporal dev server: {up['temporal']} (sqlite {settings.home / 'temporal.db'})", flush=True)
     if up["ui"]:

@@ -131,6 +131,10 @@ def redact_mapping(values: Mapping[Any, Any]) -> dict[str, str]:
     return {redact_text(str(k)): MASK if is_secret_key(k) else redact_text(str(v)) for k, v in values.items()}
 
 
+def _plain_number(v: Any) -> bool:
+    return v is None or isinstance(v, bool | int | float)
+
+
 def redact_value(value: Any, _depth: int = 0) -> Any:
     """Any JSON-like value (a structlog event, a record): strings redacted, mappings by key,
     lists and tuples item by item, numbers and None as they are. Any other object (an exception,
@@ -143,7 +147,11 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if _depth > 20:  # a cycle or an absurdly deep structure: render it, then redact the text
         return redact_text(repr(value))
     if isinstance(value, Mapping):
-        return {k: MASK if is_secret_key(k) else redact_value(v, _depth + 1) for k, v in value.items()}
+        # a number or a flag is never a secret, whatever its key ("pass": 6 is a count of grades)
+        return {
+            k: MASK if is_secret_key(k) and not _plain_number(v) else redact_value(v, _depth + 1)
+            for k, v in value.items()
+        }
     if type(value) in (list, tuple):
         return type(value)(redact_value(v, _depth + 1) for v in value)
     return redact_text(repr(value))
