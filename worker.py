@@ -1,11 +1,20 @@
 """crossvisor worker: runs campaign/cell workflows and stage activities, serves Prometheus metrics.
 
-Usage: ``python worker.py`` or ``crossvisor worker`` (settings from CROSSVISOR_* env vars).
+Usage: ``python worker.py [--site SITE]`` or ``crossvisor worker`` (settings from CROSSVISOR_* env
+vars; ``--site`` sets CROSSVISOR_SITE).
+
+Without a site a worker runs everything on the campaign task queue (``CROSSVISOR_TASK_QUEUE``).
+A site's worker (``CROSSVISOR_SITE``) polls two queues: the campaign queue for workflows and the
+campaign-level activities, and its site's queue (``<task queue>@<site>``) for the stages that touch
+that site's hosts, which cells send there for the sites listed in ``CROSSVISOR_SITE_QUEUES``. It
+never opens a host of another site.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,20 +41,41 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def campaign_activities(camp: CampaignActivities) -> list:
-    """Every campaign-level activity; the stage activity is added by whoever builds the worker."""
+    """Every campaign-level activity; the stage activities are added by whoever builds the worker."""
     return [camp.load_inventory, camp.lookup_cached_result, camp.store_result, camp.publish_progress, camp.sweep_leaks]
 
 
-def build_worker(client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8) -> Worker:
-    return Worker(
+def build_workers(
+    client,
+    settings: Settings,
+    executor: ThreadPoolExecutor,
+    max_activities: int = 8,
+    env: StageEnv | None = None,
+    stages: list | None = None,
+) -> list[Worker]:
+    """The Temporal workers of one process: one on the campaign queue, plus one on the site's
+    queue for a site's worker (its stage activities live only there). ``stages``: the stage
+    activities to register (default: every stage bound to ``env``)."""
+    env = env or StageEnv(settings)
+    camp = campaign_activities(CampaignActivities(settings))
+    stages = stages if stages is not None else stage_activities(env)
+    common = dict(activity_executor=executor, max_concurrent_activities=max_activities)
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[CampaignWorkflow, CellWorkflow],
-        activities=[*stage_activities(StageEnv(settings)), *campaign_activities(CampaignActivities(settings))],
-        activity_executor=executor,
+        activities=camp if settings.site else [*stages, *camp],
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=max_activities,
+        **common,
     )
+    if not settings.site:
+        return [main]
+    return [main, Worker(client, task_queue=settings.site_queue, activities=stages, **common)]
+
+
+def build_worker(client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8) -> Worker:
+    """The campaign-queue worker (the only one of a worker without a site)."""
+    return build_workers(client, settings, executor, max_activities)[0]
 
 
 async def run(settings: Settings, metrics_host: str = "127.0.0.1") -> None:
@@ -63,15 +93,19 @@ async def run(settings: Settings, metrics_host: str = "127.0.0.1") -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, settings, executor)
+        workers = build_workers(client, settings, executor)
         log.info(
             "worker.start",
             task_queue=settings.task_queue,
+            site=settings.site,
+            site_queue=settings.site_queue,
             temporal=settings.temporal_address,
             metrics_port=settings.metrics_port,
             sdk_metrics_port=settings.sdk_metrics_port,
         )
-        async with worker:
+        async with contextlib.AsyncExitStack() as stack:
+            for w in workers:
+                await stack.enter_async_context(w)
             await stop.wait()
         log.info("worker.stop")
 
@@ -79,5 +113,10 @@ async def run(settings: Settings, metrics_host: str = "127.0.0.1") -> None:
 if __name__ == "__main__":
     import os
 
+    parser = argparse.ArgumentParser(prog="worker", description="crossvisor worker (settings: CROSSVISOR_* env vars)")
+    parser.add_argument("--site", help="the site this worker serves (default CROSSVISOR_SITE; none: every host)")
+    args = parser.parse_args()
+    if args.site is not None:
+        os.environ["CROSSVISOR_SITE"] = args.site
     asyncio.run(run(Settings(), os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1")))
     os._exit(0)  # sdk-python#300: the runtime can crash at interpreter exit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,12 +59,26 @@ class ArtifactCache:
         return entry
 
     def commit(self, k: str, files: list[Path], meta: dict[str, str]) -> dict:
+        """Publish an entry: its files are on stable storage before the manifest names them, and
+        the manifest appears at once (rename), so a reader at any site sees all of it or nothing."""
         d = self.dir(k)
         entry = {
             "files": {str(f.relative_to(d)): sha256_file(f) for f in files},
             "meta": meta,
         }
+        for f in files:
+            _fsync(f)
         tmp = d / "manifest.json.tmp"
         tmp.write_text(json.dumps(entry, indent=1))
+        _fsync(tmp)
         tmp.replace(d / "manifest.json")
+        _fsync(d)
         return entry
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

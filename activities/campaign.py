@@ -10,6 +10,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.routing import route_hosts
 from activities.stages.base import vm_prefix
 from crossvisor.core import metrics, result_store
 from crossvisor.core.config import Settings
@@ -52,8 +53,9 @@ class CampaignActivities:
             metrics.HOSTS_AVAILABLE.labels(k, "unhealthy").inc(0)
         # every platform pair's cell counters exist at 0 from the start (panels show 0, not "No data")
         metrics.init_campaign({p: sel.get("kind", "") for p, sel in req.selections.items()})
+        routed = route_hosts(list(hosts.values()), self.settings, _task_queue())
         return InventorySnapshot(
-            hosts=sorted(hosts.values(), key=lambda h: h.name),
+            hosts=sorted(routed, key=lambda h: h.name),
             platform_hosts=per_platform,
         )
 
@@ -133,6 +135,10 @@ class CampaignActivities:
         removed = []
         log = structlog.get_logger("crossvisor").bind(campaign=req.campaign_id, component="sweeper")
         for h in req.hosts:
+            if self.settings.site and h.site and h.site != self.settings.site:
+                # a site's worker never opens another site's hosts; their cells' cleanup ran there
+                log.info("sweep.other_site", host=h.name, site=h.site)
+                continue
             try:
                 drv = open_driver(h, self.settings.home / "drivers")
             except Exception as e:  # noqa: BLE001
@@ -152,6 +158,14 @@ class CampaignActivities:
                     inv.release_lease(host, owner)
                     removed.append(f"{host}:lease:{owner}")
         return removed
+
+
+def _task_queue() -> str:
+    """The task queue of the workflow this activity runs for: the campaign's queue."""
+    try:
+        return activity.info().task_queue
+    except RuntimeError:  # outside an activity (tests calling the method directly)
+        return ""
 
 
 def _workflow_ids() -> dict[str, str]:

@@ -9,6 +9,8 @@ PKGS=(
   busybox-static cpio
   ovmf debootstrap dosfstools fdisk
   libpq-dev postgresql-15 gcc curl
+  # a second libvirt host in namespaces (deploy/libvirt/remote-up.sh, tests/remote): SASL, PKI, netns
+  sasl2-bin libsasl2-modules openssl iproute2 util-linux
 )
 # Heavy extras, opt-in: virt-v2v path and browser report test.
 if [[ "${CROSSVISOR_FULL:-0}" == 1 ]]; then

@@ -63,6 +63,9 @@ class Host:
     status: str = "active"
     custom: dict[str, str] = field(default_factory=dict)
     inventory_id: str = ""  # NetBox device id or file key, for write-back
+    # the task queue of the workers of this host's site, set by the campaign's inventory snapshot
+    # when the site has workers of its own (CROSSVISOR_SITE_QUEUES); "" = the campaign's queue
+    task_queue: str = ""
 
 
 @dataclass

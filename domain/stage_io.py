@@ -198,3 +198,6 @@ class StageCall:
     context: CellContext = field(default_factory=CellContext)
     round: int = 0  # 0: the unmodified move; N: after the first N rungs of the remediation ladder
     rung: str = ""  # the remediate stage: which rung to apply
+    # a stage that touches both hosts, split between two sites' workers: which host this call
+    # serves ("source" | "target"); "" = both (the hosts share a task queue)
+    side: str = ""

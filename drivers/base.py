@@ -54,6 +54,7 @@ class Driver(abc.ABC):
 
     def __init__(self) -> None:
         self.last_import_evidence: dict[str, str] = {}  # what the last import_vm did, in the target's words
+        self.last_export_evidence: dict[str, str] = {}  # how the last export got the disks (e.g. which API)
 
     def describe(self) -> str:
         return type(self).__name__
@@ -115,6 +116,14 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def list_vms(self, prefix: str) -> list[str]:
         """Names of VMs starting with ``prefix`` (the sweeper uses this to find leaks)."""
+
+    def download_disk(self, name: str, index: int, dest: Path) -> None:
+        """The VM's disk ``index`` as one self-contained qcow2 file ``dest`` on this worker (its
+        backing chain flattened). Default: the disk is a file this machine can read."""
+        from drivers import diskconv
+
+        disk = self.inspect(name).disks[index]
+        diskconv.convert(disk.path, disk.format, dest, "qcow2")
 
     def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
         """``n`` bytes at ``offset`` of the VM's disk ``index``, as the target stores it.

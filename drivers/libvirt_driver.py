@@ -1,39 +1,65 @@
-"""libvirt driver: KVM/QEMU (TCG here), Xen, ESX and Hyper-V through one API.
+"""libvirt driver: KVM/QEMU (TCG here), Xen, ESX and Hyper-V through one API, local or remote.
 
 On QEMU hosts a platform's hardware profile (``domain.profiles``) decides the virtual hardware a
 VM gets: machine type, the disk controller, the NIC model, the firmware. That is how one libvirtd
 stands in for other hypervisors on the embedded default; the guest sees exactly that hardware.
 Everything ``inspect`` reports is read back from libvirt's own description of the domain.
 
-``LibvirtTestDriver`` (the in-process ``test:///`` driver) runs no guest; it serves fast workflow
-tests and keeps its domains across worker restarts the way a real host would.
+The host is reached only through libvirt's API, never through its file system, whether it is this
+machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+tls://``,
+``qemu+tcp://``); the same code serves both:
+
+* disks are storage volumes in a pool on the host (``drivers.libvirt_storage``): a disk given to
+  ``provision`` is a file on the worker, uploaded through volume streams (each layer once per
+  host, by content), and the VM boots an overlay volume of its own; export, births and
+  ``read_disk`` flatten the VM's disk on the host and download it.
+* the serial console is a pty read through ``virDomainOpenConsole``: the domain starts paused,
+  the console stream attaches, then the guest runs, so the evidence covers the whole boot.
+* the guest's service is forwarded with QEMU's ``hostfwd`` (Debian's libvirt 9.0 has no passt)
+  on the address the worker reaches the host at: 127.0.0.1 for a local URI, the URI's host for a
+  remote one (``forward_address`` overrides), on a port free on the host.
+* NVRAM of EFI guests lives where the host's libvirt keeps it (its own default path).
+
+Credentials are resolved inside the activity: a password (``credentials_ref``: SASL on
+qemu+tcp/tls, ESX, Hyper-V) through libvirt's auth callback; key-based connections through files
+on the worker (``pki_path``: a TLS client certificate directory, libvirt's ``pkipath``;
+``ssh_key`` / ``known_hosts`` for qemu+ssh). A rejected credential is a ``CredentialError`` naming
+the host: never retried.
+
+``LibvirtTestDriver`` (the in-process ``test:///`` driver) runs no guest and keeps disks as the
+worker's files; it serves fast workflow tests and keeps its domains across worker restarts the
+way a real host would.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 import structlog
 
-from crossvisor.core.credentials import resolve_secret
+from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, packaging
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
-from drivers.libvirt_uri import domain_type, needs_password, redact
+from drivers.libvirt_storage import HostStorage
+from drivers.libvirt_uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
-FORWARD_KEY = "crossvisor.forward."  # metadata item: guest port -> the loopback port that reaches it
+FORWARD_NS = "https://crossvisor.dev/ns/forward/1"  # live metadata: where each guest port is reachable
+FORWARD_KEY = "crossvisor.forward."  # definition metadata item per guest port to forward
 # Debian's OVMF (no Secure Boot): read-only code, a per-VM copy of the variable store
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
@@ -51,6 +77,8 @@ SCSI_MODELS = {
 SHUTDOWN_GRACE_S = 20.0  # ACPI shutdown before a hard power-off
 CONSOLE_POLL_S = 0.25
 AFTER_DONE_S = 1.5  # keep reading briefly after ``done``: a dying guest's last lines follow its verdict
+FORWARD_TRIES = 8
+AUTH_ERRORS = (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE)
 
 # errors come back as exceptions that we handle; libvirt's default handler would also print them
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -60,10 +88,71 @@ def _err(op: str, e: libvirt.libvirtError) -> InfraFault:
     return InfraFault(f"libvirt {op}: {e.get_error_message()}")
 
 
+def _log():
+    return structlog.get_logger("crossvisor")
+
+
 def free_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _ConsoleTap:
+    """The serial console of one boot, read from a ``virDomainOpenConsole`` stream by a thread."""
+
+    def __init__(self, conn: libvirt.virConnect, name: str, carried: bytes = b""):
+        # a connection of its own: the reader blocks in the stream while the driver's connection
+        # goes on with other calls (one connection serving both can stall under libvirt's client)
+        self.conn = conn
+        try:
+            self.stream = conn.newStream(0)
+            # FORCE: a session a dead worker left open must not keep this boot's console from us
+            conn.lookupByName(name).openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError:
+            conn.close()
+            raise
+        self._chunks: list[bytes] = [carried] if carried else []  # what an earlier stream of this boot read
+        self._lock = threading.Lock()
+        self.ended = threading.Event()
+        self.error = ""
+        self._thread = threading.Thread(target=self._read, name=f"console-{name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self.stream.recv(65536)
+                if data == -2:  # would block (non-blocking streams only)
+                    time.sleep(0.05)
+                    continue
+                if not data:
+                    break
+                with self._lock:
+                    self._chunks.append(data)
+        except libvirt.libvirtError as e:
+            self.error = e.get_error_message()
+        finally:
+            self.ended.set()
+
+    def raw(self) -> bytes:
+        with self._lock:
+            return b"".join(self._chunks)
+
+    def text(self) -> str:
+        return self.raw().decode(errors="replace")
+
+    def close(self) -> None:
+        if not self.ended.is_set():
+            try:
+                self.stream.abort()
+            except libvirt.libvirtError:
+                pass
+        self._thread.join(timeout=5)
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
 
 
 class LibvirtDriver(Driver):
@@ -75,44 +164,102 @@ class LibvirtDriver(Driver):
         credentials_ref: str = "",
         state_dir: Path,
         kind: str = "kvm",
+        host: str = "",
+        pool: str = "",
+        pool_path: str = "",
+        forward_address: str = "",
+        pki_path: str = "",
+        ssh_key: str = "",
+        known_hosts: str = "",
     ):
         super().__init__()
         self.uri = uri
         self.kind = kind
+        self.host = host or host_of(uri) or "localhost"  # names the host in errors
         self.dtype = domain_type(uri)
         self.runs_guests = self.dtype == "qemu"
         self.state_dir = Path(state_dir)
-        self.console_dir = self.state_dir / "consoles"
-        self.disk_dir = self.state_dir / "disks"
-        for d in (self.console_dir, self.disk_dir, self.state_dir / "nvram"):
-            d.mkdir(parents=True, exist_ok=True)
+        self._forward_address = forward_address
+        self._taps: dict[str, _ConsoleTap] = {}
+        # references and paths only (the secret is resolved again at each open, never kept)
+        self._open_args = (uri, username, credentials_ref, pki_path, ssh_key, known_hosts)
+        self.conn = self._open(*self._open_args)
+        self.storage = HostStorage(self.conn, self.host, pool, pool_path, self.state_dir)
+
+    # -- connection -------------------------------------------------------------------------------
+    def _open(
+        self, uri: str, username: str, credentials_ref: str, pki_path: str, ssh_key: str, known_hosts: str
+    ) -> libvirt.virConnect:
+        where = f"libvirt host {self.host} ({redact(uri)})"
+        params: dict[str, str] = {}
+        t = transport(uri)
+        if pki_path:
+            if t != "tls":
+                raise CredentialError(f"{where}: pki_path is for TLS URIs (qemu+tls://), not {t or 'local'}")
+            missing = [
+                f for f in ("cacert.pem", "clientcert.pem", "clientkey.pem") if not (Path(pki_path) / f).is_file()
+            ]
+            if missing:
+                raise CredentialError(f"{where}: pki_path {pki_path} lacks {', '.join(missing)}")
+            params["pkipath"] = pki_path
+        if ssh_key or known_hosts:
+            if not t.endswith("ssh") and t not in ("libssh2",):
+                raise CredentialError(f"{where}: ssh_key/known_hosts are for ssh URIs, not {t or 'local'}")
+            for label, f in (("ssh_key", ssh_key), ("known_hosts", known_hosts)):
+                if f and not Path(f).is_file():
+                    raise CredentialError(f"{where}: {label} {f} is not a readable file")
+            params.update(keyfile=ssh_key, known_hosts=known_hosts)
+        full = with_params(uri, params) if params else uri
         try:
-            if needs_password(uri):
-                self.conn = self._open_auth(uri, username, credentials_ref)
-            else:
-                self.conn = libvirt.open(uri)
+            if credentials_ref or needs_password(uri):
+                return self._open_auth(full, username, credentials_ref)
+            return libvirt.open(full)
         except libvirt.libvirtError as e:
-            raise InfraFault(f"libvirt connect {redact(uri)}: {e.get_error_message()}") from None
+            msg = e.get_error_message()
+            if e.get_error_code() in AUTH_ERRORS:
+                who = f"{username!r}" if username else "the configured user"
+                src = f" (password from {credentials_ref})" if credentials_ref else " (no credentials_ref configured)"
+                raise CredentialError(f"{where} rejected the credentials of {who}{src}: {msg}") from None
+            raise InfraFault(f"libvirt connect {where}: {msg}") from None
 
     @staticmethod
     def _open_auth(uri: str, username: str, credentials_ref: str) -> libvirt.virConnect:
-        secret = resolve_secret(credentials_ref)  # resolved here, inside the activity; never stored
+        secret = resolve_secret(credentials_ref) if credentials_ref else None  # here, in the activity
 
         def request(creds: list, _data: object) -> int:
             for cred in creds:
-                if cred[0] == libvirt.VIR_CRED_AUTHNAME:
-                    cred[4] = username
-                elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
+                if cred[0] in (libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_USERNAME):
+                    cred[4] = username or cred[3] or ""
+                elif cred[0] in (libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT):
+                    if secret is None:
+                        return -1  # the host wants a password crossvisor was not given
                     cred[4] = secret.reveal()
+                elif cred[0] == libvirt.VIR_CRED_REALM:
+                    cred[4] = cred[3] or ""  # the realm the server offers
+                else:
+                    return -1
             return 0
 
-        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], request, None]
+        auth = [
+            [
+                libvirt.VIR_CRED_AUTHNAME,
+                libvirt.VIR_CRED_USERNAME,
+                libvirt.VIR_CRED_PASSPHRASE,
+                libvirt.VIR_CRED_NOECHOPROMPT,
+                libvirt.VIR_CRED_REALM,
+            ],
+            request,
+            None,
+        ]
         return libvirt.openAuth(uri, auth, 0)
 
     def describe(self) -> str:
         return f"libvirt {redact(self.uri)}"
 
     def close(self) -> None:
+        for tap in list(self._taps.values()):
+            tap.close()
+        self._taps.clear()
         try:
             self.conn.close()
         except libvirt.libvirtError:
@@ -132,11 +279,46 @@ class LibvirtDriver(Driver):
             raise InfraFault(f"domain {name!r} not found on {redact(self.uri)}")
         return dom
 
-    def _console(self, name: str) -> Path:
-        return self.console_dir / f"{name}.log"
+    def _disk_volume(self, name: str, index: int) -> libvirt.virStorageVol:
+        """The storage volume behind disk ``index`` of a VM (a pool volume, or a file the host's
+        libvirt knows as one)."""
+        root = ET.fromstring(self._need(name).XMLDesc(0))
+        disks = root.findall("./devices/disk[@device='disk']")
+        if index >= len(disks):
+            raise InfraFault(f"{name} has no disk {index}")
+        src = disks[index].find("source")
+        try:
+            if src is not None and src.get("pool"):
+                return self.conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume"))
+            if src is not None and src.get("file"):
+                return self.conn.storageVolLookupByPath(src.get("file"))
+        except libvirt.libvirtError as e:
+            raise _err(f"disk {index} of {name}", e) from None
+        raise InfraFault(f"disk {index} of {name} is not a storage volume on {self.host}")
 
-    def _nvram(self, name: str) -> Path:
-        return self.state_dir / "nvram" / f"{name}.VARS.fd"
+    def download_disk(self, name: str, index: int, dest: Path) -> None:
+        flat = self.storage.flatten(self._disk_volume(name, index), f"{name}-flat{index}.qcow2", "qcow2")
+        try:
+            self.storage.download(flat, dest)
+        except libvirt.libvirtError as e:
+            raise _err(f"download disk {index} of {name} from {self.host}", e) from None
+        finally:
+            self.storage.delete(flat.name())
+
+    def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
+        # guest bytes, whatever the image format: a raw flattening, of which only the range comes back
+        flat = self.storage.flatten(self._disk_volume(name, index), f"{name}-flat{index}.raw", "raw")
+        dest = self.state_dir / "staging" / f"{name}-read{index}.{threading.get_ident()}"
+        try:
+            got = self.storage.download(flat, dest, offset, n)
+            if got != n:
+                raise InfraFault(f"read of {n} bytes at {offset} of {name} disk {index} returned {got}")
+            return dest.read_bytes()
+        except libvirt.libvirtError as e:
+            raise _err(f"read disk {index} of {name} on {self.host}", e) from None
+        finally:
+            dest.unlink(missing_ok=True)
+            self.storage.delete(flat.name())
 
     # -- definition ---------------------------------------------------------------------------------
     def _os_xml(self, spec: VmSpec) -> str:
@@ -144,16 +326,25 @@ class LibvirtDriver(Driver):
         typ = f"<type arch='x86_64'{machine}>hvm</type>"
         if spec.firmware == "efi":
             # Debian's OVMF without Secure Boot (lab images are unsigned), a variable store per VM
-            # copied by libvirt from the template: the guest's boot entries are its own
-            nvram = quoteattr(str(self._nvram(spec.name)))
-            fw = f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram template='{OVMF_VARS}'>{nvram[1:-1]}</nvram>"
+            # that the host's libvirt copies from the template to its own nvram directory: the
+            # guest's boot entries are its own
+            fw = f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram template='{OVMF_VARS}'/>"
         else:
             fw = "<bios useserial='yes'/>"  # SeaBIOS's own words ("No bootable device") on the serial console
         return f"<os>{typ}{fw}<boot dev='hd'/></os>"
 
-    def _disks_xml(self, spec: VmSpec) -> str:
+    def _disk_sources(self, spec: VmSpec) -> list[str]:
+        """``<disk>`` type + source per disk: the VM's overlay volumes in the host's pool."""
+        pool = escape(self.storage.pool_name)
+        return [
+            f"type='volume'|<source pool='{pool}' volume={quoteattr(self.storage.place(spec.name, i, d))}/>|qcow2"
+            for i, d in enumerate(spec.disks)
+        ]
+
+    def _disks_xml(self, spec: VmSpec, sources: list[str]) -> str:
         out, used, scsi_model = [], {}, ""
-        for d in spec.disks:
+        for d, placed in zip(spec.disks, sources, strict=True):
+            dtype, source, fmt = placed.split("|")
             bus, _, model = d.bus.partition(":")  # "scsi:pvscsi": bus plus controller model
             if bus == "scsi" and not scsi_model:
                 scsi_model = SCSI_MODELS.get(model or "virtio-scsi", "")
@@ -163,8 +354,8 @@ class LibvirtDriver(Driver):
             idx = used.get(prefix, 0)
             used[prefix] = idx + 1
             out.append(
-                f"<disk type='file' device='disk'><driver name='qemu' type='{d.format}'/>"
-                f"<source file={quoteattr(d.path)}/><target dev='{prefix}{'abcdefghijklmnop'[idx]}' bus='{bus}'/></disk>"
+                f"<disk {dtype} device='disk'><driver name='qemu' type='{fmt}'/>"
+                f"{source}<target dev='{prefix}{'abcdefghijklmnop'[idx]}' bus='{bus}'/></disk>"
             )
         if scsi_model:
             out.append(f"<controller type='scsi' index='0' model='{scsi_model}'/>")
@@ -180,11 +371,13 @@ class LibvirtDriver(Driver):
         # user-mode networking: DHCP for the guest, no bridge and no host address outside loopback
         return f"<interface type='user'>{mac}<model type={quoteattr(n.model)}/>{slot}</interface>"
 
-    def domain_xml(self, spec: VmSpec) -> str:
+    def domain_xml(self, spec: VmSpec, sources: list[str] | None = None) -> str:
+        if sources is None:
+            sources = [f"type='file'|<source file={quoteattr(d.path)}/>|{d.format}" for d in spec.disks]
         nics = "".join(self._nic_xml(n) for n in spec.nics)
         meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(spec.metadata.items()))
-        # transport, not an observation: which loopback port reaches which guest port
-        meta += "".join(f"<item key='{FORWARD_KEY}{p}'>{free_loopback_port()}</item>" for p in spec.forward_ports)
+        # transport, not an observation: which guest ports to reach (where: decided at each start)
+        meta += "".join(f"<item key='{FORWARD_KEY}{p}'>auto</item>" for p in spec.forward_ports)
         return (
             f"<domain type='{self.dtype}'><name>{escape(spec.name)}</name>"
             f"<memory unit='MiB'>{spec.memory_mib}</memory><vcpu>{spec.cpus}</vcpu>"
@@ -192,7 +385,7 @@ class LibvirtDriver(Driver):
             f"{self._os_xml(spec)}<features><acpi/></features>{self._cpu_xml()}"
             # a reboot ends the observation: a panicking guest (panic=-1) stops instead of looping
             "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
-            f"<devices>{self._disks_xml(spec)}{nics}{self._serial_xml(spec.name)}"
+            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}"
             "<memballoon model='none'/></devices>"
             f"{self._seclabel_xml()}</domain>"
         )
@@ -204,18 +397,15 @@ class LibvirtDriver(Driver):
         return "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model><feature policy='disable' name='svm'/></cpu>"
 
     def _serial_xml(self, name: str) -> str:
-        console = quoteattr(str(self._console(name)))
-        return (
-            f"<serial type='file'><source path={console}/><target port='0'/></serial>"
-            f"<console type='file'><source path={console}/><target type='serial' port='0'/></console>"
-        )
+        # a pty, read through libvirt's console stream: no file on the host that the worker must read
+        return "<serial type='pty'><target port='0'/></serial><console type='pty'><target type='serial' port='0'/></console>"
 
     def _seclabel_xml(self) -> str:
-        # QEMU runs as root here so that it can open disks and consoles in any state dir
+        # QEMU runs as root here so that it can open the pool's volumes whatever their owner
         return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
 
     def _define(self, spec: VmSpec) -> None:
-        xml = self.domain_xml(spec)
+        xml = self.domain_xml(spec, self._disk_sources(spec))
         try:
             self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
@@ -234,38 +424,94 @@ class LibvirtDriver(Driver):
     def power_on(self, name: str) -> None:
         dom = self._need(name)
         if not dom.isActive():
-            self._console(name).unlink(missing_ok=True)  # evidence must come from this boot only
-            try:
-                dom.create()
-            except libvirt.libvirtError as e:
-                raise _err("start", e) from None
-            self._forward_ports(dom)
+            self._start_observed(dom)
+
+    def _start_observed(self, dom: libvirt.virDomain) -> None:
+        """Start paused, attach the console, forward the guest's ports, then let it run: the
+        console stream sees the boot from its first byte."""
+        name = dom.name()
+        old = self._taps.pop(name, None)
+        if old is not None:
+            old.close()
+        try:
+            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as e:
+            raise _err("start", e) from None
+        try:
+            self._taps[name] = _ConsoleTap(self._open(*self._open_args), name)
+        except (libvirt.libvirtError, InfraFault) as e:  # a domain without a serial console: nothing to observe
+            msg = e.get_error_message() if isinstance(e, libvirt.libvirtError) else str(e)
+            _log().warning("libvirt.console_unavailable", domain=name, error=msg)
+        self._forward_ports(dom)
+        try:
+            dom.resume()
+        except libvirt.libvirtError as e:
+            raise _err("resume", e) from None
+
+    def _forward_host(self) -> str:
+        """The address the guest's forwarded ports listen on, and the worker connects to."""
+        if self._forward_address:
+            return self._forward_address
+        host = host_of(self.uri)
+        if not host or not is_remote(self.uri):
+            return "127.0.0.1"
+        try:
+            return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        except OSError as e:
+            raise InfraFault(
+                f"cannot resolve {host} (libvirt host {self.host}) for the guest port forward: {e}"
+            ) from None
 
     def _forward_ports(self, dom: libvirt.virDomain) -> None:
-        """Loopback forwards to the guest's ports, added to the user-mode netdev of the running
-        QEMU: Debian's libvirt 9.0 has no passt backend (libvirt issue #462), so libvirt's QEMU
-        monitor passthrough adds them after every start. A forward that cannot be added (the port
-        taken meanwhile) leaves the guest without it: the app check then says so."""
+        """Forwards to the guest's ports, added to the user-mode netdev of the running QEMU through
+        libvirt's monitor passthrough (Debian's libvirt 9.0 has no passt backend, libvirt issue
+        #462), on a port free on the host, recorded in the live metadata. A forward that cannot be
+        added leaves the guest without it: the app check then says so."""
         import libvirt_qemu
 
-        for guest_port, host_port in self._forwards(dom).items():
-            cmd = f"hostfwd_add hostnet0 tcp:127.0.0.1:{host_port}-:{guest_port}"
-            try:
-                reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-            except libvirt.libvirtError as e:
-                reply = e.get_error_message()
-            if reply.strip():  # HMP answers nothing on success
-                structlog.get_logger("crossvisor").warning(
-                    "libvirt.forward_failed", domain=dom.name(), reply=reply.strip()
+        wanted = self._wanted_forwards(dom)
+        if not wanted:
+            return
+        address = self._forward_host()
+        local = address.startswith("127.") and not is_remote(self.uri)
+        placed: dict[int, int] = {}
+        for guest_port, first in wanted.items():
+            for attempt in range(FORWARD_TRIES):
+                # on this machine a port can be checked free; on a remote host only tried
+                port = (first if attempt == 0 and first else 0) or (
+                    free_loopback_port() if local else random.randint(20000, 60999)
                 )
+                cmd = f"hostfwd_add hostnet0 tcp:{address}:{port}-:{guest_port}"
+                try:
+                    reply = libvirt_qemu.qemuMonitorCommand(dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+                except libvirt.libvirtError as e:
+                    reply = e.get_error_message()
+                if not reply.strip():  # HMP answers nothing on success
+                    placed[guest_port] = port
+                    break
+                _log().warning("libvirt.forward_failed", domain=dom.name(), port=port, reply=reply.strip())
+        xml = (
+            "<forwards>"
+            + "".join(f"<port guest='{g}' host='{h}' address={quoteattr(address)}/>" for g, h in sorted(placed.items()))
+            + "</forwards>"
+        )
+        try:
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "cvfw", FORWARD_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+        except libvirt.libvirtError as e:
+            _log().warning("libvirt.forward_unrecorded", domain=dom.name(), error=e.get_error_message())
 
-    def _forwards(self, dom: libvirt.virDomain) -> dict[int, int]:
+    def _wanted_forwards(self, dom: libvirt.virDomain) -> dict[int, int]:
+        """Guest port -> the host port to try first (0: any). Definitions before the live record
+        carried a fixed loopback port: it is tried first."""
         root = ET.fromstring(dom.XMLDesc(0))
         out = {}
         for item in root.findall(f"./metadata/{{{META_NS}}}meta/item"):
             key = item.get("key", "")
-            if key.startswith(FORWARD_KEY) and (item.text or "").isdigit():
-                out[int(key[len(FORWARD_KEY) :])] = int(item.text)
+            if key.startswith(FORWARD_KEY) and key[len(FORWARD_KEY) :].isdigit():
+                text = item.text or ""
+                out[int(key[len(FORWARD_KEY) :])] = int(text) if text.isdigit() else 0
         return out
 
     def power_off(self, name: str, hard: bool = False) -> None:
@@ -301,8 +547,25 @@ class LibvirtDriver(Driver):
 
     # -- export / import --------------------------------------------------------------------------
     def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
-        # libvirt has no export API: describe the VM as libvirt reports it and package its disks
-        return packaging.export_package(name, self.inspect(name), out_dir, package_format)
+        # libvirt has no export API: describe the VM as libvirt reports it, fetch its disks
+        # through the host's pool and package them here
+        hw = self.inspect(name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fetched: list[Path] = []
+        try:
+            local = []
+            for i, d in enumerate(hw.disks):
+                dest = out_dir / f".{name}-src{i}.qcow2"
+                self.download_disk(name, i, dest)
+                fetched.append(dest)
+                local.append(replace(d, path=str(dest), format="qcow2"))
+            self.last_export_evidence = {
+                "export_path": f"volume download from {self.host} (flattened there from pool {self.storage.pool_name})"
+            }
+            return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
+        finally:
+            for f in fetched:
+                f.unlink(missing_ok=True)
 
     def import_vm(self, package: ExportedVm, name: str, profile: HardwareProfile | None = None) -> Hardware:
         if self._dom(name) is not None:
@@ -317,17 +580,12 @@ class LibvirtDriver(Driver):
                 f"the package asks for {firmware.upper()}; {prof.name} offers {', '.join(prof.firmware)}"
             )
             firmware = prof.firmware[0]
-        disks = []
-        for i, d in enumerate(package.disks):
-            # the converted disk is shared by every cell with this package: boot an overlay on it
-            overlay = self.disk_dir / f"{name}-disk{i}.qcow2"
-            if not overlay.exists():
-                tmp = overlay.with_suffix(".tmp")
-                diskconv.create_overlay(tmp, Path(d.path), d.format)
-                tmp.rename(overlay)
-            disks.append(
-                DiskSpec(str(overlay), "qcow2", prof.disk_controller if i == 0 else prof.disk_bus, d.capacity_bytes)
-            )
+        # the converted disks are shared by every cell with this package: the host keeps one copy
+        # of each and boots an overlay on it
+        disks = [
+            DiskSpec(d.path, d.format, prof.disk_controller if i == 0 else prof.disk_bus, d.capacity_bytes)
+            for i, d in enumerate(package.disks)
+        ]
         evidence["disk"] = f"{prof.disk_controller} (the package had {package.disks[0].bus if package.disks else '-'})"
         nics = [
             NicSpec(prof.nic_model, n.mac, n.network, prof.nic_slot if i == 0 else 0) for i, n in enumerate(desc.nics)
@@ -350,6 +608,21 @@ class LibvirtDriver(Driver):
         return self.provision(spec)
 
     # -- what libvirt reports -------------------------------------------------------------------------
+    def _disk_info(self, disk: ET.Element) -> tuple[str, int]:
+        """Where a disk lives (``pool/volume``, or the host's path) and its virtual size, as the
+        host's libvirt reports them."""
+        src = disk.find("source")
+        if src is None:
+            return "", 0
+        try:
+            if src.get("pool"):
+                vol = self.conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume", ""))
+                return f"{src.get('pool')}/{src.get('volume')}", vol.info()[1]
+            path = src.get("file", "")
+            return path, self.conn.storageVolLookupByPath(path).info()[1] if path else 0
+        except libvirt.libvirtError:  # a file no pool of the host knows: size unknown, not a fault
+            return src.get("file", "") or f"{src.get('pool')}/{src.get('volume')}", 0
+
     def inspect(self, name: str) -> Hardware:
         dom = self._need(name)
         root = ET.fromstring(dom.XMLDesc(0))
@@ -361,15 +634,12 @@ class LibvirtDriver(Driver):
         scsi_model = profiles.SCSI_NAMES.get(scsi.get("model", ""), scsi.get("model", "")) if scsi is not None else ""
         disks = []
         for d in root.findall("./devices/disk[@device='disk']"):
-            src = d.find("source")
-            path = src.get("file", "") if src is not None else ""
+            path, size = self._disk_info(d)
             drv = d.find("driver")
             fmt = drv.get("type", "raw") if drv is not None else "raw"
             tgt = d.find("target")
             bus = tgt.get("bus", "virtio") if tgt is not None else "virtio"
-            disks.append(
-                DiskSpec(path, fmt, f"scsi:{scsi_model}" if bus == "scsi" and scsi_model else bus, _size(path, fmt))
-            )
+            disks.append(DiskSpec(path, fmt, f"scsi:{scsi_model}" if bus == "scsi" and scsi_model else bus, size))
         nics = []
         for i in root.findall("./devices/interface"):
             model, mac = i.find("model"), i.find("mac")
@@ -420,13 +690,33 @@ class LibvirtDriver(Driver):
         idle_counts: Callable[[str], bool] | None = None,
     ) -> ConsoleWatch:
         dom = self._need(name)
-        console = self._console(name)
+        tap = self._taps.get(name)
+        if tap is None and dom.isActive():
+            # running since before this driver attached (a stage retried on another worker): the
+            # start of this boot's console is gone, so boot again and watch a whole boot
+            _log().info("libvirt.console_restart", domain=name, reason="console not attached since power-on")
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as e:
+                if dom.isActive():
+                    raise _err("destroy", e) from None
+            self._start_observed(dom)
+            tap = self._taps.get(name)
+        if tap is None:
+            return ConsoleWatch("", 0.0, stopped=not dom.isActive(), timed_out=False)
         t0 = time.monotonic()
         text, stopped, finished_at = "", False, None
         grew_at, size = t0, -1
+        reattached = 0
         while True:
-            text = console.read_text(errors="replace") if console.exists() else ""
+            text = tap.text()
             stopped = not dom.isActive()
+            if not stopped and tap.ended.is_set() and reattached < 3:
+                # the stream broke while the guest runs: attach again and go on (what the guest
+                # wrote in between is lost, and the log says so)
+                reattached += 1
+                _log().warning("libvirt.console_reattach", domain=name, error=tap.error or "end of stream")
+                tap = self._reattach(name, tap)
             now = time.monotonic()
             if len(text) != size:
                 grew_at, size = now, len(text)
@@ -437,20 +727,49 @@ class LibvirtDriver(Driver):
             if idle_s and now - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=False, idle=True)
             if now - t0 >= timeout_s:
+                _log().info(
+                    "libvirt.console_timeout", domain=name, bytes=len(text), silent_s=round(now - grew_at, 1),
+                    stream_ended=tap.ended.is_set(), stream_error=tap.error,
+                )  # fmt: skip
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=True)
             if heartbeat is not None:
                 heartbeat(f"console {len(text)} bytes")
             time.sleep(CONSOLE_POLL_S)
-        if stopped:  # the last writes before the domain went away
-            text = console.read_text(errors="replace") if console.exists() else text
+        if stopped:  # the last bytes before the domain went away: the stream ends after them
+            tap.ended.wait(timeout=3)
+            text = tap.text()
         return ConsoleWatch(text, time.monotonic() - t0, stopped=stopped, timed_out=False)
 
+    def _reattach(self, name: str, old: _ConsoleTap) -> _ConsoleTap:
+        old.close()
+        try:
+            tap = _ConsoleTap(self._open(*self._open_args), name, carried=old.raw())
+        except (libvirt.libvirtError, InfraFault) as e:
+            msg = e.get_error_message() if isinstance(e, libvirt.libvirtError) else str(e)
+            _log().warning("libvirt.console_unavailable", domain=name, error=msg)
+            return old
+        self._taps[name] = tap
+        return tap
+
     def guest_port(self, name: str, port: int) -> tuple[str, int] | None:
-        host_port = self._forwards(self._need(name)).get(port)
+        dom = self._need(name)
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, FORWARD_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError:
+            xml = ""
+        if xml:
+            for p in ET.fromstring(xml).findall("port"):
+                if p.get("guest") == str(port) and (p.get("host") or "").isdigit():
+                    return p.get("address") or "127.0.0.1", int(p.get("host"))
+            return None
+        host_port = self._wanted_forwards(dom).get(port)  # defined before live records: fixed loopback port
         return ("127.0.0.1", host_port) if host_port else None
 
     # -- removal ----------------------------------------------------------------------------------
     def destroy(self, name: str) -> None:
+        tap = self._taps.pop(name, None)
+        if tap is not None:
+            tap.close()
         dom = self._dom(name)
         if dom is not None:
             try:
@@ -462,10 +781,11 @@ class LibvirtDriver(Driver):
             except libvirt.libvirtError as e:
                 if self._dom(name) is not None:
                     raise _err("undefine", e) from None
-        self._console(name).unlink(missing_ok=True)
-        self._nvram(name).unlink(missing_ok=True)
-        for f in self.disk_dir.glob(f"{name}-disk*"):
-            f.unlink(missing_ok=True)
+        self._remove_vm_volumes(name)
+
+    def _remove_vm_volumes(self, name: str) -> None:
+        """The VM's own volumes (overlays, flattened copies); content volumes stay for later VMs."""
+        self.storage.remove_prefixed((f"{name}-disk", f"{name}-flat"))
 
     def _snapshot_delete_flags(self) -> int:
         # external (disk-only) snapshots cannot be deleted by libvirt 9: drop their metadata, the
@@ -534,6 +854,26 @@ class LibvirtTestDriver(LibvirtDriver):
         tmp = f.with_suffix(".tmp")
         tmp.write_text(json.dumps({"name": name, "xml": dom.XMLDesc(0), "running": bool(dom.isActive())}))
         os.replace(tmp, f)
+
+    # an in-process "host": the worker's files are its files, so disks stay where they are
+    def _disk_sources(self, spec: VmSpec) -> list[str]:
+        return [f"type='file'|<source file={quoteattr(d.path)}/>|{d.format}" for d in spec.disks]
+
+    def _disk_info(self, disk: ET.Element) -> tuple[str, int]:
+        src = disk.find("source")
+        path = src.get("file", "") if src is not None else ""
+        drv = disk.find("driver")
+        return path, _size(path, drv.get("type", "raw") if drv is not None else "raw")
+
+    def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
+        self.last_export_evidence = {"export_path": "the worker's own disk files (in-process test driver)"}
+        return packaging.export_package(name, self.inspect(name), out_dir, package_format)
+
+    def download_disk(self, name: str, index: int, dest: Path) -> None:
+        Driver.download_disk(self, name, index, dest)
+
+    def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
+        return Driver.read_disk(self, name, index, offset, n)
 
     def _nic_xml(self, n: NicSpec) -> str:
         mac = f"<mac address='{n.mac}'/>" if n.mac else ""

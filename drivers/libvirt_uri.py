@@ -7,7 +7,7 @@ and Hyper-V (``hyperv://host/?transport=http``), plus the in-process ``test:///`
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from crossvisor.core.redact import redact_uri
 
@@ -37,6 +37,36 @@ def scheme_of(uri: str) -> str:
 def kind_of(uri: str) -> str:
     """Hypervisor kind a URI reaches (``test`` for the test driver)."""
     return SCHEMES[scheme_of(uri)]
+
+
+def transport(uri: str) -> str:
+    """The transport of a URI: ``tls`` (``qemu://host/``, ``qemu+tls://``), ``tcp``, ``ssh``,
+    ``libssh``, ``libssh2``, ``unix``, ``ext``; ``""`` for a local URI without a host."""
+    parts = urlsplit(uri)
+    _, plus, t = parts.scheme.partition("+")
+    if plus:
+        return t
+    return "tls" if parts.hostname else ""
+
+
+def is_remote(uri: str) -> bool:
+    """Whether the URI reaches a libvirtd over the network (it names a host): its files are then
+    not this machine's (``qemu:///system`` and ``qemu+unix:///system`` are local)."""
+    return bool(urlsplit(uri).hostname) and transport(uri) != "unix"
+
+
+def host_of(uri: str) -> str:
+    """The host a network URI names (``""`` for a local one)."""
+    return urlsplit(uri).hostname or ""
+
+
+def with_params(uri: str, params: dict[str, str]) -> str:
+    """``uri`` with query parameters added (those it sets itself win): pkipath, keyfile..."""
+    base, _, query = uri.partition("?")
+    have = dict(parse_qsl(query, keep_blank_values=True))
+    merged = {**{k: v for k, v in params.items() if v}, **have}
+    # by hand: urlunsplit would turn "qemu:///system" into "qemu:/system"
+    return f"{base}?{urlencode(merged, safe='/:,')}" if merged else base
 
 
 def needs_password(uri: str) -> bool:

@@ -4,9 +4,11 @@
 option is the simulator. Simulator specifics (govmomi 0.24) live in ``VcsimDriver`` and are
 reported, never papered over:
 
-* ExportVm is not implemented: ``export`` describes the VM from its config (domain/ovf.py) and
-  downloads the disk files through the datastore ``/folder`` API. Disks that vcsim created itself
-  are empty placeholder files; exporting one raises ``NoDiskContent`` instead of inventing data.
+* ExportVm is not implemented (the call answers MethodNotFound): ``export``, which uses ExportVm
+  and its HttpNfcLease on a real vCenter, falls back to describing the VM from its config
+  (domain/ovf.py) and downloading the disk files through the datastore ``/folder`` API, and says
+  so in ``last_export_evidence``. Disks that vcsim created itself are empty placeholder files;
+  exporting one raises ``NoDiskContent`` instead of inventing data.
   ``provision`` therefore uploads ``DiskSpec.path`` (converted to VMDK) to the datastore first.
 * NFC lease uploads are discarded by vcsim (it reads and drops the bytes). After a complete
   import on the simulator the same verified disk files are also PUT through ``/folder`` so later
@@ -75,6 +77,7 @@ class VsphereDriver(Driver):
         self.network = network
         self.task_timeout_s = task_timeout_s
         self.last_import_evidence: dict[str, str] = {}
+        self.last_export_evidence: dict[str, str] = {}
         secret = resolve_secret(credentials_ref)
         self._si = self._connect(parts, secret, verify_tls)
         self._verify = verify_tls
@@ -396,6 +399,9 @@ class VsphereDriver(Driver):
     # ---------------------------------------------------------------------------- export
 
     def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
+        """The VM's disks through the API (``ExportVm`` + HttpNfcLease download), as vSphere's own
+        exports fetch them; on a server without ExportVm (govmomi's vcsim) through the datastore
+        ``/folder`` API instead. ``last_export_evidence["export_path"]`` says which."""
         from drivers import packaging  # lazy: pulls in qemu-img based conversion
 
         vm = self._vm(name)
@@ -404,20 +410,76 @@ class VsphereDriver(Driver):
         hw = self._hardware(vm)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        local: list[DiskSpec] = []
         fetched: list[Path] = []
         try:
-            for i, d in enumerate(hw.disks):
-                dest = out_dir / f".{name}-src{i}.vmdk"
-                n = self._http.download(folder_url(self.url, self.dc.name, d.path), dest)
-                fetched.append(dest)
-                if n == 0:
-                    raise NoDiskContent(f"{d.path} is an empty file on the datastore{self._empty_disk_hint}")
-                local.append(replace(d, path=str(dest), format="vmdk"))
+            local = self._export_by_lease(vm, hw, out_dir, fetched)
+            if local is not None:
+                self.last_export_evidence = {"export_path": "ExportVm + HttpNfcLease download"}
+            else:
+                local = self._export_by_folder(name, hw, out_dir, fetched)
+                self.last_export_evidence = {
+                    "export_path": f"datastore /folder download (no ExportVm on this server: {self._no_export_vm})"
+                }
             return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
         finally:
             for f in fetched:
                 f.unlink(missing_ok=True)
+
+    _no_export_vm = ""  # why this server has no ExportVm, once it said so
+
+    def _export_by_lease(self, vm, hw: Hardware, out_dir: Path, fetched: list[Path]) -> list[DiskSpec] | None:
+        """Download every disk of an ExportVm lease (streamOptimized VMDKs), reporting progress so
+        the lease stays alive; None when the server does not implement ExportVm."""
+        if self._no_export_vm:
+            return None
+        try:
+            lease = vm.ExportVm()
+        except (vmodl.fault.MethodNotFound, vmodl.fault.NotSupported, vmodl.fault.NotImplemented) as e:
+            self._no_export_vm = f"{type(e).__name__}: {_msg(e) or 'not implemented'}"
+            return None
+        try:
+            self._lease_ready(lease)
+            urls = [u for u in lease.info.deviceUrl if u.disk]
+            if len(urls) != len(hw.disks):
+                raise InfraFault(f"ExportVm lease of {vm.name} offers {len(urls)} disks, the VM has {len(hw.disks)}")
+            total = sum(d.capacity_bytes for d in hw.disks) or 1
+            done, local = 0, []
+            for i, (u, d) in enumerate(zip(urls, hw.disks, strict=True)):
+                dest = out_dir / f".{vm.name}-src{i}.vmdk"
+                n = self._http.download(self._lease_url(u.url), dest)
+                fetched.append(dest)
+                if n == 0:
+                    raise NoDiskContent(f"the ExportVm lease sent no data for disk {i} of {vm.name}")
+                done += d.capacity_bytes
+                lease.HttpNfcLeaseProgress(percent=min(99, int(100 * done / total)))
+                local.append(replace(d, path=str(dest), format="vmdk"))
+            lease.HttpNfcLeaseComplete()
+            return local
+        except BaseException as e:
+            try:
+                lease.HttpNfcLeaseAbort(fault=vmodl.fault.SystemError(reason=_msg(e)[:200]))
+            except Exception as abort_err:  # noqa: BLE001 - the lease may be gone already
+                e.add_note(f"lease abort failed: {type(abort_err).__name__}")
+            raise
+
+    def _export_by_folder(self, name: str, hw: Hardware, out_dir: Path, fetched: list[Path]) -> list[DiskSpec]:
+        local: list[DiskSpec] = []
+        for i, d in enumerate(hw.disks):
+            dest = out_dir / f".{name}-src{i}.vmdk"
+            n = self._http.download(folder_url(self.url, self.dc.name, d.path), dest)
+            fetched.append(dest)
+            if n == 0:
+                raise NoDiskContent(f"{d.path} is an empty file on the datastore{self._empty_disk_hint}")
+            local.append(replace(d, path=str(dest), format="vmdk"))
+        return local
+
+    def _lease_url(self, url: str) -> str:
+        # vCenter hands out "https://*/nfc/...": '*' means "the host you talk to" (vcsim always
+        # says https, even when it serves plain http)
+        parts, base = urlsplit(url), urlsplit(self.url)
+        if parts.hostname in ("*", None) or self._rewrite_lease_host:
+            parts = parts._replace(scheme=base.scheme, netloc=base.netloc)
+        return parts.geturl()
 
     # ---------------------------------------------------------------------------- import
 
@@ -514,7 +576,6 @@ class VsphereDriver(Driver):
         """Upload each file the import spec asks for to its lease device URL, reporting progress.
 
         Returns href -> (bytes sent, lease targetId)."""
-        base = urlsplit(self.url)
         total = sum(files[i.path].stat().st_size for i in items if i.path in files) or 1
         done, sizes = 0, {}
         for item in items:
@@ -523,12 +584,7 @@ class VsphereDriver(Driver):
             du = next((u for u in lease.info.deviceUrl if u.importKey == item.deviceId), None)
             if du is None:
                 raise InfraFault(f"NFC lease has no device URL for {item.deviceId}")
-            parts = urlsplit(du.url)
-            # vCenter hands out "https://*/nfc/...": '*' means "the host you talk to" (vcsim always
-            # says https, even when it serves plain http).
-            if parts.hostname in ("*", None) or self._rewrite_lease_host:
-                parts = parts._replace(scheme=base.scheme, netloc=base.netloc)
-            url = parts.geturl()
+            url = self._lease_url(du.url)
 
             def progress(sent: int, _total: int, _done: int = done) -> None:
                 lease.HttpNfcLeaseProgress(percent=min(99, int(100 * (_done + sent) / total)))

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run predating it is retired (v1)
 TYPED_STAGES = "typed-stages"  # one activity per stage with typed context (histories before it: cell_v3)
 REMEDIATION_LADDER = "remediation-ladder"  # only cells with a ladder take that path
+SITE_TASK_QUEUES = "site-task-queues"  # stages of hosts at sites with workers of their own go to those sites' queues
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -90,6 +91,8 @@ class CellWorkflow:
         self._stage = ""
         self._remedy = ""
         self._tried: list[RemediationRecord] = []
+        # side -> the task queue of that host's site ("" = the campaign's own queue)
+        self._queues: dict[str, str] = {"source": "", "target": ""}
 
     async def _ladder(self, inp: CellInput, ctx: CellContext, unmodified: list):
         """The unmodified move failed: try each rung of the ladder (cumulatively), re-importing,
@@ -180,17 +183,58 @@ class CellWorkflow:
             return await run_v3(self, inp, base)
         return await self._pipeline(inp, base)
 
+    def _route(self, inp: CellInput) -> None:
+        """Where each host's stages run: the queue of its site's workers when the campaign's
+        inventory snapshot gave the host one (cells without routed hosts: the campaign's queue)."""
+        src, tgt = inp.source_host.task_queue, inp.target_host.task_queue
+        if (src or tgt) and workflow.patched(SITE_TASK_QUEUES):
+            self._queues = {"source": src, "target": tgt}
+
+    def _sides(self, stage: stages.StageDef) -> list[str]:
+        """The calls a stage takes: one, or for a stage that opens both hosts (reserve's health
+        check, cleanup) one per side when the two hosts' sites have different queues."""
+        if stage.name in ("reserve", "cleanup") and self._queues["source"] != self._queues["target"]:
+            return ["source", "target"]
+        return [""]
+
+    def _queue(self, stage: stages.StageDef, side: str) -> str:
+        if side:
+            return self._queues[side]
+        if stage.side == stages.SOURCE or stage.side == stages.BOTH:
+            return self._queues["source"]  # release (leases only) and unsplit both-host stages
+        # the target's stages, and those on no host: the conversion runs where its result is used
+        return self._queues["target"]
+
     async def _run_stage(
-        self, inp: CellInput, stage: stages.StageDef, ctx: CellContext, round_: int = 0, rung: str = ""
+        self, inp: CellInput, stage: stages.StageDef, ctx: CellContext, round_: int = 0, rung: str = "", side: str = ""
     ) -> StageResult:
         self._stage = stage.name if not round_ else f"{stage.name} (after {rung or 'remediation'})"
+        queue = self._queue(stage, side)
         return await workflow.execute_activity_method(
             STAGE_ACTIVITIES[stage.name].run,
-            StageCall(inp, ctx, round_, rung),
+            StageCall(inp, ctx, round_, rung, side),
             start_to_close_timeout=timedelta(seconds=stage.timeout_s),
             heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
             retry_policy=retry_policy(inp, stage),
+            **({"task_queue": queue} if queue else {}),
         )
+
+    async def _run_sides(self, inp: CellInput, stage: stages.StageDef, ctx: CellContext) -> StageResult:
+        """``_run_stage`` once per side (see ``_sides``): every side runs even when one fails; the
+        first failure is raised after all ran, else the last side's output is returned."""
+        first: BaseException | None = None
+        out: StageResult | None = None
+        for side in self._sides(stage):
+            try:
+                out = await self._run_stage(inp, stage, ctx, side=side)
+            except ActivityError as e:
+                first = first or e
+                if stage.always:
+                    continue  # the other host still needs cleaning
+                raise
+        if first is not None:
+            raise first
+        return out
 
     async def _pipeline(self, inp: CellInput, base: CellResult) -> CellResult:
         cell = inp.cell
@@ -199,12 +243,13 @@ class CellWorkflow:
         records: list[StageRecord] = []
         decided = []
         verdict = None  # grades fixed by an early stop
+        self._route(inp)
         for stage in stages.PIPELINE:
             if stage.always or stage.remedial:
                 continue
             t0 = workflow.now()
             try:
-                out = await self._run_stage(inp, stage, ctx)
+                out = await self._run_sides(inp, stage, ctx)
             except ActivityError as e:
                 if isinstance(e.cause, CancelledError):  # the campaign was cancelled mid-stage
                     records.append(
@@ -248,7 +293,7 @@ class CellWorkflow:
                 continue
             t0 = workflow.now()
             try:
-                out = await self._run_stage(inp, stage, ctx)
+                out = await self._run_sides(inp, stage, ctx)
                 records.append(
                     StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
                 )

@@ -19,6 +19,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -30,8 +31,8 @@ from temporalio.exceptions import ApplicationError
 from activities.artifacts import ArtifactCache
 from activities.execlog import ExecutionLog
 from crossvisor.core import metrics
-from crossvisor.core.config import Settings
-from crossvisor.core.errors import BadInput, InteropFailure
+from crossvisor.core.config import Settings, vm_name_prefix
+from crossvisor.core.errors import BadInput, InteropFailure, WrongSite
 from domain import stages
 from domain.messages import CellInput
 from domain.model import Host
@@ -50,7 +51,7 @@ MALFORMED = (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError
 
 def vm_prefix(campaign_id: str) -> str:
     """The prefix of every VM a campaign creates: the sweeper finds leaks by it."""
-    return f"cv-{hashlib.sha1(campaign_id.encode()).hexdigest()[:8]}-"
+    return f"{vm_name_prefix()}-{hashlib.sha1(campaign_id.encode()).hexdigest()[:8]}-"
 
 
 def vm_name(campaign_id: str, cell_id: str, role: str) -> str:
@@ -65,8 +66,21 @@ class StageEnv:
         self.settings = settings
         self.cache = ArtifactCache(settings.cache)
         self.execlog = ExecutionLog(settings.home / "executions.jsonl")
+        # every host this worker opened a driver for, and how often: a site worker must only ever
+        # see its own site's hosts (logged with each open too)
+        self.opened: Counter[str] = Counter()
 
     def driver(self, host: Host) -> Driver:
+        site = self.settings.site
+        if site and host.site and host.site != site:
+            # routing sends a site's stages to that site's workers only: reaching here is a bug
+            # or a misconfigured worker, and the host may not even be reachable from this site
+            raise WrongSite(
+                f"host {host.name} is at site {host.site!r}; this worker serves site {site!r} "
+                f"(task queue {self.settings.site_queue}): check CROSSVISOR_SITE_QUEUES on the workflow workers"
+            )
+        self.opened[host.name] += 1
+        structlog.get_logger("crossvisor").debug("driver.open", host=host.name, site=host.site, worker_site=site)
         return open_driver(host, self.settings.home / "drivers")
 
     def inventory(self, call: CellInput) -> InventorySource:

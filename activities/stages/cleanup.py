@@ -1,4 +1,7 @@
-"""cleanup: remove the cell's VMs on both hosts and its work directory, whatever happened before."""
+"""cleanup: remove the cell's VMs on both hosts and its work directory, whatever happened before.
+
+When the two hosts are at sites with workers of their own, each site's worker cleans its host
+(``StageCall.side``)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ class Cleanup(Stage):
 
     def _cleanup(self, call: StageCall) -> StageResult:
         c = call.cell
-        for host, role in ((c.source_host, "src"), (c.target_host, "tgt")):
+        for side, host, role in (("source", c.source_host, "src"), ("target", c.target_host, "tgt")):
+            if call.side and call.side != side:
+                continue  # the other host's site cleans it
             drv = self.env.driver(host)
             try:
                 # every VM of this cell with this role: the unmodified move and each remediation round

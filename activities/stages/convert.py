@@ -7,10 +7,10 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.artifacts import key
+from activities.artifacts import key, sha256_file
 from activities.stages.base import Stage
 from crossvisor.core import metrics
-from crossvisor.core.errors import BadInput
+from crossvisor.core.errors import BadInput, InfraFault
 from domain.stage_io import ConvertedDisk, ConvertOutput, StageCall
 from drivers import diskconv, ova
 
@@ -43,6 +43,7 @@ class Convert(Stage):
                     disks=[ConvertedDisk(**x) for x in entry["meta"]["disks"]],
                     descriptor=str(d / "descriptor.ovf"),
                 )
+            arrival = self._arrival(call, Path(exp.package), exp.package_sha256)
             extract = d / "extract"
             shutil.rmtree(extract, ignore_errors=True)
             extract.mkdir()
@@ -69,4 +70,24 @@ class Convert(Stage):
                 outs.append(dst)
             shutil.rmtree(extract, ignore_errors=True)
             self.env.cache.commit(k, outs + [d / "descriptor.ovf"], {"disks": [vars(x) for x in disks]})
-        return ConvertOutput(disks=disks, descriptor=str(d / "descriptor.ovf"))
+        return ConvertOutput(disks=disks, descriptor=str(d / "descriptor.ovf"), evidence=arrival)
+
+    def _arrival(self, call: StageCall, pkg: Path, recorded: str) -> dict[str, str]:
+        """A package exported at another site came through the artifact store: before anything
+        reads it, its bytes must be the ones the export recorded (a copy still arriving, or one the
+        store damaged, is an infrastructure fault: retried, never graded)."""
+        c = call.cell
+        src, dst = c.source_host.site, c.target_host.site
+        if not (src and dst and src != dst):
+            return {}
+        if not recorded:
+            raise BadInput(f"the export at site {src} recorded no sha256 for {pkg.name}: cannot verify it")
+        if not pkg.is_file():
+            raise InfraFault(f"package {pkg} from site {src} is not in the artifact store at site {dst} (yet)")
+        got = sha256_file(pkg)
+        if got != recorded:
+            raise InfraFault(
+                f"package {pkg.name} arrived at site {dst} with sha256 {got}; the export at site {src} "
+                f"recorded {recorded}: the artifact store's copy is incomplete or corrupt"
+            )
+        return {"package_arrival": f"sha256 {recorded} verified at site {dst} (exported at site {src})"}

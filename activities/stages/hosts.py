@@ -1,4 +1,7 @@
-"""reserve and release: the host leases a cell holds (and the health check that comes with them)."""
+"""reserve and release: the host leases a cell holds (and the health check that comes with them).
+
+Leases live in the inventory, so any site may take them; the health check opens the host, so a
+reserve split between two sites (``StageCall.side``) checks only the host of its own side."""
 
 from __future__ import annotations
 
@@ -22,6 +25,16 @@ def _hosts(call: StageCall):
     return list(seen.items())
 
 
+def _on_side(call: StageCall, host) -> bool:
+    """Whether this call serves ``host``: a reserve split between two sites' workers takes both
+    leases in each call (idempotent) and checks only its own side's host."""
+    if not call.side:
+        return True
+    c = call.cell
+    mine = c.source_host if call.side == "source" else c.target_host
+    return (host.inventory_id or host.name) == (mine.inventory_id or mine.name)
+
+
 class Reserve(Stage):
     name = "reserve"
 
@@ -41,6 +54,8 @@ class Reserve(Stage):
                 raise RuntimeError(f"host {host.name} is leased by another owner: {inv.leases().get(key, '?')}")
             held.append(key)
         for key, host in _hosts(call):
+            if not _on_side(call, host):
+                continue  # the other site's worker checks that host
             try:
                 self.env.driver(host).close()  # health: the endpoint answers
                 inv.report_health(key, True)
@@ -57,8 +72,9 @@ class Reserve(Stage):
                         f"host {host.name} marked unhealthy: {e}", host.name, type="HostUnhealthy", non_retryable=True
                     ) from None
                 raise
-        metrics.HOST_LEASES.labels(call.cell.source.kind).inc()
-        metrics.HOST_LEASES.labels(call.cell.target.kind).inc()
+        if call.side != "target":  # a split reserve counts its leases once
+            metrics.HOST_LEASES.labels(call.cell.source.kind).inc()
+            metrics.HOST_LEASES.labels(call.cell.target.kind).inc()
         return ReserveOutput(leases=held)
 
 

@@ -136,13 +136,15 @@ class Provision(Stage):
             for f in d.iterdir():
                 if f.name != ".lock":
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
-            diskconv.create_overlay(born, built.disk, "qcow2")
+            # the image as it goes onto the host; the host boots an overlay of its own on it
+            seed = d / "seed.qcow2"
+            diskconv.create_overlay(seed, built.disk, "qcow2")
             name = vm_name(c.campaign_id, c.cell.id, "src") + "-birth"
             spec = VmSpec(
                 name=name,
                 cpus=c.image.cpus,
                 memory_mib=c.image.memory_mib,
-                disks=[DiskSpec(str(born), "qcow2", prof.disk_controller, 0)],
+                disks=[DiskSpec(str(seed), "qcow2", prof.disk_controller, 0)],
                 nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
                 firmware=firmware,
                 machine=prof.machine,
@@ -153,9 +155,14 @@ class Provision(Stage):
                 drv.provision(spec)
                 drv.power_on(name)
                 watch = drv.watch_console(name, guest.stopped, BIRTH_TIMEOUT_S, heartbeat=self.heartbeat)
+                if guest_evidence.parse(watch.text).birth.get("ok") == "1":
+                    # what the guest made of itself, fetched from the host (one flattened image)
+                    drv.power_off(name, hard=True)
+                    drv.download_disk(name, 0, born)
                 drv.destroy(name)
             finally:
                 drv.close()
+            seed.unlink(missing_ok=True)
             born_as = guest_evidence.parse(watch.text).birth
             if born_as.get("ok") != "1":
                 cause = guest.observe(watch, self.env.artifact_path(c, "birth-console.log"), self.env).failure
@@ -228,6 +235,7 @@ class Export(Stage):
                 drv = self.env.driver(c.source_host)
                 try:
                     exported = drv.export(ctx.provision.source_vm, d, c.export_format)
+                    how = dict(drv.last_export_evidence)
                 finally:
                     drv.close()
                 files = [
@@ -238,9 +246,14 @@ class Export(Stage):
                 # the baseline rides along: a later cell of this source and image reuses it
                 baseline = dataclasses.asdict(dataclasses.replace(ctx.baseline, status="ok"))
                 entry = self.env.cache.commit(
-                    k, files, {"package": str(Path(exported.package).relative_to(d)), "baseline": baseline}
+                    k,
+                    files,
+                    {"package": str(Path(exported.package).relative_to(d)), "baseline": baseline, "exported": how},
                 )
         pkg = d / entry["meta"]["package"]
         return ExportOutput(
-            status=status, package=str(pkg), package_sha256=sha256_file(pkg), evidence={"package": pkg.name}
+            status=status,
+            package=str(pkg),
+            package_sha256=sha256_file(pkg),
+            evidence={"package": pkg.name, **entry["meta"].get("exported", {})},
         )

@@ -27,6 +27,7 @@ def register(sub) -> None:
     w.add_argument(
         "--sdk-metrics-port", type=int, help="Temporal SDK metrics port (default CROSSVISOR_SDK_METRICS_PORT, 9465)"
     )
+    w.add_argument("--site", help="the site this worker serves (default CROSSVISOR_SITE; none: every host)")
     w.add_argument(
         "--metrics-host",
         default=os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1"),
@@ -100,6 +101,8 @@ async def dispatch(a, settings: Settings) -> int:
         env["CROSSVISOR_METRICS_PORT"] = str(a.metrics_port)
     if a.sdk_metrics_port:
         env["CROSSVISOR_SDK_METRICS_PORT"] = str(a.sdk_metrics_port)
+    if a.site is not None:
+        env["CROSSVISOR_SITE"] = a.site
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "worker"], env)
     return EXIT_OK  # not reached

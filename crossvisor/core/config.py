@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TASK_QUEUE = "crossvisor"
+VM_PREFIX = "cv"  # every VM, volume and pool crossvisor makes starts with it (CROSSVISOR_VM_PREFIX)
 DEFAULT_ADDRESS = "127.0.0.1:17233"
 DEFAULT_HOME = ".state"
 # where `crossvisor up` / `demo` record the home they used, so the CLI finds the local stack from
@@ -50,6 +51,26 @@ class Settings:
     # stack serves the Web UI on this URL's port
     temporal_ui_url: str = field(default_factory=lambda: _env("TEMPORAL_UI_URL", "http://127.0.0.1:17280"))
     grafana_url: str = field(default_factory=lambda: _env("GRAFANA_URL", "http://127.0.0.1:3000"))
+    # Multi-site: the site this worker serves (NetBox site / `site` of the file inventory): it
+    # polls that site's task queue too, and refuses hosts of other sites. "" = no site.
+    site: str = field(default_factory=lambda: _env("SITE"))
+    # the sites that have workers of their own (comma separated, "*" = every site): stages that
+    # touch a host of one of them run on its site queue; hosts elsewhere stay on ``task_queue``.
+    # Every worker that runs workflows must agree on it (it decides routing when a cell starts).
+    site_queues: str = field(default_factory=lambda: _env("SITE_QUEUES"))
+    # where artifacts (packages, conversions) live and travel between sites: a directory on the
+    # embedded default, a shared volume mounted at the same path on every worker in production
+    artifact_store: str = field(default_factory=lambda: _env("ARTIFACT_STORE"))
+
+    @property
+    def site_queue(self) -> str:
+        """The task queue of this worker's site ("" when it serves none)."""
+        return site_task_queue(self.task_queue, self.site) if self.site else ""
+
+    def routes_site(self, site: str) -> bool:
+        """Whether stages touching hosts of ``site`` go to that site's own queue."""
+        wanted = {s.strip() for s in self.site_queues.split(",") if s.strip()}
+        return bool(site) and ("*" in wanted or site in wanted)
 
     @property
     def artifacts(self) -> Path:
@@ -57,7 +78,22 @@ class Settings:
 
     @property
     def cache(self) -> Path:
-        return self.home / "cache"
+        """The artifact store: content-addressed packages and conversions (``ArtifactCache``)."""
+        return Path(self.artifact_store).resolve() if self.artifact_store else self.home / "cache"
+
+
+def site_task_queue(task_queue: str, site: str) -> str:
+    """The task queue of ``site``'s workers, derived from the campaign's queue: a site's worker
+    polls it beside the campaign queue; the cell workflow sends the stages of that site's hosts
+    there."""
+    return f"{task_queue}@{site}"
+
+
+def vm_name_prefix() -> str:
+    """Start of every name crossvisor gives a VM, a volume or a pool (``cv`` unless
+    CROSSVISOR_VM_PREFIX says otherwise, e.g. for two deployments sharing hosts). Read when used,
+    in activities only: every worker of a deployment must agree on it."""
+    return _env("VM_PREFIX", VM_PREFIX)
 
 
 def state_dir() -> Path:

@@ -38,6 +38,11 @@ class BadInput(Exception):
     message names what is wrong."""
 
 
+class WrongSite(Exception):
+    """A stage reached a worker of another site than its host's: a routing or configuration error
+    (CROSSVISOR_SITE / CROSSVISOR_SITE_QUEUES), never retried on the same worker."""
+
+
 # Exception type names (Temporal matches on the class name) that end an activity's retries at once.
 NON_RETRYABLE = (
     "InventoryError",
@@ -52,4 +57,5 @@ NON_RETRYABLE = (
     "InputFileError",  # a BadInput: Temporal matches the class name, not the hierarchy
     "CorruptImage",
     "CorruptPackage",
+    "WrongSite",
 )

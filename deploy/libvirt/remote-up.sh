@@ -104,7 +104,7 @@ ip netns exec "$ns" unshare -m --propagation private bash -euo pipefail -c '
   mount --bind "$dir/etc-libvirt" /etc/libvirt
   mkdir -p /etc/sasl2
   mount --bind "$dir/sasl2" /etc/sasl2
-  mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu
+  mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu/nvram
   LIBVIRT_LOG_OUTPUTS="3:file:$dir/log/virtlogd.log" virtlogd -d -p "$dir/virtlogd.pid"
   libvirtd -d --listen -f "$dir/libvirtd.conf" -p "$dir/libvirtd.pid"
 ' remote-up "$dir"

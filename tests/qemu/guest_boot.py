@@ -59,7 +59,8 @@ def boot(
 ) -> BootObservation:
     """Define ``name`` on ``profile``'s hardware, power on, watch the console until the guest is
     ready (or, ``until_off``, until it powers itself off as a birth does), ask its service, press
-    the ACPI power button. The VM is gone on return (its disk stays)."""
+    the ACPI power button. The VM is gone on return; ``disk`` stays (after ``until_off``, replaced
+    by the disk as the guest left it, fetched back from the host)."""
     spec = VmSpec(
         name=name,
         cpus=1,
@@ -92,6 +93,8 @@ def boot(
         obs.host_port = addr[1] if addr else None
         if until_off and ended == "domain-off":
             obs.off_s = obs.seconds
+            # what the guest made of its disk: the host booted its own copy (a volume in its pool)
+            drv.download_disk(name, 0, disk)
         if ended == "ready" and addr is not None:
             try:
                 with urllib.request.urlopen(f"http://{addr[0]}:{addr[1]}/cv", timeout=10) as r:

@@ -44,10 +44,11 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def drv(libvirt_conn, work):
     """The product's driver on the local libvirtd (the same domain XML a campaign defines)."""
-    d = LibvirtDriver(URI, state_dir=work / "driver")
+    d = LibvirtDriver(URI, state_dir=work / "driver", pool=f"{PREFIX}pool", pool_path=str(work / "pool"))
     yield d
     for name in d.list_vms(PREFIX):
         d.destroy(name)
+    d.storage.remove_pool()  # the disks this module put on the host
     d.close()
 
 

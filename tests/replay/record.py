@@ -153,6 +153,19 @@ async def stall(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     return res
 
 
+async def sites(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v5 on) Hosts at two sites with workers of their own: each host's stages go to its site's
+    queue, reserve and cleanup split one call per site; both directions pass."""
+    from tests.remote.sites import site_workers
+    from tests.remote.test_sites import two_site_plan
+
+    with ThreadPoolExecutor(8) as ex:
+        async with site_workers(client, tmp / "state", tq, ["lab-a", "lab-b"], ex):
+            res = await (await start_campaign(client, two_site_plan(tmp), tq, cid)).result()
+    assert [c.grade for c in res.summary] == [Grade.PASS, Grade.PASS], res.summary
+    return res
+
+
 # scenario -> (run, how many of its cell histories to keep). Every campaign history is kept; cell
 # histories only where the cell's own path differs (pass, interop fail, retried stage, cancelled
 # mid-stage): the steer / continue-as-new cells repeat the normal cell and would triple the size.
@@ -164,7 +177,9 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "cancel": (cancel, 2),
     "continue-as-new": (continue_as_new, 0),
     "stall": (stall, 0),
+    "sites": (sites, 1),  # runs its own site workers (no worker of the campaign queue's own)
 }
+OWN_WORKERS = {"sites"}
 
 
 async def save_histories(client: Client, cid: str, max_children: int) -> list[Path]:
@@ -212,10 +227,13 @@ async def main(set_name: str) -> None:
                 settings.home = tmp / "state"
                 settings.home.mkdir()
                 tq = f"replay-{name}"
-                worker, sab = make_worker(env.client, settings, tq, ex, sabotage=True)
                 cid = f"replay-{name}"
-                async with worker:
-                    await scenario(env.client, sab, tmp, cid, tq)
+                if name in OWN_WORKERS:
+                    await scenario(env.client, None, tmp, cid, tq)
+                else:
+                    worker, sab = make_worker(env.client, settings, tq, ex, sabotage=True)
+                    async with worker:
+                        await scenario(env.client, sab, tmp, cid, tq)
                 files = await save_histories(env.client, cid, max_children)
                 size = sum(p.stat().st_size for p in files)
                 print(f"{name}: {len(files)} histories, {size / 1024:.0f} KiB")

@@ -1,0 +1,371 @@
+"""A libvirt host's storage as crossvisor uses it: one pool, content volumes, streams.
+
+Everything goes through libvirt's storage API, so it works the same for this machine's libvirtd
+and one across the network, whose files the worker never sees:
+
+* a disk given as a file on the worker reaches the host layer by layer: each layer of its qcow2
+  backing chain becomes a *content volume* named by its SHA-256 (and the volume below it; its
+  backing reference re-pointed at the host's copy of that volume), uploaded once per host and never
+  written again; a VM gets a fresh qcow2 overlay volume of its own on top;
+* an upload counts only once its ``<name>.ok`` volume holds its key: a worker killed mid-upload
+  leaves a volume that stops growing, which the next attempt removes; the bytes are hashed as they
+  stream and must match the file's recorded hash;
+* a VM's disk comes back flattened: ``virStorageVolCreateXMLFrom`` (qemu-img on the host, reading
+  through the backing chain) into a temporary volume, then a download stream.
+
+Pools must be file based (dir, fs, netfs, logical): backing references are host paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import libvirt
+import structlog
+
+from crossvisor.core.config import vm_name_prefix
+from domain.vm import DiskSpec
+from drivers import diskconv
+from drivers.base import InfraFault
+
+DEFAULT_POOL = "crossvisor"
+DEFAULT_POOL_PATH = "/var/lib/libvirt/crossvisor"
+CHUNK = 4 << 20  # stream chunk: libvirt's RPC messages are bounded, uploads go in pieces
+STALE_UPLOAD_S = 60.0  # a half-uploaded volume that stopped growing this long was left by a dead worker
+EXT = {"vpc": "vhd"}
+
+
+def _err(op: str, e: libvirt.libvirtError) -> InfraFault:
+    return InfraFault(f"libvirt {op}: {e.get_error_message()}")
+
+
+def _log():
+    return structlog.get_logger("crossvisor")
+
+
+def _qemu_img(*args: str) -> str:
+    cmd = [diskconv.QEMU_IMG, *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    except FileNotFoundError:
+        raise diskconv.ConversionError(f"{cmd[0]} not installed (apt-get install qemu-utils)") from None
+    if p.returncode != 0:
+        raise diskconv.ConversionError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.strip()[-1500:]}")
+    return p.stdout
+
+
+def backing_chain(path: Path, fmt: str) -> list[tuple[Path, str, int]]:
+    """The image and the files it is layered on, top first: (path, format, virtual size). Every
+    backing format must be recorded in its overlay (diskconv always writes it): no probing."""
+    out = json.loads(_qemu_img("info", "-f", fmt, "--backing-chain", "--output=json", str(path)))
+    chain = []
+    for i, layer in enumerate(out):
+        if i and not layer.get("format"):
+            raise InfraFault(f"{path}: backing file {layer.get('filename')} has no recorded format")
+        chain.append((Path(layer["filename"]), layer["format"], int(layer["virtual-size"])))
+    return chain
+
+
+class HostStorage:
+    """The pool ``pool_name`` on the host behind ``conn`` (a dir pool at ``pool_path`` is defined
+    there when the host has no such pool)."""
+
+    def __init__(self, conn: libvirt.virConnect, host: str, pool_name: str, pool_path: str, state_dir: Path):
+        self.conn = conn
+        self.host = host
+        self.pool_name = pool_name or DEFAULT_POOL
+        self.pool_path = pool_path or DEFAULT_POOL_PATH
+        self.state_dir = Path(state_dir)
+        self._pool_obj: libvirt.virStoragePool | None = None
+        for d in (self.state_dir / "staging", self.state_dir / "hashes"):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def pool(self) -> libvirt.virStoragePool:
+        if self._pool_obj is not None:
+            return self._pool_obj
+        try:
+            pool = self.conn.storagePoolLookupByName(self.pool_name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise _err("pool lookup", e) from None
+            pool = self._define_pool()
+        if not pool.isActive():
+            try:
+                pool.create(0)
+            except libvirt.libvirtError as e:
+                if not pool.isActive():
+                    raise _err(f"start pool {self.pool_name}", e) from None
+        self._pool_obj = pool
+        return pool
+
+    def _define_pool(self) -> libvirt.virStoragePool:
+        """A dir pool at ``pool_path`` on the host (made by the host's libvirtd, not by us)."""
+        xml = (
+            f"<pool type='dir'><name>{escape(self.pool_name)}</name>"
+            f"<target><path>{escape(self.pool_path)}</path></target></pool>"
+        )
+        try:
+            pool = self.conn.storagePoolDefineXML(xml, 0)
+        except libvirt.libvirtError:
+            try:  # defined meanwhile by a concurrent activity
+                return self.conn.storagePoolLookupByName(self.pool_name)
+            except libvirt.libvirtError as e:
+                raise _err(f"define pool {self.pool_name} at {self.pool_path}", e) from None
+        try:
+            pool.build(libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+        except libvirt.libvirtError:
+            pass  # the directory exists already
+        try:
+            pool.setAutostart(1)
+        except libvirt.libvirtError:
+            pass
+        _log().info("libvirt.pool_defined", host=self.host, pool=self.pool_name, path=self.pool_path)
+        return pool
+
+    def vol(self, name: str) -> libvirt.virStorageVol | None:
+        try:
+            return self.pool().storageVolLookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise _err(f"volume lookup {name}", e) from None
+
+    def delete(self, name: str) -> None:
+        vol = self.vol(name)
+        if vol is not None:
+            try:
+                vol.delete(0)
+            except libvirt.libvirtError as e:
+                if self.vol(name) is not None:
+                    raise _err(f"delete volume {name}", e) from None
+
+    def sha256(self, path: Path) -> str:
+        """SHA-256 of a local file, remembered per (path, size, mtime): images and conversions are
+        immutable, and hashing a large one twice would cost seconds per stage."""
+        st = path.stat()
+        memo = self.state_dir / "hashes" / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
+        try:
+            m = json.loads(memo.read_text())
+            if m["size"] == st.st_size and m["mtime_ns"] == st.st_mtime_ns:
+                return m["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while b := f.read(CHUNK):
+                h.update(b)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}))
+        tmp.replace(memo)
+        return h.hexdigest()
+
+    def upload(self, name: str, src: Path, expect_sha: str = "") -> str:
+        """Create volume ``name`` holding exactly the bytes of ``src`` (streamed in chunks) and
+        return their SHA-256; with ``expect_sha`` a different hash deletes the volume and fails."""
+        size = src.stat().st_size
+        # declared raw with the file's length: libvirt makes an empty file of that size and the
+        # upload overwrites all of it; the pool then reports the real format (qcow2, vmdk...)
+        xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{size}</capacity>"
+            "<allocation unit='bytes'>0</allocation><target><format type='raw'/></target></volume>"
+        )
+        vol = self.pool().createXML(xml, 0)
+        stream = self.conn.newStream(0)
+        h = hashlib.sha256()
+        try:
+            vol.upload(stream, 0, size, 0)
+            with open(src, "rb") as f:
+                while b := f.read(CHUNK):
+                    h.update(b)
+                    view = memoryview(b)
+                    while view:
+                        n = stream.send(view.tobytes())
+                        if n == -2:
+                            time.sleep(0.01)
+                            continue
+                        view = view[n:]
+            stream.finish()
+        except BaseException:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            self.delete(name)
+            raise
+        if expect_sha and h.hexdigest() != expect_sha:
+            self.delete(name)
+            raise InfraFault(f"{src} changed while it was uploaded to {self.host} ({h.hexdigest()} != {expect_sha})")
+        return h.hexdigest()
+
+    def download(self, vol: libvirt.virStorageVol, dest: Path, offset: int = 0, length: int = 0) -> int:
+        """Stream a volume's bytes (or ``length`` bytes at ``offset``) into ``dest`` (atomically)."""
+        tmp = dest.with_name(f".{dest.name}.part")
+        stream = self.conn.newStream(0)
+        n = 0
+        try:
+            vol.download(stream, offset, length, 0)
+            with open(tmp, "wb") as f:
+                while True:
+                    data = stream.recv(CHUNK)
+                    if data == -2:
+                        time.sleep(0.01)
+                        continue
+                    if not data:
+                        break
+                    f.write(data)
+                    n += len(data)
+                f.flush()
+                os.fsync(f.fileno())
+            stream.finish()
+        except BaseException:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(dest)
+        return n
+
+    def read_small(self, vol: libvirt.virStorageVol) -> str:
+        tmp = self.state_dir / "staging" / f"{vol.name()}.{threading.get_ident()}"
+        try:
+            self.download(vol, tmp)
+            return tmp.read_text(errors="replace").strip()
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def complete(self, name: str, key: str) -> libvirt.virStorageVol | None:
+        """Content volume ``name`` if its upload finished (its ``.ok`` volume says ``key``), after
+        waiting out a concurrent upload; a dead upload's leftovers are removed (None then)."""
+        grew_at, last = time.monotonic(), -1
+        while True:
+            vol = self.vol(name)
+            if vol is None:
+                return None
+            ok = self.vol(f"{name}.ok")
+            if ok is not None and self.read_small(ok) == key:
+                return vol
+            try:
+                alloc = vol.info()[2]
+            except libvirt.libvirtError:
+                alloc = last
+            now = time.monotonic()
+            if alloc != last:
+                grew_at, last = now, alloc
+            elif now - grew_at > STALE_UPLOAD_S:
+                _log().warning("libvirt.stale_upload_removed", host=self.host, volume=name)
+                self.delete(f"{name}.ok")
+                self.delete(name)
+                return None
+            time.sleep(1.0)
+
+    def content_volume(
+        self, path: Path, fmt: str, below: libvirt.virStorageVol | None, below_fmt: str
+    ) -> libvirt.virStorageVol:
+        """The host's copy of one image layer, uploaded once per host: named by the layer's hash
+        (and the volume it is layered on), never written after its upload."""
+        sha = self.sha256(path)
+        key = sha if below is None else hashlib.sha256(f"{sha}:{below.name()}".encode()).hexdigest()
+        name = f"{vm_name_prefix()}-base-{key[:32]}.{EXT.get(fmt, fmt)}"
+        for _ in range(3):
+            vol = self.complete(name, key)
+            if vol is not None:
+                return vol
+            src, staged = path, None
+            if below is not None:
+                # the layer's header names a worker path: point a copy at the host's volume
+                staged = self.state_dir / "staging" / f"{name}.{os.getpid()}.{threading.get_ident()}"
+                shutil.copyfile(path, staged)
+                _qemu_img("rebase", "-u", "-f", fmt, "-b", below.path(), "-F", below_fmt, str(staged))
+                src = staged
+            try:
+                self.upload(name, src, "" if staged else sha)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                    continue  # another activity is uploading it: wait for that one
+                raise _err(f"upload {name} to {self.host}", e) from None
+            finally:
+                if staged is not None:
+                    staged.unlink(missing_ok=True)
+            marker = self.state_dir / "staging" / f"{name}.ok.{os.getpid()}.{threading.get_ident()}"
+            marker.write_text(key + "\n")
+            try:
+                self.delete(f"{name}.ok")
+                self.upload(f"{name}.ok", marker)
+            finally:
+                marker.unlink(missing_ok=True)
+            _log().info("libvirt.volume_uploaded", host=self.host, volume=name, bytes=path.stat().st_size)
+        vol = self.vol(name)
+        if vol is None:
+            raise InfraFault(f"content volume {name} could not be placed on {self.host}")
+        return vol
+
+    def place(self, vm: str, index: int, d: DiskSpec) -> str:
+        """Put a local disk on the host: its layers as content volumes, a fresh overlay volume for
+        the VM on top. Returns the overlay volume's name."""
+        src = Path(d.path)
+        if not src.is_file():
+            raise InfraFault(f"disk {d.path} of {vm} is not a file on this worker")
+        chain = backing_chain(src, d.format)
+        below, below_fmt = None, ""
+        for path, fmt, _size in reversed(chain):
+            below, below_fmt = self.content_volume(path, fmt, below, below_fmt), fmt
+        name = f"{vm}-disk{index}.qcow2"
+        self.delete(name)  # a killed attempt's overlay: the VM is not defined yet, nothing uses it
+        overlay = self.state_dir / "staging" / f"{name}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            # -u: the backing file is the host's, unreadable here; the size comes from the local copy
+            _qemu_img(
+                "create", "-q", "-f", "qcow2", "-u", "-b", below.path(), "-F", below_fmt, str(overlay), str(chain[0][2])
+            )
+            self.upload(name, overlay)
+        except libvirt.libvirtError as e:
+            raise _err(f"upload {name} to {self.host}", e) from None
+        finally:
+            overlay.unlink(missing_ok=True)
+        return name
+
+    def flatten(self, vol: libvirt.virStorageVol, name: str, fmt: str) -> libvirt.virStorageVol:
+        """A new volume ``name`` holding ``vol``'s disk as one image in ``fmt`` (qemu-img on the
+        host reads through its backing chain). The caller deletes it."""
+        self.delete(name)
+        xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{vol.info()[1]}</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>"
+        )
+        try:
+            return self.pool().createXMLFrom(xml, vol, 0)
+        except libvirt.libvirtError as e:
+            raise _err(f"flatten {vol.name()} on {self.host}", e) from None
+
+    def remove_prefixed(self, prefixes: tuple[str, ...]) -> None:
+        """Delete every volume of the pool whose name starts with one of ``prefixes``."""
+        try:
+            names = [v.name() for v in self.pool().listAllVolumes(0)]
+        except libvirt.libvirtError as e:
+            raise _err(f"list volumes of {self.pool_name}", e) from None
+        for vol in names:
+            if vol.startswith(prefixes):
+                self.delete(vol)
+
+    def remove_pool(self) -> None:
+        """Delete every volume of the pool, then the pool itself (decommissioning, test hosts)."""
+        try:
+            pool = self.conn.storagePoolLookupByName(self.pool_name)
+        except libvirt.libvirtError:
+            return
+        for vol in pool.listAllVolumes(0) if pool.isActive() else []:
+            vol.delete(0)
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        self._pool_obj = None
