@@ -206,19 +206,21 @@ def _nics(o: Observed) -> CheckResult:
     for n in g.nics:
         if n.driver in ("", "none"):
             return CheckResult("nics", Grade.FAIL, f"interface {n.name} has no driver bound", ev)
+        if n.ipv4:
+            continue
+        cfg = g.netcfg_names
+        if cfg and "*" not in cfg and n.name not in cfg:
+            # the NIC is there and driven, but the guest's own configuration names another one
+            return CheckResult(
+                "nics",
+                Grade.FAIL,
+                f"interface {n.name} ({n.driver}) is not configured: the guest's network config names "
+                f"{', '.join(cfg)}, not {n.name}",
+                ev,
+            )
         if n.link == "down":
             return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) has no link", ev)
-        if not n.ipv4:
-            cfg = g.netcfg_names
-            if cfg and "*" not in cfg and n.name not in cfg:
-                return CheckResult(
-                    "nics",
-                    Grade.FAIL,
-                    f"interface {n.name} ({n.driver}) got no address: the guest's network config names "
-                    f"{', '.join(cfg)}, not {n.name}",
-                    ev,
-                )
-            return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
+        return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
     changes = []
     for a, b in zip(s.nics, g.nics):
         if a.mac and b.mac and a.mac.lower() != b.mac.lower():
@@ -232,13 +234,23 @@ def _nics(o: Observed) -> CheckResult:
 
 
 def _app(o: Observed) -> CheckResult:
-    a = o.target_app
-    ev = {"detail": a.detail, "body": a.body, "listening_in_guest": "yes" if o.target_guest.app_listening else "no"}
+    a, g = o.target_app, o.target_guest
+    ev = {"detail": a.detail, "body": a.body, "listening_in_guest": "yes" if g.app_listening else "no"}
     if a.ok:
         return CheckResult("app", Grade.PASS, "", ev)
-    if not o.target_guest.app_listening:
+    if not g.app_listening:
         return CheckResult("app", Grade.FAIL, "the guest's service did not start", ev)
-    return CheckResult("app", Grade.FAIL, f"the guest's service is unreachable through its network: {a.detail}", ev)
+    if not any(n.ipv4 for n in g.nics):
+        # the service runs, but nothing can reach it: the network is the cause (the nics check says why)
+        return CheckResult(
+            "app",
+            Grade.FAIL,
+            "the guest's service runs but is unreachable: the guest has no network address (see nics)",
+            ev,
+        )
+    return CheckResult(
+        "app", Grade.FAIL, "the guest's service runs but does not answer through the guest's network", ev
+    )
 
 
 def _metadata(o: Observed) -> CheckResult:
