@@ -70,7 +70,7 @@ def test_cli_and_worker_run_from_the_wheel(clean_venv: Path, tmp_path: Path) -> 
         [
             py,
             "-c",
-            "from crossvisor.core.resources import deploy_file; print(deploy_file('guests', 'build-tiny-guest.sh'))",
+            "from crossvisor.core.resources import deploy_file; print(deploy_file('guests', 'build-guest-image.sh'))",
         ],
         cwd=work,
         env=env,
