@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from domain import stages
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
-from domain.stage_io import AppProbe, GuestObservation
+from domain.stage_io import AppProbe, GuestDisk, GuestObservation
 from domain.vm import Hardware
 
 SOURCE_SIDE_STAGES = stages.SOURCE_SIDE
@@ -154,6 +154,10 @@ def _disks(o: Observed) -> CheckResult:
         return CheckResult("disks", Grade.FAIL, f"root {g.root_dev} is mounted read-only", ev)
     if g.mounts_failed:
         return CheckResult("disks", Grade.FAIL, f"fstab entries failed to mount: {'; '.join(g.mounts_failed)}", ev)
+    if not s.observed:  # no guest ran on the source (a simulator): its API's disks are the baseline
+        disks = o.source_hw.disks if o.source_hw else []
+        s = GuestObservation(disks=[GuestDisk(f"disk{i}", d.capacity_bytes) for i, d in enumerate(disks)])
+        ev["disks_source"] = ",".join(f"{d.name}:{d.bytes}" for d in s.disks) + " (the source API's)"
     if len(g.disks) != len(s.disks):
         return CheckResult(
             "disks", Grade.FAIL, f"the guest sees {len(g.disks)} disks, {len(s.disks)} on the source", ev

@@ -75,27 +75,25 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
     cell = res.cells[0]
     print("\n" + " ".join(f"{s.stage}={s.duration_s:.1f}s" for s in cell.stages))
     stages = {s.stage: s for s in cell.stages}
-    unmodified = tuple(s.name for s in PIPELINE if not s.remedial)
-    assert tuple(s.stage for s in cell.stages) == unmodified, cell.stages  # every stage ran
     checks = {c.check: c for c in cell.checks}
-    assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks] + [
-        (s.stage, s.status, s.reason) for s in cell.stages
-    ]
-    assert all(s.status in ("ok", "reused") for s in stages.values())
     if pair[1] == "kvm":  # a real guest booted on QEMU from its own disk and said what it saw
-        assert {c: checks[c].grade for c in ("boots", "disks", "cpu_memory", "nics", "app")} == dict.fromkeys(
-            ("boots", "disks", "cpu_memory", "nics", "app"), Grade.PASS
-        )
+        unmodified = tuple(s.name for s in PIPELINE if not s.remedial)
+        assert tuple(s.stage for s in cell.stages) == unmodified, cell.stages  # every stage ran
+        assert all(s.status in ("ok", "reused") for s in stages.values())
+        assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks]
         assert "CROSSVISOR-BOOT-END" in checks["boots"].evidence["console"]
         # the marker written on the simulator's source disk, read back by the guest on KVM
         assert checks["disks"].evidence["marker_in_guest"].startswith(checks["disks"].evidence["marker_written"])
         # the source was the simulator: its API is the baseline (no guest ran there)
         assert checks["cpu_memory"].evidence["api_source"] == "1 vCPU/512 MiB"
-    else:  # the simulator runs no guest: nothing guest-side is claimed, its datastore is checked
-        for c in ("boots", "nics", "app", "cpu_memory"):
-            assert checks[c].grade == Grade.SKIPPED and "simulator" in checks[c].reason, checks[c]
-        assert checks["disks"].evidence["marker_on_target"].startswith(checks["disks"].evidence["marker_written"])
-        assert checks["metadata"].grade == Grade.PASS and checks["lifecycle"].grade == Grade.PASS
+    else:
+        # The KVM guest has a virtio NIC; the package says so, and vCenter refuses it: the import
+        # is always attempted, and the target API's own words are the result (ODCA's "needs manual
+        # intervention": someone edits the OVF). Cleanup and release still ran.
+        assert cell.grade == Grade.FAIL
+        assert stages["import"].status == "fail" and "vCenter rejected the OVF" in stages["import"].reason
+        assert "unknown ethernet card type 'virtio'" in checks["boots"].reason
+        assert [s.stage for s in cell.stages][-2:] == ["cleanup", "release"]
     # nothing left on either side
     assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith("cv-")]
     from drivers.vsphere_driver import open_vsphere
