@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.scheduler import run_real
 from domain import simulation
-from domain.scheduling import lower_bound_s, schedule
+from domain.scheduling import lower_bound_s
 from tests.harness import tool
 
 
@@ -26,7 +26,7 @@ def bound_and_sim(lab: simulation.Lab) -> tuple[float, float]:
     bound = lower_bound_s(lab.cells, lab.duration_s, H, PH, PK, L).seconds
     # the campaign passes the static-model estimates: simulate exactly that
     sim = simulation.simulate(
-        lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L, lab.estimate_s)
+        lab.cells, lab.duration_s, H, PK, L, simulation.policy_ours(lab), estimate_s=lab.estimate_s
     )
     return bound, sim.makespan_s
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.model import CellResult, StageRecord
     from domain.stage_io import CellContext, StageCall, StageResult, context_field
     from workflows.cell_v3 import cause_of, run_v3
+    from workflows.reporting import ReportsToCampaign
 
 # workflow.patched ids
 CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run predating it is retired (v1)
@@ -83,7 +84,7 @@ def retry_policy(inp: CellInput, stage: stages.StageDef) -> RetryPolicy:
 
 
 @workflow.defn
-class CellWorkflow:
+class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears of the result by signal
     @workflow.init
     def __init__(self, inp: CellInput) -> None:
         self._stage = ""
@@ -94,6 +95,9 @@ class CellWorkflow:
 
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
+        return await self.reported(inp, await self._run(inp))
+
+    async def _run(self, inp: CellInput) -> CellResult:
         base = base_result(inp)
         cached = await cached_result(inp, base)
         if cached is not None:

@@ -13,10 +13,11 @@ with workflow.unsafe.imports_passed_through():
     from domain.messages import CellInput
     from domain.model import STAGES, CellResult, CheckResult, Grade, StageRecord
     from workflows.cell import base_result, cached_result
+    from workflows.reporting import ReportsToCampaign
 
 
 @workflow.defn(name="SimulatedCellWorkflow")
-class SimulatedCellWorkflow:
+class SimulatedCellWorkflow(ReportsToCampaign):
     def __init__(self) -> None:
         self._stage = ""
 
@@ -26,6 +27,9 @@ class SimulatedCellWorkflow:
 
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
+        return await self.reported(inp, await self._simulate(inp))
+
+    async def _simulate(self, inp: CellInput) -> CellResult:
         cell = inp.cell
         # same reuse rule as the real cell: an identical passed cell is not redone
         base = base_result(inp)
@@ -47,9 +51,9 @@ class SimulatedCellWorkflow:
 class SimulatedAsCellWorkflow(SimulatedCellWorkflow):
     """The simulated cell under the real cell's type name, for a worker that simulates the whole lab.
 
-    Why: ``CampaignWorkflow`` currently drops ``cell_workflow`` when it continues as new, so later
-    generations start "CellWorkflow" children; a simulation worker registers this instead of the
-    real ``CellWorkflow`` so that those run simulated too (and never call ``run_stage``).
+    Why: a simulation worker registers this instead of the real ``CellWorkflow`` so that a
+    campaign started without ``cell_workflow`` (or a run of replay sets v2-v4, which dropped
+    ``cell_workflow`` at continue-as-new) runs simulated cells too and never calls a stage.
     """
 
     @workflow.run
