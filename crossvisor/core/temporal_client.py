@@ -25,9 +25,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
             client_private_key=_read(settings.temporal_tls_key),
         )
     # resolved like every credential: bounded read, and registered so no log line can show it
-    api_key = (
-        resolve_secret(f"file:{settings.temporal_api_key_file}").reveal() if settings.temporal_api_key_file else None
-    )
+    api_key = resolve_secret(f"file:{settings.temporal_api_key_file}").reveal() if settings.temporal_api_key_file else None
     if api_key and tls is False:
         tls = True  # Temporal Cloud API keys require TLS
     return await Client.connect(
