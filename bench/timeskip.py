@@ -11,10 +11,11 @@ server's clock only moves with the wall clock: a simulated month never ends. A c
 continues as new leaves its running cells (ParentClosePolicy.ABANDON) to the next run, so each of
 them completes after its parent run closed: one leaked lock per handed-over cell.
 
-``HandOverWatcher`` releases exactly those locks: it follows the campaign's runs, reads the cells
-each run inherited (``CampaignState.running`` in the run's start event), waits for each of those
-child workflows to close (through a client without the time-skipping interceptor, whose
-``result()`` would itself unlock and re-lock) and then calls ``UnlockTimeSkipping`` once for it.
+``HandOverWatcher`` releases exactly those locks: it follows the campaign's runs (one long poll
+per run for its close event), reads the cells each run inherited (``CampaignState.running`` in the
+run's start event), waits for each of those child workflows to close and then calls
+``UnlockTimeSkipping`` once for it. It polls through a client without the time-skipping
+interceptor (whose ``result()`` would itself unlock and re-lock).
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ import contextlib
 import json
 
 from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowContinuedAsNewError
 
 
 class HandOverWatcher:
-    def __init__(self, env, campaign_id: str, poll_s: float = 0.05) -> None:
+    def __init__(self, env, campaign_id: str, first_run_id: str | None = None) -> None:
         self.env = env
         self.campaign_id = campaign_id
-        self.poll_s = poll_s
+        self.first_run_id = first_run_id  # None: the run current when the watcher starts
         # the same connection, without the time-skipping client interceptor
         self.plain = Client(env.client.service_client, namespace=env.client.namespace)
-        self.seen_runs: set[str] = set()
         self.watched: set[str] = set()
         self.released = 0
         self._tasks: list[asyncio.Task] = []
@@ -45,7 +44,6 @@ class HandOverWatcher:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._sweep()  # the last run's inherited cells may have closed since the last poll
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -53,17 +51,19 @@ class HandOverWatcher:
                 await t
 
     async def _follow_runs(self) -> None:
+        run_id = self.first_run_id
         while True:
-            with contextlib.suppress(RPCError):
-                await self._sweep()
-            await asyncio.sleep(self.poll_s)
+            try:
+                await self.plain.get_workflow_handle(self.campaign_id, run_id=run_id).result(follow_runs=False)
+                return  # the campaign closed
+            except WorkflowContinuedAsNewError as e:
+                run_id = e.new_execution_run_id
+                await self._watch_inherited(run_id)
+            except Exception:  # noqa: BLE001 - failed, cancelled, terminated: nothing more to follow
+                return
 
-    async def _sweep(self) -> None:
-        desc = await self.plain.get_workflow_handle(self.campaign_id).describe()
-        if desc.run_id in self.seen_runs:
-            return
-        self.seen_runs.add(desc.run_id)
-        handle = self.plain.get_workflow_handle(self.campaign_id, run_id=desc.run_id)
+    async def _watch_inherited(self, run_id: str) -> None:
+        handle = self.plain.get_workflow_handle(self.campaign_id, run_id=run_id)
         async for event in handle.fetch_history_events(page_size=1):
             payloads = event.workflow_execution_started_event_attributes.input.payloads
             state = (json.loads(payloads[0].data) if payloads else {}).get("state") or {}

@@ -175,3 +175,6 @@ class CampaignInput:
     # the child workflow type run per cell: "CellWorkflow" for real work; a simulated lab
     # (bench/, capacity planning) plugs in a workflow that only sleeps each stage's duration
     cell_workflow: str = "CellWorkflow"
+    # the task queue of the cell workflows ("" = the campaign's own): cells of one site on that
+    # site's workers, or a simulated lab's cells on a worker of their own (bench/scheduler.py)
+    cell_task_queue: str = ""

@@ -160,7 +160,7 @@ class PendingPool:
     def __init__(self, platform_kind: dict[str, str]) -> None:
         self.kind = platform_kind
         self._cells: dict[str, tuple[Cell, int]] = {}  # id -> (cell, estimate ms), arrival order
-        # class -> [(estimate ms, id)] ascending; the longest (then largest id) is last
+        # class -> [(-estimate ms, id)] ascending: longest first, ties by id (the ranking order)
         self._classes: dict[tuple[str, str], list[tuple[int, str]]] = {}
         self.plat_work_ms: Counter[str] = Counter()
         self.kind_work_ms: Counter[str] = Counter()
@@ -193,14 +193,14 @@ class PendingPool:
             return
         ms = max(1, round(estimate_s * 1000))
         self._cells[cell.id] = (cell, ms)
-        bisect.insort(self._classes.setdefault((cell.source, cell.target), []), (ms, cell.id))
+        bisect.insort(self._classes.setdefault((cell.source, cell.target), []), (-ms, cell.id))
         self._account(cell, ms)
 
     def remove(self, cell_id: str) -> Cell:
         cell, ms = self._cells.pop(cell_id)
         key = (cell.source, cell.target)
         cs = self._classes[key]
-        i = bisect.bisect_left(cs, (ms, cell_id))
+        i = bisect.bisect_left(cs, (-ms, cell_id))
         del cs[i]
         if not cs:
             del self._classes[key]
@@ -215,6 +215,25 @@ class PendingPool:
 
     def classes(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
         return self._classes
+
+    @staticmethod
+    def candidates(cs: list[tuple[int, str]], room: int, need: int) -> list[tuple[int, str]]:
+        """The first ``need`` of a class's ``room`` candidates, in ranking order.
+
+        ``schedule_v4`` took the ``room`` longest cells of a class (ties: the largest ids) and
+        ranked them longest first (ties: the smallest ids). ``cs`` is in ranking order, so that
+        is every cell before the group of equal estimates the window ends in, then the last
+        (largest-id) cells of that group: found by bisection, without sorting anything."""
+        w = min(room, len(cs))
+        if w <= 0 or need <= 0:
+            return []
+        m = cs[w - 1][0]
+        start = bisect.bisect_left(cs, (m,))  # first cell of the boundary group
+        if need <= start:
+            return cs[:need]
+        end = bisect.bisect_left(cs, (m + 1,))
+        tail = cs[end - (w - start) : end]
+        return cs[:start] + tail[: need - start]
 
 
 def schedule_pool(
@@ -247,17 +266,23 @@ def schedule_pool(
     kind_room = {k: cap - state.running_by_kind.get(k, 0) for k, cap in limits.per_kind.items()}
     ranked: list[tuple[tuple, Cell]] = []
     for (s, t), cs in pool.classes().items():
-        ks = {platform_kind[s], platform_kind[t]}
         # at most as many of a class as could start at once, plus two: the repair step looks at
         # the first two a pass did not start (all ``schedule_v4`` looked at beyond the placeable)
         fit = pool_free.get(s, 0) // 2 if s == t else min(pool_free.get(s, 0), pool_free.get(t, 0))
+        if fit <= 0:
+            # No free slot on one side now. Nothing in this pass frees a slot that was not free
+            # when it began (the repair step only gives back what a pick took), so no cell of
+            # the class can start: leaving it out changes no decision, and saves most of a pass.
+            continue
+        ks = {platform_kind[s], platform_kind[t]}
         fit = min([fit, *(kind_room[k] for k in ks if k in kind_room)])
+        if fit <= 0:  # a kind cap already reached: the same argument
+            continue
         # The candidates are the ``room`` longest (ties: largest id), ranked longest first (ties:
         # smallest id), as ``schedule_v4`` did; the pass keeps the first ``fit + 2`` of them.
         press = sorted([plat_p.get(s, 0.0), plat_p.get(t, 0.0), *(kind_p.get(k, 0.0) for k in ks)], reverse=True)
-        cands = sorted(cs[max(0, len(cs) - room) :], key=lambda x: (-x[0], x[1]))[: max(fit, 0) + 2]
-        for ms, cid in cands:
-            ranked.append(((-press[0], -press[1], -ms, cid), pool.cell(cid)))
+        for neg_ms, cid in PendingPool.candidates(cs, room, max(fit, 0) + 2):
+            ranked.append(((-press[0], -press[1], neg_ms, cid), pool.cell(cid)))
     ranked.sort(key=lambda x: x[0])
     order = [c for _, c in ranked]
 
@@ -357,7 +382,7 @@ class _Ctx:
 
 def _repair(ctx: _Ctx, picks: list[tuple[Cell, str, str]], order: list[Cell], weight: dict[str, float]) -> None:
     """1-for-2 swaps while they occupy more pressure-weighted slots (a bounded local search)."""
-    if sum(v for v in ctx.free.values() if v > 0) < 2:
+    if not picks or sum(v for v in ctx.free.values() if v > 0) < 2:
         return  # dropping one cell frees 2 slots; placing two needs 4
 
     def value(ps: list[tuple[Cell, str, str]]) -> float:

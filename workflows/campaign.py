@@ -171,6 +171,7 @@ class CampaignWorkflow:
     def __init__(self, inp: CampaignInput) -> None:
         self.plan = inp.plan
         self.cell_workflow = inp.cell_workflow
+        self.cell_task_queue = inp.cell_task_queue
         self.campaign_id = inp.campaign_id or workflow.info().workflow_id
         self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
         for cid, r in self.st.results.items():  # legacy state: fold full results into outcomes
@@ -680,6 +681,7 @@ class CampaignWorkflow:
                 state=st,
                 history_limit=inp.history_limit,
                 cell_workflow=inp.cell_workflow,
+                cell_task_queue=inp.cell_task_queue,
             )
         )
 
@@ -1035,6 +1037,7 @@ class CampaignWorkflow:
                 inp,
                 result_type=RawValue,
                 id=self._child_id(cid, attempt),
+                task_queue=self.cell_task_queue or None,
                 # it may outlive this run: a continue-as-new hands it over instead of waiting
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 # on cancel, wait for the child's cleanup/release instead of abandoning it
@@ -1074,9 +1077,19 @@ class CampaignWorkflow:
                 if raw is not None
                 else [StoreResultRequest(self.campaign_id, result, *kinds)]
             )
-            # persist before marking done: the campaign may finish as soon as the last cell is done
-            await workflow.execute_local_activity(
-                "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
+            # persist before marking done: the campaign may finish as soon as the last cell is done.
+            # The progress report (counting this cell done) goes out alongside: two local
+            # activities resolved in one activation instead of two in a row.
+            counts = self._counts()
+            counts["running"] -= 1
+            counts["done"] += 1
+            counts[outcome.grade.value] += 1
+            counts["cached"] += outcome.cached
+            await asyncio.gather(
+                workflow.execute_local_activity(
+                    "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
+                ),
+                self._publish(counts=counts),
             )
             async with self.lock:
                 self._forget(cid)
@@ -1084,7 +1097,6 @@ class CampaignWorkflow:
                 self.dirty = True
         finally:
             self.completing.discard(cid)
-        await self._publish()
 
     def _forget(self, cid: str) -> None:
         self.running.pop(cid, None)
@@ -1096,7 +1108,7 @@ class CampaignWorkflow:
             return False
         return self._local_in_flight == 0 and workflow.all_handlers_finished()
 
-    async def _publish(self, running: bool = True) -> None:
+    async def _publish(self, running: bool = True, counts: dict[str, int] | None = None) -> None:
         # best effort: metrics must never hold up a campaign (nor its continue-as-new, which
         # waits for this), so a few quick attempts and then the error is only logged
         self._local_in_flight += 1
@@ -1104,7 +1116,7 @@ class CampaignWorkflow:
             await workflow.execute_local_activity(
                 "publish_progress",
                 ProgressReport(
-                    self.plan.name, self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
+                    self.plan.name, counts or self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=PUBLISH_RETRY,
