@@ -25,7 +25,9 @@ import contextlib
 import json
 
 from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
-from temporalio.client import Client, WorkflowContinuedAsNewError
+from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowExecutionStatus
+
+LEAKS = (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.CANCELED)
 
 
 class HandOverWatcher:
@@ -75,7 +77,12 @@ class HandOverWatcher:
             break
 
     async def _release_when_closed(self, workflow_id: str) -> None:
-        with contextlib.suppress(Exception):  # failed / cancelled / terminated: closed all the same
-            await self.plain.get_workflow_handle(workflow_id).result()
-        await self.env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
-        self.released += 1
+        handle = self.plain.get_workflow_handle(workflow_id)
+        with contextlib.suppress(Exception):  # failed / cancelled: closed all the same
+            await handle.result()
+        # only a close the workflow itself reported takes the lock (processComplete-, -Fail-,
+        # -CancelWorkflowExecution); a termination or a timeout does not, and releasing a lock
+        # nobody leaked would let time skip under a running workflow task
+        if (await handle.describe()).status in LEAKS:
+            await self.env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+            self.released += 1

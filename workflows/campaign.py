@@ -78,6 +78,7 @@ PUBLISH_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(secon
 # a cell inherited across continue-as-new that has not reported for this long is probed: did its
 # workflow close without reporting (terminated, timed out)?
 PROBE_INHERITED_S = 6 * 3600
+PROBE_CANCELLED_S = 60  # once cancelled, they should be done within minutes
 # workflow.patched ids
 QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # replay set v3 on
 WATCHDOG = "watchdog-publishes-stall"  # replay set v4 on
@@ -713,12 +714,13 @@ class CampaignWorkflow:
         self.completing.add(cid)
         return True
 
-    async def _probe_inherited(self) -> None:
+    async def _probe_inherited(self, every_s: float = PROBE_INHERITED_S) -> None:
         """A cell inherited across continue-as-new reports by signal; one whose workflow closed
-        without reporting (terminated, timed out) would hold its hosts forever. Probe them now and
-        then: a signal to a closed workflow fails, and a report always lands before its sender closes."""
+        without reporting (terminated, timed out, cancelled by someone else) would hold its hosts
+        forever. Probe them now and then: a signal to a closed workflow fails, and a report
+        always lands before its sender closes."""
         while True:
-            await workflow.sleep(PROBE_INHERITED_S)
+            await workflow.sleep(every_s)
             for cid in list(self.inherited):
                 if cid in self.inherited and not await self._ask_to_report(cid):
                     self._lost(cid, "cell workflow closed without reporting its result (terminated or timed out)")
@@ -746,8 +748,11 @@ class CampaignWorkflow:
                 if cid not in self.completing:  # a cell being stored finishes storing
                     t.cancel()
             # inherited cells are not this run's children: cancel them by id; they clean up,
-            # release their hosts and report like any finishing cell
-            await asyncio.gather(*map(self._cancel_inherited, list(self.inherited)))
+            # release their hosts and report like any finishing cell (probed each minute, in
+            # case one ends without a report)
+            if self.inherited:
+                await asyncio.gather(*map(self._cancel_inherited, list(self.inherited)))
+                asyncio.create_task(self._probe_inherited(PROBE_CANCELLED_S))
             await workflow.wait_condition(lambda: not self.running)
             for cid in self.pool.ids():
                 self.pool.remove(cid)
@@ -943,7 +948,9 @@ class CampaignWorkflow:
         args = (
             [StoreResultRequest(self.campaign_id, None, src.kind, tgt.kind), raw]
             if raw is not None
-            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind)]
+            # both arguments always: with one, the SDK decodes none of them (the activity declares
+            # two) and the activity gets a dict
+            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind), None]
         )
         # an idempotent file write: as a local activity it costs no server round trip, and a
         # worker killed before the task completes simply writes the same file again
@@ -1075,7 +1082,7 @@ class CampaignWorkflow:
             args = (
                 [StoreResultRequest(self.campaign_id, None, *kinds), raw]
                 if raw is not None
-                else [StoreResultRequest(self.campaign_id, result, *kinds)]
+                else [StoreResultRequest(self.campaign_id, result, *kinds), None]  # both: see _run_cell
             )
             # persist before marking done: the campaign may finish as soon as the last cell is done.
             # The progress report (counting this cell done) goes out alongside: two local
