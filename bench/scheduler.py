@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -38,7 +37,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +48,7 @@ from temporalio import activity  # noqa: E402
 
 from bench.timeskip import HandOverWatcher  # noqa: E402
 from domain import simulation  # noqa: E402
+from domain.cellbook import CellBook  # noqa: E402
 from domain.messages import SweepRequest  # noqa: E402
 from domain.scheduling import lower_bound_s  # noqa: E402
 
@@ -81,9 +80,7 @@ def _carried_state(history) -> tuple[int, int]:
     doc = json.loads(start.input.payloads[0].data)
     state = doc.get("state") or {}
     done = len(state.get("done", {}))
-    if state.get("book"):  # v5: the compact cell book
-        book = json.loads(zlib.decompress(base64.b64decode(state["book"])))
-        done += sum(1 for c in book["codes"] if c != ".")
+    done += CellBook.count_done(state.get("book", ""))  # v5: the compact cell book
     return len(json.dumps(state)), done
 
 
@@ -107,6 +104,7 @@ async def run_real(
     env=None,
     campaign_id: str = "",
     sandboxed_cells: bool = False,
+    inspect=None,
 ) -> dict:
     """The real campaign workflow over ``lab`` with simulated cells; returns measurements.
 
@@ -114,7 +112,9 @@ async def run_real(
     cells (test doubles that sleep) run on a worker of their own, unsandboxed: the sandbox costs
     ~15 ms per child workflow here (a fresh instance per cell, ~4 activations), more than the
     campaign's own work per cell. ``sandboxed_cells`` runs them in the sandbox too, on the
-    campaign's worker, as the bench did before."""
+    campaign's worker, as the bench did before. ``inspect``: an async callable (client, campaign
+    id) run once the campaign is done, while the workers still answer queries; what it returns is
+    ``["inspected"]``."""
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -198,6 +198,7 @@ async def run_real(
                 last = env.client.get_workflow_handle(cid)  # no run id: the latest run
                 prog: Progress = await last.query(CampaignWorkflow.progress)
                 carried = _carried_state(await last.fetch_history())
+                inspected = await inspect(env.client, cid) if inspect else None
     finally:
         if own_env:
             await env.shutdown()
@@ -216,6 +217,7 @@ async def run_real(
         "carried_bytes": carried[0],  # CampaignState handed to the last run by continue-as-new
         "carried_done": carried[1],  # cells finished before it
         "handed_over": len(handed_over.watched),  # cells that kept running across a continue-as-new
+        "inspected": inspected,
     }
 
 
@@ -225,7 +227,7 @@ def _real(lab: simulation.Lab, history_limit: int, sandboxed_cells: bool, repeat
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as td:
             runs.append(asyncio.run(run_real(lab, Path(td), history_limit, sandboxed_cells=sandboxed_cells)))
-    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "inspected"}
     out["walls"] = [r["wall_s"] for r in runs]
     return out
 

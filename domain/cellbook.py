@@ -6,8 +6,9 @@ cells an operator added), built from the plan without computing 50,000 fingerpri
 (a cell's fingerprint is computed the first time the cell is needed whole).
 
 ``CellBook``: per cell, one grade code (or "not done"), its attempt count and, for a cell that did
-not pass, an index into a table of distinct reasons. ``encode`` packs it as zlib-compressed JSON in
-base64: ~2 bytes per cell at worst, a few hundred bytes for a 50,000-cell all-pass matrix. A
+not pass, an index into a table of distinct reasons. ``encode`` packs it as fixed-width byte
+columns (1 + 2 + 2 bytes per cell) behind a small JSON header, zlib-compressed, in base64: ~3
+bytes per cell for adversarial outcomes, a few hundred bytes for a 50,000-cell all-pass matrix. A
 ``CampaignState`` of replay sets v2-v4 carried a ``CellOutcome`` per finished cell (~130 bytes each,
 6.5 MB at 50,000 cells: over the 2 MB limit).
 """
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Mapping
 
@@ -30,6 +33,7 @@ _GRADE = {v: k for k, v in _CODE.items()}
 # A campaign whose cells fail for many different reasons keeps the first ones in the book; the
 # others read "see the result store" (the full reason is always in the cell's stored result).
 MAX_REASONS = 2000
+MAX_REASON_CHARS = 32_000
 REASON_IN_STORE = "(reason in the result store)"
 
 
@@ -124,6 +128,7 @@ class CellBook:
         self.why = [0] * len(self.ids)  # 0 = no reason, k = self.reasons[k - 1]
         self.reasons: list[str] = []
         self._reason_no: dict[str, int] = {}
+        self._reason_chars = 0
         self.counts: Counter[str] = Counter()  # grade value -> cells, and "cached"
         self.done = 0
 
@@ -184,11 +189,12 @@ class CellBook:
     def _reason(self, text: str) -> int:
         k = self._reason_no.get(text)
         if k is None:
-            if len(self.reasons) >= MAX_REASONS:
+            if len(self.reasons) >= MAX_REASONS or self._reason_chars + len(text) > MAX_REASON_CHARS:
                 text = REASON_IN_STORE
                 k = self._reason_no.get(text)
             if k is None:
                 self.reasons.append(text)
+                self._reason_chars += len(text)
                 k = self._reason_no[text] = len(self.reasons)
         return k
 
@@ -218,16 +224,28 @@ class CellBook:
 
     # -- compact form ---------------------------------------------------------------------------
     def encode(self) -> str:
-        doc = {
-            "v": 1,
-            "ids": len(self.ids),
-            "codes": "".join(self.codes),
-            "attempts": self.attempts,
-            "why": self.why,
-            "reasons": self.reasons,
-        }
-        raw = json.dumps(doc, separators=(",", ":")).encode()
-        return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+        head = json.dumps({"v": 1, "ids": len(self.ids), "reasons": self.reasons}, separators=(",", ":"))
+        raw = b"".join(
+            (
+                head.encode(),
+                b"\0",
+                "".join(self.codes).encode("ascii"),
+                _u16(min(a, 65535) for a in self.attempts),
+                _u16(self.why),
+            )
+        )
+        return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+
+    @staticmethod
+    def count_done(blob: str) -> int:
+        """How many cells an encoded book holds as finished (without the campaign's cell ids)."""
+        if not blob:
+            return 0
+        raw = zlib.decompress(base64.b64decode(blob))
+        cut = raw.index(b"\0")
+        n = json.loads(raw[:cut])["ids"]
+        codes = raw[cut + 1 : cut + 1 + n]
+        return n - codes.count(NOT_DONE.encode())
 
     @classmethod
     def decode(cls, ids: list[str], blob: str) -> CellBook:
@@ -236,23 +254,44 @@ class CellBook:
         book = cls(ids)
         if not blob:
             return book
-        doc = json.loads(zlib.decompress(base64.b64decode(blob)))
+        raw = zlib.decompress(base64.b64decode(blob))
+        cut = raw.index(b"\0")
+        doc = json.loads(raw[:cut])
         if doc.get("v") != 1:
             raise ValueError(f"cell book version {doc.get('v')!r} unknown")
         n = doc["ids"]
         if n > len(ids):
             raise ValueError(f"cell book holds {n} cells, the campaign has {len(ids)}")
+        if len(raw) != cut + 1 + 5 * n:
+            raise ValueError(f"cell book of {n} cells is {len(raw) - cut - 1} bytes, not {5 * n}")
+        body = raw[cut + 1 :]
         book.reasons = list(doc["reasons"])
         book._reason_no = {r: k for k, r in enumerate(book.reasons, 1)}
-        book.codes[:n] = list(doc["codes"])
-        book.attempts[:n] = doc["attempts"]
-        book.why[:n] = doc["why"]
+        book._reason_chars = sum(map(len, book.reasons))
+        book.codes[:n] = list(body[:n].decode("ascii"))
+        book.attempts[:n] = _from_u16(body[n : 3 * n])
+        book.why[:n] = _from_u16(body[3 * n : 5 * n])
         for code in book.codes[:n]:
             if code != NOT_DONE:
                 book.counts[_GRADE[code.lower()].value] += 1
                 book.counts["cached"] += code.isupper()
                 book.done += 1
         return book
+
+
+def _u16(values) -> bytes:
+    """Unsigned 16-bit little-endian, whatever the machine (the book is read back elsewhere)."""
+    a = array("H", values)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_u16(data: bytes) -> list[int]:
+    a = array("H", data)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tolist()
 
 
 class DoneView(Mapping[str, CellOutcome]):

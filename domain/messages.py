@@ -126,7 +126,7 @@ class ResultsPageRequest:
     limit: int = 500  # capped at RESULTS_PAGE_MAX
 
 
-RESULTS_PAGE_MAX = 1000  # rows per page: ~300 bytes each, so a page stays far below 512 KB
+RESULTS_PAGE_MAX = 500  # rows per page: ~300 bytes each (at most ~500), so a page stays below 256 KB
 
 
 @dataclass
