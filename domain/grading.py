@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from domain import stages
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
-from domain.stage_io import AppProbe, GuestObservation
+from domain.stage_io import AppProbe, GuestDisk, GuestObservation
 from domain.vm import Hardware
 
 SOURCE_SIDE_STAGES = stages.SOURCE_SIDE
@@ -154,6 +154,10 @@ def _disks(o: Observed) -> CheckResult:
         return CheckResult("disks", Grade.FAIL, f"root {g.root_dev} is mounted read-only", ev)
     if g.mounts_failed:
         return CheckResult("disks", Grade.FAIL, f"fstab entries failed to mount: {'; '.join(g.mounts_failed)}", ev)
+    if not s.observed:  # no guest ran on the source (a simulator): its API's disks are the baseline
+        disks = o.source_hw.disks if o.source_hw else []
+        s = GuestObservation(disks=[GuestDisk(f"disk{i}", d.capacity_bytes) for i, d in enumerate(disks)])
+        ev["disks_source"] = ",".join(f"{d.name}:{d.bytes}" for d in s.disks) + " (the source API's)"
     if len(g.disks) != len(s.disks):
         return CheckResult(
             "disks", Grade.FAIL, f"the guest sees {len(g.disks)} disks, {len(s.disks)} on the source", ev
@@ -172,6 +176,12 @@ def _disks(o: Observed) -> CheckResult:
 
 def _cpu_memory(o: Observed) -> CheckResult:
     g, s = o.target_guest, o.source_guest
+    if not s.observed and o.source_hw is not None:
+        # no guest to ask on the source (a simulator): what its API reported is the baseline
+        s = GuestObservation(cpus=o.source_hw.cpus, mem_kib=o.source_hw.memory_mib * 1024)
+        tolerance = 0.15  # MemTotal is the configured memory minus what the kernel and firmware keep
+    else:
+        tolerance = MEMORY_TOLERANCE
     ev = {
         "guest_source": f"{s.cpus} vCPU/{s.mem_kib} KiB",
         "guest_target": f"{g.cpus} vCPU/{g.mem_kib} KiB",
@@ -180,7 +190,7 @@ def _cpu_memory(o: Observed) -> CheckResult:
     }
     if g.cpus != s.cpus:
         return CheckResult("cpu_memory", Grade.FAIL, f"the guest sees {g.cpus} vCPUs, {s.cpus} on the source", ev)
-    if s.mem_kib and abs(g.mem_kib - s.mem_kib) > MEMORY_TOLERANCE * s.mem_kib:
+    if s.mem_kib and abs(g.mem_kib - s.mem_kib) > tolerance * s.mem_kib:
         return CheckResult(
             "cpu_memory", Grade.FAIL, f"the guest sees {g.mem_kib} KiB of memory, {s.mem_kib} KiB on the source", ev
         )
@@ -201,24 +211,26 @@ def _nics(o: Observed) -> CheckResult:
             names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in driverless)
             return CheckResult("nics", Grade.FAIL, f"the guest has no driver for the NIC {names}: no interface", ev)
         return CheckResult("nics", Grade.FAIL, "the guest sees no network interface", ev)
-    if len(g.nics) < len(s.nics):
+    if s.observed and len(g.nics) < len(s.nics):
         return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
     for n in g.nics:
         if n.driver in ("", "none"):
             return CheckResult("nics", Grade.FAIL, f"interface {n.name} has no driver bound", ev)
+        if n.ipv4:
+            continue
+        cfg = g.netcfg_names
+        if cfg and "*" not in cfg and n.name not in cfg:
+            # the NIC is there and driven, but the guest's own configuration names another one
+            return CheckResult(
+                "nics",
+                Grade.FAIL,
+                f"interface {n.name} ({n.driver}) is not configured: the guest's network config names "
+                f"{', '.join(cfg)}, not {n.name}",
+                ev,
+            )
         if n.link == "down":
             return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) has no link", ev)
-        if not n.ipv4:
-            cfg = g.netcfg_names
-            if cfg and "*" not in cfg and n.name not in cfg:
-                return CheckResult(
-                    "nics",
-                    Grade.FAIL,
-                    f"interface {n.name} ({n.driver}) got no address: the guest's network config names "
-                    f"{', '.join(cfg)}, not {n.name}",
-                    ev,
-                )
-            return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
+        return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
     changes = []
     for a, b in zip(s.nics, g.nics):
         if a.mac and b.mac and a.mac.lower() != b.mac.lower():
@@ -232,13 +244,23 @@ def _nics(o: Observed) -> CheckResult:
 
 
 def _app(o: Observed) -> CheckResult:
-    a = o.target_app
-    ev = {"detail": a.detail, "body": a.body, "listening_in_guest": "yes" if o.target_guest.app_listening else "no"}
+    a, g = o.target_app, o.target_guest
+    ev = {"detail": a.detail, "body": a.body, "listening_in_guest": "yes" if g.app_listening else "no"}
     if a.ok:
         return CheckResult("app", Grade.PASS, "", ev)
-    if not o.target_guest.app_listening:
+    if not g.app_listening:
         return CheckResult("app", Grade.FAIL, "the guest's service did not start", ev)
-    return CheckResult("app", Grade.FAIL, f"the guest's service is unreachable through its network: {a.detail}", ev)
+    if not any(n.ipv4 for n in g.nics):
+        # the service runs, but nothing can reach it: the network is the cause (the nics check says why)
+        return CheckResult(
+            "app",
+            Grade.FAIL,
+            "the guest's service runs but is unreachable: the guest has no network address (see nics)",
+            ev,
+        )
+    return CheckResult(
+        "app", Grade.FAIL, "the guest's service runs but does not answer through the guest's network", ev
+    )
 
 
 def _metadata(o: Observed) -> CheckResult:

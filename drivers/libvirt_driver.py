@@ -667,7 +667,6 @@ class LibvirtDriver(Driver):
                 if c.get("type") in ("scsi", "ide", "sata")
             }
         )
-        type_el = os_el.find("type") if os_el is not None else None
         return Hardware(
             cpus=int(root.findtext("vcpu", "1")),
             memory_mib=mem_mib,
@@ -675,7 +674,8 @@ class LibvirtDriver(Driver):
             nics=nics,
             firmware="efi" if efi else "bios",
             controllers=controllers,
-            hardware_version=type_el.get("machine", "") if type_el is not None else "",
+            # a vSphere hardware family (vmx-NN) has no libvirt equivalent: the machine type is not one
+            hardware_version="",
             metadata=meta,
             power_state="on" if dom.isActive() else "off",
         )

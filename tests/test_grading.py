@@ -92,9 +92,11 @@ def test_nic_configured_under_its_old_name() -> None:
     )
     assert g["nics"].grade == Grade.FAIL
     assert (
-        g["nics"].reason == "interface ens3 (vmxnet3) got no address: the guest's network config names enp2s0, not ens3"
+        g["nics"].reason
+        == "interface ens3 (vmxnet3) is not configured: the guest's network config names enp2s0, not ens3"
     )
-    assert g["app"].grade == Grade.FAIL and "unreachable through its network" in g["app"].reason
+    assert g["app"].grade == Grade.FAIL and "no network address (see nics)" in g["app"].reason
+    assert "127.0.0.1:40000" in g["app"].evidence["detail"]  # where it was asked: evidence, not the reason
     assert g["boots"].grade == Grade.PASS
 
 

@@ -65,17 +65,18 @@ def test_cli_and_worker_run_from_the_wheel(clean_venv: Path, tmp_path: Path) -> 
     demo_spec = demo.stdout.strip()
     assert demo_spec.startswith(str(clean_venv)), demo.stdout + demo.stderr
     v = run([cli, "validate", demo_spec], cwd=work, env=env)
-    assert v.returncode == 0 and "ok, 24 cells" in v.stdout, v.stdout + v.stderr
+    assert v.returncode == 0 and "ok, 8 cells" in v.stdout, v.stdout + v.stderr
     guest_script = run(
         [
             py,
             "-c",
-            "from crossvisor.core.resources import deploy_file; print(deploy_file('guests', 'build-tiny-guest.sh'))",
+            "from crossvisor.core.resources import deploy_file; import os; print(deploy_file('guests', 'build-guest-image.sh')); print(os.path.isfile(deploy_file('guests', 'image', 'cv-lib.sh')))",
         ],
         cwd=work,
         env=env,
     )
     assert guest_script.returncode == 0 and guest_script.stdout.startswith(str(clean_venv)), guest_script.stderr
+    assert guest_script.stdout.split()[1] == "True", "the guest image's in-guest files are not in the wheel"
 
     # a real dev server (the wheel's own temporal binary) and the wheel's worker
     port = free_port()

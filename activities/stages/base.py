@@ -49,6 +49,12 @@ EVIDENCE_MAX = 4000  # characters kept per evidence value: a console excerpt, an
 MALFORMED = (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError)
 
 
+def stands_in(host: Host) -> bool:
+    """Whether the host is a local QEMU presenting a hardware profile (a stand-in for another
+    hypervisor), whose firmware limits are the stand-in's, not the hypervisor's."""
+    return host.driver == "libvirt" and host.endpoint.split(":", 1)[0].split("+", 1)[0] == "qemu"
+
+
 def vm_prefix(campaign_id: str) -> str:
     """The prefix of every VM a campaign creates: the sweeper finds leaks by it."""
     return f"{vm_name_prefix()}-{hashlib.sha1(campaign_id.encode()).hexdigest()[:8]}-"

@@ -19,7 +19,7 @@ from temporalio.converter import value_to_type
 
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.stages import guest
-from activities.stages.base import Stage, vm_name
+from activities.stages.base import Stage, stands_in, vm_name
 from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
 from domain import guest_evidence, profiles
@@ -63,7 +63,7 @@ class Provision(Stage):
                 "the image cannot run on its source platform",
                 {"firmware": firmware, "platform_firmware": ",".join(prof.firmware)},
             )
-        if firmware == "efi" and not prof.efi_boots and c.source_host.driver == "libvirt":
+        if firmware == "efi" and not prof.efi_boots and stands_in(c.source_host):
             raise InteropFailure(
                 f"the stand-in for {prof.stands_in_for} cannot boot EFI from its disk controller (Debian's OVMF "
                 "has no driver for it; the real hypervisor's firmware has): nothing to observe as a source",

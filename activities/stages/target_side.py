@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.stages import guest
-from activities.stages.base import Stage
+from activities.stages.base import Stage, stands_in
 from activities.stages.source_side import disk_marker
 from crossvisor.core.errors import BadInput, InteropFailure
 from domain import grading, profiles
@@ -33,12 +33,7 @@ class Boot(Stage):
         c = call.cell
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         imported = call.context.import_.hardware if call.context.import_ else None
-        if (
-            imported is not None
-            and imported.firmware == "efi"
-            and not prof.efi_boots
-            and c.target_host.driver == "libvirt"
-        ):
+        if imported is not None and imported.firmware == "efi" and not prof.efi_boots and stands_in(c.target_host):
             # the stand-in's limit, not the move's: grading it would blame the guest for OVMF
             note = (
                 f"the stand-in for {prof.stands_in_for} cannot boot EFI from its disk controller (Debian's OVMF has "

@@ -1,6 +1,7 @@
-"""Whole cells across real hypervisor APIs: KVM (libvirtd + QEMU/TCG, a real booting guest) ->
-vSphere (govmomi's vCenter simulator via pyvmomi), and vSphere -> KVM, through the real
-CampaignWorkflow/CellWorkflow on the time-skipping server."""
+"""Whole cells across real hypervisor APIs: KVM (libvirtd + QEMU/TCG, a real guest booting from its
+own disk) -> vSphere (govmomi's vCenter simulator via pyvmomi), and vSphere -> KVM, through the real
+CampaignWorkflow/CellWorkflow on the time-skipping server. The simulator runs no guest: what it
+cannot show is skipped, never passed, and what its API and datastore hold is checked."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from domain.model import STAGES, Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
+from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
+from domain.stages import PIPELINE
 from tests.harness import history_text, make_worker, run_campaign, tool
 from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for this module
 
@@ -30,7 +32,9 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
     return CampaignPlan(
         name="real-" + uuid.uuid4().hex[:6],
         platforms=[
-            Platform("kvm", "kvm", "libvirt", disk_format="qcow2", nic_models=["virtio", "e1000", "vmxnet3"]),
+            Platform(
+                "kvm", "kvm", "libvirt", disk_format="qcow2", nic_models=["virtio", "e1000", "vmxnet3"], profile="kvm"
+            ),
             Platform(
                 "vsphere-sim",
                 "vsphere",
@@ -40,7 +44,7 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
                 nic_models=["vmxnet3", "e1000"],
             ),
         ],
-        images=[GuestImage("tiny", cpus=2, memory_mib=256, disk_mib=16, nic_model="vmxnet3", disk_bus="scsi")],
+        images=[GuestImage("portable", cpus=1, memory_mib=512, builtin="portable-bios")],
         pairs=pairs,
         concurrency=Concurrency(max_cells=1),
         retry=RetryPolicySpec(max_attempts=2, initial_interval_s=0.5, backoff=1.0, max_interval_s=1.0),
@@ -56,7 +60,7 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
-            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex, tiny_guest=True)
+            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
             async with w:
                 cid = f"real-{uuid.uuid4().hex[:6]}"
                 res = await run_campaign(env.client, plan, w.task_queue, cid=cid, home=settings.home)
@@ -71,18 +75,25 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
     cell = res.cells[0]
     print("\n" + " ".join(f"{s.stage}={s.duration_s:.1f}s" for s in cell.stages))
     stages = {s.stage: s for s in cell.stages}
-    assert tuple(s.stage for s in cell.stages) == STAGES, cell.stages  # every stage ran
     checks = {c.check: c for c in cell.checks}
-    assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks] + [
-        (s.stage, s.status, s.reason) for s in cell.stages
-    ]
-    assert all(s.status in ("ok", "reused") for s in stages.values())
-    # the disk marker written on the source came back from the target's own disk
-    assert checks["disks"].evidence["marker_before"] == checks["disks"].evidence["marker_after"]
-    if pair[1] == "kvm":  # a real guest booted on QEMU, read its disk and printed what it saw
-        assert "CROSSVISOR-BOOT-END" in checks["boots"].evidence["console_tail"]
-        assert checks["disks"].evidence["marker_in_guest"].startswith(checks["disks"].evidence["marker_before"])
-        assert "vmxnet3" in checks["boots"].evidence["console_tail"]  # NIC model kept, driver bound
+    if pair[1] == "kvm":  # a real guest booted on QEMU from its own disk and said what it saw
+        unmodified = tuple(s.name for s in PIPELINE if not s.remedial)
+        assert tuple(s.stage for s in cell.stages) == unmodified, cell.stages  # every stage ran
+        assert all(s.status in ("ok", "reused") for s in stages.values())
+        assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks]
+        assert "CROSSVISOR-BOOT-END" in checks["boots"].evidence["console"]
+        # the marker written on the simulator's source disk, read back by the guest on KVM
+        assert checks["disks"].evidence["marker_in_guest"].startswith(checks["disks"].evidence["marker_written"])
+        # the source was the simulator: its API is the baseline (no guest ran there)
+        assert checks["cpu_memory"].evidence["api_source"] == "1 vCPU/512 MiB"
+    else:
+        # The KVM guest has a virtio NIC; the package says so, and vCenter refuses it: the import
+        # is always attempted, and the target API's own words are the result (ODCA's "needs manual
+        # intervention": someone edits the OVF). Cleanup and release still ran.
+        assert cell.grade == Grade.FAIL
+        assert stages["import"].status == "fail" and "vCenter rejected the OVF" in stages["import"].reason
+        assert "unknown ethernet card type 'virtio'" in checks["boots"].reason
+        assert [s.stage for s in cell.stages][-2:] == ["cleanup", "release"]
     # nothing left on either side
     assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith("cv-")]
     from drivers.vsphere_driver import open_vsphere
