@@ -9,8 +9,10 @@ PKGS=(
   busybox-static cpio
   ovmf debootstrap dosfstools fdisk
   libpq-dev postgresql-15 gcc curl
-  # a second libvirt host in namespaces (deploy/libvirt/remote-up.sh, tests/remote): SASL, PKI, netns
-  sasl2-bin libsasl2-modules openssl iproute2 util-linux
+  # a second libvirt host in namespaces (deploy/libvirt/remote-up.sh, tests/remote): SASL, PKI, netns, sshd
+  # (the tests run their own sshd in that namespace; where an init system runs, Debian also starts
+  # its own sshd on port 22 when openssh-server is installed, as it always does)
+  sasl2-bin libsasl2-modules openssl iproute2 util-linux openssh-server
 )
 # Heavy extras, opt-in: virt-v2v path and browser report test.
 if [[ "${CROSSVISOR_FULL:-0}" == 1 ]]; then

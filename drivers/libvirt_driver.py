@@ -23,7 +23,7 @@ machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+
 Credentials are resolved inside the activity: a password (``credentials_ref``: SASL on
 qemu+tcp/tls, ESX, Hyper-V) through libvirt's auth callback; key-based connections through files
 on the worker (``pki_path``: a TLS client certificate directory, libvirt's ``pkipath``;
-``ssh_key`` / ``known_hosts`` for qemu+ssh). A rejected credential is a ``CredentialError`` naming
+``ssh_key`` for qemu+ssh / qemu+libssh, plus ``known_hosts`` for qemu+libssh). A rejected credential is a ``CredentialError`` naming
 the host: never retried.
 
 ``LibvirtTestDriver`` (the in-process ``test:///`` driver) runs no guest and keeps disks as the
@@ -43,6 +43,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
@@ -203,8 +204,15 @@ class LibvirtDriver(Driver):
                 raise CredentialError(f"{where}: pki_path {pki_path} lacks {', '.join(missing)}")
             params["pkipath"] = pki_path
         if ssh_key or known_hosts:
-            if not t.endswith("ssh") and t not in ("libssh2",):
+            if t not in ("ssh", "libssh", "libssh2"):
                 raise CredentialError(f"{where}: ssh_key/known_hosts are for ssh URIs, not {t or 'local'}")
+            if known_hosts and t == "ssh":
+                # libvirt runs OpenSSH for qemu+ssh:// and gives it no known-hosts file: the one
+                # named here would be silently ignored, the host key checked against ~/.ssh instead
+                raise CredentialError(
+                    f"{where}: known_hosts needs qemu+libssh:// or qemu+libssh2:// (qemu+ssh:// runs OpenSSH, "
+                    "which checks the worker user's ~/.ssh/known_hosts)"
+                )
             for label, f in (("ssh_key", ssh_key), ("known_hosts", known_hosts)):
                 if f and not Path(f).is_file():
                     raise CredentialError(f"{where}: {label} {f} is not a readable file")
@@ -217,9 +225,22 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             if e.get_error_code() in AUTH_ERRORS:
-                who = f"{username!r}" if username else "the configured user"
-                src = f" (password from {credentials_ref})" if credentials_ref else " (no credentials_ref configured)"
+                user = username or urlsplit(uri).username or ""
+                who = f"{user!r}" if user else "the configured user"
+                if credentials_ref:
+                    src = f" (password from {credentials_ref})"
+                elif ssh_key:
+                    src = f" (ssh key {ssh_key})"
+                elif pki_path:
+                    src = f" (client certificate in {pki_path})"
+                else:
+                    src = " (no credentials_ref configured)"
                 raise CredentialError(f"{where} rejected the credentials of {who}{src}: {msg}") from None
+            if "host key" in msg:
+                # the host is not the one the worker knows (or not known at all): trusting it on
+                # first use would hand it the credentials; retrying cannot change the answer
+                kh = f"known_hosts {known_hosts}" if known_hosts else "the worker's known_hosts"
+                raise CredentialError(f"{where}: its ssh host key could not be verified against {kh}: {msg}") from None
             raise InfraFault(f"libvirt connect {where}: {msg}") from None
 
     @staticmethod

@@ -9,7 +9,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import shutil
+import signal
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ DOWN = REPO / "deploy" / "libvirt" / "remote-down.sh"
 PKI = REPO / "deploy" / "libvirt" / "remote-pki.sh"
 PREFIX = "cvr-"  # every libvirt object these tests make (domains, pools, volumes)
 USER = "cvr-worker"
-TCP_PORT, TLS_PORT = 16599, 16514
+TCP_PORT, TLS_PORT, SSH_PORT = 16599, 16514, 16522
 
 
 @dataclass
@@ -108,3 +112,90 @@ def vm_prefix(monkeypatch) -> str:
     """The product names its VMs and volumes with this deployment prefix (ours on shared hosts)."""
     monkeypatch.setenv("CROSSVISOR_VM_PREFIX", PREFIX.rstrip("-"))
     return PREFIX
+
+
+@dataclass
+class RemoteSsh:
+    uri: str  # qemu+libssh://root@<addr>:<port>/system
+    key: Path  # the worker's private key (authorized on the remote host)
+    known_hosts: Path  # the remote sshd's host key, as the worker knows it
+    other_key: Path  # a key the remote host does not authorize
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def remote_ssh(remote_host: RemoteHost) -> Iterator[RemoteSsh]:
+    """An sshd of the remote host, in its network and mount namespaces (so what libvirt runs over
+    ssh meets that host's own libvirtd socket), key logins only, listening on its veth address."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise RuntimeError("sshd missing: apt-get install openssh-server (deploy/install-system.sh)")
+    rh = remote_host
+    d = rh.state / "ssh"
+    d.mkdir()
+    _keygen(d / "host_key", "cvr-remote-host")
+    _keygen(d / "worker_key", "cvr-worker")
+    _keygen(d / "other_key", "cvr-stranger")
+    shutil.copy(d / "worker_key.pub", d / "authorized_keys")
+    host_pub = " ".join((d / "host_key.pub").read_text().split()[:2])
+    (d / "known_hosts").write_text(f"[{rh.addr}]:{SSH_PORT} {host_pub}\n")
+    (d / "sshd_config").write_text(
+        f"ListenAddress {rh.addr}:{SSH_PORT}\n"
+        f"HostKey {d / 'host_key'}\n"
+        f"PidFile {d / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
+        "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nAllowUsers root\nUsePAM no\nStrictModes no\n"
+    )
+    made_privsep = not Path("/run/sshd").exists()  # sshd's compiled-in privilege separation dir
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    subprocess.run(
+        [
+            "nsenter",
+            "-t",
+            str(rh.libvirtd_pid),
+            "-m",
+            "-n",
+            "--",
+            sshd,
+            "-f",
+            str(d / "sshd_config"),
+            "-E",
+            str(d / "sshd.log"),
+        ],
+        check=True,
+        timeout=30,
+    )
+    pid = 0
+    try:
+        for _ in range(100):
+            if (d / "sshd.pid").is_file() and (d / "sshd.pid").read_text().strip():
+                pid = int((d / "sshd.pid").read_text())
+                try:
+                    socket.create_connection((rh.addr, SSH_PORT), timeout=1).close()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"sshd not listening on {rh.addr}:{SSH_PORT}: {(d / 'sshd.log').read_text()[-1500:]}")
+        yield RemoteSsh(
+            uri=f"qemu+libssh://root@{rh.addr}:{SSH_PORT}/system",
+            key=d / "worker_key",
+            known_hosts=d / "known_hosts",
+            other_key=d / "other_key",
+        )
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)  # the listener; sessions end with their connections
+            except ProcessLookupError:
+                pass
+        if made_privsep:
+            try:
+                Path("/run/sshd").rmdir()
+            except OSError:
+                pass

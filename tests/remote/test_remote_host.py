@@ -87,6 +87,52 @@ def test_a_client_certificate_connects_without_a_password(remote_host, tmp_path)
         LibvirtDriver(rh.tls_uri, state_dir=tmp_path, host="kvm-remote-1", pki_path=str(partial))
 
 
+def test_an_ssh_key_connects_and_an_unauthorized_one_is_refused_naming_the_host(remote_host, remote_ssh, tmp_path):
+    """qemu+libssh://: the worker's key and its known_hosts (the host key is checked, never
+    trusted on first use); libvirt runs its helper on the remote host, which reaches that host's
+    own libvirtd socket (one this machine does not have: its /run/libvirt is the remote's tmpfs)."""
+    rs, rh = remote_ssh, remote_host
+    drv = LibvirtDriver(
+        rs.uri,
+        state_dir=tmp_path,
+        host="kvm-remote-1",
+        ssh_key=str(rs.key),
+        known_hosts=str(rs.known_hosts),
+        pool=rh.pool,
+        pool_path=rh.pool_path,
+    )
+    try:
+        assert drv.conn.getURI().startswith("qemu+libssh://") and isinstance(drv.list_vms(PREFIX), list)
+        # the same libvirtd as over TCP: a pool made through one is seen through the other
+        drv.storage.pool()
+        assert not Path(rh.pool_path).exists() and rh.sees(rh.pool_path)
+    finally:
+        drv.close()
+    with pytest.raises(CredentialError) as refused:
+        LibvirtDriver(
+            rs.uri, state_dir=tmp_path, host="kvm-remote-1", ssh_key=str(rs.other_key), known_hosts=str(rs.known_hosts)
+        )
+    msg = str(refused.value)
+    assert (
+        "kvm-remote-1" in msg
+        and rh.addr in msg
+        and f"rejected the credentials of 'root' (ssh key {rs.other_key})" in msg
+    )
+    stranger = tmp_path / "known_hosts"
+    stranger.write_text("")  # a host key the worker has never seen: refused, not learned
+    with pytest.raises(CredentialError, match=r"kvm-remote-1 .*ssh host key could not be verified against known_hosts"):
+        LibvirtDriver(rs.uri, state_dir=tmp_path, host="kvm-remote-1", ssh_key=str(rs.key), known_hosts=str(stranger))
+    assert stranger.read_text() == ""
+    with pytest.raises(CredentialError, match=r"known_hosts needs qemu\+libssh"):
+        LibvirtDriver(
+            rs.uri.replace("qemu+libssh://", "qemu+ssh://"),
+            state_dir=tmp_path,
+            host="kvm-remote-1",
+            ssh_key=str(rs.key),
+            known_hosts=str(rs.known_hosts),
+        )
+
+
 def _volumes(drv: LibvirtDriver) -> dict[str, str]:
     return {v.name(): v.path() for v in drv.storage.pool().listAllVolumes(0)}
 
