@@ -235,7 +235,7 @@ class Campaigns:
 
     async def load(self, cid: str) -> CampaignResult:
         """The campaign as a report shows it: the workflow's summary joined with the store."""
-        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 
         from domain.model import CellSummary
         from workflows.campaign import CampaignWorkflow
@@ -247,11 +247,15 @@ class Campaigns:
             return self._closed[desc.run_id]
         started = _iso(desc.start_time)
         if desc.status == WorkflowExecutionStatus.RUNNING:
-            rows = await asyncio.wait_for(
-                handle.query(CampaignWorkflow.results, result_type=list[CellSummary]), QUERY_TIMEOUT_S
-            )
-            p = await asyncio.wait_for(handle.query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
-            res = CampaignResult(cid, p.name, summary=rows, status=p.status, started_at=started)
+            try:  # bounded at any size: the cell book, not a row per cell
+                res = await asyncio.wait_for(handle.query(CampaignWorkflow.snapshot), QUERY_TIMEOUT_S)
+                res.started_at = res.started_at or started
+            except WorkflowQueryFailedError:  # a worker older than the snapshot query
+                rows = await asyncio.wait_for(
+                    handle.query(CampaignWorkflow.results, result_type=list[CellSummary]), QUERY_TIMEOUT_S
+                )
+                p = await asyncio.wait_for(handle.query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
+                res = CampaignResult(cid, p.name, summary=rows, status=p.status, started_at=started)
             res = result_store.attach(res, self.settings.home)
             await fill_cell_times(client, res)
             return res

@@ -6,6 +6,7 @@ from domain.model import (
     Cell,
     CellOutcome,
     CellResult,
+    CellSummary,
     CheckResult,
     GuestImage,
     Host,
@@ -102,13 +103,57 @@ class SweepRequest:
 
 
 @dataclass
-class CampaignState:
-    """Everything that crosses continue-as-new. Kept compact (~90 bytes per finished cell) so
-    that decoding it stays far inside the first workflow task's deadlock timeout."""
+class RunningCell:
+    """A cell still running when its campaign continued as new: the next run re-attaches to its
+    child workflow (``<campaign>.cell.<cell>.<attempt>``), which reports its result by signal."""
 
-    done: dict[str, CellOutcome] = field(default_factory=dict)  # cell id -> outcome
-    pending: list[str] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)
+    cell_id: str
+    source_host: str
+    target_host: str
+    attempt: int
+
+
+@dataclass
+class CellReport:
+    """What a cell workflow sends its campaign (signal ``cell_finished``, with its CellResult as a
+    second, untouched argument) when the campaign asked it to: after a continue-as-new the new
+    run is not the child's parent run and hears of its completion no other way."""
+
+    cell_id: str
+    attempt: int
+    workflow_id: str = ""
+
+
+@dataclass
+class ResultsPageRequest:
+    offset: int = 0  # position among the finished cells, in matrix order
+    limit: int = 500  # capped at RESULTS_PAGE_MAX
+
+
+RESULTS_PAGE_MAX = 500  # rows per page: ~300 bytes each (at most ~500), so a page stays below 256 KB
+
+
+@dataclass
+class ResultsPage:
+    rows: list[CellSummary]
+    total: int  # finished cells
+    next_offset: int = -1  # -1: this was the last page
+
+
+@dataclass
+class CampaignState:
+    """Everything that crosses continue-as-new, bounded at ~2 bytes per cell (``book``) plus the
+    running cells, so that a 50,000-cell campaign continues with a payload far below 512 KB and
+    its first workflow task stays far inside the deadlock timeout.
+
+    Replay sets v2-v4 carried ``done``/``pending``/``attempts`` instead (~130 bytes per finished
+    cell); a run continuing from such a state reads them once and writes only the new fields."""
+
+    book: str = ""  # domain.cellbook.CellBook.encode(): grade, attempts, reason of every cell
+    running: list[RunningCell] = field(default_factory=list)  # handed over at continue-as-new
+    done: dict[str, CellOutcome] = field(default_factory=dict)  # legacy: cell id -> outcome
+    pending: list[str] = field(default_factory=list)  # legacy; v5: not done and not running
+    attempts: dict[str, int] = field(default_factory=dict)  # legacy
     hosts: list[Host] = field(default_factory=list)
     platform_hosts: dict[str, list[str]] = field(default_factory=dict)
     unavailable_hosts: list[str] = field(default_factory=list)  # swapped out by the operator
@@ -134,3 +179,6 @@ class CampaignInput:
     # the child workflow type run per cell: "CellWorkflow" for real work; a simulated lab
     # (bench/, capacity planning) plugs in a workflow that only sleeps each stage's duration
     cell_workflow: str = "CellWorkflow"
+    # the task queue of the cell workflows ("" = the campaign's own): cells of one site on that
+    # site's workers, or a simulated lab's cells on a worker of their own (bench/scheduler.py)
+    cell_task_queue: str = ""

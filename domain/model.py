@@ -263,13 +263,25 @@ class CellSummary:
 
 
 @dataclass
+class MatrixShape:
+    """A campaign's cells in their stable order without listing them (bounded by the spec, not
+    by the number of cells): every pair x every image (``matrix.expand`` order), then the cells an
+    operator added. ``domain.cellbook.shape_ids`` lists the ids."""
+
+    pairs: list[list[str]] = field(default_factory=list)  # [source, target] platform names
+    images: list[str] = field(default_factory=list)
+    extra: list[list[str]] = field(default_factory=list)  # [source, target, image], in order added
+
+
+@dataclass
 class CampaignResult:
     """Everything a report needs: the matrix, and the inventory the campaign actually used.
 
-    The workflow returns ``summary`` (bounded: one short row per cell); ``cells`` holds the full
-    results (stages, evidence) and is filled by the client from the result store
-    (``crossvisor.core.result_store.attach``), so that a 10,000-cell campaign never hits Temporal's
-    payload limit."""
+    A campaign's result never lists its cells, so its size does not grow with them: ``shape``
+    orders the cells and ``book`` (``domain.cellbook.CellBook``, compressed) holds one grade code
+    and a short reason per cell. ``crossvisor.core.result_store.summary_rows`` turns them into
+    rows and ``attach`` fills ``cells`` with the full results (stages, evidence) from the store.
+    ``summary`` (one row per cell) is what results of replay sets v2-v4 carried; still read."""
 
     campaign_id: str
     name: str
@@ -278,4 +290,6 @@ class CampaignResult:
     status: str = "completed"  # running | paused | completed | cancelled
     started_at: str = ""  # ISO 8601
     finished_at: str = ""
-    summary: list[CellSummary] = field(default_factory=list)
+    summary: list[CellSummary] = field(default_factory=list)  # legacy (v2-v4 results)
+    shape: MatrixShape | None = None
+    book: str = ""  # CellBook.encode(), in ``shape`` order

@@ -20,6 +20,7 @@ scheduling driven by *pressure*, then a small matching repair:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -101,7 +102,7 @@ def _pressures(
     return plat, kind
 
 
-def schedule(
+def schedule_v4(
     pending: list[Cell],
     hosts: dict[str, Host],
     platform_hosts: dict[str, list[str]],
@@ -111,9 +112,9 @@ def schedule(
     estimate_s: dict[str, float] | None = None,
     unavailable: frozenset[str] = frozenset(),
 ) -> list[Assignment]:
-    """Assignments to start now. Never exceeds host slots, per-kind caps or ``max_cells``.
-
-    ``estimate_s``: expected duration per cell id (missing ids count as 1 s, i.e. all equal).
+    """The scheduler as campaigns recorded before replay set v5 ran it: a full pass over every
+    pending cell (O(pending) per decision). Kept verbatim for those runs, whose replay must make
+    the same decisions down to float rounding; everything else calls ``schedule``/``schedule_pool``.
     """
     if not pending or state.running_total >= limits.max_cells:
         return []
@@ -144,6 +145,174 @@ def schedule(
     weight = {p: 1.0 + v for p, v in plat_p.items()}
     _repair(ctx, picks, order, weight)
     return [Assignment(c.id, s, t) for c, s, t in picks]
+
+
+class PendingPool:
+    """The pending cells of a campaign, kept ready for scheduling as cells come and go.
+
+    ``schedule_v4`` regrouped, re-summed and re-sorted every pending cell on every decision: at
+    10,000 cells that is most of a campaign's CPU. The pool keeps each (source, target) class
+    sorted by estimate and the work sums the pressures need, so a pass costs O(classes x room)
+    and adding/removing a cell O(class size) at worst. Estimates are held in integer
+    milliseconds so the incremental sums are exact (a fresh sum and a running one agree).
+    """
+
+    def __init__(self, platform_kind: dict[str, str]) -> None:
+        self.kind = platform_kind
+        self._cells: dict[str, tuple[Cell, int]] = {}  # id -> (cell, estimate ms), arrival order
+        # class -> [(-estimate ms, id)] ascending: longest first, ties by id (the ranking order)
+        self._classes: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self.plat_work_ms: Counter[str] = Counter()
+        self.kind_work_ms: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def __contains__(self, cell_id: object) -> bool:
+        return cell_id in self._cells
+
+    def __iter__(self):
+        return iter(self._cells)
+
+    def cell(self, cell_id: str) -> Cell:
+        return self._cells[cell_id][0]
+
+    def cells(self) -> list[Cell]:
+        """Every pending cell, in arrival order."""
+        return [c for c, _ in self._cells.values()]
+
+    def ids(self) -> list[str]:
+        return list(self._cells)
+
+    def iter_cells(self):
+        """Pending cells in arrival order, lazily (a FIFO pass stops at the first it cannot start)."""
+        return (c for c, _ in self._cells.values())
+
+    def add(self, cell: Cell, estimate_s: float = 1.0) -> None:
+        if cell.id in self._cells:
+            return
+        ms = max(1, round(estimate_s * 1000))
+        self._cells[cell.id] = (cell, ms)
+        bisect.insort(self._classes.setdefault((cell.source, cell.target), []), (-ms, cell.id))
+        self._account(cell, ms)
+
+    def remove(self, cell_id: str) -> Cell:
+        cell, ms = self._cells.pop(cell_id)
+        key = (cell.source, cell.target)
+        cs = self._classes[key]
+        i = bisect.bisect_left(cs, (-ms, cell_id))
+        del cs[i]
+        if not cs:
+            del self._classes[key]
+        self._account(cell, -ms)
+        return cell
+
+    def _account(self, cell: Cell, ms: int) -> None:
+        self.plat_work_ms[cell.source] += ms
+        self.plat_work_ms[cell.target] += ms  # a same-platform cell needs two hosts of the pool
+        for k in {self.kind[cell.source], self.kind[cell.target]}:
+            self.kind_work_ms[k] += ms
+
+    def classes(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        return self._classes
+
+    @staticmethod
+    def candidates(cs: list[tuple[int, str]], room: int, need: int) -> list[tuple[int, str]]:
+        """The first ``need`` of a class's ``room`` candidates, in ranking order.
+
+        ``schedule_v4`` took the ``room`` longest cells of a class (ties: the largest ids) and
+        ranked them longest first (ties: the smallest ids). ``cs`` is in ranking order, so that
+        is every cell before the group of equal estimates the window ends in, then the last
+        (largest-id) cells of that group: found by bisection, without sorting anything."""
+        w = min(room, len(cs))
+        if w <= 0 or need <= 0:
+            return []
+        m = cs[w - 1][0]
+        start = bisect.bisect_left(cs, (m,))  # first cell of the boundary group
+        if need <= start:
+            return cs[:need]
+        end = bisect.bisect_left(cs, (m + 1,))
+        tail = cs[end - (w - start) : end]
+        return cs[:start] + tail[: need - start]
+
+
+def schedule_pool(
+    pool: PendingPool,
+    hosts: dict[str, Host],
+    platform_hosts: dict[str, list[str]],
+    platform_kind: dict[str, str],
+    state: LabState,
+    limits: Concurrency,
+    unavailable: frozenset[str] = frozenset(),
+) -> list[Assignment]:
+    """``schedule`` over a ``PendingPool``: the same ranking, greedy and repair, without touching
+    every pending cell. Never exceeds host slots, per-kind caps or ``max_cells``."""
+    if not len(pool) or state.running_total >= limits.max_cells:
+        return []
+    usable = {p: _usable(p, platform_hosts, hosts, unavailable) for p in platform_hosts}
+    free = {h: hosts[h].slots - state.host_load.get(h, 0) for hs in usable.values() for h in hs}
+    if not any(v > 0 for v in free.values()):
+        return []
+    plat_p: dict[str, float] = {}
+    for p, w in pool.plat_work_ms.items():
+        if w:
+            slots = sum(hosts[h].slots for h in usable.get(p, []))
+            plat_p[p] = w / 1000 / slots if slots else 0.0
+    kind_p = {
+        k: w / 1000 / cap for k, w in pool.kind_work_ms.items() if w and (cap := limits.per_kind.get(k)) and cap > 0
+    }
+    room = min(limits.max_cells - state.running_total, sum(v for v in free.values() if v > 0))
+    pool_free = {p: sum(max(free[h], 0) for h in hs) for p, hs in usable.items()}
+    kind_room = {k: cap - state.running_by_kind.get(k, 0) for k, cap in limits.per_kind.items()}
+    ranked: list[tuple[tuple, Cell]] = []
+    for (s, t), cs in pool.classes().items():
+        # at most as many of a class as could start at once, plus two: the repair step looks at
+        # the first two a pass did not start (all ``schedule_v4`` looked at beyond the placeable)
+        fit = pool_free.get(s, 0) // 2 if s == t else min(pool_free.get(s, 0), pool_free.get(t, 0))
+        if fit <= 0:
+            # No free slot on one side now. Nothing in this pass frees a slot that was not free
+            # when it began (the repair step only gives back what a pick took), so no cell of
+            # the class can start: leaving it out changes no decision, and saves most of a pass.
+            continue
+        ks = {platform_kind[s], platform_kind[t]}
+        fit = min([fit, *(kind_room[k] for k in ks if k in kind_room)])
+        if fit <= 0:  # a kind cap already reached: the same argument
+            continue
+        # The candidates are the ``room`` longest (ties: largest id), ranked longest first (ties:
+        # smallest id), as ``schedule_v4`` did; the pass keeps the first ``fit + 2`` of them.
+        press = sorted([plat_p.get(s, 0.0), plat_p.get(t, 0.0), *(kind_p.get(k, 0.0) for k in ks)], reverse=True)
+        for neg_ms, cid in PendingPool.candidates(cs, room, max(fit, 0) + 2):
+            ranked.append(((-press[0], -press[1], neg_ms, cid), pool.cell(cid)))
+    ranked.sort(key=lambda x: x[0])
+    order = [c for _, c in ranked]
+
+    ctx = _Ctx(free, Counter(state.running_by_kind), state.running_total, limits, usable, platform_kind)
+    picks = ctx.greedy(order)
+    weight = {p: 1.0 + v for p, v in plat_p.items()}
+    _repair(ctx, picks, order, weight)
+    return [Assignment(c.id, s, t) for c, s, t in picks]
+
+
+def schedule(
+    pending: list[Cell],
+    hosts: dict[str, Host],
+    platform_hosts: dict[str, list[str]],
+    platform_kind: dict[str, str],
+    state: LabState,
+    limits: Concurrency,
+    estimate_s: dict[str, float] | None = None,
+    unavailable: frozenset[str] = frozenset(),
+) -> list[Assignment]:
+    """Assignments to start now. Never exceeds host slots, per-kind caps or ``max_cells``.
+
+    ``estimate_s``: expected duration per cell id (missing ids count as 1 s, i.e. all equal).
+    A one-off call; a campaign keeps a ``PendingPool`` and calls ``schedule_pool``.
+    """
+    est = estimate_s or {}
+    pool = PendingPool(platform_kind)
+    for c in pending:
+        pool.add(c, est.get(c.id, 1.0))
+    return schedule_pool(pool, hosts, platform_hosts, platform_kind, state, limits, unavailable)
 
 
 class _Ctx:
@@ -213,7 +382,7 @@ class _Ctx:
 
 def _repair(ctx: _Ctx, picks: list[tuple[Cell, str, str]], order: list[Cell], weight: dict[str, float]) -> None:
     """1-for-2 swaps while they occupy more pressure-weighted slots (a bounded local search)."""
-    if sum(v for v in ctx.free.values() if v > 0) < 2:
+    if not picks or sum(v for v in ctx.free.values() if v > 0) < 2:
         return  # dropping one cell frees 2 slots; placing two needs 4
 
     def value(ps: list[tuple[Cell, str, str]]) -> float:

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from domain import matrix, stages
 from domain.model import STAGES, Cell, Concurrency, GuestImage, Host, Platform
 from domain.plan import CampaignPlan
-from domain.scheduling import Assignment, LabState, estimate_cell_s, stage_estimate_s
+from domain.scheduling import (
+    Assignment,
+    LabState,
+    PendingPool,
+    estimate_cell_s,
+    fifo_schedule,
+    schedule_pool,
+    stage_estimate_s,
+)
 
 JITTER = 0.35  # each stage takes (1 +- JITTER) x its modelled time, uniformly
 
@@ -92,15 +100,26 @@ class Lab:
         return "\n".join(lines) + "\n"
 
 
-def synthetic_lab(n_cells: int = 2000, seed: int = 7, inventory: str = "file:lab.yaml") -> Lab:
-    """8 platforms (2 versions x 4 kinds) on 40 hosts; cells = some ordered platform pairs x images.
+def lab_shape(scale: int = 1) -> dict[str, tuple[tuple[str, ...], int, int]]:
+    """``LAB_SHAPE`` with ``scale`` x the platform versions (so scale x the platforms and hosts)."""
+    out = {}
+    for kind, (versions, n, slots) in LAB_SHAPE.items():
+        more = tuple(f"{v}.{i}" for i in range(1, scale) for v in versions)
+        out[kind] = (versions + more, n, slots)
+    return out
 
-    n_cells = pairs x images exactly when it factors (2000 = 50 pairs x 40 images), else just above.
+
+def synthetic_lab(n_cells: int = 2000, seed: int = 7, inventory: str = "file:lab.yaml", scale: int = 1) -> Lab:
+    """8 x ``scale`` platforms (2 x ``scale`` versions x 4 kinds) on 40 x ``scale`` hosts, with
+    ``max_cells`` and the per-kind caps scaled alike; cells = some ordered platform pairs x images.
+
+    n_cells = pairs x images exactly when it factors (2000 = 50 pairs x 40 images; at scale 5,
+    10,000 = 250 pairs x 40 images), else just above.
     """
     rng = random.Random(seed)
     hosts: list[Host] = []
     platforms: list[Platform] = []
-    for kind, (versions, n, slots) in LAB_SHAPE.items():
+    for kind, (versions, n, slots) in lab_shape(scale).items():
         driver = "vsphere" if kind == "vsphere" else "libvirt"
         endpoint = "https://vcenter.sim/sdk" if kind == "vsphere" else "test:///default"
         for v in versions:
@@ -110,17 +129,17 @@ def synthetic_lab(n_cells: int = 2000, seed: int = 7, inventory: str = "file:lab
                 hosts.append(Host(f"{name}-{i:02d}", kind, driver, endpoint, site="sim", version=v, slots=slots))
     all_pairs = [[s.name, t.name] for s in platforms for t in platforms if s is not t]
     rng.shuffle(all_pairs)
-    n_images = max(1, math.ceil(n_cells / 50))
+    n_images = max(1, math.ceil(n_cells / (50 * scale)))
     pairs = all_pairs[: min(len(all_pairs), math.ceil(n_cells / n_images))]
     images = [
         GuestImage(f"img{i:02d}-{DISK_GIB[i % len(DISK_GIB)]}g", disk_mib=DISK_GIB[i % len(DISK_GIB)] * 1024)
         for i in range(n_images)
     ]
     plan = CampaignPlan(
-        name=f"sim-{n_cells}",
+        name=f"sim-{n_cells}" + (f"-x{scale}" if scale != 1 else ""),
         platforms=platforms,
         images=images,
-        concurrency=Concurrency(LAB_LIMITS.max_cells, dict(LAB_LIMITS.per_kind)),
+        concurrency=Concurrency(LAB_LIMITS.max_cells * scale, {k: v * scale for k, v in LAB_LIMITS.per_kind.items()}),
         pairs=pairs,
         inventory=inventory,
     )
@@ -134,7 +153,19 @@ def synthetic_lab(n_cells: int = 2000, seed: int = 7, inventory: str = "file:lab
 
 # -- discrete-event simulation -------------------------------------------------------------------
 
-Policy = Callable[[list[Cell], LabState], list[Assignment]]
+Policy = Callable[[PendingPool, LabState], list[Assignment]]
+
+
+def policy_ours(lab: Lab) -> Policy:
+    """The campaign's scheduler on the lab (give the pool the estimates it should see)."""
+    H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
+    return lambda pool, state: schedule_pool(pool, H, PH, PK, state, L)
+
+
+def policy_fifo(lab: Lab) -> Policy:
+    """The naive baseline: strict arrival order, head-of-line blocking."""
+    H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
+    return lambda pool, state: fifo_schedule(pool.iter_cells(), H, PH, PK, state, L)
 
 
 @dataclass
@@ -153,28 +184,34 @@ def simulate(
     limits: Concurrency,
     policy: Policy,
     drain_every: int = 0,
+    estimate_s: dict[str, float] | None = None,
 ) -> SimResult:
     """Run ``policy`` as the campaign workflow does: on every completion, start what it picks.
 
-    ``drain_every`` models continue-as-new: after that many completions the campaign starts nothing
-    until every running cell has finished (it drains), then carries on. 0 = never.
+    ``estimate_s``: what the scheduler is told per cell (none: every cell counts as 1 s).
+    ``drain_every`` models the continue-as-new of campaigns before replay set v5: after that many
+    completions the campaign starts nothing until every running cell has finished (it drains),
+    then carries on. 0 = never (a v5 campaign hands its running cells over instead).
     Raises AssertionError if the policy breaks slots, caps, or picks a cell twice.
     """
-    pending = list(cells)
+    est = estimate_s or {}
+    pool = PendingPool(platform_kind)
+    for c in cells:
+        pool.add(c, est.get(c.id, 1.0))
     by_id = {c.id: c for c in cells}
     running: list[tuple[float, str]] = []  # heap of (end, cell id)
     load: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     res = SimResult(0.0)
     now, since_can = 0.0, 0
-    while pending or running:
+    while len(pool) or running:
         draining = drain_every and since_can >= drain_every
         if draining and not running:
             res.drains += 1
             since_can, draining = 0, False
-        if not draining and pending:
+        if not draining and len(pool):
             res.decisions += 1
-            picks = policy(pending, LabState(dict(load), dict(by_kind), len(running)))
+            picks = policy(pool, LabState(dict(load), dict(by_kind), len(running)))
             chosen = {a.cell_id for a in picks}
             assert len(chosen) == len(picks), "a cell picked twice"
             for a in picks:
@@ -189,11 +226,11 @@ def simulate(
                 end = now + duration_s[c.id]
                 heapq.heappush(running, (end, c.id))
                 res.runs[c.id] = (now, end, a.source_host, a.target_host)
+                pool.remove(c.id)
             assert len(running) <= limits.max_cells, "over max_cells"
-            pending = [c for c in pending if c.id not in chosen]
         if not running:
-            if pending:
-                raise RuntimeError(f"deadlock: {len(pending)} cells can never start")
+            if len(pool):
+                raise RuntimeError(f"deadlock: {len(pool)} cells can never start")
             break
         now, cid = heapq.heappop(running)
         done = [cid]

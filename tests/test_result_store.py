@@ -81,3 +81,73 @@ def test_carried_state_is_small_per_cell() -> None:
     st = CampaignState(done=outcomes, pending=[], attempts={k: 1 for k in outcomes})
     size = len(DataConverter.default.payload_converter.to_payloads([st])[0].data)
     assert size < 2000 * 200, size  # a full CellResult was ~4 KB per cell
+
+
+def _book_result(tmp_path: Path) -> tuple[CampaignResult, list[CellResult]]:
+    """A v5 campaign result: no row per cell, the cells in ``shape`` order and ``book``."""
+    from domain.cellbook import CellBook, shape_cells
+    from domain.model import MatrixShape
+
+    shape = MatrixShape(pairs=[["kvm", "xen"], ["xen", "kvm"]], images=["i0", "i1"], extra=[["kvm", "kvm", "i0"]])
+    ids = [c[0] for c in shape_cells(shape)]
+    assert ids == [
+        "kvm--xen--i0",
+        "kvm--xen--i1",
+        "xen--kvm--i0",
+        "xen--kvm--i1",
+        "kvm--kvm--i0",
+    ]
+    book = CellBook(ids)
+    stored = []
+    for cid, grade in zip(ids[:3], (Grade.PASS, Grade.FAIL, Grade.PASS)):
+        r = _result(cid, grade, "e1000 not offered by the target")
+        r.source, r.target, r.image = cid.split("--")
+        book.next_attempt(cid)
+        book.set_done(cid, CellOutcome.of(r))
+        result_store.save(tmp_path, "v5", r)
+        stored.append(r)
+    book.set_done(ids[3], CellOutcome(Grade.SKIPPED, reason="skipped by operator"))  # never ran: not stored
+    # ids[4] still pending: a snapshot of a running campaign
+    return CampaignResult("v5", "n", shape=shape, book=book.encode()), stored
+
+
+def test_rows_come_from_the_book_in_matrix_order(tmp_path: Path) -> None:
+    res, _ = _book_result(tmp_path)
+    rows = result_store.summary_rows(res)
+    assert [(r.cell_id, r.grade) for r in rows] == [
+        ("kvm--xen--i0", Grade.PASS),
+        ("kvm--xen--i1", Grade.FAIL),
+        ("xen--kvm--i0", Grade.PASS),
+        ("xen--kvm--i1", Grade.SKIPPED),
+    ]
+    assert rows[1].reason == "nics: e1000 not offered by the target"
+    assert (rows[3].source, rows[3].target, rows[3].image, rows[3].reason) == (
+        "xen",
+        "kvm",
+        "i1",
+        "skipped by operator",
+    )
+
+
+def test_attach_reads_a_book_result_from_the_store(tmp_path: Path) -> None:
+    res, stored = _book_result(tmp_path)
+    out = result_store.attach(res, tmp_path)
+    assert [c.cell_id for c in out.cells] == [r.cell_id for r in out.summary]
+    assert out.cells[:3] == stored  # whole results: stages and evidence
+    assert out.cells[3].grade == Grade.SKIPPED and out.cells[3].checks[0].evidence == {}
+    # without the store (another machine), every finished cell is still there, from its row
+    bare = result_store.attach(_book_result(tmp_path / "elsewhere")[0], tmp_path / "nothing-here")
+    assert [c.grade for c in bare.cells] == [Grade.PASS, Grade.FAIL, Grade.PASS, Grade.SKIPPED]
+    assert "full result not found" in bare.cells[1].checks[0].evidence["note"]
+
+
+def test_stored_results_lists_what_a_campaign_wrote(tmp_path: Path) -> None:
+    _, stored = _book_result(tmp_path)
+    assert sorted(r.cell_id for r in result_store.stored_results(tmp_path, "v5")) == sorted(r.cell_id for r in stored)
+    assert result_store.stored_results(tmp_path, "no-such-campaign") == []
+
+
+def test_a_legacy_result_still_reads_from_its_summary(tmp_path: Path) -> None:
+    r = _result("a", Grade.PASS)
+    res = CampaignResult("old", "n", summary=[_row(r)])
+    assert result_store.summary_rows(res) == [_row(r)]

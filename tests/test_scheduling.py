@@ -11,7 +11,17 @@ import pytest
 from domain import matrix, simulation
 from domain.model import Cell, Concurrency, GuestImage, Host, Platform
 from domain.plan import CampaignPlan
-from domain.scheduling import Assignment, LabState, estimate_cell_s, fifo_schedule, lower_bound_s, schedule
+from domain.scheduling import (
+    Assignment,
+    LabState,
+    PendingPool,
+    estimate_cell_s,
+    fifo_schedule,
+    lower_bound_s,
+    schedule,
+    schedule_pool,
+    schedule_v4,
+)
 
 KINDS = ("kvm", "vsphere", "hyperv", "xen")
 
@@ -122,11 +132,11 @@ def test_ours_never_slower_than_fifo_and_above_the_bound(seed: int) -> None:
     cells, dur, hosts, ph, kinds, limits = random_lab(seed)
     bound = lower_bound_s(cells, dur, hosts, ph, kinds, limits)
 
-    def run(policy) -> float:  # simulate() asserts slots/caps/max_cells on every decision
-        return simulation.simulate(cells, dur, hosts, kinds, limits, policy).makespan_s
+    def run(policy, est=None) -> float:  # simulate() asserts slots/caps/max_cells on every decision
+        return simulation.simulate(cells, dur, hosts, kinds, limits, policy, estimate_s=est).makespan_s
 
-    ours = run(lambda p, s: schedule(p, hosts, ph, kinds, s, limits, dur))
-    fifo = run(lambda p, s: fifo_schedule(p, hosts, ph, kinds, s, limits))
+    ours = run(lambda pool, s: schedule_pool(pool, hosts, ph, kinds, s, limits), dur)
+    fifo = run(lambda pool, s: fifo_schedule(pool.iter_cells(), hosts, ph, kinds, s, limits))
     assert bound.seconds <= ours + 1e-6
     assert ours <= fifo * 1.0001, (ours / bound.seconds, fifo / bound.seconds)
 
@@ -136,11 +146,50 @@ def test_synthetic_lab_within_5_percent_of_the_bound() -> None:
     H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
     bound = lower_bound_s(lab.cells, lab.duration_s, H, PH, PK, L)
     ours = simulation.simulate(
-        lab.cells, lab.duration_s, H, PK, L, lambda p, s: schedule(p, H, PH, PK, s, L, lab.estimate_s)
+        lab.cells, lab.duration_s, H, PK, L, simulation.policy_ours(lab), estimate_s=lab.estimate_s
     )
-    fifo = simulation.simulate(lab.cells, lab.duration_s, H, PK, L, lambda p, s: fifo_schedule(p, H, PH, PK, s, L))
+    fifo = simulation.simulate(lab.cells, lab.duration_s, H, PK, L, simulation.policy_fifo(lab))
     assert ours.makespan_s <= 1.05 * bound.seconds
     assert fifo.makespan_s > 1.5 * bound.seconds
+
+
+def test_scaled_lab_has_scale_times_the_hosts_platforms_and_caps() -> None:
+    base, big = simulation.synthetic_lab(2000), simulation.synthetic_lab(10000, scale=5)
+    assert (len(base.hosts), len(base.platform_hosts), len(base.cells)) == (40, 8, 2000)
+    assert (len(big.hosts), len(big.platform_hosts), len(big.cells)) == (200, 40, 10000)
+    assert big.plan.concurrency.max_cells == 5 * base.plan.concurrency.max_cells
+    assert big.plan.concurrency.per_kind == {"vsphere": 5 * base.plan.concurrency.per_kind["vsphere"]}
+    assert {h.name for h in base.hosts} <= {h.name for h in big.hosts}  # scale 1 is the same lab
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_pool_decides_exactly_as_the_full_pass(seed: int) -> None:
+    """``schedule_pool`` (incremental) makes the decisions ``schedule_v4`` (every pending cell on
+    every pass) made, on random labs and random mid-campaign states, with and without estimates."""
+    cells, dur, hosts, ph, kinds, limits = random_lab(seed)
+    rng = random.Random(seed)
+    pool = PendingPool(kinds)
+    for c in cells:
+        pool.add(c, dur[c.id])
+    load, by_kind, total = Counter(), Counter(), 0
+    for _ in range(rng.randint(0, 4)):  # start some cells, then compare on what is left
+        state = LabState(dict(load), dict(by_kind), total)
+        want = schedule_v4(pool.cells(), hosts, ph, kinds, state, limits, dur)
+        assert schedule_pool(pool, hosts, ph, kinds, state, limits) == want
+        for a in want[: rng.randint(0, len(want))]:
+            c = pool.remove(a.cell_id)
+            load[a.source_host] += 1
+            load[a.target_host] += 1
+            total += 1
+            for k in {kinds[c.source], kinds[c.target]}:
+                by_kind[k] += 1
+    state = LabState(dict(load), dict(by_kind), total)
+    left = pool.cells()
+    assert schedule(left, hosts, ph, kinds, state, limits) == schedule_v4(left, hosts, ph, kinds, state, limits)
+    unavailable = frozenset(h for h in hosts if rng.random() < 0.2)
+    assert schedule(left, hosts, ph, kinds, state, limits, dur, unavailable) == schedule_v4(
+        left, hosts, ph, kinds, state, limits, dur, unavailable
+    )
 
 
 def test_lower_bound_names_the_bottleneck() -> None:

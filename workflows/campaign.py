@@ -8,24 +8,38 @@ validator (``domain.control``) that refuses bad requests before they reach histo
 state touched across awaits; handlers finish before continue-as-new.
 
 ``run`` is four steps: restore (state, inventory), schedule (start what can start, watch for a
-stall), drain-or-continue (continue-as-new once history is long, with no cell left behind), finish
-(cancel, sweep, summary).
+stall), continue (continue-as-new once history is long), finish (cancel, sweep, result).
+
+Continue-as-new without a drain (patch ``reattach-across-continue-as-new``, replay set v5 on):
+Temporal does not carry child workflows over a continue-as-new, so campaigns of replay sets v2-v4
+stopped starting cells and waited for every running one to end first (+2.2 % of a month-long
+campaign). Now cells run with ``ParentClosePolicy.ABANDON``; before continuing, the run asks each
+of its running cells to report to the campaign by workflow id (``workflows.reporting``), and the
+next run re-attaches to them by id: it keeps their hosts busy and takes their results from the
+``cell_finished`` signal. A cell closed without reporting (terminated) is found by a probe.
+
+What a v5 run keeps per cell is a ``domain.cellbook.CellBook`` (grade code, attempts, reason
+index), pending cells live in a ``scheduling.PendingPool``; both cost O(1) per completion and
+cross continue-as-new (and end the campaign) as ~2 bytes per cell, so 50,000 cells stay far below
+Temporal's payload limits. Runs of v2-v4 keep their own code paths (``*_legacy`` / ``schedule_v4``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from domain import control, matrix, scheduling
+    from domain.cellbook import CellBook, CellCatalog
     from domain.control import (
         AddCellsRequest,
         CancelRequest,
@@ -39,25 +53,36 @@ with workflow.unsafe.imports_passed_through():
         SwapHostRequest,
     )
     from domain.messages import (
+        RESULTS_PAGE_MAX,
         CampaignInput,
         CampaignState,
         CellInput,
+        CellReport,
         InventoryRequest,
         InventorySnapshot,
         ProgressReport,
+        ResultsPage,
+        ResultsPageRequest,
+        RunningCell,
         StoreResultRequest,
         SweepRequest,
     )
     from domain.model import CampaignResult, Cell, CellOutcome, CellResult, CellSummary, CheckResult, Grade
+    from workflows.reporting import CELL_FINISHED, REPORT_TO_CAMPAIGN
 
 SHORT = timedelta(seconds=60)
 ACT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"])
 APPLIED_KEYS_KEPT = 500  # bounded: idempotency keys older than this are assumed delivered
 MAX_RESCHEDULES = 3  # attempts of one cell on other hosts after a host turned unhealthy
 PUBLISH_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
+# a cell inherited across continue-as-new that has not reported for this long is probed: did its
+# workflow close without reporting (terminated, timed out)?
+PROBE_INHERITED_S = 6 * 3600
+PROBE_CANCELLED_S = 60  # once cancelled, they should be done within minutes
 # workflow.patched ids
 QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # replay set v3 on
 WATCHDOG = "watchdog-publishes-stall"  # replay set v4 on
+REATTACH = "reattach-across-continue-as-new"  # replay set v5 on (compact state, no drain)
 # deprecated: only the retired replay set v1 predates them (tests/replay/README.md)
 SWEEP_ON_EVERY_END = "sweep-on-every-end"
 STORE_RESULT_LOCAL = "store-result-local"
@@ -147,9 +172,9 @@ class CampaignWorkflow:
     def __init__(self, inp: CampaignInput) -> None:
         self.plan = inp.plan
         self.cell_workflow = inp.cell_workflow
+        self.cell_task_queue = inp.cell_task_queue
         self.campaign_id = inp.campaign_id or workflow.info().workflow_id
         self.st = inp.state or CampaignState(started_at=workflow.now().isoformat())
-        self.cells: dict[str, Cell] = {c.id: c for c in matrix.expand(inp.plan) + self.st.extra_cells}
         for cid, r in self.st.results.items():  # legacy state: fold full results into outcomes
             self.st.done.setdefault(cid, CellOutcome.of(r))
         self.st.results = {}
@@ -162,6 +187,53 @@ class CampaignWorkflow:
         self.stall_reason = ""
         self._est: dict[str, float] = {}  # cell id -> estimated seconds (scheduling only)
         self._local_in_flight = 0  # progress local activities not yet resolved
+        self.kinds = {p.name: p.kind for p in inp.plan.platforms}
+        # Runs recorded before replay set v5 keep their whole state in ``st`` and drain before
+        # continuing as new; a new run (and every run it continues into) takes the v5 path.
+        self.v5 = workflow.patched(REATTACH)
+        if self.v5:
+            self._init_v5()
+        else:
+            self.cells: Mapping[str, Cell] = {c.id: c for c in matrix.expand(inp.plan) + self.st.extra_cells}
+
+    def _init_v5(self) -> None:
+        st = self.st
+        self.catalog = CellCatalog(self.plan, st.extra_cells)
+        self.cells = self.catalog  # a lazy mapping: a cell's fingerprint is computed when it runs
+        self.book = CellBook.decode(self.catalog.ids(), st.book)
+        self.images = {i.name: i for i in self.plan.images}
+        self._est_by_kind: dict[tuple[str, str, str], float] = {}
+        self.pool = scheduling.PendingPool(self.kinds)
+        self.inherited: set[str] = set()  # running cells started by an earlier run (they report by signal)
+        self.starting: set[str] = set()  # child start not confirmed yet
+        self.completing: set[str] = set()  # result in hand, not stored yet
+        self._by_platform: dict[str, list[tuple[str, str]]] | None = None
+        self._dead_checked: tuple | None = None
+        # a run of replay sets v2-v4 that continued into this code: fold its state in once
+        for cid, o in st.done.items():
+            if cid in self.catalog:
+                self.book.set_done(cid, o)
+        for cid, n in st.attempts.items():
+            if cid in self.catalog:
+                self.book.attempts[self.book.index[cid]] = n
+        for r in st.running:
+            self.running[r.cell_id] = scheduling.Assignment(r.cell_id, r.source_host, r.target_host)
+            self.book.attempts[self.book.index[r.cell_id]] = r.attempt
+            self.inherited.add(r.cell_id)
+        if st.hosts:  # a continued run: every cell neither done nor running is pending
+            pending = st.pending or [c for c in self.book.not_done_ids() if c not in self.running]
+            for cid in pending:
+                if cid in self.catalog and not self.book.is_done(cid) and cid not in self.running:
+                    self._queue(cid)
+        st.done, st.pending, st.attempts, st.running, st.book = {}, [], {}, [], ""
+
+    def _queue(self, cid: str) -> None:
+        s, t, image = self.catalog.where(cid)
+        key = (image, self.kinds[s], self.kinds[t])
+        est = self._est_by_kind.get(key)  # the static model depends on these only
+        if est is None:
+            est = self._est_by_kind[key] = scheduling.estimate_cell_s(self.images[image], key[1], key[2])
+        self.pool.add(self.catalog.light(cid), est)
 
     # -- queries --------------------------------------------------------------------------------
     @workflow.query
@@ -180,10 +252,44 @@ class CampaignWorkflow:
 
     @workflow.query
     def results(self) -> list[CellSummary]:
-        """One short row per finished cell; full results are in the result store."""
+        """One short row per finished cell; full results are in the result store. Unbounded (a
+        50,000-cell campaign answers ~15 MB): use ``results_page`` or ``snapshot``."""
         return self._summary()
 
+    @workflow.query
+    def results_page(self, req: ResultsPageRequest) -> ResultsPage:
+        """Up to ``RESULTS_PAGE_MAX`` rows of finished cells from ``req.offset``, in matrix order."""
+        limit = max(1, min(req.limit, RESULTS_PAGE_MAX))
+        offset = max(0, req.offset)
+        if self.v5:
+            total = self.book.done
+            rows = list(itertools.islice(self.book.rows(self.catalog.places), offset, offset + limit))
+        else:
+            every = self._summary()
+            total, rows = len(every), every[offset : offset + limit]
+        nxt = offset + len(rows) if offset + len(rows) < total else -1
+        return ResultsPage(rows, total, nxt)
+
+    @workflow.query
+    def snapshot(self) -> CampaignResult:
+        """The campaign as it stands, in the form of its final result (bounded: ``shape`` and
+        ``book``, no row per cell); ``result_store.attach`` reads it like a finished one."""
+        res = CampaignResult(
+            campaign_id=self.campaign_id,
+            name=self.plan.name,
+            hosts=self.st.hosts,
+            status=self.status,
+            started_at=self.st.started_at,
+        )
+        if self.v5:
+            res.shape, res.book = self.catalog.shape(), self.book.encode()
+        else:
+            res.summary = self._summary()
+        return res
+
     def _summary(self) -> list[CellSummary]:
+        if self.v5:
+            return list(self.book.rows(self.catalog.places))
         rows = []
         for cid, c in self.cells.items():
             o = self.st.done.get(cid)
@@ -192,6 +298,14 @@ class CampaignWorkflow:
         return rows
 
     def _counts(self) -> dict[str, int]:
+        if self.v5:  # kept as the cells finish: no pass over every cell per publish
+            return {
+                "total": len(self.catalog),
+                "pending": len(self.pool),
+                "running": len(self.running),
+                "done": self.book.done,
+                **self.book.grade_counts(),
+            }
         counts = {
             "total": len(self.cells),
             "pending": len(self.st.pending),
@@ -207,6 +321,8 @@ class CampaignWorkflow:
 
     # -- operator control: one update per action ------------------------------------------------
     def _view(self) -> ControlView:
+        if self.v5:
+            return self._view_v5()
         by_platform: dict[str, list[tuple[str, str]]] = {}
         for cid, c in self.cells.items():
             by_platform.setdefault(c.source, []).append((cid, c.target))
@@ -223,6 +339,26 @@ class CampaignWorkflow:
             platform_hosts=self.st.platform_hosts,
             unavailable=self.st.unavailable_hosts,
             cells_by_platform=by_platform,
+        )
+
+    def _view_v5(self) -> ControlView:
+        if self._by_platform is None:  # cached: it changes only when cells are added
+            self._by_platform = {}
+            for cid, (src, tgt, _) in self.catalog.places.items():
+                self._by_platform.setdefault(src, []).append((cid, tgt))
+                if tgt != src:
+                    self._by_platform.setdefault(tgt, []).append((cid, src))
+        return ControlView(
+            plan=self.plan,
+            status=self.status,
+            cell_ids=self.catalog,  # read-only views: validators only test membership and iterate
+            done=self.book.done_view(),
+            pending=self.pool,
+            running=set(self.running),
+            hosts=self.st.hosts,
+            platform_hosts=self.st.platform_hosts,
+            unavailable=self.st.unavailable_hosts,
+            cells_by_platform=self._by_platform,
         )
 
     async def _once(self, request_id: str, apply: Callable[[], ControlResult]) -> ControlResult:
@@ -294,6 +430,14 @@ class CampaignWorkflow:
 
     def _retry(self, req: RetryRequest) -> ControlResult:
         requeued = []
+        if self.v5:
+            for c in control.retry_targets(self._view(), req):
+                if c in self.running or c in self.pool:
+                    continue
+                self.book.clear(c)
+                self._queue(c)
+                requeued.append(c)
+            return ControlResult(True, f"requeued {len(requeued)} cells", requeued)
         for c in control.retry_targets(self._view(), req):
             if c in self.running or c in self.st.pending:
                 continue
@@ -312,6 +456,13 @@ class CampaignWorkflow:
 
     def _skip(self, req: SkipRequest) -> ControlResult:
         done = []
+        if self.v5:
+            for c in req.cells:
+                if c in self.pool:
+                    self.pool.remove(c)
+                    self.book.set_done(c, CellOutcome(Grade.SKIPPED, reason=control.OPERATOR_SKIP))
+                    done.append(c)
+            return ControlResult(True, f"skipped {len(done)} cells", done)
         for c in req.cells:
             if c in self.st.pending:
                 self.st.pending.remove(c)
@@ -355,10 +506,16 @@ class CampaignWorkflow:
             if cid in self.cells:
                 continue
             cell = Cell(cid, s, t, i, list(self.plan.checks), matrix.fingerprint(self.plan, s, t, i))
-            self.cells[cid] = cell
             self.st.extra_cells.append(cell)
-            self.st.pending.append(cid)
             added.append(cid)
+            if self.v5:
+                self.catalog.add(cell)
+                self.book.add(cid)
+                self._by_platform = None
+                self._queue(cid)
+                continue
+            self.cells[cid] = cell
+            self.st.pending.append(cid)
         return ControlResult(True, f"added {len(added)} cells", added)
 
     @workflow.update
@@ -405,7 +562,7 @@ class CampaignWorkflow:
             fingerprint=c.fingerprint,
         )
 
-    # -- run: restore, schedule, drain-or-continue, finish ---------------------------------------
+    # -- run: restore, schedule, continue, finish -----------------------------------------------
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignResult:
         await self._restore()
@@ -415,36 +572,42 @@ class CampaignWorkflow:
             if step == "finish":
                 break
             if step == "continue":
-                await self._drain_or_continue(inp)
+                await (self._hand_over_and_continue(inp) if self.v5 else self._drain_or_continue(inp))
         return await self._finish()
 
     async def _restore(self) -> None:
-        """First run: snapshot the inventory; a continued run already carries it."""
+        """First run: snapshot the inventory; a continued run already carries it (and, from v5 on,
+        the cells still running, whose reports it now waits for)."""
         if not self.st.hosts:
             await self._load_inventory()
         self.status = "running"
+        if self.v5 and self.inherited:
+            asyncio.create_task(self._probe_inherited())
         await self._publish()
+
+    def _has_pending(self) -> bool:
+        return bool(len(self.pool)) if self.v5 else bool(self.st.pending)
 
     async def _schedule(self, inp: CampaignInput) -> str:
         """One pass: start what can start. Returns finish | continue | wait."""
         stalled_now = ""
         async with self.lock:
             self.dirty = False
-            if self.cancel_requested or (not self.st.pending and not self.running):
+            if self.cancel_requested or (not self._has_pending() and not self.running):
                 return "finish"
             draining = (
                 workflow.info().get_current_history_length() > inp.history_limit
                 or workflow.info().is_continue_as_new_suggested()
             )
             if not self.st.paused and not draining:
-                self._start_ready_cells()
+                self._start_ready_cells_v5() if self.v5 else self._start_ready_cells()
             self.status = "paused" if self.st.paused else ("draining" if draining else "running")
             reason = self._stall_reason(draining)
             if reason != self.stall_reason:
                 self.stall_reason = stalled_now = reason
             if reason:
                 self.status = "stalled"
-            if draining and not self.running:
+            if draining and (self.v5 or not self.running):  # v5: running cells are handed over
                 return "continue"
         if stalled_now and workflow.patched(WATCHDOG):
             # visible in the progress query and as a metric (an alert), not silence
@@ -454,10 +617,10 @@ class CampaignWorkflow:
 
     def _stall_reason(self, draining: bool) -> str:
         """Pending cells, nothing running, nothing schedulable: why (the watchdog)."""
-        if self.st.paused or draining or self.running or not self.st.pending:
+        if self.st.paused or draining or self.running or not self._has_pending():
             return ""
         return scheduling.why_unschedulable(
-            [self.cells[c] for c in self.st.pending],
+            self.pool.cells() if self.v5 else [self.cells[c] for c in self.st.pending],
             {h.name: h for h in self.st.hosts},
             self.st.platform_hosts,
             {p.name: p.kind for p in self.plan.platforms},
@@ -487,8 +650,114 @@ class CampaignWorkflow:
             )
         )
 
-    async def _finish(self) -> CampaignResult:
+    async def _hand_over_and_continue(self, inp: CampaignInput) -> None:
+        """v5: continue as new while cells run (never returns unless a cancel arrived).
+
+        Each running cell this run started is asked to report to the campaign by workflow id
+        (it runs with ParentClosePolicy.ABANDON, so it outlives this run); the next run
+        re-attaches to it by id. Nothing starts meanwhile; that takes one round trip, not the
+        hours a drain waited for the longest running cell."""
+        # every start confirmed (an ABANDON child must have started before its parent closes)
+        # and every result in hand stored
+        await workflow.wait_condition(lambda: not self.starting and not self.completing)
+        own = [cid for cid in self.running if cid not in self.inherited]
+        closed = [cid for cid, ok in zip(own, await asyncio.gather(*map(self._ask_to_report, own))) if not ok]
+        # a cell that closed before it heard us: its completion comes to this run, which is its
+        # parent; wait for it (and for anything still being stored) before handing over
+        await workflow.wait_condition(
+            lambda: all(c not in self.running for c in closed) and not self.completing and self._quiet()
+        )
         if self.cancel_requested:
+            return  # a cancel arrived meanwhile: the loop takes the cancel path
+        st = self.st
+        st.book = self.book.encode()
+        st.running = [
+            RunningCell(cid, a.source_host, a.target_host, self.book.attempt(cid)) for cid, a in self.running.items()
+        ]
+        st.generation += 1
+        workflow.continue_as_new(
+            CampaignInput(
+                plan=self.plan,
+                campaign_id=self.campaign_id,
+                state=st,
+                history_limit=inp.history_limit,
+                cell_workflow=inp.cell_workflow,
+                cell_task_queue=inp.cell_task_queue,
+            )
+        )
+
+    def _child_id(self, cid: str, attempt: int) -> str:
+        return f"{self.campaign_id}.cell.{cid}.{attempt}"
+
+    async def _ask_to_report(self, cid: str) -> bool:
+        """Tell a running cell to report to the campaign's workflow id; False if it has closed."""
+        try:
+            await workflow.get_external_workflow_handle(self._child_id(cid, self.book.attempt(cid))).signal(
+                REPORT_TO_CAMPAIGN
+            )
+            return True
+        except FailureError:
+            return False
+
+    @workflow.signal(name=CELL_FINISHED)
+    def cell_finished(self, report: CellReport, result: RawValue) -> None:
+        """A cell this run inherited (or one that heard the hand-over before it finished) is done;
+        ``result`` is its CellResult, passed to the store untouched."""
+        if self.v5 and self._claim(report.cell_id, report.attempt):
+            asyncio.create_task(self._complete_cell(report.cell_id, report.attempt, result, None))
+
+    def _claim(self, cid: str, attempt: int) -> bool:
+        """The first report of a running attempt wins (a cell may report by signal and by its
+        child completion both); later ones, and stale attempts, are ignored."""
+        if cid not in self.running or cid in self.completing or self.book.attempt(cid) != attempt:
+            return False
+        self.completing.add(cid)
+        return True
+
+    async def _probe_inherited(self, every_s: float = PROBE_INHERITED_S) -> None:
+        """A cell inherited across continue-as-new reports by signal; one whose workflow closed
+        without reporting (terminated, timed out, cancelled by someone else) would hold its hosts
+        forever. Probe them now and then: a signal to a closed workflow fails, and a report
+        always lands before its sender closes."""
+        while True:
+            await workflow.sleep(every_s)
+            for cid in list(self.inherited):
+                if cid in self.inherited and not await self._ask_to_report(cid):
+                    self._lost(cid, "cell workflow closed without reporting its result (terminated or timed out)")
+            if not self.inherited:
+                return
+
+    def _lost(self, cid: str, why: str) -> None:
+        """A running cell whose workflow is gone without a result: an error, like a failed child."""
+        attempt = self.book.attempt(cid)
+        if self._claim(cid, attempt):
+            result = self._skipped_result(cid, why)
+            result.checks = [CheckResult(c.check, Grade.ERROR, c.reason) for c in result.checks]
+            asyncio.create_task(self._complete_cell(cid, attempt, None, result))
+
+    async def _cancel_inherited(self, cid: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(self._child_id(cid, self.book.attempt(cid))).cancel()
+        except FailureError:  # closed: it reported already, or never will
+            self._lost(cid, "campaign cancelled; the cell workflow had closed without reporting")
+
+    async def _finish(self) -> CampaignResult:
+        if self.cancel_requested and self.v5:
+            self.status = "cancelling"
+            for cid, t in self.tasks.items():
+                if cid not in self.completing:  # a cell being stored finishes storing
+                    t.cancel()
+            # inherited cells are not this run's children: cancel them by id; they clean up,
+            # release their hosts and report like any finishing cell (probed each minute, in
+            # case one ends without a report)
+            if self.inherited:
+                await asyncio.gather(*map(self._cancel_inherited, list(self.inherited)))
+                asyncio.create_task(self._probe_inherited(PROBE_CANCELLED_S))
+            await workflow.wait_condition(lambda: not self.running)
+            for cid in self.pool.ids():
+                self.pool.remove(cid)
+                self.book.set_done(cid, CellOutcome(Grade.SKIPPED, reason="campaign cancelled"))
+        elif self.cancel_requested:
             self.status = "cancelling"
             for t in self.tasks.values():
                 t.cancel()
@@ -514,6 +783,17 @@ class CampaignWorkflow:
         await self._publish(running=False)
         if workflow.patched(QUIET_BEFORE_CLOSE):  # completing must be the last command too
             await workflow.wait_condition(self._quiet)
+        if self.v5:  # bounded: no row per cell (result_store.summary_rows reads shape + book)
+            return CampaignResult(
+                campaign_id=self.campaign_id,
+                name=self.plan.name,
+                hosts=self.st.hosts,
+                status=self.status,
+                started_at=self.st.started_at,
+                finished_at=workflow.now().isoformat(),
+                shape=self.catalog.shape(),
+                book=self.book.encode(),
+            )
         return CampaignResult(
             campaign_id=self.campaign_id,
             name=self.plan.name,
@@ -545,6 +825,17 @@ class CampaignWorkflow:
         )
         self.st.hosts = snap.hosts
         self.st.platform_hosts = snap.platform_hosts
+        if self.v5:
+            for cid in list(self.book.not_done_ids()):
+                s, t, _ = self.catalog.where(cid)
+                missing = [p for p in (s, t) if not snap.platform_hosts.get(p)]
+                if missing:  # can never run: say so instead of waiting forever
+                    self.book.set_done(
+                        cid, CellOutcome(Grade.SKIPPED, reason=f"no healthy host matches platform(s) {missing}")
+                    )
+                elif cid not in self.running:
+                    self._queue(cid)
+            return
         self.st.pending = [c for c in self.cells if c not in self.st.done]
         # cells whose platform has no host can never run: say so instead of waiting forever
         for cid in list(self.st.pending):
@@ -575,7 +866,7 @@ class CampaignWorkflow:
                 self.st.pending.remove(cid)
                 self.st.done[cid] = CellOutcome(Grade.SKIPPED, reason=f"no healthy host left for platform(s) {dead}")
         pending = [self.cells[c] for c in self.st.pending]
-        picks = scheduling.schedule(
+        picks = scheduling.schedule_v4(  # the exact decisions these runs recorded
             pending,
             hosts,
             self.st.platform_hosts,
@@ -659,7 +950,9 @@ class CampaignWorkflow:
         args = (
             [StoreResultRequest(self.campaign_id, None, src.kind, tgt.kind), raw]
             if raw is not None
-            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind)]
+            # both arguments always: with one, the SDK decodes none of them (the activity declares
+            # two) and the activity gets a dict
+            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind), None]
         )
         # an idempotent file write: as a local activity it costs no server round trip, and a
         # worker killed before the task completes simply writes the same file again
@@ -674,10 +967,157 @@ class CampaignWorkflow:
             self.dirty = True
         await self._publish()
 
+    # -- v5: cells from the pool, results by child completion or by report -----------------------
+    def _start_ready_cells_v5(self) -> None:
+        hosts = self._host_map()
+        load: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        for cid, a in self.running.items():
+            load[a.source_host] = load.get(a.source_host, 0) + 1
+            load[a.target_host] = load.get(a.target_host, 0) + 1
+            s, t, _ = self.catalog.where(cid)
+            for k in {self.kinds[s], self.kinds[t]}:
+                by_kind[k] = by_kind.get(k, 0) + 1
+        self._skip_dead_platforms()
+        picks = scheduling.schedule_pool(
+            self.pool,
+            hosts,
+            self.st.platform_hosts,
+            self.kinds,
+            scheduling.LabState(load, by_kind, len(self.running)),
+            self._limits(),
+            unavailable=frozenset(self.st.unavailable_hosts),
+        )
+        for a in picks:
+            self.pool.remove(a.cell_id)
+            self.running[a.cell_id] = a
+            attempt = self.book.next_attempt(a.cell_id)
+            self.tasks[a.cell_id] = asyncio.create_task(self._run_cell_v5(a, attempt))
+
+    def _host_map(self) -> dict:
+        if getattr(self, "_hosts_of", None) is None or self._hosts_of[0] is not self.st.hosts:
+            self._hosts_of = (self.st.hosts, {h.name: h for h in self.st.hosts})
+        return self._hosts_of[1]
+
+    def _skip_dead_platforms(self) -> None:
+        """Every host of a platform is out of service: its pending cells would wait forever. Checked
+        when the set of hosts out of service changes, not on every pass."""
+        key = (len(self.st.unavailable_hosts), sum(len(v) for v in self.st.platform_hosts.values()))
+        if key == self._dead_checked:
+            return
+        self._dead_checked = key
+        out = set(self.st.unavailable_hosts)
+        dead = {p for p in self.kinds if not set(self.st.platform_hosts.get(p, [])) - out}
+        if not dead:
+            return
+        for cid in self.pool.ids():
+            s, t, _ = self.catalog.where(cid)
+            gone = [p for p in (s, t) if p in dead]
+            if gone:
+                self.pool.remove(cid)
+                self.book.set_done(
+                    cid, CellOutcome(Grade.SKIPPED, reason=f"no healthy host left for platform(s) {gone}")
+                )
+
+    async def _run_cell_v5(self, a: scheduling.Assignment, attempt: int) -> None:
+        cid = a.cell_id
+        cell = self.cells[cid]
+        plan = self.plan
+        hosts = self._host_map()
+        inp = CellInput(
+            campaign_id=self.campaign_id,
+            cell=cell,
+            source=plan.platform(cell.source),
+            target=plan.platform(cell.target),
+            image=self.images[cell.image],
+            source_host=hosts[a.source_host],
+            target_host=hosts[a.target_host],
+            inventory=plan.inventory,
+            retry=plan.retry,
+            export_format=plan.export_format,
+            attempt=attempt,
+        )
+        raw: RawValue | None = None
+        result: CellResult | None = None
+        self.starting.add(cid)
+        try:
+            handle = await workflow.start_child_workflow(
+                self.cell_workflow,
+                inp,
+                result_type=RawValue,
+                id=self._child_id(cid, attempt),
+                task_queue=self.cell_task_queue or None,
+                # it may outlive this run: a continue-as-new hands it over instead of waiting
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # on cancel, wait for the child's cleanup/release instead of abandoning it
+                cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            self.starting.discard(cid)
+            raw = await handle
+        except ChildWorkflowError as e:  # the cell workflow itself failed (a bug, not interop)
+            result = self._skipped_result(cid, f"cell workflow failed: {e.cause or e}")
+            result.checks = [CheckResult(c.check, Grade.ERROR, c.reason) for c in result.checks]
+        except asyncio.CancelledError:
+            # the campaign was cancelled and so was the child (its cleanup ran); record it
+            result = self._skipped_result(cid, "campaign cancelled")
+        finally:
+            self.starting.discard(cid)
+        if self._claim(cid, attempt):  # not when the cell reported by signal first
+            await self._complete_cell(cid, attempt, raw, result)
+
+    async def _complete_cell(self, cid: str, attempt: int, raw: RawValue | None, result: CellResult | None) -> None:
+        """Store a claimed cell's result, mark it done (or run it elsewhere if its host went bad)."""
+        try:
+            outcome, stages = _read_child_result(raw) if raw is not None else _read_result(result)
+            bad_host = _unhealthy_host(stages)
+            if bad_host and attempt < MAX_RESCHEDULES:
+                # the inventory took a host out of service mid-cell: run the cell elsewhere
+                async with self.lock:
+                    if bad_host not in self.st.unavailable_hosts:
+                        self.st.unavailable_hosts.append(bad_host)
+                    self._forget(cid)
+                    self._queue(cid)
+                    self.dirty = True
+                return
+            s, t, _ = self.catalog.where(cid)
+            kinds = (self.kinds[s], self.kinds[t])
+            args = (
+                [StoreResultRequest(self.campaign_id, None, *kinds), raw]
+                if raw is not None
+                else [StoreResultRequest(self.campaign_id, result, *kinds), None]  # both: see _run_cell
+            )
+            # persist before marking done: the campaign may finish as soon as the last cell is done.
+            # The progress report (counting this cell done) goes out alongside: two local
+            # activities resolved in one activation instead of two in a row.
+            counts = self._counts()
+            counts["running"] -= 1
+            counts["done"] += 1
+            counts[outcome.grade.value] += 1
+            counts["cached"] += outcome.cached
+            await asyncio.gather(
+                workflow.execute_local_activity(
+                    "store_result", args=args, start_to_close_timeout=SHORT, retry_policy=ACT_RETRY
+                ),
+                self._publish(counts=counts),
+            )
+            async with self.lock:
+                self._forget(cid)
+                self.book.set_done(cid, outcome)
+                self.dirty = True
+        finally:
+            self.completing.discard(cid)
+
+    def _forget(self, cid: str) -> None:
+        self.running.pop(cid, None)
+        self.tasks.pop(cid, None)
+        self.inherited.discard(cid)
+
     def _quiet(self) -> bool:
+        if self.v5 and self.completing:
+            return False
         return self._local_in_flight == 0 and workflow.all_handlers_finished()
 
-    async def _publish(self, running: bool = True) -> None:
+    async def _publish(self, running: bool = True, counts: dict[str, int] | None = None) -> None:
         # best effort: metrics must never hold up a campaign (nor its continue-as-new, which
         # waits for this), so a few quick attempts and then the error is only logged
         self._local_in_flight += 1
@@ -685,7 +1125,7 @@ class CampaignWorkflow:
             await workflow.execute_local_activity(
                 "publish_progress",
                 ProgressReport(
-                    self.plan.name, self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
+                    self.plan.name, counts or self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=PUBLISH_RETRY,

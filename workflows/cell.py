@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.model import CellResult, Grade, RemediationRecord, StageRecord
     from domain.stage_io import CellContext, StageCall, StageResult, context_field
     from workflows.cell_v3 import cause_of, run_v3
+    from workflows.reporting import ReportsToCampaign
 
 # workflow.patched ids
 CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run predating it is retired (v1)
@@ -51,6 +52,11 @@ def base_result(inp: CellInput) -> CellResult:
 async def cached_result(inp: CellInput, base: CellResult) -> CellResult | None:
     """The passed result of an identical cell from an earlier run (resume without rework), or None."""
     workflow.deprecate_patch(CACHED_LOOKUP_LOCAL)
+    return await lookup_cached(inp, base)
+
+
+async def lookup_cached(inp: CellInput, base: CellResult) -> CellResult | None:
+    """The reuse rule itself, without the patch marker (simulated cells have no history before it)."""
     # a file read of milliseconds: a local activity saves a server round trip per cell
     cached = await workflow.execute_local_activity(
         "lookup_cached_result",
@@ -84,7 +90,7 @@ def retry_policy(inp: CellInput, stage: stages.StageDef) -> RetryPolicy:
 
 
 @workflow.defn
-class CellWorkflow:
+class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears of the result by signal
     @workflow.init
     def __init__(self, inp: CellInput) -> None:
         self._stage = ""
@@ -172,6 +178,9 @@ class CellWorkflow:
 
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
+        return await self.reported(inp, await self._run(inp))
+
+    async def _run(self, inp: CellInput) -> CellResult:
         base = base_result(inp)
         cached = await cached_result(inp, base)
         if cached is not None:

@@ -6,17 +6,20 @@ Temporal's time-skipping test server a month-long campaign replays in minutes.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain import simulation
     from domain.messages import CellInput
     from domain.model import CellResult, CheckResult, Grade, StageRecord
-    from workflows.cell import base_result, cached_result
+    from workflows.cell import base_result, lookup_cached
+    from workflows.reporting import ReportsToCampaign
 
 
 @workflow.defn(name="SimulatedCellWorkflow")
-class SimulatedCellWorkflow:
+class SimulatedCellWorkflow(ReportsToCampaign):
     def __init__(self) -> None:
         self._stage = ""
 
@@ -26,10 +29,13 @@ class SimulatedCellWorkflow:
 
     @workflow.run
     async def run(self, inp: CellInput) -> CellResult:
+        return await self.reported(inp, await self._simulate(inp))
+
+    async def _simulate(self, inp: CellInput) -> CellResult:
         cell = inp.cell
         # same reuse rule as the real cell: an identical passed cell is not redone
         base = base_result(inp)
-        cached = await cached_result(inp, base)
+        cached = await lookup_cached(inp, base)
         if cached is not None:
             return cached
         durations = simulation.stage_durations(cell, inp.image, inp.source.kind, inp.target.kind)
@@ -37,7 +43,13 @@ class SimulatedCellWorkflow:
         # stage would cost eleven workflow tasks per cell (half the wall time of a 2,000-cell run)
         # without changing a single scheduling decision.
         self._stage = "simulated"
-        await workflow.sleep(sum(durations.values()))
+        try:
+            await workflow.sleep(sum(durations.values()))
+        except asyncio.CancelledError:
+            # like the real cell: a cancelled cell completes with skipped grades (and reports
+            # them, if its campaign asked), it does not just vanish
+            base.checks = [CheckResult(c, Grade.SKIPPED, "cancelled by operator") for c in cell.checks]
+            return base
         base.stages = [StageRecord(s, "ok", d) for s, d in durations.items()]
         base.checks = [CheckResult(c, Grade.PASS, "simulated") for c in cell.checks]
         return base
@@ -47,9 +59,9 @@ class SimulatedCellWorkflow:
 class SimulatedAsCellWorkflow(SimulatedCellWorkflow):
     """The simulated cell under the real cell's type name, for a worker that simulates the whole lab.
 
-    Why: ``CampaignWorkflow`` currently drops ``cell_workflow`` when it continues as new, so later
-    generations start "CellWorkflow" children; a simulation worker registers this instead of the
-    real ``CellWorkflow`` so that those run simulated too (and never call ``run_stage``).
+    Why: a simulation worker registers this instead of the real ``CellWorkflow`` so that a
+    campaign started without ``cell_workflow`` (or a run of replay sets v2-v4, which dropped
+    ``cell_workflow`` at continue-as-new) runs simulated cells too and never calls a stage.
     """
 
     @workflow.run

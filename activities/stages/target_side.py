@@ -33,12 +33,7 @@ class Boot(Stage):
         c = call.cell
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         imported = call.context.import_.hardware if call.context.import_ else None
-        if (
-            imported is not None
-            and imported.firmware == "efi"
-            and not prof.efi_boots
-            and stands_in(c.target_host)
-        ):
+        if imported is not None and imported.firmware == "efi" and not prof.efi_boots and stands_in(c.target_host):
             # the stand-in's limit, not the move's: grading it would blame the guest for OVMF
             note = (
                 f"the stand-in for {prof.stands_in_for} cannot boot EFI from its disk controller (Debian's OVMF has "

@@ -29,6 +29,8 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from bench.timeskip import HandOverWatcher  # noqa: E402
+from crossvisor.core import result_store  # noqa: E402
 from crossvisor.core.config import Settings  # noqa: E402
 from domain.control import CancelRequest, PauseRequest, SkipRequest  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
@@ -37,6 +39,7 @@ from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 OUT = HISTORIES / "next"  # set by main()
+_env = None  # the test environment, set by main()
 
 Scenario = Callable[[Client, Sabotage, Path, str, str], Awaitable[CampaignResult]]
 
@@ -45,7 +48,7 @@ async def normal(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
     """Both directions pass; the second export is reused from the artifact cache."""
     h = await start_campaign(client, small_plan(tmp), tq, cid)
     res = await h.result()
-    assert [c.grade for c in res.summary] == [Grade.PASS, Grade.PASS], res.summary
+    assert [c.grade for c in result_store.summary_rows(res)] == [Grade.PASS, Grade.PASS], result_store.summary_rows(res)
     return res
 
 
@@ -58,7 +61,7 @@ async def interop_fail(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: s
 
     sab.after["export"] = lambda call, out: corrupt_package_disk(out.package)
     res = await (await start_campaign(client, plan, tq, cid)).result()
-    assert res.summary[0].grade == Grade.FAIL, res.summary
+    assert result_store.summary_rows(res)[0].grade == Grade.FAIL, result_store.summary_rows(res)
     return res
 
 
@@ -73,7 +76,10 @@ async def transient_retry(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
 
     sab.before["import"] = flaky
     res = await (await start_campaign(client, small_plan(tmp, pairs=[["kvm", "xen"]]), tq, cid)).result()
-    assert res.summary[0].grade == Grade.PASS and len(calls) == 3, (res.summary, calls)
+    assert result_store.summary_rows(res)[0].grade == Grade.PASS and len(calls) == 3, (
+        result_store.summary_rows(res),
+        calls,
+    )
     return res
 
 
@@ -102,7 +108,9 @@ async def steer(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     # the legacy single update too: older CLIs still send it
     await h.execute_update(CampaignWorkflow.steer, SteerRequest("resume", request_id="r1"))
     res = await h.result()
-    assert sorted(c.grade.value for c in res.summary) == ["pass", "pass", "skipped"], res.summary
+    assert sorted(c.grade.value for c in result_store.summary_rows(res)) == ["pass", "pass", "skipped"], (
+        result_store.summary_rows(res)
+    )
     return res
 
 
@@ -123,7 +131,9 @@ async def cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) ->
     await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
     res = await h.result()
     # the interrupted cell's grade is whatever the cell workflow makes of the cancelled stage
-    assert res.status == "cancelled" and Grade.SKIPPED in {c.grade for c in res.summary}, res.summary
+    assert res.status == "cancelled" and Grade.SKIPPED in {c.grade for c in result_store.summary_rows(res)}, (
+        result_store.summary_rows(res)
+    )
     return res
 
 
@@ -132,7 +142,54 @@ async def continue_as_new(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
     plan.concurrency.max_cells = 1
     res = await (await start_campaign(client, plan, tq, cid, history_limit=12)).result()
-    assert len(res.summary) == 2 and all(c.grade == Grade.PASS for c in res.summary), res.summary
+    assert len(result_store.summary_rows(res)) == 2 and all(
+        c.grade == Grade.PASS for c in result_store.summary_rows(res)
+    ), result_store.summary_rows(res)
+    return res
+
+
+def _slow(sab: Sabotage, stage: str, seconds: float) -> None:
+    def hold(call) -> None:  # cells still in this stage when the campaign continues as new
+        time.sleep(seconds)
+
+    sab.before[stage] = hold
+
+
+async def handover(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v5 on) A tiny history_limit while cells run: each run asks its running cells to report to
+    the campaign by id and continues as new at once; the next run re-attaches to them."""
+    plan = small_plan(tmp, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    _slow(sab, "boot", 0.3)
+    h = await start_campaign(client, plan, tq, cid, history_limit=30)
+    async with HandOverWatcher(_env, cid, h.run_id):  # the time-skipping server's leaked lock
+        res = await h.result()
+    rows = result_store.summary_rows(res)
+    assert len(rows) == 6 and all(c.grade == Grade.PASS for c in rows), rows
+    return res
+
+
+async def handover_cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v5 on) Cancel while cells a previous run started are running: cancelled by id, they clean
+    up and report; the cells never started are skipped."""
+    plan = small_plan(tmp, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    _slow(sab, "verify", 1.5)
+    h = await start_campaign(client, plan, tq, cid, history_limit=25)
+    async with HandOverWatcher(_env, cid, h.run_id):
+        last = client.get_workflow_handle(cid)
+        inherited = False
+        for _ in range(600):  # until the current run holds cells a previous run started
+            p = await last.query(CampaignWorkflow.progress)
+            if p.generation >= 1 and p.running:
+                start = (await last.fetch_history()).events[0].workflow_execution_started_event_attributes
+                inherited = bool((json.loads(start.input.payloads[0].data).get("state") or {}).get("running"))
+                if inherited:
+                    break
+            await asyncio.sleep(0.05)
+        assert inherited, p
+        await last.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+        res = await h.result()
+    rows = result_store.summary_rows(res)
+    assert res.status == "cancelled" and len(rows) == 6 and Grade.SKIPPED in {c.grade for c in rows}, rows
     return res
 
 
@@ -149,13 +206,16 @@ async def stall(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     assert p.status == "stalled" and "caps xen at 0" in p.stall_reason, p
     await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
     res = await h.result()
-    assert res.status == "cancelled" and res.summary[0].reason == "campaign cancelled", res.summary
+    assert res.status == "cancelled" and result_store.summary_rows(res)[0].reason == "campaign cancelled", (
+        result_store.summary_rows(res)
+    )
     return res
 
 
 # scenario -> (run, how many of its cell histories to keep). Every campaign history is kept; cell
 # histories only where the cell's own path differs (pass, interop fail, retried stage, cancelled
-# mid-stage): the steer / continue-as-new cells repeat the normal cell and would triple the size.
+# mid-stage, handed over and reporting by signal): the steer / continue-as-new cells repeat the
+# normal cell and would triple the size.
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "normal": (normal, 1),
     "interop-fail": (interop_fail, 1),
@@ -164,11 +224,16 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "cancel": (cancel, 2),
     "continue-as-new": (continue_as_new, 0),
     "stall": (stall, 0),
+    "handover": (handover, 1),
+    "handover-cancel": (handover_cancel, 1),
 }
+# scenarios whose kept cell histories are cells that reported by signal (the v5 path in the cell)
+REPORTING_CELLS = {"handover", "handover-cancel"}
 
 
-async def save_histories(client: Client, cid: str, max_children: int) -> list[Path]:
-    """Every run of the campaign (walking continue-as-new back from the last) and every child."""
+async def save_histories(client: Client, cid: str, max_children: int, reporting: bool = False) -> list[Path]:
+    """Every run of the campaign (walking continue-as-new back from the last) and its first
+    ``max_children`` children (``reporting``: the first that reported to the campaign by signal)."""
     runs: list[str] = []
     run_id: str | None = None  # None = the latest run
     while True:
@@ -185,8 +250,18 @@ async def save_histories(client: Client, cid: str, max_children: int) -> list[Pa
             if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
                 children.append(e.start_child_workflow_execution_initiated_event_attributes.workflow_id)
     written = [_write(cid if len(runs) == 1 else f"{cid}@run{n}", text) for n, text in enumerate(runs, 1)]
-    for child in children[:max_children]:
-        written.append(_write(child, (await client.get_workflow_handle(child).fetch_history()).to_json()))
+    kept = 0
+    for child in children:
+        if kept >= max_children:
+            break
+        hist = await client.get_workflow_handle(child).fetch_history()
+        if reporting and not any(
+            e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED for e in hist.events
+        ):
+            continue
+        written.append(_write(child, hist.to_json()))
+        kept += 1
+    assert kept == max_children or not reporting, f"{cid}: no cell that reported by signal"
     return written
 
 
@@ -202,7 +277,8 @@ async def main(set_name: str) -> None:
     if OUT.exists():
         shutil.rmtree(OUT)  # only this set: older sets are the compatibility proof
     OUT.mkdir(parents=True)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    global _env
+    env = _env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
         with tempfile.TemporaryDirectory(prefix="crossvisor-record-") as td, ThreadPoolExecutor(8) as ex:
             for name, (scenario, max_children) in SCENARIOS.items():
@@ -216,7 +292,7 @@ async def main(set_name: str) -> None:
                 cid = f"replay-{name}"
                 async with worker:
                     await scenario(env.client, sab, tmp, cid, tq)
-                files = await save_histories(env.client, cid, max_children)
+                files = await save_histories(env.client, cid, max_children, name in REPORTING_CELLS)
                 size = sum(p.stat().st_size for p in files)
                 print(f"{name}: {len(files)} histories, {size / 1024:.0f} KiB")
     finally:
