@@ -107,10 +107,20 @@ def _boot_cause(g: GuestObservation, hw: Hardware | None, source_firmware: str) 
         head = f"root device {g.root_source or '(from root=)'} not found"
         # the controller the target attached the disk to, if the guest had no driver for it
         bus = hw.disks[0].bus if hw and hw.disks else ""
-        ours = [p for p in undriven if p.id in bus_pci_ids(bus)] or undriven
+        ids = bus_pci_ids(bus)
+        driven = [p for p in g.pci if p.id in ids and p.driver not in ("", "none")]
+        # an idle controller without a driver (q35's built-in AHCI) is not the cause when the
+        # disk's own controller is driven: then the root is named in a way this hardware is not
+        ours = [p for p in undriven if p.id in ids] or ([] if driven else undriven)
         if ours:
             names = ", ".join(f"{p.id} ({pci_name(p.id)})" for p in ours)
             return f"{head}: the guest's initramfs has no driver for the disk controller {names}"
+        if driven:
+            d = driven[0]
+            return (
+                f"{head}: the disk controller {d.id} ({pci_name(d.id)}) is driven ({d.driver}) but the guest "
+                f"names its root {g.root_source or 'by root='}, a device name this hardware does not give it"
+            )
         return f"{head}: {g.failure}"
     if g.failure_kind == "no-bootable-device":
         fw = hw.firmware if hw else "?"

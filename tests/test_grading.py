@@ -74,6 +74,25 @@ def test_root_not_found_names_the_controller_without_a_driver() -> None:
     assert g["metadata"].grade == Grade.PASS  # what the target API keeps, guest or not
 
 
+def test_root_named_by_an_old_device_name_on_a_driven_controller() -> None:
+    # seen after virt-v2v on the legacy image: virtio_blk is in the initramfs now, but GRUB still
+    # says root=/dev/sda1 and the disk is vda; q35's idle AHCI has no driver and is not the cause
+    g = grade(
+        console(
+            "CV-INITRAMFS stage=local-top root=/dev/sda1",
+            "CV-PCI slot=0000:00:1f.2 class=0x010601 id=8086:2922 driver=none",
+            "CV-PCI slot=0000:03:00.0 class=0x010000 id=1af4:1042 driver=virtio-pci virtio_driver=virtio_blk",
+            "CV-ROOTWAIT gave_up=1 root=/dev/sda1 after_s=11",
+        ),
+        target_hw=hw(bus="virtio"),
+    )
+    assert g["boots"].grade == Grade.FAIL
+    assert g["boots"].reason == (
+        "root device /dev/sda1 not found: the disk controller 1af4:1042 (virtio-blk) is driven (virtio_blk) but "
+        "the guest names its root /dev/sda1, a device name this hardware does not give it"
+    )
+
+
 def test_firmware_that_finds_nothing_to_boot() -> None:
     g = grade(
         console("SeaBIOS (version 1.16.2-debian-1.16.2-1)", "Boot failed: not a bootable disk"), target_hw=hw("bios")
