@@ -52,12 +52,15 @@ def build_workers(
     max_activities: int = 8,
     env: StageEnv | None = None,
     stages: list | None = None,
+    campaign: CampaignActivities | None = None,
 ) -> list[Worker]:
     """The Temporal workers of one process: one on the campaign queue, plus one on the site's
     queue for a site's worker (its stage activities live only there). ``stages``: the stage
-    activities to register (default: every stage bound to ``env``)."""
+    activities to register (default: every stage bound to ``env``); ``campaign``: the campaign
+    activities' instance (default: a new one)."""
     env = env or StageEnv(settings)
-    camp = campaign_activities(CampaignActivities(settings))
+    camp_obj = campaign or CampaignActivities(settings)
+    camp = campaign_activities(camp_obj)
     stages = stages if stages is not None else stage_activities(env)
     common = dict(activity_executor=executor, max_concurrent_activities=max_activities)
     main = Worker(
@@ -70,7 +73,8 @@ def build_workers(
     )
     if not settings.site:
         return [main]
-    return [main, Worker(client, task_queue=settings.site_queue, activities=stages, **common)]
+    # the site's queue: its hosts' stages, and the leak sweep over its hosts at a campaign's end
+    return [main, Worker(client, task_queue=settings.site_queue, activities=[*stages, camp_obj.sweep_leaks], **common)]
 
 
 def build_worker(client, settings: Settings, executor: ThreadPoolExecutor, max_activities: int = 8) -> Worker:

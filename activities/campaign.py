@@ -4,6 +4,7 @@ metrics and the leak sweeper."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import structlog
@@ -32,6 +33,8 @@ class CampaignActivities:
         self.settings = settings
         self.results_dir = result_store.results_dir(settings.home)
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        # every host the leak sweeper opened here, and how often (a site's worker: its own only)
+        self.swept: Counter[str] = Counter()
         metrics.init_worker()  # per-kind series at 0 from the worker's start
 
     @activity.defn(name="load_inventory")
@@ -139,6 +142,7 @@ class CampaignActivities:
                 # a site's worker never opens another site's hosts; their cells' cleanup ran there
                 log.info("sweep.other_site", host=h.name, site=h.site)
                 continue
+            self.swept[h.name] += 1
             try:
                 drv = open_driver(h, self.settings.home / "drivers")
             except Exception as e:  # noqa: BLE001

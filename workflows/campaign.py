@@ -83,6 +83,9 @@ PROBE_CANCELLED_S = 60  # once cancelled, they should be done within minutes
 QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # replay set v3 on
 WATCHDOG = "watchdog-publishes-stall"  # replay set v4 on
 REATTACH = "reattach-across-continue-as-new"  # replay set v5 on (compact state, no drain)
+# replay set v6 on, asked only by campaigns with hosts at sites that have workers of their own:
+# the leak sweep runs once per site, on that site's queue, over that site's hosts
+SWEEP_PER_SITE = "sweep-per-site"
 # deprecated: only the retired replay set v1 predates them (tests/replay/README.md)
 SWEEP_ON_EVERY_END = "sweep-on-every-end"
 STORE_RESULT_LOCAL = "store-result-local"
@@ -741,6 +744,28 @@ class CampaignWorkflow:
         except FailureError:  # closed: it reported already, or never will
             self._lost(cid, "campaign cancelled; the cell workflow had closed without reporting")
 
+    async def _sweep(self) -> list[str]:
+        """Destroy leaked VMs and free leftover leases: one call on the campaign's queue, plus, for
+        hosts at sites with workers of their own, one per site on that site's queue (a site's
+        worker only ever opens its own site's hosts). Every call frees the campaign's leases."""
+        hosts = self.st.hosts
+        queues = sorted({h.task_queue for h in hosts if h.task_queue})
+        calls: list[tuple[str, list]] = [("", hosts)]
+        if queues and workflow.patched(SWEEP_PER_SITE):
+            calls = [("", [h for h in hosts if not h.task_queue])]
+            calls += [(q, [h for h in hosts if h.task_queue == q]) for q in queues]
+        removed: list[str] = []
+        for queue, group in calls:
+            removed += await workflow.execute_activity(
+                "sweep_leaks",
+                SweepRequest(self.campaign_id, self.plan.inventory, group, netbox=dict(self.plan.netbox)),
+                result_type=list[str],
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=ACT_RETRY,
+                **({"task_queue": queue} if queue else {}),
+            )
+        return removed
+
     async def _finish(self) -> CampaignResult:
         if self.cancel_requested and self.v5:
             self.status = "cancelling"
@@ -769,13 +794,7 @@ class CampaignWorkflow:
         # may have left a VM or a lease behind.
         if not self.cancel_requested:
             workflow.deprecate_patch(SWEEP_ON_EVERY_END)
-        removed = await workflow.execute_activity(
-            "sweep_leaks",
-            SweepRequest(self.campaign_id, self.plan.inventory, self.st.hosts, netbox=dict(self.plan.netbox)),
-            result_type=list[str],
-            start_to_close_timeout=timedelta(minutes=30),
-            retry_policy=ACT_RETRY,
-        )
+        removed = await self._sweep()
         if removed:
             workflow.logger.warning("sweeper removed leaked VMs: %s", removed)
         self.status = "cancelled" if self.cancel_requested else "completed"

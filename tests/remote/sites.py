@@ -11,6 +11,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from activities.campaign import CampaignActivities
 from activities.stages import StageEnv, stage_activities
 from crossvisor.core.config import Settings
 from tests.harness import Sabotage
@@ -23,6 +24,7 @@ class SiteWorker:
     settings: Settings
     env: StageEnv
     sabotage: Sabotage
+    campaign: CampaignActivities  # its campaign activities (``swept``: the hosts its sweeps opened)
     # (cell id, "stage" or "stage:side") of every stage attempt that ran here, in order
     calls: list[tuple[str, str]] = field(default_factory=list)
 
@@ -51,10 +53,10 @@ async def site_workers(client, home: Path, task_queue: str, sites: list[str], ex
             s = site_settings(home, task_queue, site, sites)
             env = StageEnv(s)
             sab = Sabotage(env)
-            sw = SiteWorker(site, s, env, sab)
+            sw = SiteWorker(site, s, env, sab, CampaignActivities(s))
             _record_calls(sw)
             acts = sab.activities() + stage_activities(env)[-1:]  # + the legacy run_stage adapter
-            for w in build_workers(site_client, s, executor, env=env, stages=acts):
+            for w in build_workers(site_client, s, executor, env=env, stages=acts, campaign=sw.campaign):
                 await stack.enter_async_context(w)
             out[site] = sw
         yield out

@@ -85,6 +85,8 @@ async def test_two_site_workers_run_one_campaign(env, tmp_path: Path, executor) 
     # no worker saw the other site's host
     assert set(sites["lab-a"].env.opened) == {"kvm-1"}
     assert set(sites["lab-b"].env.opened) == {"xen-1"}
+    # the campaign's leak sweep ran at each site, over that site's host only
+    assert sites["lab-a"].campaign.swept == {"kvm-1": 1} and sites["lab-b"].campaign.swept == {"xen-1": 1}
     for cell in res.cells:
         src_site, tgt_site = ("lab-a", "lab-b") if cell.source == "kvm" else ("lab-b", "lab-a")
         # every stage ran where its host is: the source's at the source's site, the target's (and
