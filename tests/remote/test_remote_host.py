@@ -291,6 +291,9 @@ async def test_a_cell_moves_from_this_host_to_the_remote_host(
     assert {c.check for c in cell.checks if c.grade == Grade.PASS} == set(checks)
     assert set(sites["lab-a"].env.opened) == {f"{PREFIX}here"}
     assert set(sites["lab-b"].env.opened) == {f"{PREFIX}there"}
+    # the campaign's leak sweep too: each site's worker swept its own host only
+    assert sites["lab-a"].campaign.swept == {f"{PREFIX}here": 1}
+    assert sites["lab-b"].campaign.swept == {f"{PREFIX}there": 1}
     assert {"boot", "import", "verify"} <= sites["lab-b"].stages_of(cell.cell_id)
     assert {"provision", "baseline", "export"} <= sites["lab-a"].stages_of(cell.cell_id)
     # the guest booted on the remote host read its own disk there: the console came over the stream

@@ -9,9 +9,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import libvirt
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.stages.base import vm_prefix
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from domain.stages import PIPELINE
@@ -21,11 +23,29 @@ from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: li
 pytestmark = [pytest.mark.vsphere, pytest.mark.qemu]
 
 
-def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
+@pytest.fixture
+def own_pool(libvirt_conn, tmp_path: Path):  # noqa: F811
+    """A storage pool of this test's own on the shared libvirtd (the product keeps uploaded disk
+    layers in its pool as a cache): removed with every volume in it."""
+    name, path = f"cvs-{uuid.uuid4().hex[:6]}", tmp_path / "pool"
+    yield name, path
+    try:
+        pool = libvirt_conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        return
+    for vol in pool.listAllVolumes(0) if pool.isActive() else []:
+        vol.delete(0)
+    if pool.isActive():
+        pool.destroy()
+    pool.undefine()
+
+
+def plan_for(tmp: Path, vcsim, pairs: list[list[str]], pool: tuple[str, Path]) -> CampaignPlan:
     lab = tmp / "lab.yaml"
     lab.write_text(
         "hosts:\n"
-        "  - {name: kvm-real, kind: kvm, endpoint: 'qemu:///system', site: s}\n"
+        f"  - {{name: kvm-real, kind: kvm, endpoint: 'qemu:///system', site: s,"
+        f" custom: {{pool: {pool[0]}, pool_path: '{pool[1]}'}}}}\n"
         f"  - {{name: vc-sim, kind: vsphere, endpoint: '{vcsim.url}', site: s,"
         f" credentials_ref: '{vcsim.password_ref}', custom: {{username: '{vcsim.username}'}}}}\n"
     )
@@ -55,8 +75,17 @@ def plan_for(tmp: Path, vcsim, pairs: list[list[str]]) -> CampaignPlan:
 @pytest.mark.parametrize(
     "pair", [["kvm", "vsphere-sim"], ["vsphere-sim", "kvm"]], ids=["kvm-to-vsphere", "vsphere-to-kvm"]
 )
-async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_path: Path, capfd, caplog) -> None:  # noqa: F811
-    plan = plan_for(tmp_path, vcsim, [pair])
+async def test_cell_across_real_apis(
+    pair,
+    vcsim,
+    libvirt_conn,  # noqa: F811 - the imported session fixture
+    own_pool,
+    settings,
+    tmp_path: Path,
+    capfd,
+    caplog,
+) -> None:
+    plan = plan_for(tmp_path, vcsim, [pair], own_pool)
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
@@ -95,7 +124,8 @@ async def test_cell_across_real_apis(pair, vcsim, libvirt_conn, settings, tmp_pa
         assert "unknown ethernet card type 'virtio'" in checks["boots"].reason
         assert [s.stage for s in cell.stages][-2:] == ["cleanup", "release"]
     # nothing left on either side
-    assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith("cv-")]
+    # (this campaign's VMs: the shared libvirtd may run other campaigns' meanwhile)
+    assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith(vm_prefix(cid))]
     from drivers.vsphere_driver import open_vsphere
 
     vc = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
