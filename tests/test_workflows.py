@@ -283,6 +283,48 @@ async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, 
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 
 
+async def test_temporal_cancel_request_cleans_up_like_the_cancel_update(
+    dev_env, settings, tmp_path: Path, executor
+) -> None:
+    """`temporal workflow cancel` (or the Web UI) instead of crossvisor's cancel update: the campaign
+    still cancels and cleans up its cells, releases every lease and sweeps, then ends cancelled."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+    from temporalio.exceptions import CancelledError
+
+    from crossvisor.core import result_store
+
+    plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(call):
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.5)
+
+    sab.before["boot"] = slow
+    async with w:
+        h = await start_campaign(dev_env.client, plan, tq)
+        await started.wait()
+        await h.cancel()
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
+        assert isinstance(e.value.cause, CancelledError)
+        assert (await h.describe()).status == WorkflowExecutionStatus.CANCELED
+        running = [
+            wf.id async for wf in dev_env.client.list_workflows(f"ExecutionStatus = 'Running' AND TaskQueue = '{tq}'")
+        ]
+    assert running == []  # no cell left behind
+    stored = result_store.stored_results(settings.home, h.id)
+    assert stored and all(c.grade in (Grade.PASS, Grade.SKIPPED) for c in stored), [
+        (c.cell_id, c.grade) for c in stored
+    ]
+    assert any(c.grade == Grade.SKIPPED for c in stored)
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
 async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, executor) -> None:
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"

@@ -21,7 +21,11 @@ FILES = sorted(HISTORIES.glob("*/*.json"))  # one folder per recorded set (v1 = 
 SETS = sorted({p.parent.name for p in FILES})
 # scenarios record.py covers; each must have its campaign history committed
 SCENARIOS = ("normal", "interop-fail", "transient-retry", "steer", "cancel", "continue-as-new")  # + "stall" from v4 on
-LATER = {"v4": ("stall",), "v5": ("stall", "handover", "handover-cancel")}  # scenarios a set has from then on
+LATER = {
+    "v4": ("stall",),
+    "v5": ("stall", "handover", "handover-cancel"),
+    "v6": ("stall", "handover", "handover-cancel", "temporal-cancel", "searchable"),
+}  # scenarios a set has from then on
 
 
 def load(path: Path) -> WorkflowHistory:
