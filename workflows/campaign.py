@@ -905,16 +905,15 @@ class CampaignWorkflow:
                 self._est[c.id] = scheduling.estimate_cell_s(self.plan.image(c.image), kinds[c.source], kinds[c.target])
         return self._est
 
-    async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
-        cell = self.cells[a.cell_id]
+    def _cell_input(self, cell: Cell, a: scheduling.Assignment, hosts: dict, attempt: int) -> CellInput:
+        """What a cell workflow gets: one builder for every campaign path (a field added here
+        reaches every cell; the remediation ladder once went missing from one path)."""
         plan = self.plan
-        attempt = self.st.attempts[a.cell_id]
-        src, tgt = plan.platform(cell.source), plan.platform(cell.target)
-        inp = CellInput(
+        return CellInput(
             campaign_id=self.campaign_id,
             cell=cell,
-            source=src,
-            target=tgt,
+            source=plan.platform(cell.source),
+            target=plan.platform(cell.target),
             image=plan.image(cell.image),
             source_host=hosts[a.source_host],
             target_host=hosts[a.target_host],
@@ -924,6 +923,11 @@ class CampaignWorkflow:
             attempt=attempt,
             remediate=list(plan.remediate),
         )
+
+    async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
+        cell = self.cells[a.cell_id]
+        attempt = self.st.attempts[a.cell_id]
+        inp = self._cell_input(cell, a, hosts, attempt)
         raw: RawValue | None = None
         result: CellResult | None = None
         try:
@@ -964,11 +968,11 @@ class CampaignWorkflow:
         # persist before marking done: the main loop may finish the campaign as soon as it sees
         # the last cell done, and an activity still in flight then would be lost
         args = (
-            [StoreResultRequest(self.campaign_id, None, src.kind, tgt.kind), raw]
+            [StoreResultRequest(self.campaign_id, None, inp.source.kind, inp.target.kind), raw]
             if raw is not None
             # both arguments always: with one, the SDK decodes none of them (the activity declares
             # two) and the activity gets a dict
-            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind), None]
+            else [StoreResultRequest(self.campaign_id, result, inp.source.kind, inp.target.kind), None]
         )
         # an idempotent file write: as a local activity it costs no server round trip, and a
         # worker killed before the task completes simply writes the same file again
@@ -1038,21 +1042,7 @@ class CampaignWorkflow:
     async def _run_cell_v5(self, a: scheduling.Assignment, attempt: int) -> None:
         cid = a.cell_id
         cell = self.cells[cid]
-        plan = self.plan
-        hosts = self._host_map()
-        inp = CellInput(
-            campaign_id=self.campaign_id,
-            cell=cell,
-            source=plan.platform(cell.source),
-            target=plan.platform(cell.target),
-            image=self.images[cell.image],
-            source_host=hosts[a.source_host],
-            target_host=hosts[a.target_host],
-            inventory=plan.inventory,
-            retry=plan.retry,
-            export_format=plan.export_format,
-            attempt=attempt,
-        )
+        inp = self._cell_input(cell, a, self._host_map(), attempt)
         raw: RawValue | None = None
         result: CellResult | None = None
         self.starting.add(cid)
