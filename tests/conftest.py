@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,3 +25,28 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest_asyncio.fixture(scope="module")
+async def dev_env():
+    """The real dev server, for tests that cancel activities: the time-skipping test server can
+    wedge a workflow that cancels an activity in the task where it completes (ACTIVITY_UNKNOWN,
+    temporalio/sdk-java#2391); the real server handles it."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from tests.harness import tool
+
+    e = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool("temporal"),
+        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
+    )
+    yield e
+    await e.shutdown()
+
+
+@pytest.fixture
+def executor():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        yield ex

@@ -162,3 +162,14 @@ def history_text(history_json: str) -> str:
 
     walk(json.loads(history_json))
     return "\n".join(parts)
+
+
+def leaked_vms(prefix: str = "cv-") -> list[str]:
+    """VMs the test driver still holds under crossvisor's prefix (a cell that did not clean up)."""
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+    try:
+        return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+    finally:
+        conn.close()

@@ -9,46 +9,18 @@ import asyncio
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import libvirt
 import pytest
-import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
 
 from crossvisor.core import result_store
 from domain.control import CancelRequest
 from domain.model import Grade, GuestImage
 from inventory.file_source import FileInventory
-from tests.harness import campaign_result, make_worker, small_plan, start_campaign, tool
+from tests.harness import campaign_result, leaked_vms, make_worker, small_plan, start_campaign
 from workflows.campaign import CampaignWorkflow
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def dev_env():
-    e = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
-    )
-    yield e
-    await e.shutdown()
-
-
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(max_workers=8) as ex:
-        yield ex
-
-
-def leaked_vms(prefix: str = "cv-") -> list[str]:
-    conn = libvirt.open("test:///default")
-    try:
-        return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
-    finally:
-        conn.close()
 
 
 async def runs_of(client, cid: str) -> list[dict]:

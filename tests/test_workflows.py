@@ -7,10 +7,8 @@ import asyncio
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import libvirt
 import pytest
 import pytest_asyncio
 from temporalio import activity
@@ -28,6 +26,7 @@ from inventory.file_source import FileInventory
 from tests.harness import (
     campaign_result,
     corrupt_package_disk,
+    leaked_vms,
     make_worker,
     run_campaign,
     small_plan,
@@ -49,31 +48,24 @@ async def env():
     await e.shutdown()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def dev_env():
-    """The real dev server, for tests that cancel activities: the time-skipping test server can
-    wedge a workflow that cancels an activity in the task where it completes (ACTIVITY_UNKNOWN,
-    temporalio/sdk-java#2391); the real server handles it."""
-    e = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
-    )
-    yield e
-    await e.shutdown()
+async def test_every_cell_gets_the_campaigns_remediation_ladder(env, settings, tmp_path: Path, executor) -> None:
+    """The spec's ladder reaches each cell workflow's input (it once went missing from one path)."""
+    import json
 
-
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(max_workers=8) as ex:
-        yield ex
-
-
-def leaked_vms(prefix: str = "cv-") -> list[str]:
-    conn = libvirt.open("test:///default")
-    try:
-        return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
-    finally:
-        conn.close()
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    plan.remediate = ["generic-initramfs", "nic-config"]
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(env.client, settings, tq, executor)
+    cid = f"c-{uuid.uuid4().hex[:8]}"
+    async with w:
+        await run_campaign(env.client, plan, tq, cid=cid, home=settings.home)
+        ladders = []
+        for image in plan.images:
+            cell_id = f"{cid}.cell.kvm--xen--{image.name}.1"
+            hist = await env.client.get_workflow_handle(cell_id).fetch_history()
+            started = hist.events[0].workflow_execution_started_event_attributes
+            ladders.append(json.loads(started.input.payloads[0].data)["remediate"])
+    assert ladders == [["generic-initramfs", "nic-config"]] * len(plan.images)
 
 
 async def test_campaign_grades_every_cell(env, settings, tmp_path: Path, executor) -> None:
@@ -256,8 +248,8 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
     assert sum(c.grade == Grade.PASS for c in cells.values()) == 5
 
 
-async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, executor) -> None:
-    env = dev_env
+def _three_cells_with_a_slow_boot(env, settings, tmp_path: Path, executor):
+    """A 3-image plan and a worker whose boot stage takes 0.5 s; ``started`` is set at the first boot."""
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
@@ -269,6 +261,12 @@ async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, 
         time.sleep(0.5)
 
     sab.before["boot"] = slow
+    return plan, tq, w, started
+
+
+async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, executor) -> None:
+    env = dev_env
+    plan, tq, w, started = _three_cells_with_a_slow_boot(env, settings, tmp_path, executor)
     async with w:
         h = await start_campaign(env.client, plan, tq)
         await started.wait()
@@ -279,6 +277,38 @@ async def test_cancel_cleans_up_and_releases(dev_env, settings, tmp_path: Path, 
     assert any(c.grade == Grade.SKIPPED for c in res.cells)
     # a cell cancelled mid-stage is "cancelled", not an infrastructure error
     assert not any(c.grade == Grade.ERROR for c in res.cells), [(c.cell_id, c.checks[0].reason) for c in res.cells]
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
+async def test_temporal_cancel_request_cleans_up_like_the_cancel_update(
+    dev_env, settings, tmp_path: Path, executor
+) -> None:
+    """`temporal workflow cancel` (or the Web UI) instead of crossvisor's cancel update: the campaign
+    still cancels and cleans up its cells, releases every lease and sweeps, then ends cancelled."""
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+    from temporalio.exceptions import CancelledError
+
+    from crossvisor.core import result_store
+
+    plan, tq, w, started = _three_cells_with_a_slow_boot(dev_env, settings, tmp_path, executor)
+    async with w:
+        h = await start_campaign(dev_env.client, plan, tq)
+        await started.wait()
+        await h.cancel()
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
+        assert isinstance(e.value.cause, CancelledError)
+        assert (await h.describe()).status == WorkflowExecutionStatus.CANCELED
+        running = [
+            wf.id async for wf in dev_env.client.list_workflows(f"ExecutionStatus = 'Running' AND TaskQueue = '{tq}'")
+        ]
+    assert running == []  # no cell left behind
+    stored = result_store.stored_results(settings.home, h.id)
+    assert stored and all(c.grade in (Grade.PASS, Grade.SKIPPED) for c in stored), [
+        (c.cell_id, c.grade) for c in stored
+    ]
+    assert any(c.grade == Grade.SKIPPED for c in stored)
     assert leaked_vms() == []
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 

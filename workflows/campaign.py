@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         SweepRequest,
     )
     from domain.model import CampaignResult, Cell, CellOutcome, CellResult, CellSummary, CheckResult, Grade
+    from workflows import search
     from workflows.reporting import CELL_FINISHED, REPORT_TO_CAMPAIGN
 
 SHORT = timedelta(seconds=60)
@@ -83,6 +84,9 @@ PROBE_CANCELLED_S = 60  # once cancelled, they should be done within minutes
 QUIET_BEFORE_CLOSE = "wait-local-activities-before-close"  # replay set v3 on
 WATCHDOG = "watchdog-publishes-stall"  # replay set v4 on
 REATTACH = "reattach-across-continue-as-new"  # replay set v5 on (compact state, no drain)
+SEARCH_ATTRIBUTES = "search-attributes-follow-progress"  # replay set v6 on
+CANCEL_REQUEST_FINISHES = "cancel-request-finishes-the-campaign"  # replay set v6 on
+SEARCH_EVERY_S = 60.0  # at most one visibility upsert a minute while the status stays the same
 # replay set v6 on, asked only by campaigns with hosts at sites that have workers of their own:
 # the leak sweep runs once per site, on that site's queue, over that site's hosts
 SWEEP_PER_SITE = "sweep-per-site"
@@ -194,6 +198,7 @@ class CampaignWorkflow:
         # Runs recorded before replay set v5 keep their whole state in ``st`` and drain before
         # continuing as new; a new run (and every run it continues into) takes the v5 path.
         self.v5 = workflow.patched(REATTACH)
+        self._searched: tuple[str, float] = ("", 0.0)  # (status, time) of the last visibility upsert
         if self.v5:
             self._init_v5()
         else:
@@ -568,14 +573,25 @@ class CampaignWorkflow:
     # -- run: restore, schedule, continue, finish -----------------------------------------------
     @workflow.run
     async def run(self, inp: CampaignInput) -> CampaignResult:
-        await self._restore()
-        while True:
-            await workflow.wait_condition(lambda: self.dirty or self.cancel_requested)
-            step = await self._schedule(inp)
-            if step == "finish":
-                break
-            if step == "continue":
-                await (self._hand_over_and_continue(inp) if self.v5 else self._drain_or_continue(inp))
+        try:
+            await self._restore()
+            while True:
+                await workflow.wait_condition(lambda: self.dirty or self.cancel_requested)
+                step = await self._schedule(inp)
+                if step == "finish":
+                    break
+                if step == "continue":
+                    await (self._hand_over_and_continue(inp) if self.v5 else self._drain_or_continue(inp))
+        except asyncio.CancelledError:
+            # Temporal's own cancel (`temporal workflow cancel`, the Web UI): end like the cancel
+            # update does (cells cancelled and cleaned up, leases released, leaks swept, the rest
+            # skipped), then end as cancelled. Without this the cells, abandoned across
+            # continue-as-new from v5 on, would keep running and holding their hosts.
+            if not workflow.patched(CANCEL_REQUEST_FINISHES):
+                raise
+            self.cancel_requested = True
+            await self._finish()
+            raise
         return await self._finish()
 
     async def _restore(self) -> None:
@@ -908,16 +924,15 @@ class CampaignWorkflow:
                 self._est[c.id] = scheduling.estimate_cell_s(self.plan.image(c.image), kinds[c.source], kinds[c.target])
         return self._est
 
-    async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
-        cell = self.cells[a.cell_id]
+    def _cell_input(self, cell: Cell, a: scheduling.Assignment, hosts: dict, attempt: int) -> CellInput:
+        """What a cell workflow gets: one builder for every campaign path (a field added here
+        reaches every cell; the remediation ladder once went missing from one path)."""
         plan = self.plan
-        attempt = self.st.attempts[a.cell_id]
-        src, tgt = plan.platform(cell.source), plan.platform(cell.target)
-        inp = CellInput(
+        return CellInput(
             campaign_id=self.campaign_id,
             cell=cell,
-            source=src,
-            target=tgt,
+            source=plan.platform(cell.source),
+            target=plan.platform(cell.target),
             image=plan.image(cell.image),
             source_host=hosts[a.source_host],
             target_host=hosts[a.target_host],
@@ -927,6 +942,11 @@ class CampaignWorkflow:
             attempt=attempt,
             remediate=list(plan.remediate),
         )
+
+    async def _run_cell(self, a: scheduling.Assignment, hosts: dict) -> None:
+        cell = self.cells[a.cell_id]
+        attempt = self.st.attempts[a.cell_id]
+        inp = self._cell_input(cell, a, hosts, attempt)
         raw: RawValue | None = None
         result: CellResult | None = None
         try:
@@ -967,11 +987,11 @@ class CampaignWorkflow:
         # persist before marking done: the main loop may finish the campaign as soon as it sees
         # the last cell done, and an activity still in flight then would be lost
         args = (
-            [StoreResultRequest(self.campaign_id, None, src.kind, tgt.kind), raw]
+            [StoreResultRequest(self.campaign_id, None, inp.source.kind, inp.target.kind), raw]
             if raw is not None
             # both arguments always: with one, the SDK decodes none of them (the activity declares
             # two) and the activity gets a dict
-            else [StoreResultRequest(self.campaign_id, result, src.kind, tgt.kind), None]
+            else [StoreResultRequest(self.campaign_id, result, inp.source.kind, inp.target.kind), None]
         )
         # an idempotent file write: as a local activity it costs no server round trip, and a
         # worker killed before the task completes simply writes the same file again
@@ -1041,21 +1061,7 @@ class CampaignWorkflow:
     async def _run_cell_v5(self, a: scheduling.Assignment, attempt: int) -> None:
         cid = a.cell_id
         cell = self.cells[cid]
-        plan = self.plan
-        hosts = self._host_map()
-        inp = CellInput(
-            campaign_id=self.campaign_id,
-            cell=cell,
-            source=plan.platform(cell.source),
-            target=plan.platform(cell.target),
-            image=self.images[cell.image],
-            source_host=hosts[a.source_host],
-            target_host=hosts[a.target_host],
-            inventory=plan.inventory,
-            retry=plan.retry,
-            export_format=plan.export_format,
-            attempt=attempt,
-        )
+        inp = self._cell_input(cell, a, self._host_map(), attempt)
         raw: RawValue | None = None
         result: CellResult | None = None
         self.starting.add(cid)
@@ -1136,16 +1142,32 @@ class CampaignWorkflow:
             return False
         return self._local_in_flight == 0 and workflow.all_handlers_finished()
 
+    def _upsert_search_attributes(self, counts: dict[str, int], final: bool) -> None:
+        """Keep Temporal visibility's view of the campaign (``workflows/search.py``) current, so
+        ``campaign list -q "CrossvisorFail > 0"`` finds it. Only where the campaign was started with
+        them (the namespace has them registered; upserting unknown ones fails the task), throttled
+        to a status change, the end, or once a minute: each upsert is a history event."""
+        if not search.registered(workflow.info().typed_search_attributes):
+            return
+        if not workflow.patched(SEARCH_ATTRIBUTES):
+            return
+        now = workflow.now().timestamp()
+        last_status, last_t = self._searched
+        if not final and self.status == last_status and now - last_t < SEARCH_EVERY_S:
+            return
+        self._searched = (self.status, now)
+        workflow.upsert_search_attributes(search.updates(counts, self.status, self.plan.name))
+
     async def _publish(self, running: bool = True, counts: dict[str, int] | None = None) -> None:
+        counts = counts or self._counts()
+        self._upsert_search_attributes(counts, final=not running)
         # best effort: metrics must never hold up a campaign (nor its continue-as-new, which
         # waits for this), so a few quick attempts and then the error is only logged
         self._local_in_flight += 1
         try:
             await workflow.execute_local_activity(
                 "publish_progress",
-                ProgressReport(
-                    self.plan.name, counts or self._counts(), running, paused=self.st.paused, stalled=self.stall_reason
-                ),
+                ProgressReport(self.plan.name, counts, running, paused=self.st.paused, stalled=self.stall_reason),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=PUBLISH_RETRY,
             )

@@ -172,7 +172,8 @@ def test_list_and_search_attributes(stack: LocalStack) -> None:
             "--address",
             stack.settings.temporal_address,
             "-q",
-            "CrossvisorCampaign = 'testdriver'",
+            # the campaign keeps its attributes current: started as 'starting', it ends 'completed'
+            "CrossvisorCampaign = 'testdriver' AND CrossvisorStatus = 'completed' AND CrossvisorPass = 21",
             "-o",
             "json",
         ],

@@ -33,6 +33,7 @@ from bench.timeskip import HandOverWatcher  # noqa: E402
 from crossvisor.core import result_store  # noqa: E402
 from crossvisor.core.config import Settings  # noqa: E402
 from domain.control import CancelRequest, PauseRequest, SkipRequest  # noqa: E402
+from domain.messages import CampaignInput  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
 from tests.harness import Sabotage, corrupt_package_disk, make_worker, small_plan, start_campaign, tool  # noqa: E402
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
@@ -159,7 +160,7 @@ async def handover(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) 
     """(v5 on) A tiny history_limit while cells run: each run asks its running cells to report to
     the campaign by id and continues as new at once; the next run re-attaches to them."""
     plan = small_plan(tmp, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
-    _slow(sab, "boot", 0.3)
+    _slow(sab, "boot", 1.0)
     h = await start_campaign(client, plan, tq, cid, history_limit=30)
     async with HandOverWatcher(_env, cid, h.run_id):  # the time-skipping server's leaked lock
         res = await h.result()
@@ -226,6 +227,49 @@ async def sites(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> 
     return res
 
 
+async def temporal_cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v6 on) Temporal's own cancel request mid-boot (not the cancel update): cells cancelled and
+    cleaned up, the rest skipped, leaks swept, the campaign ends cancelled."""
+    from temporalio.client import WorkflowFailureError
+
+    plan = small_plan(tmp, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
+    _slow(sab, "boot", 0.5)
+    h = await start_campaign(client, plan, tq, cid)
+    for _ in range(200):
+        if (await h.query(CampaignWorkflow.progress)).running:
+            break
+        await asyncio.sleep(0.05)
+    await h.cancel()
+    try:
+        await h.result()
+    except WorkflowFailureError:
+        pass  # ended cancelled, as it should
+    else:
+        raise AssertionError("a cancelled campaign completed")
+    rows = result_store.stored_results(tmp / "state", cid)
+    assert rows and Grade.SKIPPED in {c.grade for c in rows}, rows
+    return CampaignResult(cid, plan.name, status="cancelled")
+
+
+async def searchable(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v6 on) Started with crossvisor's search attributes (as the CLI starts it): the campaign
+    keeps them current as its status and counts change."""
+    from workflows import search
+
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]])
+    h = await client.start_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(plan=plan),
+        id=cid,
+        task_queue=tq,
+        result_type=CampaignResult,
+        search_attributes=search.search_attributes({"total": 2, "pending": 2}, "starting", plan.name),
+    )
+    res = await h.result()
+    assert [c.grade for c in result_store.summary_rows(res)] == [Grade.PASS, Grade.PASS], res
+    return res
+
+
 # scenario -> (run, how many of its cell histories to keep). Every campaign history is kept; cell
 # histories only where the cell's own path differs (pass, interop fail, retried stage, cancelled
 # mid-stage, handed over and reporting by signal): the steer / continue-as-new cells repeat the
@@ -240,6 +284,8 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "stall": (stall, 0),
     "handover": (handover, 1),
     "handover-cancel": (handover_cancel, 1),
+    "temporal-cancel": (temporal_cancel, 1),
+    "searchable": (searchable, 0),
     "sites": (sites, 1),  # runs its own site workers (no worker of the campaign queue's own)
 }
 # scenarios whose kept cell histories are cells that reported by signal (the v5 path in the cell)
@@ -287,6 +333,25 @@ def _write(name: str, text: str) -> Path:
     return p
 
 
+async def register_search_attributes(client: Client) -> None:
+    """crossvisor's search attributes on the test server, as the local stack registers them on its
+    dev server (the ``searchable`` scenario starts a campaign with them)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from workflows import search
+
+    types = {"Keyword": "KEYWORD", "KeywordList": "KEYWORD_LIST", "Int": "INT"}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                n: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{types[t]}") for n, t in search.DEFINITIONS.items()
+            },
+        )
+    )
+
+
 async def main(set_name: str) -> None:
     global OUT
     OUT = HISTORIES / set_name
@@ -296,6 +361,7 @@ async def main(set_name: str) -> None:
     global _env
     env = _env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
     try:
+        await register_search_attributes(env.client)
         with tempfile.TemporaryDirectory(prefix="crossvisor-record-") as td, ThreadPoolExecutor(8) as ex:
             for name, (scenario, max_children) in SCENARIOS.items():
                 tmp = Path(td) / name

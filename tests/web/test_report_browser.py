@@ -52,6 +52,47 @@ def test_report_renders_cleanly_and_offline(browser, report_url: str) -> None:
     page.screenshot_element("#compare", ARTIFACTS / "report-compare.png")
 
 
+def test_scorecard_shows_the_three_tiers_and_what_fixed_them(browser, report_url: str) -> None:
+    """What the browser lays out in the scorecard equals the campaign's own tally: ODCA's tiers
+    per source -> target pair, and the remedy named where warnings came from."""
+    from collections import Counter
+
+    from domain.model import Grade
+
+    res = generated_campaign()
+    page = browser.page()
+    page.goto(report_url)
+    tiles = page.eval(
+        "Object.fromEntries([...document.querySelectorAll('#scorecard .tile')]"
+        ".filter(t => t.getBoundingClientRect().width > 0)"
+        ".map(t => [t.dataset.tile, +t.querySelector('.n').textContent]))"
+    )
+    want = Counter(c.grade.value for c in res.cells)
+    assert {g: tiles[g] for g in ("pass", "warn", "fail")} == {g: want[g] for g in ("pass", "warn", "fail")}
+    assert min(want["pass"], want["warn"], want["fail"]) > 0  # the fixture has all three tiers
+    rows = page.eval(
+        "[...document.querySelectorAll('#scorecard-pairs tr')].slice(1).map(r => ["
+        " r.querySelector('th').textContent,"
+        " Object.fromEntries([...r.querySelectorAll('td[data-count]')].map(d => [d.dataset.count, d.textContent])),"
+        " r.children[r.children.length - 2].textContent])"
+    )
+    by_pair: dict[str, Counter] = {}
+    fixers: dict[str, set[str]] = {}
+    for c in res.cells:
+        key = f"{c.source} \u2192 {c.target}"
+        by_pair.setdefault(key, Counter())[c.grade.value] += 1
+        if c.grade == Grade.WARN:
+            fixers.setdefault(key, set()).add(c.remedy)
+    assert len(rows) == len(by_pair)
+    for label, counts, fixed in rows:
+        for g in ("pass", "warn", "fail"):
+            shown = counts[g].strip()
+            assert (int(shown) if shown.isdigit() else 0) == by_pair[label][g], (label, g, counts)
+        for remedy in fixers.get(label, ()):
+            assert remedy in fixed, (label, fixed)
+    page.screenshot_element("#scorecard", ARTIFACTS / "report-scorecard.png")
+
+
 def test_report_charts_are_drawn(browser, report_url: str) -> None:
     page = browser.page()
     page.goto(report_url)
