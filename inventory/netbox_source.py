@@ -19,6 +19,11 @@ Devices that cannot become hosts are skipped and listed in ``skipped`` (reason a
 health fields, the unhealthy tag) is an ``InventoryError`` at once, naming the fix (``crossvisor
 netbox init``), never a failure in the middle of a campaign.
 
+Reads: ``hosts()`` of every candidate is one GraphQL query (the needed fields only; REST with
+``?fields=`` when the mapping has REST ``filters`` or GraphQL is off). ``changes_since(cursor)``
+is the campaign's incremental refresh: devices with a newer ``last_updated`` plus NetBox's change
+log (deletions, cluster and IP changes), then only the changed devices are read.
+
 Leases use NetBox's optimistic concurrency: read the device (ETag), PATCH ``crossvisor_lease``
 with ``If-Match``; NetBox re-checks the ETag under a row lock, so of two racing writers exactly
 one succeeds and the other gets HTTP 412, re-reads, and sees the host full.

@@ -198,3 +198,18 @@ async def test_host_failed_in_netbox_mid_campaign_gets_no_new_cells(netbox_serve
     assert all(h == f"{tag}-kvm-2" for _, h in late), late
     early = [h for t, h in starts if t <= failed_at]
     assert f"{tag}-kvm-1" in early, f"kvm-1 never got a cell before it failed: {starts}"
+
+
+def test_graphql_pull_equals_the_rest_pull(netbox_server, populated) -> None:
+    """The full pull's GraphQL path (what ``hosts()`` uses) yields exactly what the REST path does,
+    on the lab with tags, clusters of several types, a primary-IP endpoint and skipped devices."""
+    graphql = NetBoxInventory(netbox_server.url, netbox_server.token)
+    graphql.ensure_ready()
+    assert graphql._graphql_candidates(graphql._device_tags()) is not None, "GraphQL path not taken"
+    rest = NetBoxInventory(netbox_server.url, netbox_server.token)
+    rest._graphql_filter = lambda: None  # type: ignore[method-assign]
+    for select in ({}, {"kind": "kvm"}, {"tag": "fast"}):
+        assert graphql.hosts(select) == rest.hosts(select), select
+        assert sorted(map(str, graphql.skipped)) == sorted(map(str, rest.skipped)), select
+    assert {h.name for h in graphql.hosts({})} >= {"esx-01", "kvm-01", "kvm-02", "hv-01"}
+    assert next(h for h in graphql.hosts({}) if h.name == "esx-01").tags == ["gpu"]
