@@ -94,6 +94,7 @@ log = logging.getLogger("crossvisor.inventory.netbox")
 # devices that need them (no URI endpoint, no name, no cluster); status is known from the filter.
 DEVICE_FIELDS = "id,name,site,custom_fields,cluster"
 DETAIL_FIELDS = "id,primary_ip,primary_ip4,primary_ip6,device_type,platform"
+GRAPHQL_DEVICE = "id name site { slug } cluster { id } custom_field_data"  # DEVICE_FIELDS in GraphQL
 # Above this many device tags, per-tag listings cost more than serializing nested tags.
 MAX_TAG_QUERIES = 12
 CAS_ATTEMPTS = 20
@@ -252,6 +253,7 @@ class NetBoxInventory(InventorySource):
         # clusters as the incremental refresh last read them; dropped when the change log shows one changed
         self._refresh_clusters: dict[int, tuple[str, str, str]] | None = None
         self._candidate_names: dict[int, str] | None = None  # device id -> name, every candidate (refresh)
+        self._graphql_cap = 0  # the longest GraphQL list page NetBox has sent (its MAX_PAGE_SIZE, or less)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> NetBoxInventory:
@@ -491,11 +493,9 @@ class NetBoxInventory(InventorySource):
     def _changed_device_ids(self, cursor: str) -> tuple[set[int], str]:
         """Ids of devices (any role) with ``last_updated >= cursor``, and the answer's Date header.
         GraphQL when NetBox serves it, else the REST list."""
-        resp = self.http.graphql(f'{{ device_list(filters: {{last_updated: {{gte: "{cursor}"}}}}) {{ id }} }}')
-        body = resp.json() if resp.ok else {}
-        rows = (body.get("data") or {}).get("device_list")
-        if resp.ok and rows is not None and not body.get("errors"):
-            return {int(r["id"]) for r in rows}, resp.headers.get("Date", "")
+        got = self._graphql_lists({"changed": (f"last_updated: {{gte: {json.dumps(cursor)}}}", "id")})
+        if got is not None:
+            return {int(r["id"]) for r in got[0]["changed"]}, got[1]
         resp = self.http.request(
             "GET", "dcim/devices/", params={"last_updated__gte": cursor, "fields": "id", "limit": 1000}
         )
@@ -568,11 +568,13 @@ class NetBoxInventory(InventorySource):
         if flt is None:
             return None
         id_list = json.dumps([str(i) for i in ids])
-        data = self._graphql_data(
-            f"{{ devices: device_list(filters: {{{flt}, id: {{in_list: {id_list}}}}}) "
-            "{ id name site { slug } cluster { id } custom_field_data tags { slug } } "
-            f"states: device_list(filters: {{id: {{in_list: {id_list}}}}}) {{ id status tags {{ slug }} }} }}"
+        got = self._graphql_lists(
+            {
+                "devices": (f"{flt}, id: {{in_list: {id_list}}}", GRAPHQL_DEVICE + " tags { slug }"),
+                "states": (f"id: {{in_list: {id_list}}}", "id status tags { slug }"),
+            }
         )
+        data = got[0] if got is not None else None
         if data is None:
             return None
         devices = [
@@ -595,9 +597,10 @@ class NetBoxInventory(InventorySource):
         # read once per inventory object (the worker keeps it) and then follow the changes: a
         # device whose name changes is itself in the changed set.
         if self._candidate_names is None:
-            every = self._graphql_data(f"{{ names: device_list(filters: {{{flt}}}) {{ id name }} }}")
-            if every is None:
+            names = self._graphql_lists({"names": (flt, "id name")})
+            if names is None:
                 return None
+            every = names[0]
             self._candidate_names = {int(r["id"]): r["name"] for r in every["names"] if r.get("name")}
         for i in ids:
             self._candidate_names.pop(i, None)
@@ -622,17 +625,41 @@ class NetBoxInventory(InventorySource):
             universe.update(r["name"] for r in self.http.list_all("dcim/devices/", params, self.page_size))
         return devices, states, universe
 
-    def _graphql_data(self, query: str) -> dict | None:
-        """A GraphQL answer's ``data``, or None when NetBox could not answer it (the caller uses REST)."""
-        try:
-            resp = self.http.graphql(query)
-            body = resp.json() if resp.ok else {}
-        except (NetBoxUnavailable, ValueError):
-            return None
-        if body.get("errors") or not body.get("data"):
-            log.debug("netbox GraphQL unusable (%s): REST listing", str(body.get("errors"))[:200])
-            return None
-        return body["data"]
+    def _graphql_lists(self, lists: dict[str, tuple[str, str]]) -> tuple[dict[str, list[dict]], str] | None:
+        """Device lists by GraphQL, all in one query per round: alias -> (filters, fields). Every
+        list is paged (NetBox caps a GraphQL list at MAX_PAGE_SIZE, silently): a page shorter than
+        the longest page NetBox has ever sent is the last one; an empty page always is. Returns the
+        rows per alias and the first answer's Date header, or None when GraphQL cannot answer (the
+        caller uses REST)."""
+        rows: dict[str, list[dict]] = {alias: [] for alias in lists}
+        open_ = sorted(lists)
+        date = ""
+        while open_:
+            parts = []
+            for alias in open_:
+                flt, fields = lists[alias]
+                where = f"filters: {{{flt}}}, " if flt else ""
+                page = f"pagination: {{offset: {len(rows[alias])}, limit: {self.page_size}}}"
+                parts.append(f"{alias}: device_list({where}{page}) {{ {fields} }}")
+            try:
+                resp = self.http.graphql("{ " + " ".join(parts) + " }")
+                body = resp.json() if resp.ok else {}
+            except (NetBoxUnavailable, ValueError):
+                return None
+            data = body.get("data") or {}
+            if body.get("errors") or any(data.get(alias) is None for alias in open_):
+                log.debug("netbox GraphQL unusable (%s): REST listing", str(body.get("errors"))[:200])
+                return None
+            date = date or resp.headers.get("Date", "")
+            self._graphql_cap = max(self._graphql_cap, *(len(data[alias]) for alias in open_))
+            still = []
+            for alias in open_:
+                got = data[alias]
+                rows[alias] += got
+                if got and (len(got) == self.page_size or len(got) >= self._graphql_cap):
+                    still.append(alias)  # maybe more: ask for the next page
+            open_ = still
+        return rows, date
 
     def _graphql_filter(self) -> str | None:
         """The candidate filter (roles, statuses, the mapping's tags, not unhealthy) in NetBox's
@@ -662,23 +689,16 @@ class NetBoxInventory(InventorySource):
         if flt is None or len(tag_slugs) > MAX_TAG_QUERIES:
             return None
         # flt holds ``tags`` only inside NOT/AND, so a top-level ``tags`` key may narrow it per alias
-        aliases = "".join(
-            f" t{i}: device_list(filters: {{{flt}, tags: {{slug: {{exact: {json.dumps(slug)}}}}}}}) {{ id }}"
-            for i, slug in enumerate(tag_slugs)
-        )
-        return self._graphql_query(flt, aliases, tag_slugs)
-
-    def _graphql_query(self, flt: str, aliases: str, tag_slugs: list[str]) -> list[dict] | None:
-        query = (
-            f"{{ devices: device_list(filters: {{{flt}}}) {{ id name site {{ slug }} cluster {{ id }} "
-            f"custom_field_data }}{aliases} }}"
-        )
-        data = self._graphql_data(query)
-        if data is None or data.get("devices") is None:
+        lists = {"devices": (flt, GRAPHQL_DEVICE)}
+        for i, slug in enumerate(tag_slugs):
+            lists[f"t{i}"] = (f"{flt}, tags: {{slug: {{exact: {json.dumps(slug)}}}}}", "id")
+        got = self._graphql_lists(lists)
+        if got is None:
             return None
+        data = got[0]
         tags_of: dict[int, list[dict]] = {}
         for i, slug in enumerate(tag_slugs):
-            for row in data.get(f"t{i}") or []:
+            for row in data[f"t{i}"]:
                 tags_of.setdefault(int(row["id"]), []).append({"slug": slug})
         return [
             {
