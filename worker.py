@@ -42,7 +42,14 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 def campaign_activities(camp: CampaignActivities) -> list:
     """Every campaign-level activity; the stage activities are added by whoever builds the worker."""
-    return [camp.load_inventory, camp.lookup_cached_result, camp.store_result, camp.publish_progress, camp.sweep_leaks]
+    return [
+        camp.load_inventory,
+        camp.refresh_inventory,
+        camp.lookup_cached_result,
+        camp.store_result,
+        camp.publish_progress,
+        camp.sweep_leaks,
+    ]
 
 
 def build_workers(

@@ -3,6 +3,8 @@ metrics and the leak sweeper."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +19,8 @@ from crossvisor.core import metrics, result_store
 from crossvisor.core.config import Settings
 from domain.messages import (
     CachedResultRequest,
+    InventoryDelta,
+    InventoryRefreshRequest,
     InventoryRequest,
     InventorySnapshot,
     ProgressReport,
@@ -26,6 +30,7 @@ from domain.messages import (
 from domain.model import CellResult, Grade, Host
 from drivers.factory import open_driver
 from inventory.factory import open_inventory
+from inventory.source import InventorySource
 
 
 class CampaignActivities:
@@ -36,11 +41,18 @@ class CampaignActivities:
         # every host the leak sweeper opened here, and how often (a site's worker: its own only)
         self.swept: Counter[str] = Counter()
         metrics.init_worker()  # per-kind series at 0 from the worker's start
+        # refresh_inventory keeps one inventory per (reference, mapping): a NetBox inventory checks
+        # once that NetBox is set up, not every interval (that alone is ~4 requests). A lock per
+        # entry: the inventory objects are not meant for two threads at once.
+        self._refreshers: dict[tuple[str, str], tuple[threading.Lock, InventorySource]] = {}
+        self._refreshers_lock = threading.Lock()
 
     @activity.defn(name="load_inventory")
     def load_inventory(self, req: InventoryRequest) -> InventorySnapshot:
         """Hosts per platform, snapshotted into the campaign so the run is reproducible."""
         inv = open_inventory(req.inventory, self.settings.home, req.netbox or None)
+        # before the pull: a change made while it runs is seen by the first refresh
+        cursor = inv.cursor_now()
         hosts: dict[str, Host] = {}
         per_platform: dict[str, list[str]] = {}
         for platform, select in req.selections.items():
@@ -60,7 +72,33 @@ class CampaignActivities:
         return InventorySnapshot(
             hosts=sorted(routed, key=lambda h: h.name),
             platform_hosts=per_platform,
+            cursor=cursor,
         )
+
+    @activity.defn(name="refresh_inventory")
+    def refresh_inventory(self, req: InventoryRefreshRequest) -> InventoryDelta:
+        """What changed in the inventory since ``req.cursor`` (NetBox: only the changed devices;
+        a file inventory: the file re-read, a full delta)."""
+        key = (req.inventory, json.dumps(req.netbox, sort_keys=True))
+        with self._refreshers_lock:
+            if key not in self._refreshers:
+                self._refreshers[key] = (
+                    threading.Lock(),
+                    open_inventory(req.inventory, self.settings.home, req.netbox or None),
+                )
+            lock, inv = self._refreshers[key]
+        with lock:
+            delta = inv.changes_since(req.selections, req.cursor)
+        # a refreshed host keeps going to its site's workers (as in the first snapshot)
+        route_hosts(delta.hosts, self.settings, _task_queue())
+        structlog.get_logger("crossvisor").info(
+            "inventory.refresh",
+            **_workflow_ids(),
+            full=delta.full,
+            changed=len(delta.hosts),
+            gone=sorted(delta.gone),
+        )
+        return delta
 
     def _path(self, fingerprint: str) -> Path:
         return self.results_dir / f"{fingerprint}.json"

@@ -69,6 +69,8 @@ CellCount = Annotated[int, Field(strict=True, ge=1, le=10_000)]  # 0 would never
 Attempts = Annotated[int, Field(strict=True, ge=1, le=100)]
 Backoff = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1.0, le=100.0)]
 # Seconds: finite (``.inf`` makes Temporal's retry policy unusable), at least 10 ms, at most a week.
+# 0 = never; at most a day (a host retired in NetBox must stop getting cells within a campaign's day)
+RefreshSeconds = Annotated[int, Field(strict=True, ge=0, le=86_400)]
 Interval = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.01, le=MAX_INTERVAL_S)]
 
 
@@ -200,6 +202,9 @@ class CampaignSpec(_Strict):
     # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
     remediate: list[Literal["virt-v2v", "generic-initramfs", "nic-config"]] = Field(default_factory=list)
     netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)
+    # seconds between inventory refreshes while the campaign runs (0 = never); default: 300 for
+    # netbox, never for a file inventory (set it to re-read the file)
+    inventory_refresh_s: RefreshSeconds | None = None
 
 
 # which model describes the mapping at a field path (to name its allowed fields)
@@ -532,6 +537,7 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
         export_format=spec.export_format,
         remediate=list(dict.fromkeys(spec.remediate)),
         netbox=spec.netbox.model_dump(exclude_none=True) if spec.netbox else {},
+        inventory_refresh_s=-1 if spec.inventory_refresh_s is None else spec.inventory_refresh_s,
     )
 
 

@@ -68,6 +68,35 @@ class InventoryRequest:
 class InventorySnapshot:
     hosts: list[Host]
     platform_hosts: dict[str, list[str]]  # platform name -> host names
+    # where the next incremental refresh starts (InventorySource.cursor_now()); "" = a full pull
+    cursor: str = ""
+
+
+@dataclass
+class InventoryRefreshRequest:
+    """What changed in the inventory since ``cursor`` (``""``: a full pull)."""
+
+    inventory: str
+    selections: dict[str, dict[str, str]]  # platform name -> selection (kind added by the workflow)
+    netbox: dict = field(default_factory=dict)
+    cursor: str = ""
+
+
+@dataclass
+class InventoryDelta:
+    """The answer to an ``InventoryRefreshRequest`` (applied by ``domain.inventory_delta``).
+
+    ``full``: ``hosts``/``platform_hosts`` are the whole inventory (every host not in them is out).
+    Otherwise they cover only the hosts that changed and are in service: each changed host is a
+    member of exactly the platforms whose list names it. ``gone`` maps the key
+    (``Host.inventory_id``) of each host that left service (status, unhealthy tag, deleted, no
+    longer a usable candidate) to why. ``cursor`` is where the next refresh starts."""
+
+    full: bool
+    hosts: list[Host] = field(default_factory=list)
+    platform_hosts: dict[str, list[str]] = field(default_factory=dict)
+    gone: dict[str, str] = field(default_factory=dict)
+    cursor: str = ""
 
 
 @dataclass
@@ -163,6 +192,9 @@ class CampaignState:
     generation: int = 0  # continue-as-new count
     started_at: str = ""
     applied_updates: list[str] = field(default_factory=list)  # idempotency keys already applied
+    # the inventory refresh's position (InventoryDelta.cursor): the next refresh, also in the run
+    # after a continue-as-new, asks only for what changed since
+    inventory_cursor: str = ""
     # Legacy: runs started before CellOutcome carried full results here. Read once (folded into
     # ``done``) so that in-flight campaigns and recorded histories continue; never written.
     results: dict[str, CellResult] = field(default_factory=dict)

@@ -5,6 +5,9 @@ from typing import Any
 
 from domain.model import CHECKS, Concurrency, GuestImage, Platform, RetryPolicySpec
 
+# a host failed or retired in NetBox stops getting new cells within this many seconds
+DEFAULT_NETBOX_REFRESH_S = 300
+
 
 @dataclass
 class CampaignPlan:
@@ -25,6 +28,15 @@ class CampaignPlan:
     # the spec's optional `netbox:` block (roles, tags, statuses, filters, kinds, endpoints), plain
     # JSON; read by inventory.netbox_mapping.mapping_for (open_inventory(..., netbox=plan.netbox))
     netbox: dict[str, Any] = field(default_factory=dict)
+    # seconds between incremental inventory refreshes during the campaign; -1 = the default for
+    # the inventory (netbox: DEFAULT_NETBOX_REFRESH_S, a file: off), 0 = never refresh
+    inventory_refresh_s: int = -1
+
+    def refresh_interval_s(self) -> int:
+        """The effective refresh interval (0 = off)."""
+        if self.inventory_refresh_s >= 0:
+            return self.inventory_refresh_s
+        return DEFAULT_NETBOX_REFRESH_S if self.inventory == "netbox" else 0
 
     def platform(self, name: str) -> Platform:
         for p in self.platforms:

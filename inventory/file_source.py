@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from crossvisor.core.safe_read import InputFileError, parse_yaml, read_text_bounded
+from domain.messages import InventoryDelta
 from domain.model import DRIVERS, HYPERVISOR_KINDS, Host
 from inventory.selection import check_select, matches
 from inventory.source import InventoryError, InventorySource
@@ -126,6 +127,11 @@ class FileInventory(InventorySource):
     def _unhealthy(self) -> set[str]:
         with self._state("health") as h:
             return {n for n, v in h.items() if v.get("unhealthy")}
+
+    def changes_since(self, selections: dict[str, dict[str, str]], cursor: str = "") -> InventoryDelta:
+        """A file has no change feed: re-read it and answer with everything (``full=True``)."""
+        self._all = self._load()
+        return super().changes_since(selections, cursor)
 
     def hosts(self, select: dict[str, str] | None = None) -> list[Host]:
         select = select or {}

@@ -124,6 +124,20 @@ class NetBoxHttp:
             body = body["detail"]
         return self._scrub(str(body))[:300]
 
+    def graphql(self, query: str) -> requests.Response:
+        """POST a GraphQL query to ``/graphql/`` (same auth and error mapping as the REST calls); the
+        caller reads ``data``/``errors`` from the response."""
+        where = f"NetBox at {self.url}"
+        try:
+            resp = self.session.post(f"{self.url}/graphql/", json={"query": query}, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise NetBoxUnavailable(f"{where} is unreachable ({type(exc).__name__}) for POST /graphql/") from None
+        if resp.status_code in (401, 403):
+            raise NetBoxAuthError(f"{where} refused the API token for GraphQL (HTTP {resp.status_code})") from None
+        if resp.status_code >= 500:
+            raise NetBoxUnavailable(f"{where} failed with HTTP {resp.status_code} for POST /graphql/") from None
+        return resp
+
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params).json()
 

@@ -19,6 +19,11 @@ Devices that cannot become hosts are skipped and listed in ``skipped`` (reason a
 health fields, the unhealthy tag) is an ``InventoryError`` at once, naming the fix (``crossvisor
 netbox init``), never a failure in the middle of a campaign.
 
+Reads: ``hosts()`` of every candidate is one GraphQL query (the needed fields only; REST with
+``?fields=`` when the mapping has REST ``filters`` or GraphQL is off). ``changes_since(cursor)``
+is the campaign's incremental refresh: devices with a newer ``last_updated`` plus NetBox's change
+log (deletions, cluster and IP changes), then only the changed devices are read.
+
 Leases use NetBox's optimistic concurrency: read the device (ETag), PATCH ``crossvisor_lease``
 with ``If-Match``; NetBox re-checks the ETag under a row lock, so of two racing writers exactly
 one succeeds and the other gets HTTP 412, re-reads, and sees the host full.
@@ -26,14 +31,18 @@ one succeeds and the other gets HTTP 412, re-reads, and sees the host full.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.messages import InventoryDelta
 from domain.model import HYPERVISOR_KINDS, Host
 from inventory.netbox_http import (
     NetBoxAuthError,
@@ -85,10 +94,26 @@ log = logging.getLogger("crossvisor.inventory.netbox")
 # devices that need them (no URI endpoint, no name, no cluster); status is known from the filter.
 DEVICE_FIELDS = "id,name,site,custom_fields,cluster"
 DETAIL_FIELDS = "id,primary_ip,primary_ip4,primary_ip6,device_type,platform"
+GRAPHQL_DEVICE = "id name site { slug } cluster { id } custom_field_data"  # DEVICE_FIELDS in GraphQL
 # Above this many device tags, per-tag listings cost more than serializing nested tags.
 MAX_TAG_QUERIES = 12
 CAS_ATTEMPTS = 20
+# Incremental refresh (changes_since). The cursor is NetBox's own clock (its HTTP Date header, 1 s
+# resolution) minus this overlap, so a change committed while a pull ran, or stamped by a
+# transaction that began before it, is read again next time: re-reading is harmless, missing is not.
+CHANGE_OVERLAP_S = 10
+# What NetBox's change log is asked about besides devices' last_updated: deleted devices (a
+# deletion leaves no row to carry a timestamp), and objects a Host is derived from that change
+# without touching the device row (its cluster, the cluster's type, tags, the primary IP).
+CHANGE_TYPES = ("dcim.device", "virtualization.cluster", "virtualization.clustertype", "extras.tag", "ipam.ipaddress")
 ID_CHUNK = 100  # ids per ?id= listing: keeps URLs short
+
+
+def _query_of(url: str) -> list[tuple[str, str]]:
+    """A ``next`` link's query parameters, without its offset (the caller sets it)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    return [(k, v) for k, v in parse_qsl(urlsplit(url).query) if k != "offset"]
 
 
 def _owners(value: Any) -> list[str]:
@@ -224,6 +249,11 @@ class NetBoxInventory(InventorySource):
         # clusters and device details once for its many views of the same devices.
         self.memoize = False
         self._memo: dict[str, Any] = {}
+        self.change_overlap_s = CHANGE_OVERLAP_S
+        # clusters as the incremental refresh last read them; dropped when the change log shows one changed
+        self._refresh_clusters: dict[int, tuple[str, str, str]] | None = None
+        self._candidate_names: dict[int, str] | None = None  # device id -> name, every candidate (refresh)
+        self._graphql_cap = 0  # the longest GraphQL list page NetBox has sent (its MAX_PAGE_SIZE, or less)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> NetBoxInventory:
@@ -354,17 +384,23 @@ class NetBoxInventory(InventorySource):
     def hosts(self, select: dict[str, str] | None = None) -> list[Host]:
         select = dict(select or {})
         self.ensure_ready()
+        self._refresh_clusters = None  # a full pull reads clusters afresh
         params, narrowed = self._server_filters(select)
         t0 = time.monotonic()
         tag_slugs = self._device_tags()
-        if len(tag_slugs) > MAX_TAG_QUERIES:
-            params["fields"] += ",tags"
-        devices = self.http.list_all("dcim/devices/", params, self.page_size)
-        if len(tag_slugs) <= MAX_TAG_QUERIES:
-            self._attach_tags(devices, params, tag_slugs)
+        # every candidate (no server-side narrowing): one GraphQL query when NetBox serves it
+        devices = None if narrowed else self._graphql_candidates(tag_slugs)
+        if devices is None:
+            if len(tag_slugs) > MAX_TAG_QUERIES:
+                params["fields"] += ",tags"
+            devices = self.http.list_all("dcim/devices/", params, self.page_size)
+            if len(tag_slugs) <= MAX_TAG_QUERIES:
+                self._attach_tags(devices, params, tag_slugs)
         # names are made unique among every in-service candidate, not just this selection, so two
         # platforms' selections never hand out the same name for different devices
         universe = self._universe_names() if narrowed else Counter(d.get("name") for d in devices if d.get("name"))
+        if not narrowed:
+            self._candidate_names = {d["id"]: d["name"] for d in devices if d.get("name")}
         hosts, skipped = self.materialize(devices, universe)
         self.skipped = skipped
         if skipped and self.strict:
@@ -376,6 +412,305 @@ class NetBoxInventory(InventorySource):
             self._used[h.inventory_id] = replace(h, tags=list(h.tags), custom=dict(h.custom))
         log.debug("netbox hosts: %d devices, %d hosts in %.2fs", len(devices), len(hosts), time.monotonic() - t0)
         return hosts
+
+    # --- incremental refresh -------------------------------------------------------------------------
+
+    def cursor_now(self) -> str:
+        """NetBox's clock now, minus the overlap (see ``CHANGE_OVERLAP_S``), as an ISO 8601 UTC time."""
+        return self._cursor_from(self.http.request("GET", "status/").headers.get("Date", ""))
+
+    def _cursor_from(self, date_header: str) -> str:
+        try:
+            when = email.utils.parsedate_to_datetime(date_header)
+        except (TypeError, ValueError):
+            raise NetBoxUnavailable(f"NetBox sent no usable Date header ({date_header!r})") from None
+        return (when.astimezone(UTC) - timedelta(seconds=self.change_overlap_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def changes_since(self, selections: dict[str, dict[str, str]], cursor: str = "") -> InventoryDelta:
+        """Only what changed since ``cursor`` (a ``cursor_now()`` / earlier delta's cursor).
+
+        Steady state (nothing changed) is two small queries, run in parallel: the ids of devices
+        with ``last_updated >= cursor`` (GraphQL, else REST) and the change log
+        (``core/object-changes``) for the objects a Host depends on. Changed devices are then read in full (few); a device deleted,
+        or one no longer in service / no longer a usable candidate, is in ``gone``. A structural
+        change the device rows do not show (a cluster type or tag edited or deleted, a cluster or
+        an IP address deleted) falls back to a full pull (``full=True``), as does an empty cursor."""
+        if not cursor:
+            return super().changes_since(selections)
+        try:
+            datetime.strptime(cursor, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            raise InventoryError(f"inventory cursor {cursor!r} is not an ISO 8601 UTC time") from None
+        self.ensure_ready()
+        t0 = time.monotonic()
+        # Two cheap questions, in parallel: which devices have a newer last_updated (GraphQL: ~4x
+        # cheaper than the REST device list, whose filter set alone costs ~0.1 s), and what the
+        # change log recorded (deletions, and the objects a Host depends on).
+        with ThreadPoolExecutor(2) as pool:
+            dev_job = pool.submit(self._changed_device_ids, cursor)
+            log_job = pool.submit(
+                self.http.request,
+                "GET",
+                "core/object-changes/",
+                params={
+                    "time_after": cursor,
+                    "changed_object_type": list(CHANGE_TYPES),
+                    "fields": "id,action,changed_object_type,changed_object_id",
+                    "limit": 1000,
+                },
+            )
+            (changed_ids, dev_date), log_resp = dev_job.result(), log_job.result()
+        next_cursor = min(self._cursor_from(dev_date), self._cursor_from(log_resp.headers.get("Date", "")))
+        deleted: set[int] = set()
+        clusters: set[int] = set()
+        ips: set[int] = set()
+        for ch in self._all_pages(log_resp, "core/object-changes/"):
+            kind, oid = ch["changed_object_type"], ch["changed_object_id"]
+            action = (ch.get("action") or {}).get("value", "")
+            if kind == "dcim.device":
+                (deleted if action == "delete" else changed_ids).add(oid)
+            elif kind == "virtualization.cluster" and action != "delete":
+                clusters.add(oid)
+            elif kind == "ipam.ipaddress" and action != "delete":
+                ips.add(oid)
+            elif action != "create":  # a new tag or cluster type changes no device
+                log.info("netbox refresh: %s #%s %sd: full pull", kind, oid, action)
+                self._refresh_clusters = None
+                return super().changes_since(selections)
+        if clusters:
+            self._refresh_clusters = None  # re-read: a cluster's name or type may have changed
+        ids = sorted(changed_ids | self._devices_of(clusters, ips))
+        delta = self._delta_for(selections, [i for i in ids if i not in deleted], deleted, next_cursor)
+        log.debug(
+            "netbox refresh since %s: %d changed, %d gone in %.3fs",
+            cursor,
+            len(delta.hosts),
+            len(delta.gone),
+            time.monotonic() - t0,
+        )
+        return delta
+
+    def _changed_device_ids(self, cursor: str) -> tuple[set[int], str]:
+        """Ids of devices (any role) with ``last_updated >= cursor``, and the answer's Date header.
+        GraphQL when NetBox serves it, else the REST list."""
+        got = self._graphql_lists({"changed": (f"last_updated: {{gte: {json.dumps(cursor)}}}", "id")})
+        if got is not None:
+            return {int(r["id"]) for r in got[0]["changed"]}, got[1]
+        resp = self.http.request(
+            "GET", "dcim/devices/", params={"last_updated__gte": cursor, "fields": "id", "limit": 1000}
+        )
+        return {r["id"] for r in self._all_pages(resp, "dcim/devices/")}, resp.headers.get("Date", "")
+
+    def _all_pages(self, first, path: str) -> list[dict]:
+        """The rows of a listing whose first page is the response ``first`` (more pages: rare)."""
+        page = first.json()
+        rows = list(page["results"])
+        while page.get("next"):
+            page = self.http.get(path, {"offset": len(rows), **dict(_query_of(page["next"]))})
+            rows.extend(page["results"])
+        return rows
+
+    def _devices_of(self, clusters: set[int], ips: set[int]) -> set[int]:
+        """Devices in changed clusters or whose primary IP changed."""
+        out: set[int] = set()
+        for key, values in (("cluster_id", clusters), ("primary_ip4_id", ips), ("primary_ip6_id", ips)):
+            vals = sorted(values)
+            for i in range(0, len(vals), ID_CHUNK):
+                rows = self.http.list_all(
+                    "dcim/devices/", {key: vals[i : i + ID_CHUNK], "fields": "id"}, self.page_size
+                )
+                out |= {r["id"] for r in rows}
+        return out
+
+    def _delta_for(
+        self, selections: dict[str, dict[str, str]], ids: list[int], deleted: set[int], cursor: str
+    ) -> InventoryDelta:
+        """The delta for these changed device ids (and the deleted ones)."""
+        if self._candidate_names is not None:
+            for i in deleted:
+                self._candidate_names.pop(i, None)
+        read = self._changed_graphql(ids) if ids else ([], {}, Counter())
+        devices, states, universe = read if read is not None else self._changed_rest(ids)
+        known = self._refresh_clusters or {}
+        if any(d.get("cluster") and d["cluster"]["id"] not in known for d in devices):
+            self._refresh_clusters = None
+            self._refresh_clusters = self._clusters()  # kept until the change log shows a cluster change
+        hosts, skipped = self.materialize(devices, universe)
+        self._log_skipped(skipped)
+        for h in hosts:
+            self._used[h.inventory_id] = replace(h, tags=list(h.tags), custom=dict(h.custom))
+        gone = {str(i): "deleted from NetBox" for i in sorted(deleted)}
+        gone.update({str(s.device_id): s.reason for s in skipped})
+        serving = {h.inventory_id for h in hosts}
+        for i in ids:  # say why: the status, the tag, or not a candidate any more
+            if str(i) in serving or str(i) in gone:
+                continue
+            if i not in states:
+                gone[str(i)] = "deleted from NetBox"
+                continue
+            status, tags = states[i]
+            if UNHEALTHY_TAG in tags:
+                gone[str(i)] = f"tagged {UNHEALTHY_TAG}"
+            elif status not in self.mapping.statuses:
+                gone[str(i)] = f"status {status!r} in NetBox"
+            else:
+                gone[str(i)] = "no longer a hypervisor host candidate (role, tags or netbox.filters)"
+        per_platform = {
+            platform: sorted(h.name for h in hosts if matches(h, select)) for platform, select in selections.items()
+        }
+        return InventoryDelta(full=False, hosts=hosts, platform_hosts=per_platform, gone=gone, cursor=cursor)
+
+    def _changed_graphql(self, ids: list[int]) -> tuple[list[dict], dict[int, tuple[str, set[str]]], Counter] | None:
+        """(in-service candidates among ``ids`` in the REST listing's shape, id -> (status, tags)
+        of every id that exists, name counts among all candidates for their names): two GraphQL
+        queries. None when GraphQL cannot answer."""
+        flt = self._graphql_filter()
+        if flt is None:
+            return None
+        id_list = json.dumps([str(i) for i in ids])
+        got = self._graphql_lists(
+            {
+                "devices": (f"{flt}, id: {{in_list: {id_list}}}", GRAPHQL_DEVICE + " tags { slug }"),
+                "states": (f"id: {{in_list: {id_list}}}", "id status tags { slug }"),
+            }
+        )
+        data = got[0] if got is not None else None
+        if data is None:
+            return None
+        devices = [
+            {
+                "id": int(d["id"]),
+                "name": d.get("name"),
+                "site": d.get("site"),
+                "cluster": {"id": int(d["cluster"]["id"])} if d.get("cluster") else None,
+                "custom_fields": d.get("custom_field_data") or {},
+                "tags": d.get("tags") or [],
+            }
+            for d in data["devices"]
+        ]
+        # GraphQL spells a status as its enum name (STATUS_ACTIVE); the mapping uses choice values
+        states = {
+            int(r["id"]): (str(r.get("status") or "").lower().removeprefix("status_"), {t["slug"] for t in r["tags"]})
+            for r in data["states"]
+        }
+        # Is a changed device's name shared by another candidate? The names of every candidate are
+        # read once per inventory object (the worker keeps it) and then follow the changes: a
+        # device whose name changes is itself in the changed set.
+        if self._candidate_names is None:
+            names = self._graphql_lists({"names": (flt, "id name")})
+            if names is None:
+                return None
+            every = names[0]
+            self._candidate_names = {int(r["id"]): r["name"] for r in every["names"] if r.get("name")}
+        for i in ids:
+            self._candidate_names.pop(i, None)
+        self._candidate_names.update((d["id"], d["name"]) for d in devices if d.get("name"))
+        universe = Counter(self._candidate_names.values())
+        return devices, states, universe
+
+    def _changed_rest(self, ids: list[int]) -> tuple[list[dict], dict[int, tuple[str, set[str]]], Counter]:
+        """``_changed_graphql`` over REST (``netbox.filters`` are REST filters)."""
+        devices: list[dict] = []
+        states: dict[int, tuple[str, set[str]]] = {}
+        universe: Counter = Counter()
+        for i in range(0, len(ids), ID_CHUNK):
+            chunk = ids[i : i + ID_CHUNK]
+            params = {**self.base_filters(), "id": chunk, "fields": DEVICE_FIELDS + ",tags"}
+            devices += self.http.list_all("dcim/devices/", params, self.page_size)
+            for r in self.http.list_all("dcim/devices/", {"id": chunk, "fields": "id,status,tags"}, self.page_size):
+                states[r["id"]] = ((r.get("status") or {}).get("value", ""), {t["slug"] for t in r.get("tags") or []})
+        names = sorted({d["name"] for d in devices if d.get("name")})
+        for i in range(0, len(names), ID_CHUNK):
+            params = {**self.base_filters(), "name": names[i : i + ID_CHUNK], "fields": "id,name"}
+            universe.update(r["name"] for r in self.http.list_all("dcim/devices/", params, self.page_size))
+        return devices, states, universe
+
+    def _graphql_lists(self, lists: dict[str, tuple[str, str]]) -> tuple[dict[str, list[dict]], str] | None:
+        """Device lists by GraphQL, all in one query per round: alias -> (filters, fields). Every
+        list is paged (NetBox caps a GraphQL list at MAX_PAGE_SIZE, silently): a page shorter than
+        the longest page NetBox has ever sent is the last one; an empty page always is. Returns the
+        rows per alias and the first answer's Date header, or None when GraphQL cannot answer (the
+        caller uses REST)."""
+        rows: dict[str, list[dict]] = {alias: [] for alias in lists}
+        open_ = sorted(lists)
+        date = ""
+        while open_:
+            parts = []
+            for alias in open_:
+                flt, fields = lists[alias]
+                where = f"filters: {{{flt}}}, " if flt else ""
+                page = f"pagination: {{offset: {len(rows[alias])}, limit: {self.page_size}}}"
+                parts.append(f"{alias}: device_list({where}{page}) {{ {fields} }}")
+            try:
+                resp = self.http.graphql("{ " + " ".join(parts) + " }")
+                body = resp.json() if resp.ok else {}
+            except (NetBoxUnavailable, ValueError):
+                return None
+            data = body.get("data") or {}
+            if body.get("errors") or any(data.get(alias) is None for alias in open_):
+                log.debug("netbox GraphQL unusable (%s): REST listing", str(body.get("errors"))[:200])
+                return None
+            date = date or resp.headers.get("Date", "")
+            self._graphql_cap = max(self._graphql_cap, *(len(data[alias]) for alias in open_))
+            still = []
+            for alias in open_:
+                got = data[alias]
+                rows[alias] += got
+                if got and (len(got) == self.page_size or len(got) >= self._graphql_cap):
+                    still.append(alias)  # maybe more: ask for the next page
+            open_ = still
+        return rows, date
+
+    def _graphql_filter(self) -> str | None:
+        """The candidate filter (roles, statuses, the mapping's tags, not unhealthy) in NetBox's
+        GraphQL syntax, or None when it cannot be said there (``netbox.filters`` are REST filters;
+        a status that is no plain choice value)."""
+        if self.mapping.filters or not all(st.replace("_", "").isalnum() for st in self.mapping.statuses):
+            return None
+        parts = [
+            f"status: {{in_list: [{', '.join(f'STATUS_{st.upper()}' for st in self.mapping.statuses)}]}}",
+            f"NOT: {{tags: {{slug: {{exact: {json.dumps(UNHEALTHY_TAG)}}}}}}}",
+        ]
+        if self.mapping.roles:
+            parts.append(f"role: {{slug: {{in_list: {json.dumps(self.existing_roles())}}}}}")
+        nested = ""
+        for tag in reversed(self.mapping.tags):  # every tag: AND-nested (one key per level)
+            nested = f"tags: {{slug: {{exact: {json.dumps(tag)}}}}}" + (f", AND: {{{nested}}}" if nested else "")
+        if nested:
+            parts.append(f"AND: {{{nested}}}")
+        return ", ".join(parts)
+
+    def _graphql_candidates(self, tag_slugs: list[str]) -> list[dict] | None:
+        """Every in-service candidate in the REST listing's shape (DEVICE_FIELDS + tags), from one
+        GraphQL query: measured ~4x cheaper than the REST listing on 5,000 devices (no REST
+        serializer per row). Tags in use come as one id-only alias per tag in the same query (nested
+        tags per device cost 5x more). None when GraphQL cannot answer: the caller uses REST."""
+        flt = self._graphql_filter()
+        if flt is None or len(tag_slugs) > MAX_TAG_QUERIES:
+            return None
+        # flt holds ``tags`` only inside NOT/AND, so a top-level ``tags`` key may narrow it per alias
+        lists = {"devices": (flt, GRAPHQL_DEVICE)}
+        for i, slug in enumerate(tag_slugs):
+            lists[f"t{i}"] = (f"{flt}, tags: {{slug: {{exact: {json.dumps(slug)}}}}}", "id")
+        got = self._graphql_lists(lists)
+        if got is None:
+            return None
+        data = got[0]
+        tags_of: dict[int, list[dict]] = {}
+        for i, slug in enumerate(tag_slugs):
+            for row in data[f"t{i}"]:
+                tags_of.setdefault(int(row["id"]), []).append({"slug": slug})
+        return [
+            {
+                "id": int(d["id"]),
+                "name": d.get("name"),
+                "site": d.get("site"),
+                "cluster": {"id": int(d["cluster"]["id"])} if d.get("cluster") else None,
+                "custom_fields": d.get("custom_field_data") or {},
+                "tags": tags_of.get(int(d["id"]), []),
+            }
+            for d in data["devices"]
+        ]
 
     def _log_skipped(self, skipped: list[SkippedDevice]) -> None:
         """One warning per reason (with its devices), once per inventory: one hosts() call per
@@ -436,6 +771,8 @@ class NetBoxInventory(InventorySource):
         """cluster id -> (type name, type slug, cluster name). One small listing, not one per device."""
         if self.memoize and "clusters" in self._memo:
             return self._memo["clusters"]
+        if self._refresh_clusters is not None:
+            return self._refresh_clusters
         rows = self.http.list_all("virtualization/clusters/", {"fields": "id,name,type"}, self.page_size)
         out = {}
         for r in rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 
 from crossvisor.core.errors import InventoryError
+from domain.messages import InventoryDelta
 from domain.model import Host
 
 __all__ = ["InventoryError", "InventorySource"]
@@ -58,6 +59,30 @@ class InventorySource(abc.ABC):
     def no_host_reason(self, select: dict[str, str]) -> str:
         """Why ``hosts(select)`` returned no host, for the operator (called only when it did)."""
         return f"no host in service matches {select}"
+
+    def cursor_now(self) -> str:
+        """Where an incremental refresh started now would begin ("" = this source has none: every
+        refresh is a full pull). Taken *before* a pull, so nothing changed during it is missed."""
+        return ""
+
+    def changes_since(self, selections: dict[str, dict[str, str]], cursor: str = "") -> InventoryDelta:
+        """What changed since ``cursor`` for these platform selections (platform -> selection).
+
+        Default (and for an empty cursor): a full pull, ``full=True`` (a file inventory re-reads its
+        file). Sources with a change feed (NetBox) answer with only the changed hosts."""
+        next_cursor = self.cursor_now()
+        hosts: dict[str, Host] = {}
+        per_platform: dict[str, list[str]] = {}
+        for platform, select in selections.items():
+            found = self.hosts(select)
+            per_platform[platform] = sorted(h.name for h in found)
+            hosts.update((h.name, h) for h in found)
+        return InventoryDelta(
+            full=True,
+            hosts=sorted(hosts.values(), key=lambda h: h.name),
+            platform_hosts=per_platform,
+            cursor=next_cursor,
+        )
 
     def label(self, key: str) -> str:
         """A host's display name for a key (default: the key itself)."""

@@ -75,6 +75,19 @@ def test_good_spec_defaults(tmp_path: Path, lab: Path) -> None:
     assert plan.images[0].cpus == 2 and plan.images[0].memory_mib == 256
 
 
+def test_inventory_refresh_interval(tmp_path: Path, lab: Path) -> None:
+    plan = load_spec(write(tmp_path, GOOD))
+    assert plan.inventory_refresh_s == -1 and plan.refresh_interval_s() == 0  # a file: off unless asked
+    plan = load_spec(write(tmp_path, GOOD + "inventory_refresh_s: 60\n"))
+    assert plan.refresh_interval_s() == 60
+    netbox = load_spec(write(tmp_path, GOOD.replace("inventory: file:lab.yaml", "inventory: netbox")))
+    assert netbox.refresh_interval_s() == 300
+    off = load_spec(
+        write(tmp_path, GOOD.replace("inventory: file:lab.yaml", "inventory: netbox") + "inventory_refresh_s: 0\n")
+    )
+    assert off.refresh_interval_s() == 0
+
+
 def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path, lab: Path) -> None:
     text = GOOD.replace("  - {name: a, kind: kvm}", "  - &base {name: a, kind: kvm, nic_models: [virtio]}") + (
         "  - {name: img2, cpus: 1}\npairs: [[a, b], [b, a]]\n"
@@ -155,6 +168,9 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path, lab: Path) -> No
         (GOOD + "checks: [boots, boots]\n", "checks.1: listed twice", 9),
         (GOOD + "include_same_platform: 'yes'\n", "include_same_platform: must be true or false", 9),
         (GOOD.replace("site: s1,", "version: 6.5,"), "platforms.1.select.version: must be a string; quote numbers", 6),
+        (GOOD + "inventory_refresh_s: -1\n", "inventory_refresh_s: must be greater than or equal to 0", 9),
+        (GOOD + "inventory_refresh_s: 90000\n", "inventory_refresh_s: must be less than or equal to 86400", 9),
+        (GOOD + "inventory_refresh_s: 1.5\n", "inventory_refresh_s: must be a whole number", 9),
     ],
 )
 def test_bad_spec_names_file_line_field_reason(tmp_path: Path, lab: Path, text: str, where: str, line: int) -> None:

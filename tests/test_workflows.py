@@ -376,3 +376,41 @@ async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings
     inv.clear_health("kvm-0")
     assert "kvm-0" in {h.name for h in inv.hosts()}
     assert inv.leases() == {}
+
+
+async def test_inventory_refresh_retires_a_host_mid_campaign(env, settings, tmp_path: Path, executor) -> None:
+    """A file inventory refreshed every second: the first cell's source host is marked retired in
+    the file while that cell boots; the cell finishes on it, every later cell runs on the other."""
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    lab = Path(plan.inventory[5:])
+
+    def write_lab(retired_host: str = "") -> None:
+        lines = ["hosts:"]
+        for name, kind, extra in (("kvm-1", "kvm", ""), ("kvm-2", "kvm", ""), ("xen-1", "xen", ", slots: 2")):
+            status = ", status: retired" if name == retired_host else ""
+            lines.append(f"  - {{name: {name}, kind: {kind}, endpoint: 'test:///default', site: s{extra}{status}}}")
+        lab.write_text("\n".join(lines) + "\n")
+
+    write_lab()
+    plan.concurrency.max_cells = 1
+    plan.inventory_refresh_s = 1
+    retired: list[str] = []
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+
+    def retire_and_hold(call) -> None:
+        if not retired:
+            retired.append(call.cell.source_host.name)
+            write_lab(retired[0])
+            time.sleep(2.5)  # real time: the 1 s refresh timer fires while this cell runs
+
+    sab.before["boot"] = retire_and_hold
+    async with w:
+        h = await start_campaign(env.client, plan, tq)
+        res = await campaign_result(h, settings.home)
+        history = (await h.fetch_history()).to_json()
+    assert all(c.grade == Grade.PASS for c in res.cells), [(c.cell_id, c.grade, c.reason) for c in res.cells]
+    assert "refresh_inventory" in history
+    by_start = sorted(res.cells, key=lambda c: c.started_at)
+    assert by_start[0].source_host == retired[0]  # the running cell kept its host
+    assert [c.source_host for c in by_start[1:]] == [({"kvm-1", "kvm-2"} - set(retired)).pop()] * 2

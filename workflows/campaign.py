@@ -38,7 +38,7 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from domain import control, matrix, scheduling
+    from domain import control, inventory_delta, matrix, scheduling
     from domain.cellbook import CellBook, CellCatalog
     from domain.control import (
         AddCellsRequest,
@@ -58,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
         CampaignState,
         CellInput,
         CellReport,
+        InventoryDelta,
+        InventoryRefreshRequest,
         InventoryRequest,
         InventorySnapshot,
         ProgressReport,
@@ -76,6 +78,10 @@ ACT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_er
 APPLIED_KEYS_KEPT = 500  # bounded: idempotency keys older than this are assumed delivered
 MAX_RESCHEDULES = 3  # attempts of one cell on other hosts after a host turned unhealthy
 PUBLISH_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=2))
+# a refresh that keeps failing is given up until the next interval: the campaign keeps the view it has
+REFRESH_RETRY = RetryPolicy(
+    maximum_attempts=3, maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InventoryError"]
+)
 # a cell inherited across continue-as-new that has not reported for this long is probed: did its
 # workflow close without reporting (terminated, timed out)?
 PROBE_INHERITED_S = 6 * 3600
@@ -87,6 +93,7 @@ REATTACH = "reattach-across-continue-as-new"  # replay set v5 on (compact state,
 SEARCH_ATTRIBUTES = "search-attributes-follow-progress"  # replay set v6 on
 CANCEL_REQUEST_FINISHES = "cancel-request-finishes-the-campaign"  # replay set v6 on
 SEARCH_EVERY_S = 60.0  # at most one visibility upsert a minute while the status stays the same
+INVENTORY_REFRESH = "inventory-refresh"  # replay set v6 on: the inventory is refreshed every plan.refresh_interval_s()
 # replay set v6 on, asked only by campaigns with hosts at sites that have workers of their own:
 # the leak sweep runs once per site, on that site's queue, over that site's hosts
 SWEEP_PER_SITE = "sweep-per-site"
@@ -195,6 +202,8 @@ class CampaignWorkflow:
         self._est: dict[str, float] = {}  # cell id -> estimated seconds (scheduling only)
         self._local_in_flight = 0  # progress local activities not yet resolved
         self.kinds = {p.name: p.kind for p in inp.plan.platforms}
+        # set once the run is closing (finish, continue-as-new): the refresh loop schedules nothing more
+        self.closing = False
         # Runs recorded before replay set v5 keep their whole state in ``st`` and drain before
         # continuing as new; a new run (and every run it continues into) takes the v5 path.
         self.v5 = workflow.patched(REATTACH)
@@ -602,7 +611,55 @@ class CampaignWorkflow:
         self.status = "running"
         if self.v5 and self.inherited:
             asyncio.create_task(self._probe_inherited())
+        interval = self.plan.refresh_interval_s()
+        # Patched: runs recorded before it (replay sets v2-v5) never refreshed their inventory.
+        if self.v5 and interval > 0 and workflow.patched(INVENTORY_REFRESH):
+            asyncio.create_task(self._refresh_inventory_every(interval))
         await self._publish()
+
+    def _selections(self) -> dict[str, dict[str, str]]:
+        return {p.name: {**p.select, "kind": p.kind} for p in self.plan.platforms}
+
+    async def _refresh_inventory_every(self, interval_s: int) -> None:
+        """Every ``interval_s``: ask the inventory what changed since the last pull and apply it. A
+        host that left service gets no new cells (its running cells go on); a new or repaired one
+        becomes schedulable. A platform left without hosts has its pending cells skipped with the
+        reason, as when the first pull found none (``_skip_dead_platforms``)."""
+        while True:
+            await workflow.sleep(interval_s)
+            if self.closing:
+                return
+            plan = self.plan
+            try:
+                delta = await workflow.execute_activity(
+                    "refresh_inventory",
+                    InventoryRefreshRequest(
+                        plan.inventory, self._selections(), netbox=dict(plan.netbox), cursor=self.st.inventory_cursor
+                    ),
+                    result_type=InventoryDelta,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=REFRESH_RETRY,
+                )
+            except ActivityError as e:
+                workflow.logger.warning("inventory refresh failed, keeping the current view: %s", e.cause or e)
+                continue
+            if self.closing:
+                return
+            async with self.lock:
+                applied = inventory_delta.apply_delta(self.st.hosts, self.st.platform_hosts, delta)
+                self.st.inventory_cursor = delta.cursor
+                if applied.changed:
+                    self.st.hosts = applied.hosts
+                    self.st.platform_hosts = applied.platform_hosts
+                    self._dead_checked = None  # which platforms have hosts left may have changed
+                    self.dirty = True
+            if applied.added or applied.removed:
+                workflow.logger.info(
+                    "inventory refreshed: schedulable again %s, out of service %s (%s)",
+                    applied.added,
+                    applied.removed,
+                    "; ".join(f"{k}: {v}" for k, v in sorted(delta.gone.items())),
+                )
 
     def _has_pending(self) -> bool:
         return bool(len(self.pool)) if self.v5 else bool(self.st.pending)
@@ -679,6 +736,7 @@ class CampaignWorkflow:
         # every start confirmed (an ABANDON child must have started before its parent closes)
         # and every result in hand stored
         await workflow.wait_condition(lambda: not self.starting and not self.completing)
+        self.closing = True
         own = [cid for cid in self.running if cid not in self.inherited]
         closed = [cid for cid, ok in zip(own, await asyncio.gather(*map(self._ask_to_report, own))) if not ok]
         # a cell that closed before it heard us: its completion comes to this run, which is its
@@ -687,6 +745,7 @@ class CampaignWorkflow:
             lambda: all(c not in self.running for c in closed) and not self.completing and self._quiet()
         )
         if self.cancel_requested:
+            self.closing = False
             return  # a cancel arrived meanwhile: the loop takes the cancel path
         st = self.st
         st.book = self.book.encode()
@@ -783,6 +842,7 @@ class CampaignWorkflow:
         return removed
 
     async def _finish(self) -> CampaignResult:
+        self.closing = True
         if self.cancel_requested and self.v5:
             self.status = "cancelling"
             for cid, t in self.tasks.items():
@@ -849,17 +909,14 @@ class CampaignWorkflow:
         plan = self.plan
         snap = await workflow.execute_activity(
             "load_inventory",
-            InventoryRequest(
-                plan.inventory,
-                {p.name: {**p.select, "kind": p.kind} for p in plan.platforms},
-                netbox=dict(plan.netbox),
-            ),
+            InventoryRequest(plan.inventory, self._selections(), netbox=dict(plan.netbox)),
             result_type=InventorySnapshot,
             start_to_close_timeout=timedelta(minutes=5),
             retry_policy=ACT_RETRY,
         )
         self.st.hosts = snap.hosts
         self.st.platform_hosts = snap.platform_hosts
+        self.st.inventory_cursor = snap.cursor
         if self.v5:
             for cid in list(self.book.not_done_ids()):
                 s, t, _ = self.catalog.where(cid)

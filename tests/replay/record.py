@@ -169,6 +169,37 @@ async def handover(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) 
     return res
 
 
+async def inventory_refresh(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(inventory-refresh on) The campaign refreshes its file inventory every second; while the
+    first cell boots, the file marks the second kvm host retired: it gets no cell after the refresh."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    lab = Path(plan.inventory[5:])
+    lab.write_text(
+        "hosts:\n"
+        "  - {name: kvm-1, kind: kvm, endpoint: 'test:///default', site: s}\n"
+        "  - {name: kvm-2, kind: kvm, endpoint: 'test:///default', site: s}\n"
+        "  - {name: xen-1, kind: xen, endpoint: 'test:///default', site: s, slots: 2}\n"
+    )
+    plan.concurrency.max_cells = 1
+    plan.inventory_refresh_s = 1
+
+    def retire_and_hold(call) -> None:
+        if "kvm-2" in lab.read_text() and "retired" not in lab.read_text():
+            lab.write_text(
+                lab.read_text().replace("site: s}\n  - {name: xen", "site: s, status: retired}\n  - {name: xen")
+            )
+        time.sleep(2.5)  # real time: the refresh timer fires meanwhile
+
+    sab.before["boot"] = retire_and_hold
+    h = await start_campaign(client, plan, tq, cid)
+    res = await h.result()
+    rows = result_store.summary_rows(res)
+    assert len(rows) == 3 and all(c.grade == Grade.PASS for c in rows), rows
+    history = (await h.fetch_history()).to_json()
+    assert "refresh_inventory" in history, "no refresh ran"
+    return res
+
+
 async def handover_cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
     """(v5 on) Cancel while cells a previous run started are running: cancelled by id, they clean
     up and report; the cells never started are skipped."""
@@ -287,6 +318,7 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "temporal-cancel": (temporal_cancel, 1),
     "searchable": (searchable, 0),
     "sites": (sites, 1),  # runs its own site workers (no worker of the campaign queue's own)
+    "inventory-refresh": (inventory_refresh, 0),
 }
 # scenarios whose kept cell histories are cells that reported by signal (the v5 path in the cell)
 REPORTING_CELLS = {"handover", "handover-cancel"}

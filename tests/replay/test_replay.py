@@ -25,7 +25,7 @@ SCENARIOS = ("normal", "interop-fail", "transient-retry", "steer", "cancel", "co
 LATER = {
     "v4": ("stall",),
     "v5": ("stall", "handover", "handover-cancel"),
-    "v6": ("stall", "handover", "handover-cancel", "temporal-cancel", "searchable", "sites"),
+    "v6": ("stall", "handover", "handover-cancel", "temporal-cancel", "searchable", "inventory-refresh", "sites"),
 }
 
 
