@@ -46,7 +46,7 @@ async def test_cells_run_on_across_continue_as_new(dev_env, settings, tmp_path: 
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(4)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
-    slow_stage(sab, "boot", 0.4)
+    slow_stage(sab, "boot", 1.0)  # long enough that each continue-as-new finds cells running
     cid = f"c-{uuid.uuid4().hex[:8]}"
     async with w:
         h = await start_campaign(dev_env.client, plan, tq, cid, history_limit=30)
