@@ -25,6 +25,16 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def bindable(port: int) -> bool:
+    """Whether this process could listen on the port now (nothing bound to it, listening or not)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_base() -> int:
     # the dev server uses base, base+1 (metrics), base+10 (http), base+11 (Web UI); the worker
     # base+2, base+3
@@ -82,7 +92,23 @@ class LocalStack:
         """The newest worker, if one was started."""
         return self.workers[-1] if self.workers else None
 
+    def _metrics_ports_free(self) -> None:
+        """The worker's metrics ports, re-picked if something took them since the stack chose
+        them (the dev server binds its internal services to random free ports: on a busy
+        machine one of them once landed on the worker's, and the worker died at start)."""
+        for attr, var in (
+            ("metrics_port", "CROSSVISOR_METRICS_PORT"),
+            ("sdk_metrics_port", "CROSSVISOR_SDK_METRICS_PORT"),
+        ):
+            if not bindable(getattr(self.settings, attr)):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                setattr(self.settings, attr, port)
+                self.env[var] = str(port)
+
     def start_worker(self, **env: str) -> subprocess.Popen:
+        self._metrics_ports_free()
         log = open(self.home / f"worker-{len(self.workers)}.log", "ab")
         p = subprocess.Popen(
             [sys.executable, "-m", "worker"],
