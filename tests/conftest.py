@@ -28,6 +28,18 @@ def root() -> Path:
 
 
 @pytest_asyncio.fixture(scope="module")
+async def env():
+    """Temporal's time-skipping test server, one per test module."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from tests.harness import tool
+
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    yield e
+    await e.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module")
 async def dev_env():
     """The real dev server, for tests that cancel activities: the time-skipping test server can
     wedge a workflow that cancels an activity in the task where it completes (ACTIVITY_UNKNOWN,

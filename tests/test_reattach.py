@@ -35,9 +35,11 @@ async def runs_of(client, cid: str) -> list[dict]:
             return states
 
 
-def slow_stage(sab, stage: str, seconds: float) -> None:
+def slow_stage(sab, stage: str, seconds: float, stagger_s: float = 0.0) -> None:
     def hold(call) -> None:  # long enough that a continue-as-new lands while cells run
-        time.sleep(seconds)
+        # staggered by image: two cells started together would otherwise end together, and the
+        # continue-as-new their ends trigger would find nothing left running
+        time.sleep(seconds + stagger_s * int(call.cell.image.name.lstrip("i") or 0))
 
     sab.before[stage] = hold
 
@@ -46,7 +48,7 @@ async def test_cells_run_on_across_continue_as_new(dev_env, settings, tmp_path: 
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(4)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
-    slow_stage(sab, "boot", 1.0)  # long enough that each continue-as-new finds cells running
+    slow_stage(sab, "boot", 0.4, stagger_s=0.6)  # cells of different lengths: one is still running at each end
     cid = f"c-{uuid.uuid4().hex[:8]}"
     async with w:
         h = await start_campaign(dev_env.client, plan, tq, cid, history_limit=30)

@@ -9,9 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from temporalio.converter import DataConverter
-from temporalio.testing import WorkflowEnvironment
 
 from bench.scheduler import run_real
 from crossvisor.core import result_store
@@ -19,7 +17,6 @@ from domain import simulation
 from domain.cellbook import MAX_REASON_CHARS, MAX_REASONS, CellBook, CellCatalog
 from domain.messages import RESULTS_PAGE_MAX, CampaignState, ResultsPage, ResultsPageRequest, RunningCell
 from domain.model import REASON_KEPT, CampaignResult, CellOutcome, CellSummary, Grade, Host
-from tests.harness import tool
 from workflows.campaign import CampaignWorkflow
 
 LIMIT = 512 * 1024
@@ -69,13 +66,6 @@ def test_every_payload_stays_far_below_512_kb_at_50000_cells_whatever_the_outcom
     # and the compact form reads back exactly
     back = CellBook.decode(catalog.ids(), book.encode())
     assert back.codes == book.codes and back.attempts == book.attempts and back.why == book.why
-
-
-@pytest_asyncio.fixture(scope="module")
-async def env():
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
-    yield e
-    await e.shutdown()
 
 
 @pytest.mark.scale

@@ -8,20 +8,9 @@ import json
 import uuid
 from pathlib import Path
 
-import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
-
 from bench.scheduler import run_real
 from domain import simulation
 from domain.scheduling import lower_bound_s
-from tests.harness import tool
-
-
-@pytest_asyncio.fixture(scope="module")
-async def env():
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
-    yield e
-    await e.shutdown()
 
 
 def bound_and_sim(lab: simulation.Lab) -> tuple[float, float]:

@@ -10,10 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
@@ -31,7 +29,6 @@ from tests.harness import (
     run_campaign,
     small_plan,
     start_campaign,
-    tool,
 )
 from worker import workflow_runner
 from workflows.campaign import CampaignWorkflow, SteerRequest
@@ -39,13 +36,6 @@ from workflows.cell import CellWorkflow
 
 # a hang here is a bug: fail fast instead of eating the CI budget
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def env():
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
-    yield e
-    await e.shutdown()
 
 
 async def test_every_cell_gets_the_campaigns_remediation_ladder(env, settings, tmp_path: Path, executor) -> None:

@@ -14,13 +14,10 @@ import os
 import shutil
 import subprocess
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import libvirt
 import pytest
-import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
 
 from crossvisor.core.credentials import CredentialError
 from domain.guest_evidence import parse
@@ -29,18 +26,12 @@ from domain.plan import CampaignPlan
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
 from drivers import diskconv
 from drivers.libvirt_driver import LibvirtDriver
-from tests.harness import campaign_result, history_text, start_campaign, tool
+from tests.harness import campaign_result, history_text, start_campaign
 from tests.remote.conftest import PREFIX, REPO, RemoteHost
 from tests.remote.sites import site_workers
 
 # needs this machine's libvirtd + QEMU as well as the remote host the fixture starts
 pytestmark = [pytest.mark.remote, pytest.mark.qemu, pytest.mark.timeout(900)]
-
-
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(max_workers=8) as ex:
-        yield ex
 
 
 def remote_driver(rh: RemoteHost, state: Path, **kw) -> LibvirtDriver:
@@ -179,16 +170,6 @@ def test_disks_move_only_as_volumes(remote_host, vm_prefix, tmp_path):
 
 
 # -- a whole cell: this machine's libvirtd (site lab-a) -> the remote host (site lab-b) --------------
-
-
-@pytest_asyncio.fixture(scope="module")
-async def dev_env():
-    e = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
-    )
-    yield e
-    await e.shutdown()
 
 
 @pytest.fixture

@@ -9,19 +9,16 @@ Real Temporal (the time-skipping test server), real stage activities on the libv
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
 
 from activities.routing import route_hosts
 from activities.stages import StageEnv
 from crossvisor.core.config import Settings, site_task_queue
 from crossvisor.core.errors import WrongSite
 from domain.model import Grade, Host, Platform
-from tests.harness import campaign_result, corrupt_package_disk, small_plan, start_campaign, tool
+from tests.harness import campaign_result, corrupt_package_disk, small_plan, start_campaign
 from tests.remote.sites import site_workers
 
 pytestmark = pytest.mark.timeout(240)
@@ -29,19 +26,6 @@ pytestmark = pytest.mark.timeout(240)
 SITES = ["lab-a", "lab-b"]
 SOURCE_SIDE = {"reserve:source", "provision", "baseline", "export", "cleanup:source", "release"}
 TARGET_SIDE = {"reserve:target", "convert", "import", "boot", "verify", "lifecycle", "cleanup:target"}
-
-
-@pytest_asyncio.fixture(scope="module")
-async def env():
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
-    yield e
-    await e.shutdown()
-
-
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(max_workers=8) as ex:
-        yield ex
 
 
 def two_site_plan(tmp: Path, **kw):

@@ -9,7 +9,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import libvirt
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -17,6 +16,7 @@ from activities.stages.base import vm_prefix
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from domain.stages import PIPELINE
+from drivers.libvirt_storage import HostStorage
 from tests.harness import history_text, make_worker, run_campaign, tool
 from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for this module
 
@@ -29,15 +29,7 @@ def own_pool(libvirt_conn, tmp_path: Path):  # noqa: F811
     layers in its pool as a cache): removed with every volume in it."""
     name, path = f"cvs-{uuid.uuid4().hex[:6]}", tmp_path / "pool"
     yield name, path
-    try:
-        pool = libvirt_conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return
-    for vol in pool.listAllVolumes(0) if pool.isActive() else []:
-        vol.delete(0)
-    if pool.isActive():
-        pool.destroy()
-    pool.undefine()
+    HostStorage(libvirt_conn, "localhost", name, str(path), tmp_path / "pool-state").remove_pool()
 
 
 def plan_for(tmp: Path, vcsim, pairs: list[list[str]], pool: tuple[str, Path]) -> CampaignPlan:
