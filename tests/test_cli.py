@@ -144,6 +144,15 @@ def test_eta_from_the_schedulers_estimates() -> None:
     assert estimate_eta(inp, {c: True for c in ids[:12]}, 60.0, 4) == pytest.approx(static / 2, rel=0.3)
 
 
+def test_eta_says_when_it_is_only_the_model() -> None:
+    from crossvisor.commands.campaign import _eta_text
+
+    running = {"workflow_status": "running", "eta_s": 23220.0}
+    assert _eta_text({**running, "eta_basis": "model"}) == ", ETA ~6h27m (model: no cell finished yet)"
+    assert _eta_text({**running, "eta_basis": "pace"}) == ", ETA ~6h27m"
+    assert _eta_text({**running, "paused": True}) == ", ETA: paused"
+
+
 def test_completion_script_is_valid_bash() -> None:
     r = run_cli("completion", "bash")
     assert r.returncode == 0

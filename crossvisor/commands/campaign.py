@@ -261,7 +261,10 @@ def _eta_text(doc: dict[str, Any]) -> str:
         return ", ETA: paused"
     if doc.get("stall_reason"):
         return ", ETA: stalled"
-    return f", ETA ~{human_duration(doc['eta_s'])}" if doc.get("eta_s") is not None else ""
+    if doc.get("eta_s") is None:
+        return ""
+    basis = " (model: no cell finished yet)" if doc.get("eta_basis") == "model" else ""
+    return f", ETA ~{human_duration(doc['eta_s'])}{basis}"
 
 
 async def list_campaigns(settings: Settings, status: str = "", query: str = "", limit: int = LIST_LIMIT) -> list[dict]:

@@ -211,7 +211,11 @@ async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool 
     if eta and inp and not p.paused and not p.stall_reason:
         rows = await finished_rows(settings, cid)
         max_cells = (inp.state.max_cells if inp.state and inp.state.max_cells else 0) or inp.plan.concurrency.max_cells
-        doc["eta_s"] = estimate_eta(inp, {r.cell_id: r.cached for r in rows}, age or 0.0, max_cells)
+        done = {r.cell_id: r.cached for r in rows}
+        doc["eta_s"] = estimate_eta(inp, done, age or 0.0, max_cells)
+        # until a cell has finished the ETA is the scheduler's static model (sized for real lab
+        # hardware), not this lab's pace: the operator is told which one they are reading
+        doc["eta_basis"] = "pace" if any(not cached for cached in done.values()) else "model"
     return doc
 
 
