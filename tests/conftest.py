@@ -30,11 +30,10 @@ def root() -> Path:
 @pytest_asyncio.fixture(scope="module")
 async def env():
     """Temporal's time-skipping test server, one per test module."""
-    from temporalio.testing import WorkflowEnvironment
 
-    from tests.harness import tool
+    from tests.harness import time_skipping_env
 
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    e = await time_skipping_env()
     yield e
     await e.shutdown()
 
@@ -44,14 +43,10 @@ async def dev_env():
     """The real dev server, for tests that cancel activities: the time-skipping test server can
     wedge a workflow that cancels an activity in the task where it completes (ACTIVITY_UNKNOWN,
     temporalio/sdk-java#2391); the real server handles it."""
-    from temporalio.testing import WorkflowEnvironment
 
-    from tests.harness import tool
+    from tests.harness import dev_server_env
 
-    e = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
-    )
+    e = await dev_server_env("--sqlite-pragma", "journal_mode=wal")
     yield e
     await e.shutdown()
 

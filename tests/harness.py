@@ -7,6 +7,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity
@@ -31,6 +32,31 @@ ROOT = Path(__file__).resolve().parent.parent
 def tool(name: str) -> str:
     p = Path(ROOT / ".venv/bin" / name)
     return str(p) if p.exists() else shutil.which(name) or name
+
+
+# The SDK gives a server 5 s to answer after it is spawned; on two cores with TCG guests booting
+# beside it, the time-skipping server has missed that (3 modules errored at setup, nothing wrong).
+SERVER_STARTUP = timedelta(seconds=60)
+
+
+async def time_skipping_env():
+    """Temporal's time-skipping test server (the project's binary)."""
+    from temporalio.testing import WorkflowEnvironment
+
+    return await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=tool("temporal-test-server"), test_server_startup_timeout=SERVER_STARTUP
+    )
+
+
+async def dev_server_env(*extra: str):
+    """Temporal's real dev server (in-memory unless ``extra`` says otherwise), headless."""
+    from temporalio.testing import WorkflowEnvironment
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool("temporal"),
+        dev_server_extra_args=["--headless", *extra],
+        dev_server_startup_timeout=SERVER_STARTUP,
+    )
 
 
 def small_plan(tmp: Path, **kw) -> CampaignPlan:

@@ -9,11 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
-from tests.harness import history_text, make_worker, run_campaign, tool
+from tests.harness import history_text, make_worker, run_campaign, time_skipping_env
 
 pytestmark = pytest.mark.netbox
 
@@ -82,7 +81,7 @@ def plan(tag: str, images: int = 1) -> CampaignPlan:
 
 async def test_campaign_on_netbox_hosts_writes_back(lab, settings, capfd, caplog) -> None:
     nb, tag, devs = lab
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = await time_skipping_env()
     try:
         with ThreadPoolExecutor(max_workers=8) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)

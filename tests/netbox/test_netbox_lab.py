@@ -21,14 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from crossvisor.spec import load_spec
 from domain.model import Grade
 from inventory.netbox_mapping import NetBoxMapping
 from inventory.netbox_schema import CUSTOM_FIELDS
 from inventory.netbox_source import NetBoxInventory
-from tests.harness import make_worker, run_campaign, tool
+from tests.harness import make_worker, run_campaign, time_skipping_env
 from tests.netbox.lab_dataset import Lab, load_lab
 
 pytestmark = pytest.mark.netbox
@@ -287,7 +286,7 @@ async def test_campaign_runs_on_the_lab_hosts_by_device_id(lab: LabEnv, settings
     tag = uuid.uuid4().hex[:6]
     spec.write_text(CAMPAIGN_SPEC.format(tag=tag))
     plan = load_spec(spec)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = await time_skipping_env()
     try:
         with ThreadPoolExecutor(max_workers=8) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{tag}", ex)

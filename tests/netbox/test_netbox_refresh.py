@@ -12,14 +12,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from domain.inventory_delta import apply_delta
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from inventory.netbox_schema import ensure_schema
 from inventory.netbox_source import NetBoxInventory
-from tests.harness import campaign_result, make_worker, start_campaign, tool
+from tests.harness import campaign_result, dev_server_env, make_worker, start_campaign
 from workflows.campaign import CampaignWorkflow
 
 pytestmark = pytest.mark.netbox
@@ -166,9 +165,7 @@ async def test_host_failed_in_netbox_mid_campaign_gets_no_new_cells(netbox_serve
     own run time) after that runs on kvm-2, and the campaign completes."""
     nb, tag, devs = site_lab["nb"], site_lab["tag"], site_lab["devs"]
     refresh_s, images = 2, 8
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"), dev_server_extra_args=["--headless"]
-    )
+    env = await dev_server_env()
     try:
         with ThreadPoolExecutor(max_workers=8) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)

@@ -12,12 +12,11 @@ from pathlib import Path
 import libvirt
 import pytest
 import pytest_asyncio
-from temporalio.testing import WorkflowEnvironment
 
 from crossvisor.spec import load_spec
 from domain.model import Grade
 from inventory.file_source import FileInventory
-from tests.harness import make_worker, run_campaign, tool
+from tests.harness import make_worker, run_campaign, time_skipping_env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.demo, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +70,7 @@ async def demo(libvirt_conn, tmp_path_factory):
     plan = load_spec(ROOT / "examples/demo.yaml")
     plan.name = f"demo-{uuid.uuid4().hex[:6]}"
 
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = await time_skipping_env()
     try:
         with ThreadPoolExecutor(max_workers=8) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)

@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from crossvisor.spec import load_spec
 from domain.model import Grade
-from tests.harness import make_worker, run_campaign, tool
+from tests.harness import make_worker, run_campaign, time_skipping_env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.v2v, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +39,7 @@ async def test_virt_v2v_makes_a_vm_born_on_esxi_boot_on_kvm(libvirt_conn, settin
         .replace("  - {name: portable, builtin: portable-bios, cpus: 1, memory_mib: 512}\n", "")
     )
     plan = load_spec(spec)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = await time_skipping_env()
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)

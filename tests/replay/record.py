@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from bench.timeskip import HandOverWatcher  # noqa: E402
 from crossvisor.core import result_store  # noqa: E402
@@ -35,7 +34,14 @@ from crossvisor.core.config import Settings  # noqa: E402
 from domain.control import CancelRequest, PauseRequest, SkipRequest  # noqa: E402
 from domain.messages import CampaignInput  # noqa: E402
 from domain.model import CampaignResult, Grade, GuestImage  # noqa: E402
-from tests.harness import Sabotage, corrupt_package_disk, make_worker, small_plan, start_campaign, tool  # noqa: E402
+from tests.harness import (  # noqa: E402
+    Sabotage,
+    corrupt_package_disk,
+    make_worker,
+    small_plan,
+    start_campaign,
+    time_skipping_env,
+)
 from workflows.campaign import CampaignWorkflow, SteerRequest  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -392,7 +398,7 @@ async def main(set_name: str) -> None:
         shutil.rmtree(OUT)  # only this set: older sets are the compatibility proof
     OUT.mkdir(parents=True)
     global _env
-    env = _env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = _env = await time_skipping_env()
     try:
         await register_search_attributes(env.client)
         with tempfile.TemporaryDirectory(prefix="crossvisor-record-") as td, ThreadPoolExecutor(8) as ex:

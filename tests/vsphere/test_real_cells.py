@@ -10,14 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from activities.stages.base import vm_prefix
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from domain.stages import PIPELINE
 from drivers.libvirt_storage import HostStorage
-from tests.harness import history_text, make_worker, run_campaign, tool
+from tests.harness import history_text, make_worker, run_campaign, time_skipping_env
 from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for this module
 
 pytestmark = [pytest.mark.vsphere, pytest.mark.qemu]
@@ -78,7 +77,7 @@ async def test_cell_across_real_apis(
     caplog,
 ) -> None:
     plan = plan_for(tmp_path, vcsim, [pair], own_pool)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool("temporal-test-server"))
+    env = await time_skipping_env()
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
             w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)

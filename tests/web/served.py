@@ -73,16 +73,12 @@ def _plan(tmp: Path, name: str):
 
 async def _main(served: Served, tmp: Path, ready: threading.Event) -> None:
     import uvicorn
-    from temporalio.testing import WorkflowEnvironment
 
     from crossvisor import serve
-    from tests.harness import corrupt_package_disk, make_worker, start_campaign, tool
+    from tests.harness import corrupt_package_disk, dev_server_env, make_worker, start_campaign
     from workflows.campaign import CampaignWorkflow, SteerRequest
 
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", "--sqlite-pragma", "journal_mode=wal"],
-    )
+    env = await dev_server_env("--sqlite-pragma", "journal_mode=wal")
     server = None
     try:
         settings = served.settings
