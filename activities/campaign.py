@@ -169,7 +169,8 @@ class CampaignActivities:
 
     @activity.defn(name="sweep_leaks")
     def sweep_leaks(self, req: SweepRequest) -> list[str]:
-        """Destroy VMs of this campaign that no cell owns any more, and free its leases.
+        """Destroy VMs of this campaign that no cell owns any more, free its leases, and trim each
+        host's shared image layers that no VM stands on to ``host_content_keep_gib``.
 
         Best effort per host: an unreachable host is logged and skipped (the next sweep gets it),
         so one dead hypervisor never blocks a campaign from finishing."""
@@ -190,6 +191,11 @@ class CampaignActivities:
                 for name in drv.list_vms(vm_prefix(req.campaign_id)):
                     drv.destroy(name)
                     removed.append(f"{h.name}:{name}")
+                try:
+                    keep = int(self.settings.host_content_keep_gib * (1 << 30))
+                    removed += [f"{h.name}:volume:{v}" for v in drv.prune_content(keep)]
+                except Exception as e:  # noqa: BLE001 - storage is tidied next sweep; the campaign goes on
+                    log.warning("sweep.prune_failed", host=h.name, error=str(e))
             finally:
                 drv.close()
         inv = open_inventory(req.inventory, self.settings.home, req.netbox or None)

@@ -113,6 +113,11 @@ class Driver(abc.ABC):
     def destroy(self, name: str) -> None:
         """Power off and remove the VM and its storage. Missing VM is not an error."""
 
+    def prune_content(self, keep_bytes: int) -> list[str]:
+        """Free the host's storage of shared image layers no VM uses (beyond ``keep_bytes``).
+        Drivers that keep no such layers have nothing to prune."""
+        return []
+
     @abc.abstractmethod
     def list_vms(self, prefix: str) -> list[str]:
         """Names of VMs starting with ``prefix`` (the sweeper uses this to find leaks)."""

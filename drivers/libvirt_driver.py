@@ -813,6 +813,9 @@ class LibvirtDriver(Driver):
         # overlays go with the VM's disks
         return libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
 
+    def prune_content(self, keep_bytes: int) -> list[str]:
+        return self.storage.prune_content(keep_bytes)
+
     def list_vms(self, prefix: str) -> list[str]:
         try:
             return sorted(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))

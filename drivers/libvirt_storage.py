@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -364,6 +365,67 @@ class HostStorage:
             if vol.startswith(prefixes):
                 self.delete(vol)
 
+    def prune_content(self, keep_bytes: int, min_age_s: float = 3600.0) -> list[str]:
+        """Delete content volumes (image layers uploaded once per host, shared by every VM on it)
+        that no VM defined on the host stands on, oldest first, until those left hold at most
+        ``keep_bytes``; one uploaded less than ``min_age_s`` ago is kept (a cell may be about to
+        define the VM on it). Without this a host's pool only grows: every move's converted disk
+        is a new layer. Returns the names deleted."""
+        prefix = f"{vm_name_prefix()}-base-"
+        try:
+            vols = [v for v in self.pool().listAllVolumes(0) if v.name().startswith(prefix)]
+        except libvirt.libvirtError as e:
+            raise _err(f"list volumes of {self.pool_name}", e) from None
+        layers = [v for v in vols if not v.name().endswith(".ok")]
+        used = self._paths_in_use()
+        now = time.time()
+        held = sum(v.info()[2] for v in layers)
+        removable = sorted((_mtime(v), v) for v in layers if v.path() not in used and now - _mtime(v) >= min_age_s)
+        deleted = []
+        for _mt, v in removable:
+            if held <= keep_bytes:
+                break
+            name, alloc = v.name(), v.info()[2]
+            self.delete(f"{name}.ok")  # first: a half-deleted layer then reads as an unfinished upload
+            self.delete(name)
+            held -= alloc
+            deleted.append(name)
+        if deleted:
+            _log().info("libvirt.content_pruned", host=self.host, volumes=len(deleted), kept_bytes=held)
+        return deleted
+
+    def _paths_in_use(self) -> set[str]:
+        """Every file a VM defined on the host reads: its disks and what they are layered on."""
+        todo: list[str] = []
+        try:
+            for dom in self.conn.listAllDomains():
+                root = ET.fromstring(dom.XMLDesc(0))
+                for src in root.iterfind("./devices/disk/source"):
+                    if src.get("file"):
+                        todo.append(src.get("file"))
+                    elif src.get("pool") and src.get("volume"):
+                        try:
+                            pool = self.conn.storagePoolLookupByName(src.get("pool"))
+                            todo.append(pool.storageVolLookupByName(src.get("volume")).path())
+                        except libvirt.libvirtError:
+                            continue  # a volume gone already: nothing of ours stands on it
+        except libvirt.libvirtError as e:
+            raise _err("list domains", e) from None
+        seen: set[str] = set()
+        while todo:
+            path = todo.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                xml = self.conn.storageVolLookupByPath(path).XMLDesc(0)
+            except libvirt.libvirtError:
+                continue  # not a pool volume: its chain is not ours to prune
+            below = ET.fromstring(xml).findtext("./backingStore/path")
+            if below:
+                todo.append(below)
+        return seen
+
     def remove_pool(self) -> None:
         """Delete every volume of the pool, then the pool itself (decommissioning, test hosts)."""
         try:
@@ -376,6 +438,12 @@ class HostStorage:
             pool.destroy()
         pool.undefine()
         self._pool_obj = None
+
+
+def _mtime(vol: libvirt.virStorageVol) -> float:
+    """When a volume's file was last written (its upload, for a content volume)."""
+    t = ET.fromstring(vol.XMLDesc(0)).findtext("./target/timestamps/mtime")
+    return float(t) if t else 0.0
 
 
 def _is_sparse(path: Path) -> bool:

@@ -61,6 +61,9 @@ class Settings:
     # where artifacts (packages, conversions) live and travel between sites: a directory on the
     # embedded default, a shared volume mounted at the same path on every worker in production
     artifact_store: str = field(default_factory=lambda: _env("ARTIFACT_STORE"))
+    # what a libvirt host keeps of the image layers it was sent (converted disks, images, births)
+    # once a campaign's sweep finds no VM on them: the rest is deleted, oldest first
+    host_content_keep_gib: float = field(default_factory=lambda: float(_env("HOST_CONTENT_KEEP_GIB", "20")))
 
     @property
     def site_queue(self) -> str:

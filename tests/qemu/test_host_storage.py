@@ -65,3 +65,57 @@ def test_a_dense_file_still_uploads_byte_for_byte(storage, tmp_path):
     back = tmp_path / "back"
     storage.download(storage.vol("cvg-test-dense.qcow2"), back)
     assert back.read_bytes() == src.read_bytes()
+
+
+def _qcow2(path, mib: int, fill: bytes) -> None:
+    import subprocess
+
+    raw = path.with_suffix(".raw")
+    raw.write_bytes(fill * (mib * MIB // len(fill)))
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(path)], check=True)
+    raw.unlink()
+
+
+def test_prune_keeps_every_layer_a_defined_vm_stands_on_and_deletes_the_oldest_others(libvirt_conn, storage, tmp_path):
+    import time
+
+    from domain.vm import DiskSpec
+
+    # three image layers on the host; a VM is defined on an overlay of the second (as provision does)
+    a, b, c = (tmp_path / f"{n}.qcow2" for n in "abc")
+    for i, p in enumerate((a, b, c)):
+        _qcow2(p, 2 + i, bytes([i + 1]) * 4096)
+    va = storage.content_volume(a, "qcow2", None, "")
+    time.sleep(1.1)  # mtimes in whole seconds on some filesystems: a is the oldest
+    overlay = storage.place("cvg-test-prune", 0, DiskSpec(str(b), "qcow2"))
+    time.sleep(1.1)
+    vc = storage.content_volume(c, "qcow2", None, "")
+    pool = storage.pool_name
+    dom = libvirt_conn.defineXML(
+        "<domain type='qemu'><name>cvg-test-prune</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='volume' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source pool='{pool}' volume='{overlay}'/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+    try:
+        layers = lambda: sorted(  # noqa: E731
+            v.name() for v in storage.pool().listAllVolumes(0) if "-base-" in v.name() and not v.name().endswith(".ok")
+        )
+        before = layers()
+        assert va.name() in before and vc.name() in before and len(before) == 3
+
+        # a young layer is never pruned: a cell may be about to define its VM on it
+        assert storage.prune_content(0) == []
+
+        # keep room for one more layer: only the oldest unused one (a) goes
+        keep = sum(v.info()[2] for v in storage.pool().listAllVolumes(0) if v.name() in before) - 1
+        assert storage.prune_content(keep, min_age_s=0) == [va.name()]
+        # nothing kept: c goes too, but b stays, the VM stands on it through its overlay
+        assert storage.prune_content(0, min_age_s=0) == [vc.name()]
+        (vb,) = layers()
+        assert storage.vol(f"{vb}.ok") is not None
+    finally:
+        dom.undefine()
+    # the VM gone: its layer goes (the overlay is the VM's own disk, not a shared layer)
+    assert storage.prune_content(0, min_age_s=0) == [vb]
+    assert storage.vol(overlay) is not None
