@@ -55,7 +55,7 @@ from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, packaging
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
-from drivers.libvirt_storage import HostStorage
+from drivers.libvirt_storage import HostStorage, volume_of_source
 from drivers.libvirt_uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
@@ -307,15 +307,13 @@ class LibvirtDriver(Driver):
         disks = root.findall("./devices/disk[@device='disk']")
         if index >= len(disks):
             raise InfraFault(f"{name} has no disk {index}")
-        src = disks[index].find("source")
         try:
-            if src is not None and src.get("pool"):
-                return self.conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume"))
-            if src is not None and src.get("file"):
-                return self.conn.storageVolLookupByPath(src.get("file"))
+            vol = volume_of_source(self.conn, disks[index].find("source"))
         except libvirt.libvirtError as e:
             raise _err(f"disk {index} of {name}", e) from None
-        raise InfraFault(f"disk {index} of {name} is not a storage volume on {self.host}")
+        if vol is None:
+            raise InfraFault(f"disk {index} of {name} is not a storage volume on {self.host}")
+        return vol
 
     def download_disk(self, name: str, index: int, dest: Path) -> None:
         flat = self.storage.flatten(self._disk_volume(name, index), f"{name}-flat{index}.qcow2", "qcow2")

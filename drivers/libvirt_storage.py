@@ -376,16 +376,19 @@ class HostStorage:
             vols = [v for v in self.pool().listAllVolumes(0) if v.name().startswith(prefix)]
         except libvirt.libvirtError as e:
             raise _err(f"list volumes of {self.pool_name}", e) from None
-        layers = [v for v in vols if not v.name().endswith(".ok")]
+        # (mtime, allocation, volume) of each layer, read once: each is a call to the host
+        layers = [(_mtime(v), v.info()[2], v) for v in vols if not v.name().endswith(".ok")]
         used = self._paths_in_use()
         now = time.time()
-        held = sum(v.info()[2] for v in layers)
-        removable = sorted((_mtime(v), v) for v in layers if v.path() not in used and now - _mtime(v) >= min_age_s)
+        held = sum(alloc for _mt, alloc, _v in layers)
+        removable = sorted(
+            (x for x in layers if x[2].path() not in used and now - x[0] >= min_age_s), key=lambda x: x[0]
+        )
         deleted = []
-        for _mt, v in removable:
+        for _mt, alloc, v in removable:
             if held <= keep_bytes:
                 break
-            name, alloc = v.name(), v.info()[2]
+            name = v.name()
             self.delete(f"{name}.ok")  # first: a half-deleted layer then reads as an unfinished upload
             self.delete(name)
             held -= alloc
@@ -401,14 +404,12 @@ class HostStorage:
             for dom in self.conn.listAllDomains():
                 root = ET.fromstring(dom.XMLDesc(0))
                 for src in root.iterfind("./devices/disk/source"):
-                    if src.get("file"):
-                        todo.append(src.get("file"))
-                    elif src.get("pool") and src.get("volume"):
-                        try:
-                            pool = self.conn.storagePoolLookupByName(src.get("pool"))
-                            todo.append(pool.storageVolLookupByName(src.get("volume")).path())
-                        except libvirt.libvirtError:
-                            continue  # a volume gone already: nothing of ours stands on it
+                    try:
+                        vol = volume_of_source(self.conn, src)
+                    except libvirt.libvirtError:
+                        continue  # gone already, or a file that is no pool volume: not ours to prune
+                    if vol is not None:
+                        todo.append(vol.path())
         except libvirt.libvirtError as e:
             raise _err("list domains", e) from None
         seen: set[str] = set()
@@ -438,6 +439,16 @@ class HostStorage:
             pool.destroy()
         pool.undefine()
         self._pool_obj = None
+
+
+def volume_of_source(conn: libvirt.virConnect, src: ET.Element | None) -> libvirt.virStorageVol | None:
+    """The storage volume a domain disk's ``<source>`` names: a pool volume, or a file the host's
+    libvirt knows as one (raises libvirtError when it knows none); None for other sources."""
+    if src is not None and src.get("pool"):
+        return conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume"))
+    if src is not None and src.get("file"):
+        return conn.storageVolLookupByPath(src.get("file"))
+    return None
 
 
 def _mtime(vol: libvirt.virStorageVol) -> float:
