@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test setup system venv lint bench chaos down clean
 
+# The stack that demo starts and down stops is this checkout's .state (the one clean removes), not
+# the one another checkout's `crossvisor demo` recorded for CLI calls from elsewhere.
+demo down: export CROSSVISOR_HOME ?= $(CURDIR)/.state
+
 demo: setup
 	$(BIN)/crossvisor demo
 
