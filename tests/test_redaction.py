@@ -93,6 +93,14 @@ def test_secret_keys_are_masked_whatever_the_value(log_stream: io.StringIO) -> N
     assert e["credentials_ref"] == "env:VC_PW" and e["passed"] == 3
 
 
+def test_grade_counts_survive_the_rendered_line(log_stream: io.StringIO) -> None:
+    # the campaign's start/end lines carry counts by grade; the rendered JSON goes through the text
+    # rules once more, where '"pass": 6' had looked like a credential pair
+    log.get().info("campaign.start", counts={"pass": 6, "fail": 1}, db_pass="1234")
+    e = json.loads(log_stream.getvalue().splitlines()[-1])
+    assert e["counts"] == {"pass": 6, "fail": 1} and e["db_pass"] == MASK
+
+
 def test_secret_in_an_exception_through_the_cli_error_path(tmp_path: Path) -> None:
     """The real CLI, its real error line: a resolved secret inside an exception message (here the
     path of a spec it cannot read) is printed masked."""
@@ -133,6 +141,8 @@ def test_uris_are_redacted() -> None:
         ("login password=hunter2 ok", "hunter2"),
         ('{"password": "hunter2"}', "hunter2"),
         ("db_pass: hunter2", "hunter2"),
+        ('"pass": "1234"', "1234"),
+        ("db_pass: 1234", "1234"),
         ("Authorization: Bearer abcdefghijkl", "abcdefghijkl"),
         ("authorization=Token 0123456789abcdef0123456789abcdef01234567", "0123456789abcdef"),
         ("header Token 0123456789abcdef0123456789abcdef01234567 sent", "0123456789abcdef"),

@@ -303,6 +303,42 @@ async def test_temporal_cancel_request_cleans_up_like_the_cancel_update(
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 
 
+async def test_a_cell_the_cancel_reaches_before_it_ran_is_skipped(dev_env, settings, tmp_path: Path, executor) -> None:
+    """A cell whose workflow is cancelled before its first task ran (the campaign had just started
+    it) ends Canceled without running its own cancel handling: that is a skipped cell, not an
+    error. Made certain here by a cell task queue nobody polls until the cancel reached the cells."""
+    from temporalio.api.enums.v1 import EventType
+
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    tq, cells_tq = f"tq-{uuid.uuid4().hex[:6]}", f"tq-cells-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(dev_env.client, settings, tq, executor)
+    cell_worker, _ = make_worker(dev_env.client, settings, cells_tq, executor)
+    async with w:
+        h = await start_campaign(dev_env.client, plan, tq, cell_task_queue=cells_tq)
+        for _ in range(600):  # both slots' cells started (the server has them), none ran
+            ids = [wf.id async for wf in dev_env.client.list_workflows(f"TaskQueue = '{cells_tq}'")]
+            if len(ids) == 2:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the campaign started no cells")
+        await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+        children = [dev_env.client.get_workflow_handle(i) for i in ids]
+        for child in children:  # the cancel request is in the cell's history before any task of it ran
+            for _ in range(300):
+                events = [e.event_type for e in (await child.fetch_history()).events]
+                if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
+                    break
+                await asyncio.sleep(0.1)
+            assert EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED not in events
+        async with cell_worker:
+            res = await asyncio.wait_for(campaign_result(h, settings.home), 120)
+    assert res.status == "cancelled" and len(res.cells) == 3
+    assert [(c.grade, c.checks[0].reason) for c in res.cells] == [(Grade.SKIPPED, "campaign cancelled")] * 3
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
 async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, executor) -> None:
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"

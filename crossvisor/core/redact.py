@@ -107,7 +107,16 @@ def redact_text(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _AUTH_HEADER.sub(lambda m: f"{m['key']}{m['scheme'] + ' ' if m['scheme'] else ''}{MASK}", text)
     text = _SCHEME_CRED.sub(lambda m: f"{m['scheme']} {MASK}", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+    return _KEY_VALUE.sub(_mask_key_value, text)
+
+
+def _mask_key_value(m: re.Match) -> str:
+    # A grade count ('"pass": 6' in a rendered log line, like redact_value's "pass": 6) is not a
+    # credential: the bare word "pass" before an unquoted whole number stays. "db_pass: 1234",
+    # "password=1234" and '"pass": "1234"' are still masked.
+    if m["key"].lower() == "pass" and not m["q"] and m["val"].isdigit():
+        return m[0]
+    return f"{m['key']}{m['sep']}{m['q']}{MASK}"
 
 
 def redact_uri(uri: str) -> str:

@@ -231,6 +231,44 @@ async def handover_cancel(client: Client, sab: Sabotage, tmp: Path, cid: str, tq
     return res
 
 
+async def cancel_before_start(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v7 on) The cancel reaches cells before their first task ran (their queue has no worker
+    until then): they end Canceled, and the campaign grades them skipped, not an error."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    cells_tq = f"{tq}-cells"
+    h = await start_campaign(client, plan, tq, cid, cell_task_queue=cells_tq)
+    child_ids = [f"{cid}.cell.kvm--xen--i{n}.1" for n in range(3)]
+    started = []
+    for _ in range(600):  # the campaign's two slots hold started cells
+        started = []
+        for wid in child_ids:
+            try:
+                await client.get_workflow_handle(wid).describe()
+                started.append(wid)
+            except Exception:  # not started (yet)
+                pass
+        if len(started) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(started) == 2, started
+    await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+    for wid in started:
+        for _ in range(600):
+            hist = await client.get_workflow_handle(wid).fetch_history()
+            if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in hist.events):
+                break
+            await asyncio.sleep(0.05)
+    settings = Settings()
+    settings.home = tmp / "state"
+    with ThreadPoolExecutor(4) as ex:
+        cell_worker, _ = make_worker(client, settings, cells_tq, ex)
+        async with cell_worker:
+            res = await h.result()
+    rows = result_store.summary_rows(res)
+    assert res.status == "cancelled" and [c.grade for c in rows] == [Grade.SKIPPED] * 3, rows
+    return res
+
+
 async def stall(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
     """Nothing can ever start (a per-kind cap of 0): the watchdog reports the stall, then a cancel."""
     plan = small_plan(tmp, pairs=[["kvm", "xen"]])
@@ -326,6 +364,7 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "searchable": (searchable, 0),
     "sites": (sites, 1),  # runs its own site workers (no worker of the campaign queue's own)
     "inventory-refresh": (inventory_refresh, 0),
+    "cancel-before-start": (cancel_before_start, 1),
 }
 # scenarios whose kept cell histories are cells that reported by signal (the v5 path in the cell)
 REPORTING_CELLS = {"handover", "handover-cancel"}

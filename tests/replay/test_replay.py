@@ -26,6 +26,10 @@ LATER = {
     "v4": ("stall",),
     "v5": ("stall", "handover", "handover-cancel"),
     "v6": ("stall", "handover", "handover-cancel", "temporal-cancel", "searchable", "inventory-refresh", "sites"),
+    "v7": (
+        *("stall", "handover", "handover-cancel", "temporal-cancel", "searchable", "inventory-refresh", "sites"),
+        "cancel-before-start",
+    ),
 }
 
 
