@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from crossvisor.core.config import Settings  # noqa: E402
+from tests.reaper import pytest_configure, pytest_unconfigure  # noqa: E402, F401  (a dead session's leftovers)
 
 
 @pytest.fixture
