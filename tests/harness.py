@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import typing
 import uuid
 from collections.abc import Callable
@@ -48,15 +54,80 @@ async def time_skipping_env():
     )
 
 
-async def dev_server_env(*extra: str):
-    """Temporal's real dev server (in-memory unless ``extra`` says otherwise), headless."""
-    from temporalio.testing import WorkflowEnvironment
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
-        dev_server_extra_args=["--headless", *extra],
-        dev_server_startup_timeout=SERVER_STARTUP,
-    )
+
+class DevServer:
+    """Temporal's dev server as this process's own child: ``client`` and ``shutdown()``, like the
+    SDK's ``WorkflowEnvironment``. Not the SDK's launcher: when that server did not come up (CI,
+    2026-12-01: 'did not start within 60s', connection refused throughout, no output kept), two
+    modules errored with nothing to say why. Here the server's output goes to a log whose tail is
+    in the error, a server that exits (a port taken between choosing it and binding it) is
+    started again on fresh ports, and every port is chosen, not left to the server."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, proc: subprocess.Popen, client, log: Path):
+        self.proc, self.client, self.log = proc, client, log
+
+    @classmethod
+    async def start(cls, *extra: str) -> DevServer:
+        failures = []
+        for _ in range(cls.ATTEMPTS):
+            server, why = await cls._start_once(extra)
+            if server is not None:
+                return server
+            failures.append(why)
+        raise RuntimeError("Temporal dev server did not start:\n" + "\n".join(failures))
+
+    @classmethod
+    async def _start_once(cls, extra: tuple[str, ...]) -> tuple[DevServer | None, str]:
+        from temporalio.client import Client
+
+        port, http, metrics = _free_port(), _free_port(), _free_port()
+        fd, name = tempfile.mkstemp(prefix="cv-temporal-", suffix=".log")
+        log = Path(name)
+        cmd = [tool("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
+        cmd += ["--http-port", str(http), "--metrics-port", str(metrics), "--headless", "--log-level", "warn"]
+        for value in (
+            "frontend.enableServerVersionCheck=false",
+            "frontend.enableUpdateWorkflowExecution=true",
+            "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
+        ):
+            cmd += ["--dynamic-config-value", value]
+        with os.fdopen(fd, "wb") as out:
+            proc = subprocess.Popen([*cmd, *extra], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + SERVER_STARTUP.total_seconds()
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-1500:]
+                log.unlink(missing_ok=True)
+                return None, f"port {port}: exited {proc.returncode}: {tail.strip()}"
+            try:
+                client = await Client.connect(f"127.0.0.1:{port}", namespace="default")
+                await client.service_client.check_health()
+                return cls(proc, client, log), ""
+            except Exception:  # not listening yet
+                await asyncio.sleep(0.2)
+        await cls(proc, None, log).shutdown()
+        return None, f"port {port}: not serving after {SERVER_STARTUP.total_seconds():.0f} s"
+
+    async def shutdown(self) -> None:
+        self.proc.terminate()
+        try:
+            await asyncio.to_thread(self.proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 15)
+        self.log.unlink(missing_ok=True)
+
+
+async def dev_server_env(*extra: str) -> DevServer:
+    """Temporal's real dev server (in-memory unless ``extra`` says otherwise), headless."""
+    return await DevServer.start(*extra)
 
 
 def small_plan(tmp: Path, **kw) -> CampaignPlan:

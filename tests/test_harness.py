@@ -1,5 +1,6 @@
-"""A session that dies without its teardown (pytest-timeout's thread method calls os._exit) leaves
-nothing running: tests.reaper stops what it had started. Real pytest sessions, real processes."""
+"""The test harness's own promises, on real processes: a session that dies without its teardown
+(pytest-timeout's thread method calls os._exit) leaves nothing running (tests.reaper), and a
+Temporal dev server that does not come up says why (tests.harness.DevServer)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.harness import DevServer
 from tests.reaper import _stat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,3 +58,17 @@ def test_without_the_reaper_the_child_outlives_its_session(tmp_path: Path) -> No
     finally:
         if _alive(pid):
             subprocess.run(["kill", str(pid)], check=False)
+
+
+async def test_a_dev_server_that_cannot_start_says_why() -> None:
+    with pytest.raises(RuntimeError) as e:
+        await DevServer.start("--no-such-flag")
+    text = str(e.value)
+    assert text.count("exited") == DevServer.ATTEMPTS and "no-such-flag" in text, text
+
+
+async def test_the_dev_server_serves_and_stops() -> None:
+    server = await DevServer.start()
+    assert (await server.client.service_client.check_health()) is not None
+    await server.shutdown()
+    assert server.proc.returncode is not None and not server.log.exists()
