@@ -98,8 +98,12 @@ class DevServer:
             "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
         ):
             cmd += ["--dynamic-config-value", value]
-        with os.fdopen(fd, "wb") as out:
-            proc = subprocess.Popen([*cmd, *extra], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                proc = subprocess.Popen([*cmd, *extra], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        except OSError:  # no temporal binary (make setup not run): nothing to retry
+            log.unlink(missing_ok=True)
+            raise
         deadline = time.monotonic() + SERVER_STARTUP.total_seconds()
         while time.monotonic() < deadline:
             if proc.poll() is not None:
