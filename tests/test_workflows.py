@@ -339,6 +339,63 @@ async def test_a_cell_the_cancel_reaches_before_it_ran_is_skipped(dev_env, setti
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 
 
+async def test_a_cancel_during_cleanup_lets_it_finish(dev_env, settings, tmp_path: Path, executor) -> None:
+    """The cancel arrives while a cell cleans up: the cleanup runs to the end (its VMs go then,
+    not in the final sweep), the cell keeps the grades its target reported, and release follows."""
+    import json
+
+    from temporalio.api.enums.v1 import EventType
+
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
+    plan.concurrency.max_cells = 1
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
+    entered, release = threading.Event(), threading.Event()
+    held: list[str] = []
+
+    def hold(call) -> None:
+        if not held:
+            held.append(call.cell.cell.id)
+            entered.set()
+            deadline = time.monotonic() + 60
+            while not release.wait(0.5) and time.monotonic() < deadline:
+                activity.heartbeat()
+
+    sab.before["cleanup"] = hold
+    async with w:
+        h = await start_campaign(dev_env.client, plan, tq)
+        try:
+            assert await asyncio.to_thread(entered.wait, 120), "no cell reached cleanup"
+            await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+            child = dev_env.client.get_workflow_handle(f"{h.id}.cell.{held[0]}.1")
+            for _ in range(300):  # the cancel is in the cell's history while its cleanup still runs
+                kinds = [e.event_type for e in (await child.fetch_history()).events]
+                if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the cancel did not reach the cell")
+        finally:
+            release.set()
+        res = await campaign_result(h, settings.home)
+        events = (await h.fetch_history()).events
+    cell = next(c for c in res.cells if c.cell_id == held[0])
+    assert [(r.stage, r.status) for r in cell.stages][-2:] == [("cleanup", "ok"), ("release", "ok")], cell.stages
+    assert cell.grade == Grade.PASS, cell.checks  # what the target reported stays
+    sweeps = {
+        e.event_id for e in events if e.activity_task_scheduled_event_attributes.activity_type.name == "sweep_leaks"
+    }
+    swept = [
+        json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and e.activity_task_completed_event_attributes.scheduled_event_id in sweeps
+    ]
+    assert swept == [[]], swept  # the sweep found nothing the cleanup had left
+    assert leaked_vms() == []
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
 async def test_continue_as_new_keeps_state(env, settings, tmp_path: Path, executor) -> None:
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(3)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"

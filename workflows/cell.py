@@ -32,6 +32,8 @@ CACHED_LOOKUP_LOCAL = "cached-lookup-local"  # deprecated: every recorded run pr
 TYPED_STAGES = "typed-stages"  # one activity per stage with typed context (histories before it: cell_v3)
 REMEDIATION_LADDER = "remediation-ladder"  # only cells with a ladder take that path
 SITE_TASK_QUEUES = "site-task-queues"  # stages of hosts at sites with workers of their own go to those sites' queues
+# replay set v7 on, asked only when a cancel arrives during cleanup or release: they run to the end
+CLEANUP_OUTLASTS_CANCEL = "cleanup-outlasts-cancel"
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -302,7 +304,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                 continue
             t0 = workflow.now()
             try:
-                out = await self._run_sides(inp, stage, ctx)
+                out = await _run_to_the_end(self._run_sides(inp, stage, ctx))
                 records.append(
                     StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
                 )
@@ -324,6 +326,21 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             finished_at=workflow.now().isoformat(),
             artifacts=_artifacts(ctx),
         )
+
+
+async def _run_to_the_end(coro) -> StageResult:
+    """Await a cleanup or release stage so that a cancel arriving meanwhile does not cut it short:
+    a cleanup stopped halfway left the cell's VMs for the campaign's final sweep and recorded
+    "cleanup: error, Cancelled" for a cell whose cleanup was merely interrupted."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # histories before the patch cancelled the stage here (TRY_CANCEL: the activity is
+        # asked to stop and the stage fails with CancelledError)
+        if not workflow.patched(CLEANUP_OUTLASTS_CANCEL):
+            task.cancel()
+        return await task
 
 
 def _since(t0) -> float:

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from temporalio import activity  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 
@@ -269,6 +270,40 @@ async def cancel_before_start(client: Client, sab: Sabotage, tmp: Path, cid: str
     return res
 
 
+async def cancel_in_cleanup(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
+    """(v7 on) The cancel arrives while the first cell cleans up: its cleanup runs to the end, the
+    cell keeps its grades, the cells never started are skipped."""
+    plan = small_plan(tmp, pairs=[["kvm", "xen"]], images=[GuestImage(f"i{n}", disk_mib=8) for n in range(2)])
+    plan.concurrency.max_cells = 1
+    entered, release = threading.Event(), threading.Event()
+    held: list[str] = []
+
+    def hold(call) -> None:
+        if not held:
+            held.append(call.cell.cell.id)
+            entered.set()
+            while not release.wait(0.2):
+                activity.heartbeat()
+
+    sab.before["cleanup"] = hold
+    h = await start_campaign(client, plan, tq, cid)
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
+        child = client.get_workflow_handle(f"{cid}.cell.{held[0]}.1")
+        for _ in range(300):
+            hist = await child.fetch_history()
+            if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in hist.events):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+    res = await h.result()
+    rows = result_store.summary_rows(res)
+    assert res.status == "cancelled" and sorted(c.grade for c in rows) == sorted([Grade.PASS, Grade.SKIPPED]), rows
+    return res
+
+
 async def stall(client: Client, sab: Sabotage, tmp: Path, cid: str, tq: str) -> CampaignResult:
     """Nothing can ever start (a per-kind cap of 0): the watchdog reports the stall, then a cancel."""
     plan = small_plan(tmp, pairs=[["kvm", "xen"]])
@@ -365,6 +400,7 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "sites": (sites, 1),  # runs its own site workers (no worker of the campaign queue's own)
     "inventory-refresh": (inventory_refresh, 0),
     "cancel-before-start": (cancel_before_start, 1),
+    "cancel-in-cleanup": (cancel_in_cleanup, 1),
 }
 # scenarios whose kept cell histories are cells that reported by signal (the v5 path in the cell)
 REPORTING_CELLS = {"handover", "handover-cancel"}

@@ -29,6 +29,7 @@ LATER = {
     "v7": (
         *("stall", "handover", "handover-cancel", "temporal-cancel", "searchable", "inventory-refresh", "sites"),
         "cancel-before-start",
+        "cancel-in-cleanup",
     ),
 }
 
