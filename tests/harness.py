@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import typing
 import uuid
@@ -169,6 +170,31 @@ class Sabotage:
 
     def activities(self) -> list:
         return [self._wrap(name, cls(self.env).run) for name, cls in STAGE_ACTIVITIES.items()]
+
+    def hold_first(
+        self, stage: str, release: threading.Event, limit_s: float = 200
+    ) -> tuple[list[str], threading.Event]:
+        """The first cell to reach ``stage`` stays there (heartbeating) until ``release`` is set;
+        the others pass through. Returns the held cell's id (once held) and an event set then. A
+        test that must act while a cell is in a stage holds it instead of racing a fixed sleep:
+        with every cell held 2 s, a loaded CI machine let them finish first (2026-12-01)."""
+        held: list[str] = []
+        entered = threading.Event()
+        lock = threading.Lock()
+
+        def hold(call: StageCall) -> None:
+            with lock:
+                first = not held
+                if first:
+                    held.append(call.cell.cell.id)
+            if first:
+                entered.set()
+                deadline = time.monotonic() + limit_s
+                while not release.wait(0.2) and time.monotonic() < deadline:
+                    activity.heartbeat()  # a silent activity would time out and be retried
+
+        self.before[stage] = hold
+        return held, entered
 
     def _wrap(self, name: str, fn: Callable):
         def run(call: StageCall):

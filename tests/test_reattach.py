@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio import activity
 
 from crossvisor.core import result_store
 from domain.control import CancelRequest
@@ -66,34 +65,12 @@ async def test_cells_run_on_across_continue_as_new(dev_env, settings, tmp_path: 
     assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 
 
-def hold_first_in_verify(sab, release: threading.Event) -> list[str]:
-    """The first cell to reach verify stays there (heartbeating) until ``release``; the others pass
-    through. So the cell a cancel must reach is certainly still running when the cancel is sent:
-    with every cell held for a fixed time instead, a loaded machine let the last ones finish
-    between the test seeing them inherited and the cancel arriving (CI, 2026-12-01)."""
-    held: list[str] = []
-    lock = threading.Lock()
-
-    def hold(call) -> None:
-        with lock:
-            first = not held
-            if first:
-                held.append(call.cell.cell.id)
-        if first:
-            deadline = time.monotonic() + 200
-            while not release.wait(1.0) and time.monotonic() < deadline:
-                activity.heartbeat()  # a silent activity would time out and be retried
-
-    sab.before["verify"] = hold
-    return held
-
-
 async def test_cancel_reaches_cells_a_previous_run_started(dev_env, settings, tmp_path: Path, executor) -> None:
     plan = small_plan(tmp_path, images=[GuestImage(f"i{n}", disk_mib=8) for n in range(4)])
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
     release = threading.Event()
-    held = hold_first_in_verify(sab, release)  # the other slot's cells finish, so the campaign continues as new
+    held, _ = sab.hold_first("verify", release)  # the other slot's cells finish, so the campaign continues as new
     cid = f"c-{uuid.uuid4().hex[:8]}"
     async with w:
         try:

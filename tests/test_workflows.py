@@ -350,18 +350,8 @@ async def test_a_cancel_during_cleanup_lets_it_finish(dev_env, settings, tmp_pat
     plan.concurrency.max_cells = 1
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     w, sab = make_worker(dev_env.client, settings, tq, executor, sabotage=True)
-    entered, release = threading.Event(), threading.Event()
-    held: list[str] = []
-
-    def hold(call) -> None:
-        if not held:
-            held.append(call.cell.cell.id)
-            entered.set()
-            deadline = time.monotonic() + 60
-            while not release.wait(0.5) and time.monotonic() < deadline:
-                activity.heartbeat()
-
-    sab.before["cleanup"] = hold
+    release = threading.Event()
+    held, entered = sab.hold_first("cleanup", release)
     async with w:
         h = await start_campaign(dev_env.client, plan, tq)
         try:
