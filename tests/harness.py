@@ -130,6 +130,20 @@ class DevServer:
         self.log.unlink(missing_ok=True)
 
 
+async def cancel_requested(client, workflow_id: str, tries: int = 300, every_s: float = 0.1) -> list:
+    """Poll ``workflow_id``'s history until it holds a cancel request (at most ``tries`` reads);
+    returns the event types last read, for the caller's own assertions."""
+    from temporalio.api.enums.v1 import EventType
+
+    kinds: list = []
+    for _ in range(tries):
+        kinds = [e.event_type for e in (await client.get_workflow_handle(workflow_id).fetch_history()).events]
+        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds:
+            break
+        await asyncio.sleep(every_s)
+    return kinds
+
+
 async def dev_server_env(*extra: str) -> DevServer:
     """Temporal's real dev server (in-memory unless ``extra`` says otherwise), headless."""
     return await DevServer.start(*extra)

@@ -23,6 +23,7 @@ from domain.model import Grade, GuestImage, Platform
 from inventory.file_source import FileInventory
 from tests.harness import (
     campaign_result,
+    cancel_requested,
     corrupt_package_disk,
     leaked_vms,
     make_worker,
@@ -323,13 +324,8 @@ async def test_a_cell_the_cancel_reaches_before_it_ran_is_skipped(dev_env, setti
         else:
             pytest.fail("the campaign started no cells")
         await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
-        children = [dev_env.client.get_workflow_handle(i) for i in ids]
-        for child in children:  # the cancel request is in the cell's history before any task of it ran
-            for _ in range(300):
-                events = [e.event_type for e in (await child.fetch_history()).events]
-                if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
-                    break
-                await asyncio.sleep(0.1)
+        for child in ids:  # the cancel request is in the cell's history before any task of it ran
+            events = await cancel_requested(dev_env.client, child)
             assert EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED not in events
         async with cell_worker:
             res = await asyncio.wait_for(campaign_result(h, settings.home), 120)
@@ -357,13 +353,9 @@ async def test_a_cancel_during_cleanup_lets_it_finish(dev_env, settings, tmp_pat
         try:
             assert await asyncio.to_thread(entered.wait, 120), "no cell reached cleanup"
             await h.execute_update(CampaignWorkflow.cancel, CancelRequest("c1"))
-            child = dev_env.client.get_workflow_handle(f"{h.id}.cell.{held[0]}.1")
-            for _ in range(300):  # the cancel is in the cell's history while its cleanup still runs
-                kinds = [e.event_type for e in (await child.fetch_history()).events]
-                if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds:
-                    break
-                await asyncio.sleep(0.1)
-            else:
+            # the cancel is in the cell's history while its cleanup still runs
+            kinds = await cancel_requested(dev_env.client, f"{h.id}.cell.{held[0]}.1")
+            if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in kinds:
                 pytest.fail("the cancel did not reach the cell")
         finally:
             release.set()
