@@ -19,12 +19,28 @@ if answers; then
 fi
 command -v libvirtd >/dev/null || { echo "libvirtd-up: libvirtd missing (deploy/install-system.sh)" >&2; exit 1; }
 
-# libvirtd hands QEMU's stdout/stderr to virtlogd; without it domains fail to start.
+# /dev/kvm as Debian's udev rule leaves it (GROUP="kvm", MODE="0660"), where no udev ran. Without
+# it libvirt's QEMU user cannot open the node while its capability probe (run as root) saw KVM, so
+# libvirt judged its cached QEMU capabilities stale on every call and probed QEMU again: every
+# domain define took 7-15 s (minutes under load) instead of ~0.01 s. Domains stay type='qemu' (TCG).
+if [[ -c /dev/kvm ]] && getent group kvm >/dev/null && [[ "$(stat -c %G /dev/kvm)" != kvm ]]; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
+# libvirtd hands QEMU's stdout/stderr to virtlogd; without it domains fail to start. Both start under
+# subreaper.py, which reaps the orphans they leave (see there: where PID 1 does not reap, libvirtd
+# waited on zombie QEMU probes for 20 s to minutes on every define).
+start=""
 if ! pgrep -x virtlogd >/dev/null; then
-  LIBVIRT_LOG_OUTPUTS="3:file:$run/virtlogd.log" virtlogd -d -p "$run/virtlogd.pid"
+  start+="LIBVIRT_LOG_OUTPUTS='3:file:$run/virtlogd.log' virtlogd -d -p '$run/virtlogd.pid'; "
 fi
 if ! alive "$run/libvirtd.pid"; then
-  LIBVIRT_LOG_OUTPUTS="3:file:$run/libvirtd.log" libvirtd -d -p "$run/libvirtd.pid"
+  start+="LIBVIRT_LOG_OUTPUTS='3:file:$run/libvirtd.log' libvirtd -d -p '$run/libvirtd.pid'; "
+fi
+if [[ -n "$start" ]]; then
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  setsid python3 "$here/subreaper.py" "$run/subreaper.pid" bash -c "$start" \
+    </dev/null >>"$run/subreaper.log" 2>&1 &
 fi
 
 # libvirtd -d returns before the socket is up.
