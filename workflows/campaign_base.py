@@ -208,13 +208,15 @@ class CampaignRun:
         nxt = offset + len(rows) if offset + len(rows) < total else -1
         return ResultsPage(rows, total, nxt)
 
-    def snapshot(self) -> CampaignResult:
+    def snapshot(self, finished_at: str = "") -> CampaignResult:
+        """The campaign as it stands, in the form of its final result (``finished_at`` once it ends)."""
         res = CampaignResult(
             campaign_id=self.campaign_id,
             name=self.plan.name,
             hosts=self.st.hosts,
             status=self.status,
             started_at=self.st.started_at,
+            finished_at=finished_at,
         )
         self.fill_result(res)
         return res
@@ -398,16 +400,7 @@ class CampaignRun:
         await self._publish(running=False)
         if workflow.patched(QUIET_BEFORE_CLOSE):  # completing must be the last command too
             await workflow.wait_condition(self.quiet)
-        res = CampaignResult(
-            campaign_id=self.campaign_id,
-            name=self.plan.name,
-            hosts=self.st.hosts,
-            status=self.status,
-            started_at=self.st.started_at,
-            finished_at=workflow.now().isoformat(),
-        )
-        self.fill_result(res)
-        return res
+        return self.snapshot(finished_at=workflow.now().isoformat())
 
     def limits(self):
         limits = self.plan.concurrency
