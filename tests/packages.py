@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from domain.ovf import OvfDescriptor
-from drivers.ova import Package, open_package
+from toolbox.ova import Package, open_package
 
 
 def _pairs(pkg: Package) -> tuple[OvfDescriptor, dict[str, Path]]:

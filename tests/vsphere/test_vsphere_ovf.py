@@ -8,9 +8,9 @@ import pytest
 
 from domain import ovf
 from domain.vm import ExportedVm
-from drivers import diskconv, ova
 from drivers.base import InteropFailure
 from tests.packages import read_ova
+from toolbox import diskconv, ova
 
 pytestmark = pytest.mark.vsphere
 MIB = 1 << 20

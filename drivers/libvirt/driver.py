@@ -53,10 +53,10 @@ from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers import diskconv, packaging
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
-from drivers.libvirt_storage import HostStorage, volume_of_source
-from drivers.libvirt_uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
+from drivers.libvirt.storage import HostStorage, volume_of_source
+from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
+from toolbox import diskconv, packaging
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
 FORWARD_NS = "https://crossvisor.dev/ns/forward/1"  # live metadata: where each guest port is reachable

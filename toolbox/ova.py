@@ -36,8 +36,8 @@ from pathlib import Path, PurePosixPath
 
 from crossvisor.core.errors import BadInput
 from domain.ovf import QEMU_FORMAT, OvfDescriptor, OvfDisk, OvfError, OvfFile, parse_ovf
-from drivers import diskconv
 from drivers.base import InfraFault, InteropFailure
+from toolbox import diskconv
 
 CHUNK = 1 << 20
 MiB = 1 << 20
