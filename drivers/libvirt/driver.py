@@ -9,7 +9,7 @@ The host is reached only through libvirt's API, never through its file system, w
 machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+tls://``,
 ``qemu+tcp://``); the same code serves both:
 
-* disks are storage volumes in a pool on the host (``drivers.libvirt_storage``): a disk given to
+* disks are storage volumes in a pool on the host (``drivers.libvirt.storage``): a disk given to
   ``provision`` is a file on the worker, uploaded through volume streams (each layer once per
   host, by content), and the VM boots an overlay volume of its own; export, births and
   ``read_disk`` flatten the VM's disk on the host and download it.

@@ -1,4 +1,4 @@
-"""Import OVAs built with domain/ovf.py + drivers/ova.py + drivers/diskconv.py; export them back."""
+"""Import OVAs built with domain/ovf.py + toolbox/ova.py + toolbox/diskconv.py; export them back."""
 
 from __future__ import annotations
 
