@@ -186,20 +186,30 @@ def index_html(settings: Settings, rows: list[CampaignRow]) -> str:
             if shown is not None or r.workflow_status == "running"
             else ""
         )
-        ui = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{_q(settings.temporal_namespace)}/workflows/{_q(r.campaign_id)}"
-        out.append(
-            f"<tr data-campaign='{_e(r.campaign_id)}' data-status='{_e(r.workflow_status)}'><td><a href='{_e(href)}'>{_e(r.campaign_id)}</a></td>"
-            f"<td>{_e(r.name)}</td><td>{_e(r.status)}</td><td><time datetime='{_e(r.started_at)}'>{_e(report.human_time(r.started_at))}</time></td>"
-            f"<td>{report.human_duration(took) if took is not None else ''}</td><td>{progress}</td>"
-            f"<td class='small'><a href='{_e(ui)}' rel='noreferrer'>workflow</a></td></tr>"
-        )
+        cells = [
+            f"<a href='{_e(href)}'>{_e(r.campaign_id)}</a>",
+            _e(r.name),
+            _e(r.status),
+            f"<time datetime='{_e(r.started_at)}'>{_e(report.human_time(r.started_at))}</time>",
+            report.human_duration(took) if took is not None else "",
+            progress,
+        ]
+        link = f"<td class='small'><a href='{_e(_workflow_url(settings, r.campaign_id))}' rel='noreferrer'>workflow</a></td>"
+        row = "".join(f"<td>{c}</td>" for c in cells)
+        out.append(f"<tr data-campaign='{_e(r.campaign_id)}' data-status='{_e(r.workflow_status)}'>{row}{link}</tr>")
     out.append("</table>")
     return "".join(out)
 
 
+def _workflow_url(settings: Settings, campaign_id: str) -> str:
+    """The campaign's workflow in the Temporal Web UI."""
+    ui = settings.temporal_ui_url.rstrip("/")
+    return f"{ui}/namespaces/{_q(settings.temporal_namespace)}/workflows/{_q(campaign_id)}"
+
+
 def campaign_links_html(settings: Settings, res: CampaignResult) -> str:
     cid = _q(res.campaign_id)
-    ui = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{_q(settings.temporal_namespace)}/workflows/{cid}"
+    ui = _workflow_url(settings, res.campaign_id)
     grafana = f"{settings.grafana_url.rstrip('/')}/d/crossvisor?var-campaign={_q(res.name)}"
     return (
         "<p class='small' id='links'>"

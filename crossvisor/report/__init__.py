@@ -13,21 +13,12 @@ The names below are the package's interface (``from crossvisor import report; re
 
 from crossvisor.core.timefmt import human_duration, human_time, parse_time, span_seconds
 from crossvisor.report.analysis import (
-    BAD,
-    CHECK_STAGE,
     GRADES,
     ODCA_LABEL,
-    SOURCE_STAGES,
-    VERDICTS,
-    WORKS,
-    Change,
-    Comparison,
-    RootCause,
     Scorecard,
     Tally,
     cause_key,
     cell_seconds,
-    check_order,
     compare,
     first_reason,
     image_order,
@@ -56,18 +47,10 @@ from crossvisor.report.markup import Links, cell_anchor, escape, file_links, saf
 from crossvisor.report.redaction import REDACTED, redact, redact_mapping, scrub
 
 __all__ = [
-    "BAD",
-    "CHECK_STAGE",
     "GRADES",
     "ODCA_LABEL",
     "REDACTED",
-    "SOURCE_STAGES",
-    "VERDICTS",
-    "WORKS",
-    "Change",
-    "Comparison",
     "Links",
-    "RootCause",
     "Scorecard",
     "Tally",
     "campaign_body",
@@ -77,7 +60,6 @@ __all__ = [
     "cell_detail_html",
     "cell_seconds",
     "charts_html",
-    "check_order",
     "check_seconds",
     "compare",
     "comparison_html",
