@@ -153,7 +153,11 @@ def test_spec_netbox_block_reaches_the_plan(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("inventory", "block", "message"),
     [
-        ("netbox", "netbox:\n  kinds: {aws: cloud}\n", r"netbox\.kinds\..*must be 'kvm', 'vsphere', 'hyperv' or 'xen'"),
+        (
+            "netbox",
+            "netbox:\n  kinds: {aws: cloud}\n",
+            r"netbox\.kinds\.aws: must be 'kvm', 'vsphere', 'hyperv', 'xen' or ''",
+        ),
         ("netbox", "netbox:\n  endpoints: {kvm: 'x://{nope}'}\n", r"unknown placeholder \{nope\}"),
         ("netbox", "netbox:\n  rolez: [x]\n", r"netbox\.rolez"),
         ("file:lab.yaml", "netbox:\n  roles: [x]\n", "the inventory is 'file:lab.yaml', not 'netbox'"),
