@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import resource
 import signal
 import struct
@@ -21,7 +22,7 @@ import pytest
 
 from crossvisor.core import bounded_tar
 from crossvisor.core.errors import NON_RETRYABLE
-from crossvisor.core.safe_read import InputFileError, check_package_disk
+from crossvisor.core.safe_read import InputFileError, check_disk_image, check_package_disk
 from domain.ovf import OvfDescriptor, OvfDisk, OvfNic, build_ovf
 from drivers import diskconv, ova
 from drivers.ova import CorruptPackage, open_package
@@ -381,3 +382,28 @@ def test_special_tar_members_are_refused_by_name(tmp_path: Path, kind: bytes, la
     ovf = descriptor(["a.vmdk"]).encode()
     p.write_bytes(_header(b"p.ovf", len(ovf), b"0") + _pad(ovf) + _header(b"a.vmdk", 0, kind) + bytes(1024))
     refused(p, tmp_path / "o", "'a.vmdk'", label)
+
+
+def test_sparse_vmdk_header_offsets_past_any_file_are_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer (tests/test_fuzz_hostile.py, seed 7): a descriptor offset of 2**60
+    sectors raised OverflowError from os.pread instead of a refusal."""
+    img = tmp_path / "o.vmdk"
+    img.write_bytes(b"KDMV" + struct.pack("<IIQQQQ", 1, 3, 8192, 128, 2**60, 2) + bytes(1000))
+    with pytest.raises(InputFileError, match="vmdk"):
+        check_package_disk(img, "vmdk")
+    with pytest.raises(InputFileError, match="vmdk"):
+        check_disk_image(img)
+
+
+def test_no_package_tar_reaches_tarfile() -> None:
+    """CVE-2024-6232: the venv's Python (3.11.7) parses pax headers in quadratic time. Only the
+    bounded reader reads tars from elsewhere; tarfile stays for writing our own OVAs."""
+    root = Path(__file__).resolve().parent.parent
+    users = {}
+    for p in [*root.glob("crossvisor/**/*.py"), *root.glob("drivers/*.py"), *root.glob("activities/**/*.py")]:
+        text = p.read_text()
+        if re.search(r"^\s*(?:import tarfile|from tarfile )", text, re.M):
+            users[str(p.relative_to(root))] = text
+    assert set(users) == {"drivers/ova.py"}, sorted(users)
+    opens = re.findall(r"tarfile\.open\(([^)]*)\)", users["drivers/ova.py"])
+    assert opens and all('"w"' in o for o in opens), opens  # write mode only

@@ -392,7 +392,9 @@ _VMDK_TYPES = (
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:
-    return os.pread(fd, n, offset) if offset >= 0 else b""
+    # offsets come from the file's own header: one past any file's end reads nothing (a header
+    # field of 2**64 sectors is not an OverflowError)
+    return os.pread(fd, n, offset) if 0 <= offset < 1 << 62 else b""
 
 
 def _check_vmdk_descriptor(text: str, p: str, base: Path, *, embedded: bool, self_contained: bool = False) -> None:
@@ -465,6 +467,17 @@ def _tar_has_ovf(fd: int, size: int) -> bool:
 
 
 def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE_BYTES) -> str:
+    """The format of an image ``source`` (see ``_detect_image``), after the one disk checker
+    (``check_package_disk``) passed it as that format: the same checks as for a package's disk,
+    except that the operator's own path may be a link and a VMDK descriptor may name extents
+    beside it."""
+    fmt = _detect_image(path, max_bytes=max_bytes)
+    if fmt in ("qcow2", "vmdk", "vpc", "vhdx", "raw"):
+        check_package_disk(path, fmt, self_contained=False, follow=True)
+    return fmt
+
+
+def _detect_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE_BYTES) -> str:
     """The format of an image ``source``: one of ``DISK_IMAGE_FORMATS``, detected from the content
     (never from the name). Anything else is refused with the reason (``InputFileError``).
 
@@ -542,7 +555,9 @@ def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE
 _MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"COWD": "vmdk (VMware 3 / ESX sparse)", b"vhdxfile": "vhdx"}
 
 
-def check_package_disk(path: str | os.PathLike[str], fmt: str, *, self_contained: bool = True) -> None:
+def check_package_disk(
+    path: str | os.PathLike[str], fmt: str, *, self_contained: bool = True, follow: bool = False
+) -> None:
     """The one check before qemu-img reads a disk it did not make (a package's disk, an image
     source): ``path`` is a regular file and no link (``O_NOFOLLOW``, ``O_NONBLOCK``, checked on the
     descriptor), its content is the qemu format ``fmt`` it is read as, and nothing in it makes
@@ -552,7 +567,7 @@ def check_package_disk(path: str | os.PathLike[str], fmt: str, *, self_contained
     probed), so any content is a raw disk. Raises ``InputFileError`` naming the file and reason.
     Nothing but ``path`` (and, outside packages, the extents beside it) is opened."""
     p = os.fspath(path)
-    fd, st = _open_regular(p, "disk image", follow=False)
+    fd, st = _open_regular(p, "disk image", follow=follow)
     try:
         if st.st_size > MAX_IMAGE_BYTES:
             raise InputFileError(p, f"disk image is {_human(st.st_size)}; at most {_human(MAX_IMAGE_BYTES)}")
