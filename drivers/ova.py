@@ -862,18 +862,16 @@ class _DirFiles:
     """The files of an unpacked OVF, opened only through the package's directory: every name is
     walked component by component with ``O_NOFOLLOW`` relative to the directory's descriptor (no
     link followed, nothing outside reached), opened with ``O_NONBLOCK`` and checked with ``fstat``
-    before a byte is read (a FIFO or device is refused, not waited on). Each file stays open: its
-    size and its bytes come from the same descriptor."""
+    before a byte is read (a FIFO or device is refused, not waited on). A file is opened again to
+    be read (a package may have thousands of chunks: never that many descriptors at once), and
+    must then be the same file (device, inode, size) it was when it was sized."""
 
     def __init__(self, base: Path, pkg: str):
         self.base, self.pkg = base, pkg
         self.dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.fds: dict[str, tuple[int, int]] = {}
+        self.seen: dict[str, tuple[int, int, int]] = {}  # name -> (st_dev, st_ino, st_size)
 
-    def open(self, name: str) -> tuple[int, int] | None:
-        """(fd, size) of the regular file ``name``; None when it does not exist."""
-        if name in self.fds:
-            return self.fds[name]
+    def _open(self, name: str) -> tuple[int, os.stat_result] | None:
         parts = PurePosixPath(name).parts
         fd = self.dir_fd
         try:
@@ -907,17 +905,35 @@ class _DirFiles:
             if fd != self.dir_fd:
                 os.close(fd)
             raise
-        self.fds[name] = (fd, st.st_size)
-        return self.fds[name]
+        return fd, st
+
+    def open(self, name: str) -> tuple[int, int] | None:
+        """(0, size) of the regular file ``name``; None when it does not exist."""
+        if name not in self.seen:
+            got = self._open(name)
+            if got is None:
+                return None
+            fd, st = got
+            os.close(fd)
+            self.seen[name] = (st.st_dev, st.st_ino, st.st_size)
+        return 0, self.seen[name][2]
 
     def reader(self, name: str):
-        fd, size = self.fds[name]
-        return _fd_reader(fd, 0, size, name, self.pkg)
+        def read() -> Iterator[bytes]:
+            got = self._open(name)
+            if got is None or (got[1].st_dev, got[1].st_ino, got[1].st_size) != self.seen[name]:
+                if got is not None:
+                    os.close(got[0])
+                raise CorruptPackage(f"{self.pkg}: {name} changed while the package was read", {"member": name})
+            fd, st = got
+            try:
+                yield from _fd_reader(fd, 0, st.st_size, name, self.pkg)()
+            finally:
+                os.close(fd)
+
+        return read
 
     def close(self) -> None:
-        for fd, _ in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
         os.close(self.dir_fd)
 
 
