@@ -5,8 +5,15 @@ verifies the manifest, and (when asked to extract) copies every file References 
 reassembling chunked files and inflating gzip ones, making placeholder disks blank and probing
 every disk with qemu-img. It treats the package as hostile:
 
-* members are copied one by one (never ``extractall``); names are checked for traversal; only
-  regular, non-sparse members are accepted; member count, descriptor and manifest size are bounded;
+* an OVA's headers are read by ``crossvisor.core.bounded_tar`` (never ``tarfile``: unbounded
+  long names, CVE-2024-6232); an unpacked OVF's files only through its directory's descriptor,
+  component by component with ``O_NOFOLLOW``, ``O_NONBLOCK`` and ``fstat`` before reading (no
+  link followed, no FIFO or device opened);
+* members are copied one by one (never ``extractall``); names are checked for traversal and for
+  naming the destination itself (``.``, a gzip href that is only ``.gz``); only regular,
+  non-sparse members are accepted; member count, descriptor and manifest size are bounded;
+* every disk passes the one disk checker (``safe_read.check_package_disk``, inside
+  ``diskconv.probe``) before qemu-img reads it: nothing in it may name another file;
 * a disk file may not be (or inflate to) more than its declared capacity plus format overhead
   (``MAX_DISK_FILE_RATIO``, ``DISK_FILE_SLACK_BYTES``), another file not more than
   ``MAX_INFLATE_RATIO`` times its stored size: a few KiB claiming gigabytes is refused before it
@@ -16,9 +23,11 @@ every disk with qemu-img. It treats the package as hostile:
 * anything made by a failed call is removed again.
 
 Errors: a bad package is ``CorruptPackage`` (an ``InteropFailure``: a verdict with evidence, never
-retried); not enough disk space is ``InsufficientSpace`` (an ``InfraFault``: retried); an exception
-nobody anticipated while reading malformed input becomes ``BadInput`` (non-retryable), never a
-retry loop.
+retried), its message starting with the package exactly as the operator gave it, then the member;
+an OS refusal the package's content causes (a name too long, a file too big for the file system)
+is one too; not enough disk space is ``InsufficientSpace`` (an ``InfraFault``: retried); an
+exception nobody anticipated while reading malformed input becomes ``BadInput`` (non-retryable),
+never a retry loop.
 """
 
 from __future__ import annotations
