@@ -202,15 +202,14 @@ class NetBoxMapping:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The ``CROSSVISOR_NETBOX_CONFIG`` file: the mapping keys at top level (or under ``netbox:``)."""
-    import yaml
+    from crossvisor.core.safe_read import InputFileError, parse_yaml, read_text_bounded
 
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise InventoryError(f"{p}: cannot read NetBox mapping file: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise InventoryError(f"{p}: invalid YAML: {e}") from None
+        # bounded, a regular file (no FIFO, no /proc), and no error quoting the file's lines
+        doc = parse_yaml(read_text_bounded(p, what="NetBox mapping file", max_bytes=1 << 20), where=str(p)).data
+    except InputFileError as e:
+        raise InventoryError(f"cannot read NetBox mapping file {e}") from None
     if doc is None:
         return {}
     if isinstance(doc, dict) and set(doc) == {"netbox"}:
