@@ -16,6 +16,8 @@ from inventory.netbox_mapping import (
     driver_for_endpoint,
     host_form,
     scheme_of,
+    split_mgmt_endpoint,
+    with_user,
 )
 from inventory.netbox_schema import (
     CF_CPUS,
@@ -176,6 +178,16 @@ class DeviceMapping:
         template = self.mapping.endpoints.get(kind, "")
         if not template:
             return "", f"no endpoint template for kind {kind}", f"set netbox.endpoints.{kind} or {CF_ENDPOINT}"
+        if given:  # a bare address, maybe with "user@": the user goes where the template has one
+            split = split_mgmt_endpoint(given)
+            if split is None:
+                return (
+                    "",
+                    f"{CF_ENDPOINT} is neither a URI nor a host name or address",
+                    f"set {CF_ENDPOINT} to a URI (qemu+ssh://root@host/system) or a host name, optionally user@host",
+                )
+            user, given = split
+            template = with_user(template, user)
         ips = {
             k: host_form(str((dev.get(k) or {}).get("address") or "")) if dev.get(k) else ""
             for k in ("primary_ip", "primary_ip4", "primary_ip6")

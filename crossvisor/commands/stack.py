@@ -80,11 +80,15 @@ async def dispatch(a, settings: Settings) -> int:
 
         plan = load_spec(a.spec)  # reads only the spec and the files it names; never connects
         cells = expand(plan)
+        netbox = plan.inventory == "netbox"
         if a.output == "json":
             emit_json({"spec": a.spec, "ok": True, "name": plan.name, "cells": len(cells)})
+        elif netbox:
+            # not "ok" yet: whether it can run is the NetBox check's result line, printed last
+            print(f"{a.spec}: spec valid, {len(cells)} cells; checking NetBox:")
         else:
             print(f"{a.spec}: ok, {len(cells)} cells")
-        if plan.inventory == "netbox":  # the spec is fine; can it run on this NetBox?
+        if netbox:  # the spec is fine; can it run on this NetBox?
             from crossvisor import netbox_cli
 
             return netbox_cli.check_plan(plan, a.spec)
