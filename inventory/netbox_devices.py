@@ -9,6 +9,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+from crossvisor.core.credentials import CREDENTIALS_DIR_ENV, credentials_dir, files_outside_credentials_dir
 from domain.model import HYPERVISOR_KINDS, Host
 from inventory.netbox_mapping import (
     LIBVIRT_SCHEMES,
@@ -242,6 +243,15 @@ class DeviceMapping:
                 f"set {CF_ENDPOINT} to a libvirt URI for {kind} (e.g. {self.mapping.endpoints.get(kind, '')!r})",
             )
         cf = dev.get("custom_fields") or {}
+        root = credentials_dir()
+        outside = files_outside_credentials_dir(str(cf.get(CF_CREDENTIALS) or ""), cf, root)
+        if outside:
+            named = ", ".join(f"{field} {path!r}" for field, path in outside)
+            return skip(
+                f"{named}: a NetBox value may only name files under the credentials directory {root}",
+                f"put the file under {root} (or set {CREDENTIALS_DIR_ENV} on the workers) and name it by its "
+                "absolute path there",
+            )
         try:
             cpus, memory, slots = (int(cf.get(CF_CPUS) or 0), int(cf.get(CF_MEMORY) or 0), int(cf.get(CF_SLOTS) or 1))
         except (TypeError, ValueError):

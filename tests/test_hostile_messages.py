@@ -133,3 +133,32 @@ def test_spec_indented_with_tabs_is_refused(tmp_path: Path, text: str) -> None:
     p.write_text(text)
     with pytest.raises(SpecError, match="indented with a tab; indent YAML with spaces only"):
         load_spec(p)
+
+
+def test_inventory_files_are_confined_to_the_credentials_dir(tmp_path: Path) -> None:
+    """Names resolved the way opening them would resolve (.., links); nothing is opened."""
+    import os
+
+    from crossvisor.core.credentials import files_outside_credentials_dir
+
+    root = tmp_path / "creds"
+    (root / "keys").mkdir(parents=True)
+    (root / "pw").write_text("x")
+    os.symlink("/etc/shadow", root / "shadow-link")
+    os.mkfifo(root / "fifo")  # would block if opened: resolving names must not open anything
+    inside = {"ssh_key": str(root / "keys" / "id"), "pki_path": str(root / "keys"), "known_hosts": str(root / "fifo")}
+    assert files_outside_credentials_dir(f"file:{root}/pw", inside, str(root)) == []
+    assert files_outside_credentials_dir("env:PW", {}, str(root)) == []
+    assert files_outside_credentials_dir("file:/etc/shadow", {}, str(root)) == [("credentials_ref", "/etc/shadow")]
+    assert files_outside_credentials_dir(f"file:{root}/shadow-link", {}, str(root)) == [
+        ("credentials_ref", f"{root}/shadow-link")
+    ]
+    assert files_outside_credentials_dir(f"file:{root}/../x", {}, str(root)) == [("credentials_ref", f"{root}/../x")]
+    assert files_outside_credentials_dir("file:relative/pw", {}, str(root)) == [("credentials_ref", "relative/pw")]
+    assert files_outside_credentials_dir("", {"ssh_key": "/root/.ssh/id_rsa"}, str(root)) == [
+        ("ssh_key", "/root/.ssh/id_rsa")
+    ]
+    # a sibling whose name starts like the directory is not inside it
+    assert files_outside_credentials_dir(f"file:{root}-other/pw", {}, str(root)) == [
+        ("credentials_ref", f"{root}-other/pw")
+    ]

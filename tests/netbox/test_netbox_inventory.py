@@ -280,6 +280,36 @@ def test_mgmt_endpoint_that_is_no_host_is_skipped_with_the_reason(netbox_server,
     assert "mgmt_endpoint is neither a URI nor a host name" in skipped[populated["kvm-02"]].reason
 
 
+def test_credential_file_outside_the_credentials_dir_is_skipped(
+    netbox_server, populated, tmp_path, monkeypatch
+) -> None:
+    """Anyone who may edit a device in NetBox could name /etc/shadow as its credentials file, and
+    every worker would read it and send it to a host as a password: a NetBox value may only name
+    files under the credentials directory."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "kvm02.pw").write_text("secret\n")
+    monkeypatch.setenv("CROSSVISOR_CREDENTIALS_DIR", str(creds))
+    nb = netbox_server.api()
+    dev = nb.dcim.devices.get(populated["kvm-02"])
+    seen = {}
+    try:
+        for ref in (f"file:{creds}/kvm02.pw", "file:/etc/shadow", f"file:{creds}/../../etc/shadow", "env:KVM02_PW"):
+            dev.update({"custom_fields": {"credentials_ref": ref}})
+            source = NetBoxInventory(netbox_server.url, netbox_server.token)
+            hosts = {h.name: h for h in source.hosts()}
+            skipped = {s.device_id: s for s in source.skipped}
+            source.close()
+            seen[ref] = hosts.get("kvm-02") or skipped[populated["kvm-02"]]
+    finally:
+        dev.update({"custom_fields": {"credentials_ref": None}})
+    assert seen[f"file:{creds}/kvm02.pw"].credentials_ref == f"file:{creds}/kvm02.pw"
+    assert seen["env:KVM02_PW"].credentials_ref == "env:KVM02_PW"
+    for ref in ("file:/etc/shadow", f"file:{creds}/../../etc/shadow"):
+        reason = seen[ref].reason
+        assert f"credentials_ref {ref[5:]!r}" in reason and f"under the credentials directory {creds}" in reason, reason
+
+
 def test_url_given_with_api_suffix_works(netbox_server, populated) -> None:
     """NETBOX_URL=.../api/ (as NetBox's own API page shows it) used to answer with 300 characters
     of NetBox's HTML 404 page."""
