@@ -173,6 +173,17 @@ class CampaignRun:
         """Continue as new (never returns unless a cancel arrived meanwhile)."""
         raise NotImplementedError
 
+    def next_run_input(self, inp: CampaignInput) -> CampaignInput:
+        """What the next run of a continue-as-new starts with: this run's state and settings."""
+        return CampaignInput(
+            plan=self.plan,
+            campaign_id=self.campaign_id,
+            state=self.st,
+            history_limit=inp.history_limit,
+            cell_workflow=inp.cell_workflow,
+            cell_task_queue=inp.cell_task_queue,
+        )
+
     def start_background(self) -> None:
         """Loops the run keeps beside the schedule (after the inventory is loaded)."""
 

@@ -150,15 +150,7 @@ class DrainingRun(CampaignRun):
         if self.cancel_requested:
             return  # a cancel arrived meanwhile: the loop takes the cancel path
         self.st.generation += 1
-        workflow.continue_as_new(
-            CampaignInput(
-                plan=self.plan,
-                campaign_id=self.campaign_id,
-                state=self.st,
-                history_limit=inp.history_limit,
-                cell_workflow=inp.cell_workflow,
-            )
-        )
+        workflow.continue_as_new(self.next_run_input(inp))
 
     async def cancel_cells(self) -> None:
         for t in self.tasks.values():

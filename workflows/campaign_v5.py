@@ -271,16 +271,7 @@ class LiveRun(CampaignRun):
             RunningCell(cid, a.source_host, a.target_host, self.book.attempt(cid)) for cid, a in self.running.items()
         ]
         st.generation += 1
-        workflow.continue_as_new(
-            CampaignInput(
-                plan=self.plan,
-                campaign_id=self.campaign_id,
-                state=st,
-                history_limit=inp.history_limit,
-                cell_workflow=inp.cell_workflow,
-                cell_task_queue=inp.cell_task_queue,
-            )
-        )
+        workflow.continue_as_new(self.next_run_input(inp))
 
     def _child_id(self, cid: str, attempt: int) -> str:
         return f"{self.campaign_id}.cell.{cid}.{attempt}"

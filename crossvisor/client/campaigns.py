@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from crossvisor.client.connection import CliError
-from crossvisor.core import result_store
 from crossvisor.core.config import Settings
 from crossvisor.core.timefmt import iso, parse_time
 from domain.model import CampaignResult, CellResult
@@ -211,6 +210,7 @@ class Campaigns:
         any state: running (as it stands), completed, cancelled or failed (from the store)."""
         from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 
+        from crossvisor.core import result_store
         from domain.model import CellSummary
         from workflows.campaign import CampaignWorkflow
 
@@ -265,6 +265,8 @@ class Campaigns:
 
 
 def stored_cells(home: Path, cid: str) -> list[CellResult]:
+    from crossvisor.core import result_store
+
     folder = result_store.campaign_dir(home, cid)
     cells = [result_store.read(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return [c for c in cells if c is not None]

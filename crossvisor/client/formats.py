@@ -38,3 +38,11 @@ def eta_text(doc: dict[str, Any]) -> str:
 def age_text(doc: dict[str, Any]) -> str:
     """'age 4m05s, ETA ~6h27m': how long the campaign has run and how long it still may."""
     return f"age {duration_text(doc.get('age_s'))}{eta_text(doc)}"
+
+
+def humanise(message: str, typed: dict[str, str]) -> str:
+    """A refusal names cells by internal id: show them as the operator typed them."""
+    for internal, human in typed.items():
+        if internal != human:
+            message = message.replace(f"'{internal}'", f"'{human}'")
+    return message

@@ -7,16 +7,9 @@ from typing import Any
 
 from crossvisor.client import reading
 from crossvisor.client.connection import EXIT_INPUT, CliError, connect, rpc_error
+from crossvisor.client.formats import humanise
 from crossvisor.core.config import Settings
 from domain.matrix import human_id
-
-
-def humanise(message: str, typed: dict[str, str]) -> str:
-    """A refusal names cells by internal id: show them as the operator typed them."""
-    for internal, human in typed.items():
-        if internal != human:
-            message = message.replace(f"'{internal}'", f"'{human}'")
-    return message
 
 
 async def send_update(settings: Settings, cid: str, update: str, req, typed: dict[str, str] | None = None) -> Any:

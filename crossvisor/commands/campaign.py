@@ -12,7 +12,7 @@ from typing import Any
 
 from crossvisor.client import reading, steering
 from crossvisor.client.campaigns import LIST_LIMIT, Campaigns
-from crossvisor.client.formats import age_text, counts_text
+from crossvisor.client.formats import age_text, counts_text, humanise
 from crossvisor.client.starting import start_campaign
 from crossvisor.commands.common import (
     CELL_FORM,
@@ -346,7 +346,7 @@ async def cmd_steer(a, settings: Settings) -> int:
         names = await steering.human_names(settings, a.id, r.cells, typed)
         result = {
             "applied": r.applied,
-            "message": steering.humanise(r.message, typed),
+            "message": humanise(r.message, typed),
             "cells": names,
             "rerun": False,
         }

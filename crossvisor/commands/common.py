@@ -21,7 +21,7 @@ from crossvisor.client.connection import (  # noqa: F401 - the commands' shared 
     connect,
     rpc_error,
 )
-from crossvisor.client.steering import humanise  # noqa: F401 - refusals name cells as typed
+from crossvisor.client.formats import humanise  # noqa: F401 - refusals name cells as typed
 from crossvisor.core.config import Settings
 from domain.matrix import human_id  # noqa: F401 - the one cell form, shared by every command
 
