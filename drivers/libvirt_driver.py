@@ -52,9 +52,9 @@ import structlog
 from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
-from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
+from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers import diskconv, packaging
-from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
+from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, check_owner
 from drivers.libvirt_storage import HostStorage, volume_of_source
 from drivers.libvirt_uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 
@@ -394,7 +394,11 @@ class LibvirtDriver(Driver):
         if sources is None:
             sources = [f"type='file'|<source file={quoteattr(d.path)}/>|{d.format}" for d in spec.disks]
         nics = "".join(self._nic_xml(n) for n in spec.nics)
-        meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(spec.metadata.items()))
+        items = dict(spec.metadata)
+        items.pop(OWNER_KEY, None)  # a package's claim to an owner is not one: only the cell's own counts
+        if spec.owner:
+            items[OWNER_KEY] = spec.owner
+        meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(items.items()))
         # transport, not an observation: which guest ports to reach (where: decided at each start)
         meta += "".join(f"<item key='{FORWARD_KEY}{p}'>auto</item>" for p in spec.forward_ports)
         return (
@@ -423,21 +427,49 @@ class LibvirtDriver(Driver):
         # QEMU runs as root here so that it can open the pool's volumes whatever their owner
         return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
 
-    def _define(self, spec: VmSpec) -> None:
+    def _define(self, spec: VmSpec) -> libvirt.virDomain:
         xml = self.domain_xml(spec, self._disk_sources(spec))
         try:
-            self.conn.defineXML(xml)
+            return self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
+            if e.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_DOM_EXIST) and (
+                "already exists" in msg
+            ):
+                # defined since we looked: an earlier attempt's define (a dead worker's, queued in
+                # libvirtd) landed late, or a concurrent attempt's; whose it is, the caller checks
+                dom = self._dom(spec.name)
+                if dom is not None:
+                    _log().info("libvirt.define_landed_meanwhile", domain=spec.name, host=self.host)
+                    return dom
             if "unsupported" in msg.lower() or "not supported" in msg.lower():
                 # the hypervisor refused this hardware: an observation, not a fault to retry
                 raise InteropFailure(f"define rejected: {msg}", {"api_error": msg, "xml": xml[:2000]}) from None
             raise _err("define", e) from None
 
     def provision(self, spec: VmSpec) -> Hardware:
-        if self._dom(spec.name) is None:
-            self._define(spec)
+        dom = self._dom(spec.name)
+        if dom is None:
+            dom = self._define(spec)
+        self._check_owner(dom, spec.owner)
         return self.inspect(spec.name)
+
+    def _check_owner(self, dom: libvirt.virDomain, owner: str) -> None:
+        if not owner:
+            return
+        try:
+            root = ET.fromstring(dom.XMLDesc(0))
+        except libvirt.libvirtError as e:
+            raise _err(f"describe {dom.name()}", e) from None
+        recorded = next(
+            (
+                item.text or ""
+                for item in root.findall(f"./metadata/{{{META_NS}}}meta/item")
+                if item.get("key") == OWNER_KEY
+            ),
+            None,
+        )
+        check_owner("domain", dom.name(), self.host, recorded, owner)
 
     # -- power ------------------------------------------------------------------------------------
     def power_on(self, name: str) -> None:
@@ -554,6 +586,8 @@ class LibvirtDriver(Driver):
 
     def snapshot(self, name: str, snapshot: str) -> None:
         dom = self._need(name)
+        if snapshot in dom.snapshotListNames(0):
+            return  # an earlier attempt of the stage took it: the VM's own, taken once
         disks = self.inspect(name).disks
         internal = all(d.format == "qcow2" for d in disks)
         flags = 0 if internal else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
@@ -586,8 +620,11 @@ class LibvirtDriver(Driver):
             for f in fetched:
                 f.unlink(missing_ok=True)
 
-    def import_vm(self, package: ExportedVm, name: str, profile: HardwareProfile | None = None) -> Hardware:
-        if self._dom(name) is not None:
+    def import_vm(
+        self, package: ExportedVm, name: str, profile: HardwareProfile | None = None, owner: str = ""
+    ) -> Hardware:
+        if (dom := self._dom(name)) is not None:
+            self._check_owner(dom, owner)
             return self.inspect(name)
         desc = packaging.read_descriptor(package.package)
         prof = profile or profiles.for_platform(self.kind if self.kind in profiles.DEFAULT_FOR_KIND else "kvm")
@@ -622,6 +659,7 @@ class LibvirtDriver(Driver):
             metadata=dict(desc.metadata),
             machine=prof.machine,
             forward_ports=list(package.forward_ports),
+            owner=owner,
         )
         self.last_import_evidence = evidence
         return self.provision(spec)
@@ -931,6 +969,8 @@ class LibvirtTestDriver(LibvirtDriver):
         self._persist(name)
 
     def snapshot(self, name: str, snapshot: str) -> None:
+        if snapshot in self._need(name).snapshotListNames(0):
+            return
         self._need(name).snapshotCreateXML(f"<domainsnapshot><name>{escape(snapshot)}</name></domainsnapshot>", 0)
         self._persist(name)
 
