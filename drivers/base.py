@@ -138,6 +138,11 @@ class Driver(abc.ABC):
         Drivers that keep no such layers have nothing to prune."""
         return []
 
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        """Remove storage named under ``prefix`` that no VM stands on (a disk uploaded for a VM whose
+        define never came, or was cancelled); returns what went. Hosts without such storage: none."""
+        return []
+
     @abc.abstractmethod
     def list_vms(self, prefix: str) -> list[str]:
         """Names of VMs starting with ``prefix`` (the sweeper uses this to find leaks)."""

@@ -852,6 +852,14 @@ class LibvirtDriver(Driver):
     def prune_content(self, keep_bytes: int) -> list[str]:
         return self.storage.prune_content(keep_bytes)
 
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        # the VMs' own volumes are named after them (``{vm}-disk0.qcow2``): under ``prefix`` and
+        # not used by a defined VM, one is a leftover of a define that never came
+        used = {name for name in self.list_vms(prefix)}
+        return self.storage.remove_prefixed(
+            (prefix,), keep=lambda vol: any(vol.startswith((f"{vm}-disk", f"{vm}-flat")) for vm in used)
+        )
+
     def list_vms(self, prefix: str) -> list[str]:
         try:
             return sorted(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
@@ -983,6 +991,9 @@ class LibvirtTestDriver(LibvirtDriver):
                 s.delete(0)
             dom.undefine()
         self._persist(name)
+
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        return []  # its disks are the worker's files (the cell's work directory)
 
     def watch_console(self, name, done, timeout_s, heartbeat=None, idle_s=0.0, idle_counts=None) -> ConsoleWatch:
         return ConsoleWatch("", 0.0, stopped=not self._need(name).isActive(), timed_out=False)

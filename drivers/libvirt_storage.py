@@ -355,15 +355,19 @@ class HostStorage:
         except libvirt.libvirtError as e:
             raise _err(f"flatten {vol.name()} on {self.host}", e) from None
 
-    def remove_prefixed(self, prefixes: tuple[str, ...]) -> None:
-        """Delete every volume of the pool whose name starts with one of ``prefixes``."""
+    def remove_prefixed(self, prefixes: tuple[str, ...], keep=None) -> list[str]:
+        """Delete every volume of the pool whose name starts with one of ``prefixes`` (except those
+        ``keep(name)`` holds on to); returns their names."""
         try:
             names = [v.name() for v in self.pool().listAllVolumes(0)]
         except libvirt.libvirtError as e:
             raise _err(f"list volumes of {self.pool_name}", e) from None
+        gone = []
         for vol in names:
-            if vol.startswith(prefixes):
+            if vol.startswith(prefixes) and not (keep and keep(vol)):
                 self.delete(vol)
+                gone.append(vol)
+        return gone
 
     def prune_content(self, keep_bytes: int, min_age_s: float = 3600.0) -> list[str]:
         """Delete content volumes (image layers uploaded once per host, shared by every VM on it)
