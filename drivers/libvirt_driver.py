@@ -50,6 +50,7 @@ import libvirt
 import structlog
 
 from crossvisor.core.credentials import CredentialError, resolve_secret
+from crossvisor.core.errors import HostUnreachable
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
@@ -241,6 +242,10 @@ class LibvirtDriver(Driver):
                 # first use would hand it the credentials; retrying cannot change the answer
                 kh = f"known_hosts {known_hosts}" if known_hosts else "the worker's known_hosts"
                 raise CredentialError(f"{where}: its ssh host key could not be verified against {kh}: {msg}") from None
+            if e.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and e.get_error_domain() == libvirt.VIR_FROM_RPC:
+                # no daemon behind the socket or port: nothing about the host's health is known
+                hint = " (is libvirtd running? `crossvisor up` starts the local one)" if not is_remote(uri) else ""
+                raise HostUnreachable(f"libvirt connect {where}: libvirtd does not answer: {msg}{hint}") from None
             raise InfraFault(f"libvirt connect {where}: {msg}") from None
 
     @staticmethod

@@ -32,6 +32,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
+from crossvisor.core.errors import HostUnreachable
 from domain import ovf
 from domain.model import Host
 from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
@@ -129,6 +130,8 @@ class VsphereDriver(Driver):
             raise CredentialError(
                 f"vCenter {self.url} rejected the login of {self.username!r} (password from {secret.ref})"
             ) from None
+        except ConnectionRefusedError as e:  # nothing listens: the service is down, not unhealthy
+            raise HostUnreachable(f"vCenter {self.url} does not answer: {_msg(e)}") from None
         except (OSError, vmodl.MethodFault, Exception) as e:  # noqa: BLE001 - message sanitised
             raise InfraFault(f"cannot connect to vCenter {self.url}: {type(e).__name__}: {_msg(e)}") from None
 

@@ -13,6 +13,12 @@ class InfraFault(Exception):
     """Transient infrastructure trouble: retried by Temporal."""
 
 
+class HostUnreachable(InfraFault):
+    """The host's management daemon or API does not answer (its socket is missing, the connection
+    is refused): infrastructure, retried; when the retries are spent, the cell's error names the
+    host and the daemon, never a grade and never "unhealthy" (a host that answers but fails is)."""
+
+
 class InteropFailure(Exception):
     """A real interop incompatibility the target (or the package) reported: a failing grade, never retried."""
 
