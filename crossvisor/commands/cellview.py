@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crossvisor.commands.common import human_duration, human_id
+from crossvisor.client.formats import duration_text
+from domain.matrix import human_id
 
 # what a serial console carries besides text: ANSI/VT100 sequences (colours, cursor moves, the
 # firmware's screen clears) and other control characters. Kept in the stored evidence (what the
@@ -87,7 +88,7 @@ def format_cell(d: dict[str, Any]) -> str:
             name = s["stage"] + (f"[{s['remedy']}]" if s["remedy"] else "")
             extra = f" x{s['attempts']}" if s["attempts"] > 1 else ""
             reason = f"  {s['reason']}" if s["reason"] else ""
-            out.append(f"  {name:<{w}}  {s['status']:<7} {human_duration(s['duration_s']):>7}{extra}{reason}")
+            out.append(f"  {name:<{w}}  {s['status']:<7} {duration_text(s['duration_s']):>7}{extra}{reason}")
     else:
         out.append("stages: none recorded (cached, skipped before running, or the result store is elsewhere)")
     out.append("checks:")

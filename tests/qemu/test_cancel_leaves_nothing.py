@@ -27,7 +27,7 @@ import tests.harness as harness
 from activities.stages.base import vm_prefix
 from domain.control import CancelRequest
 from domain.model import GuestImage, Platform
-from drivers import libvirt_storage
+from drivers.libvirt import storage as libvirt_storage
 from inventory.file_source import FileInventory
 from tests.harness import campaign_result, cancel_requested, make_worker, small_plan, start_campaign
 from workflows.campaign import CampaignWorkflow

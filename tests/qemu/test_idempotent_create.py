@@ -16,7 +16,7 @@ import pytest
 
 from crossvisor.core.errors import NameTaken
 from domain.vm import OWNER_KEY, DiskSpec, NicSpec, VmSpec
-from drivers.libvirt_driver import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
 
 pytestmark = pytest.mark.qemu
 
