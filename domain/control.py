@@ -204,7 +204,7 @@ def check_concurrency(v: ControlView, r: ConcurrencyRequest) -> None:
 
 
 # -- request ids ------------------------------------------------------------------------------------
-LEDGER_PAYLOAD_KEPT = 160  # characters of a payload kept verbatim in the ledger; longer ones by digest
+LEDGER_PAYLOAD_KEPT = 64  # characters of a payload kept verbatim in the ledger (the workflow state); longer: by digest
 
 
 def action_of(req: object) -> str:

@@ -216,8 +216,22 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
         again = await h.execute_update(CampaignWorkflow.pause, PauseRequest("p1"))
         assert not again.applied  # idempotent by request id
         skip_id = "xen--kvm--i2"
-        skipped = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id]))
+        skipped = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id], "s1"))
         assert skipped.cells == [skip_id]
+        # a request id names one request (issue 26): the same skip again is answered as applied
+        # (its cell is no longer pending: the check must not refuse the retried call) ...
+        again = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id], "s1"))
+        assert not again.applied and "already applied" in again.message
+        # ... and the id with another payload is refused, naming the difference, before history
+        with pytest.raises(WorkflowUpdateFailedError) as bad:
+            await h.execute_update(CampaignWorkflow.skip, SkipRequest(["xen--kvm--i1"], "s1"))
+        assert "request id s1 was used for another request (skip: cells" in str(bad.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as bad:
+            await h.execute_update(CampaignWorkflow.set_concurrency, ConcurrencyRequest(1, "p1"))
+        assert "it was pause {}, this is set_concurrency" in str(bad.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as bad:  # the legacy update shares the ledger
+            await h.execute_update(CampaignWorkflow.steer, SteerRequest("skip", request_id="s1", cells=["nope"]))
+        assert "request id s1 was used for another request" in str(bad.value.cause)
         with pytest.raises(WorkflowUpdateFailedError) as bad:
             await h.execute_update(CampaignWorkflow.skip, SkipRequest(["nope"]))
         assert "unknown cells ['nope']" in str(bad.value.cause)
