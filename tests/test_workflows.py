@@ -457,6 +457,28 @@ async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings
     assert inv.leases() == {}
 
 
+async def test_a_platform_whose_only_daemon_is_down_ends_its_cells_error_naming_it(
+    dev_env, settings, tmp_path: Path, executor
+) -> None:
+    """The only kvm host's libvirtd does not answer (issue 26: `crossvisor up` had not started it):
+    the cell ends ERROR naming the host and the daemon, not SKIPPED "no healthy host left"."""
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    (tmp_path / "lab.yaml").write_text(
+        "hosts:\n"
+        "  - {name: kvm-0, kind: kvm, endpoint: 'qemu+unix:///system?socket=/nonexistent/sock', site: s}\n"
+        "  - {name: xen-1, kind: xen, endpoint: 'test:///default', site: s, slots: 2}\n"
+    )
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(dev_env.client, settings, tq, executor)
+    async with w:
+        res = await asyncio.wait_for(run_campaign(dev_env.client, plan, tq, home=settings.home), 90)
+    cell = res.cells[0]
+    assert cell.grade == Grade.ERROR, cell.checks
+    reason = cell.checks[0].reason
+    assert "no host left for platform(s) ['kvm']: kvm-0:" in reason and "libvirtd does not answer" in reason, reason
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
+
+
 async def test_inventory_refresh_retires_a_host_mid_campaign(env, settings, tmp_path: Path, executor) -> None:
     """A file inventory refreshed every second: the first cell's source host is marked retired in
     the file while that cell boots; the cell finishes on it, every later cell runs on the other."""

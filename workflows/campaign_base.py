@@ -62,6 +62,10 @@ CANCEL_REQUEST_FINISHES = "cancel-request-finishes-the-campaign"  # replay set v
 SWEEP_PER_SITE = "sweep-per-site"
 # a request id names one request: the ledger keeps id, action and payload (issue 26)
 REQUEST_ID_NAMES_ONE_REQUEST = "request-id-names-one-request"
+# a cell left without hosts because their health checks failed (a daemon that does not answer)
+# ends ERROR naming the hosts and why, not SKIPPED (issue 26); an operator's swap-host still skips;
+# and the campaign takes another pass then, so that it finishes when those were its last cells
+DEAD_HOST_IS_AN_ERROR = "dead-host-is-an-error"
 # deprecated: only the retired replay set v1 predates it (tests/replay/README.md)
 SWEEP_ON_EVERY_END = "sweep-on-every-end"
 

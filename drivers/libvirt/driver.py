@@ -245,7 +245,7 @@ class LibvirtDriver(Driver):
             if e.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and e.get_error_domain() == libvirt.VIR_FROM_RPC:
                 # no daemon behind the socket or port: nothing about the host's health is known
                 hint = " (is libvirtd running? `crossvisor up` starts the local one)" if not is_remote(uri) else ""
-                raise HostUnreachable(f"libvirt connect {where}: libvirtd does not answer: {msg}{hint}") from None
+                raise HostUnreachable(f"libvirtd does not answer on {where}: {msg}{hint}") from None
             raise InfraFault(f"libvirt connect {where}: {msg}") from None
 
     @staticmethod
