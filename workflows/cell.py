@@ -226,11 +226,12 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
         self._stage = stage.name if not round_ else f"{stage.name} (after {rung or 'remediation'})"
         queue = self._queue(stage, side)
         extra: dict = {"task_queue": queue} if queue else {}
-        if not stage.always and workflow.patched(CLEANUP_AFTER_STAGE_ENDS):
+        wait_for_end = not stage.always and workflow.patched(CLEANUP_AFTER_STAGE_ENDS)
+        if wait_for_end:
             # a stage blocked in a host call sees the cancel only when the call returns: wait for
             # that, so that what it made is there when cleanup looks
             extra["cancellation_type"] = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        return await workflow.execute_activity_method(
+        out = await workflow.execute_activity_method(
             STAGE_ACTIVITIES[stage.name].run,
             StageCall(inp, ctx, round_, rung, side),
             start_to_close_timeout=timedelta(seconds=stage.timeout_s),
@@ -238,6 +239,13 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             retry_policy=retry_policy(inp, stage),
             **extra,
         )
+        task = asyncio.current_task()
+        if wait_for_end and task is not None and task.cancelling():
+            # the cancel came while the stage ran and the stage finished anyway (its result
+            # stands, but the cell goes no further): the SDK hands back the result and forgets
+            # the cancel, so it is raised here, once the stage has ended
+            raise asyncio.CancelledError()
+        return out
 
     async def _run_sides(self, inp: CellInput, stage: stages.StageDef, ctx: CellContext) -> StageResult:
         """``_run_stage`` once per side (see ``_sides``): every side runs even when one fails; the
