@@ -131,7 +131,7 @@ class VsphereDriver(Driver):
                 f"vCenter {self.url} rejected the login of {self.username!r} (password from {secret.ref})"
             ) from None
         except ConnectionRefusedError as e:  # nothing listens: the service is down, not unhealthy
-            raise HostUnreachable(f"vCenter {self.url} does not answer: {_msg(e)}") from None
+            raise HostUnreachable(f"cannot connect to vCenter {self.url}: nothing answers ({_msg(e)})") from None
         except (OSError, vmodl.MethodFault, Exception) as e:  # noqa: BLE001 - message sanitised
             raise InfraFault(f"cannot connect to vCenter {self.url}: {type(e).__name__}: {_msg(e)}") from None
 
@@ -283,9 +283,7 @@ class VsphereDriver(Driver):
             raise InfraFault(f"disk {d.path} does not exist on the artifact store")
         with tempfile.TemporaryDirectory(prefix="vsphere-up-") as tmp:
             if d.format != "vmdk":
-                from drivers import (
-                    diskconv,
-                )  # lazy: qemu-img is only needed for conversion
+                from toolbox import diskconv  # lazy: qemu-img is only needed for conversion
 
                 conv = Path(tmp) / "disk.vmdk"
                 diskconv.convert(str(src), d.format, conv, "vmdk", subformat="streamOptimized")
@@ -419,7 +417,7 @@ class VsphereDriver(Driver):
         """The VM's disks through the API (``ExportVm`` + HttpNfcLease download), as vSphere's own
         exports fetch them; on a server without ExportVm (govmomi's vcsim) through the datastore
         ``/folder`` API instead. ``last_export_evidence["export_path"]`` says which."""
-        from drivers import packaging  # lazy: pulls in qemu-img based conversion
+        from toolbox import packaging  # lazy: pulls in qemu-img based conversion
 
         vm = self._vm(name)
         if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn:
