@@ -40,6 +40,7 @@ from toolbox import diskconv
 DEFAULT_POOL = "crossvisor"
 DEFAULT_POOL_PATH = "/var/lib/libvirt/crossvisor"
 CHUNK = 4 << 20  # stream chunk: libvirt's RPC messages are bounded, uploads go in pieces
+OVERLAY_TRIES = 20  # a concurrent attempt's overlay upload is waited for this many times 0.5 s
 STALE_UPLOAD_S = 60.0  # a half-uploaded volume that stopped growing this long was left by a dead worker
 EXT = {"vpc": "vhd"}
 
@@ -328,14 +329,29 @@ class HostStorage:
         for path, fmt, _size in reversed(chain):
             below, below_fmt = self.content_volume(path, fmt, below, below_fmt), fmt
         name = f"{vm}-disk{index}.qcow2"
-        self.delete(name)  # a killed attempt's overlay: the VM is not defined yet, nothing uses it
         overlay = self.state_dir / "staging" / f"{name}.{os.getpid()}.{threading.get_ident()}"
         try:
             # -u: the backing file is the host's, unreadable here; the size comes from the local copy
             _qemu_img(
                 "create", "-q", "-f", "qcow2", "-u", "-b", below.path(), "-F", below_fmt, str(overlay), str(chain[0][2])
             )
-            self.upload(name, overlay)
+            for tries_left in range(OVERLAY_TRIES - 1, -1, -1):
+                # an earlier attempt's overlay (killed, or still uploading beside this one after a
+                # server restart): replaced, a fresh overlay on the same layers is the same disk;
+                # one being written right now is waited for
+                try:
+                    self.delete(name)
+                    self.upload(name, overlay)
+                    break
+                except (libvirt.libvirtError, InfraFault) as e:
+                    busy = (
+                        e.get_error_code() in (libvirt.VIR_ERR_STORAGE_VOL_EXIST, libvirt.VIR_ERR_OPERATION_INVALID)
+                        if isinstance(e, libvirt.libvirtError)
+                        else "still in use" in str(e) or "being allocated" in str(e)
+                    )
+                    if not busy or not tries_left:
+                        raise
+                    time.sleep(0.5)
         except libvirt.libvirtError as e:
             raise _err(f"upload {name} to {self.host}", e) from None
         finally:

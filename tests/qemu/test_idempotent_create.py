@@ -145,3 +145,34 @@ def test_a_lifecycle_snapshot_an_earlier_attempt_took_is_not_a_failure(drivers, 
     drv.snapshot(name, "crossvisor-lifecycle")
     drivers().snapshot(name, "crossvisor-lifecycle")  # the retried stage: no "snapshot refused" grade
     assert drv.conn.lookupByName(name).snapshotListNames(0) == ["crossvisor-lifecycle"]
+
+
+def test_two_attempts_of_one_provision_at_once_both_end_with_the_one_vm(drivers, disk):
+    # after a server restart a second attempt may start while the first still runs in the same
+    # worker: both upload the overlay and define; neither may fail on the other's objects
+    import threading
+
+    name = f"cvg-test-idem-{uuid.uuid4().hex[:6]}-src"
+    owner = "campaign-a/cell-5"
+    a, b = drivers(), drivers()
+    # the image's layers on the host already (another cell's): shared content volumes have a wait
+    # of their own for concurrent uploads; what is raced here is the VM's overlay and its define
+    a.provision(_spec(f"{name}-other", disk, "campaign-a/cell-0"))
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def attempt(drv):
+        start.wait()
+        try:
+            drv.provision(_spec(name, disk, owner))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=attempt, args=(d,)) for d in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert a.list_vms(name) == [name, f"{name}-other"]
+    assert a.storage.vol(f"{name}-disk0.qcow2") is not None  # the VM's disk is there
