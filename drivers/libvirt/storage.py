@@ -345,7 +345,12 @@ class HostStorage:
                     break
                 except (libvirt.libvirtError, InfraFault) as e:
                     busy = (
-                        e.get_error_code() in (libvirt.VIR_ERR_STORAGE_VOL_EXIST, libvirt.VIR_ERR_OPERATION_INVALID)
+                        e.get_error_code()
+                        in (
+                            libvirt.VIR_ERR_STORAGE_VOL_EXIST,  # the other attempt created it meanwhile
+                            libvirt.VIR_ERR_OPERATION_INVALID,  # ...is writing it
+                            libvirt.VIR_ERR_NO_STORAGE_VOL,  # ...deleted the one this attempt writes
+                        )
                         if isinstance(e, libvirt.libvirtError)
                         else "still in use" in str(e) or "being allocated" in str(e)
                     )
