@@ -308,6 +308,14 @@ async def test_temporal_cancel_request_cleans_up_like_the_cancel_update(
         running = [
             wf.id async for wf in dev_env.client.list_workflows(f"ExecutionStatus = 'Running' AND TaskQueue = '{tq}'")
         ]
+        # what `status` and `show` read (issue 26: they showed only the cells that had run, `list`
+        # every cell): the whole matrix, the cells the cancel skipped included
+        from crossvisor.client.campaigns import Campaigns, counts_of
+
+        shown = await Campaigns(settings, dev_env.client).load(h.id)
+    assert shown.status == "cancelled" and len(shown.cells) == 6, [(c.cell_id, c.grade) for c in shown.cells]
+    counts = counts_of(shown)
+    assert counts["total"] == counts["done"] == 6 and counts["skipped"] >= 1, counts
     assert running == []  # no cell left behind
     stored = result_store.stored_results(settings.home, h.id)
     assert stored and all(c.grade in (Grade.PASS, Grade.SKIPPED) for c in stored), [
