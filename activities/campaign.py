@@ -191,6 +191,9 @@ class CampaignActivities:
                 for name in drv.list_vms(vm_prefix(req.campaign_id)):
                     drv.destroy(name)
                     removed.append(f"{h.name}:{name}")
+                # disks uploaded for VMs whose define never came: a cell's cleanup removes its
+                # own, these are of cells whose cleanup never ran (a kill, a cancel before it)
+                removed += [f"{h.name}:volume:{v}" for v in drv.remove_leftovers(vm_prefix(req.campaign_id))]
                 try:
                     keep = int(self.settings.host_content_keep_gib * (1 << 30))
                     removed += [f"{h.name}:volume:{v}" for v in drv.prune_content(keep)]

@@ -61,6 +61,8 @@ def in_flight(events: list[dict]) -> set[tuple[str, str, int]]:
 class ChaosStack(LocalStack):
     """The local stack plus a report wait that notices a stuck campaign."""
 
+    campaign = CAMPAIGN
+
     def wait_report(self, out: Path, deadline: float, stall_s: float) -> int:
         """``crossvisor report`` (waits for the campaign's end) while watching the log for progress.
 
@@ -69,7 +71,7 @@ class ChaosStack(LocalStack):
         Returns how many workers had to be replaced because they exited on their own.
         """
         p = subprocess.Popen(
-            [sys.executable, "-m", "crossvisor.cli", "report", CAMPAIGN, "--json", str(out)],
+            [sys.executable, "-m", "crossvisor.cli", "report", self.campaign, "--json", str(out)],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -151,6 +153,37 @@ def leaks_in(s: ChaosStack, hosts: list[dict]) -> list[str]:
     return found
 
 
+def stage_in_flight(home: Path, stage: str) -> bool:
+    """Whether an attempt of ``stage`` (any stage: "") has started and not ended, per the log."""
+    return any(st == stage or not stage for _c, st, _a in in_flight(read_log(home)))
+
+
+def real_host_leaks(s: ChaosStack, campaign: str, hosts: list[dict]) -> list[str]:
+    """What a campaign on real libvirt hosts left: its domains and volumes (by the campaign's VM
+    prefix) on each host, and its leases; read through libvirt, as the sweeper would see them."""
+    import libvirt
+
+    from activities.stages.base import vm_prefix
+
+    prefix = vm_prefix(campaign)
+    found: list[str] = []
+    for uri in sorted({h["endpoint"] for h in hosts if h.get("driver") == "libvirt"}):
+        conn = libvirt.open(uri)
+        try:
+            found += [f"domain {d.name()} on {uri}" for d in conn.listAllDomains() if d.name().startswith(prefix)]
+            for pool in conn.listAllStoragePools(0):
+                if pool.isActive():
+                    found += [
+                        f"volume {v.name()} on {uri}" for v in pool.listAllVolumes(0) if v.name().startswith(prefix)
+                    ]
+        finally:
+            conn.close()
+    leases_file = s.home / "inventory" / "leases.json"
+    if leases_file.exists():
+        found += [f"lease {h}: {o}" for h, o in json.loads(leases_file.read_text()).items() if o]
+    return found
+
+
 def run(
     home: Path,
     kills: int = 0,
@@ -160,30 +193,49 @@ def run(
     timeout_s: float = 300,
     stall_s: float = 45,
     say=print,
+    spec: Path = SPEC,
+    campaign: str = CAMPAIGN,
+    targets: list[tuple[str, str]] | None = None,
+    leaks=None,
 ) -> RunResult:
-    """One campaign of the demo spec; ``kills``/``server_restarts`` disruptions at random log counts."""
+    """One campaign of ``spec``; ``kills``/``server_restarts`` disruptions at random log counts, or
+    with ``targets`` [(worker|server, stage)], each in turn while an attempt of that stage is in
+    flight ("" = any stage). ``leaks(stack, campaign, hosts)`` finds what the run left
+    (default: the test driver's domains, leases and what the sweeper removes)."""
     rng = random.Random(seed)
     s = ChaosStack(home, CROSSVISOR_LOG_LEVEL="warning")
+    s.campaign = campaign
     try:
         s.start_server()
         s.start_worker()
         t0 = time.monotonic()
-        r = s.cli("campaign", "start", str(SPEC), "--id", CAMPAIGN)
+        r = s.cli("campaign", "start", str(spec), "--id", campaign)
         if r.returncode != 0:
             raise RuntimeError(f"campaign start failed: {r.stderr}")
-        # distinct random event counts over the run; every server restart gets one of them
-        n = kills + server_restarts
-        points = sorted(rng.sample(range(8, max(expected_events - 8, n + 9)), n)) if n else []
-        kinds = ["worker"] * kills + ["server"] * server_restarts
-        rng.shuffle(kinds)
+        if targets is not None:
+            plan = [(kind, stage) for kind, stage in targets]
+        else:
+            # distinct random event counts over the run; every server restart gets one of them
+            n = kills + server_restarts
+            points = sorted(rng.sample(range(8, max(expected_events - 8, n + 9)), n)) if n else []
+            kinds = ["worker"] * kills + ["server"] * server_restarts
+            rng.shuffle(kinds)
+            plan = list(zip(kinds, points))
         out = RunResult({}, [], 0.0)
         counted: set[tuple[str, str, int]] = set()
-        for at, kind in zip(points, kinds):
-            while len(read_log(home)) < at and time.monotonic() - t0 < timeout_s:
+        for kind, when in plan:
+
+            def due(when=when) -> bool:
+                if isinstance(when, int):
+                    return len(read_log(home)) >= when
+                return stage_in_flight(home, when)
+
+            while not due() and time.monotonic() - t0 < timeout_s:
                 if s.worker and s.worker.poll() is not None:  # died on its own: note it, replace it
                     out.workers_died += 1
                     s.start_worker()
-                time.sleep(0.005)
+                time.sleep(0.005 if isinstance(when, int) else 0.2)
+            at = len(read_log(home))
             if kind == "worker":
                 s.kill_worker()
                 flying = in_flight(read_log(home)) - counted  # attempts killed earlier never end
@@ -202,7 +254,8 @@ def run(
         s.kill_worker()  # stop activities before looking for leaks
         out.matrix = matrix_of(rep)
         out.events = read_log(home)
-        out.leaks = leaks_in(s, json.loads(rep.read_text())["hosts"])
+        hosts = json.loads(rep.read_text())["hosts"]
+        out.leaks = leaks(s, campaign, hosts) if leaks is not None else leaks_in(s, hosts)
         return out
     finally:
         s.stop()

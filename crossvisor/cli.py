@@ -104,7 +104,9 @@ def run(a: argparse.Namespace, settings: Settings) -> int:
     from crossvisor.core.config import find_home
 
     if not os.environ.get("CROSSVISOR_HOME") and not getattr(a, "home", None):
-        settings.home, a.home_source = find_home()
+        # a stack is started where it is asked for: another checkout's recorded home is for the
+        # commands that look at a stack, not for the ones that start one
+        settings.home, a.home_source = find_home(recorded_ok=getattr(a, "cmd", "") not in ("up", "demo"))
     else:
         a.home_source = "CROSSVISOR_HOME" if os.environ.get("CROSSVISOR_HOME") else "--home"
     apply_connection(a, settings)

@@ -4,10 +4,18 @@ that refuse a request before it reaches the workflow's history. Pure.
 The campaign workflow exposes one Temporal update per action (``pause``, ``resume``, ``cancel``,
 ``retry``, ``skip``, ``swap_host``, ``add_cells``, ``set_concurrency``); each update's validator
 calls the matching ``check_*`` here with a read-only ``ControlView`` of the campaign. A refused
-request raises ``Refused`` with the reason the operator sees. ``request_id`` makes a retried CLI
-call apply once.
+request raises ``Refused`` with the reason the operator sees.
+
+A ``request_id`` names one request: the campaign keeps a ledger of the requests it applied
+(``ledger_entry``) and ``seen_before`` answers a request whose id is in it: the same request again
+(a client retrying after a lost reply) is "already applied", whatever the action, before any check
+that the campaign's state since then would now fail (a skip's cells are no longer pending); the id
+with another payload is refused, naming what differs.
 """
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from domain.model import CellOutcome, Grade, Host
@@ -193,3 +201,92 @@ def check_concurrency(v: ControlView, r: ConcurrencyRequest) -> None:
     cap = v.plan.concurrency.max_cells
     if r.max_cells > cap:
         raise Refused(f"concurrency: {r.max_cells} is above the spec's own cap of {cap} (concurrency.max_cells)")
+
+
+# -- request ids ------------------------------------------------------------------------------------
+LEDGER_PAYLOAD_KEPT = 64  # characters of a payload kept verbatim in the ledger (the workflow state); longer: by digest
+
+
+def action_of(req: object) -> str:
+    """The operator action a typed request stands for (its update's name)."""
+    return ACTIONS[type(req)]
+
+
+def _payload(req: object) -> dict:
+    return {k: v for k, v in dataclasses.asdict(req).items() if k != "request_id"}  # type: ignore[call-overload]
+
+
+def _body(payload: dict) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(body: str) -> str:
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def ledger_entry(req: object) -> str:
+    """What the campaign records when it applies a request with an id: the id, the action and the
+    payload (verbatim when short, else its digest), one string: ``id<TAB>action<TAB>payload``."""
+    body = _body(_payload(req))
+    kept = body if len(body) <= LEDGER_PAYLOAD_KEPT else _digest(body)
+    return f"{req.request_id}\t{action_of(req)}\t{kept}"  # type: ignore[attr-defined]
+
+
+def seen_before(ledger: list[str], req: object) -> bool:
+    """Whether ``req``'s id was applied before as this same request (answer "already applied",
+    change nothing). False for a request without an id or with a new one. ``Refused`` when the id
+    was used for another request: the message names the difference. An entry of a ledger kept
+    before payloads were recorded (a bare id) counts as the same request: its payload is unknown."""
+    rid = getattr(req, "request_id", "")
+    if not rid:
+        return False
+    for entry in reversed(ledger):
+        eid, sep, rest = entry.partition("\t")
+        if eid != rid:
+            continue
+        if not sep:
+            return True
+        action, _, kept = rest.partition("\t")
+        diff = _difference(action, kept, req)
+        if diff:
+            raise Refused(
+                f"request id {rid} was used for another request ({diff}); "
+                "a request id names one request: send this one under a new id"
+            )
+        return True
+    return False
+
+
+def _difference(action: str, kept: str, req: object) -> str:
+    """How ``req`` differs from the recorded request (action, kept payload); "" when it does not."""
+    now_action = action_of(req)
+    body = _body(_payload(req))
+    if action != now_action:
+        return f"it was {action} {kept}, this is {now_action} {body if len(body) <= LEDGER_PAYLOAD_KEPT else '...'}"
+    if kept.startswith("sha256:"):
+        return "" if _digest(body) == kept else f"{action} with another payload than the one recorded ({kept})"
+    if kept == body:
+        return ""
+    try:
+        before = json.loads(kept)
+    except ValueError:
+        return f"{action} {kept} then, {body} now"
+    now = _payload(req)
+    fields = [
+        f"{k} {json.dumps(before.get(k))} then, {json.dumps(now.get(k))} now"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    return f"{action}: " + "; ".join(fields) if fields else ""
+
+
+ACTIONS: dict[type, str] = {
+    PauseRequest: "pause",
+    ResumeRequest: "resume",
+    CancelRequest: "cancel",
+    RetryRequest: "retry",
+    SkipRequest: "skip",
+    SwapHostRequest: "swap_host",
+    AddCellsRequest: "add_cells",
+    ConcurrencyRequest: "set_concurrency",
+}

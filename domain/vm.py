@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 # Where crossvisor writes its content marker on a VM's first disk: 1 MiB in, in the range every
 # project image leaves unused (its first partition starts at 2 MiB).
 MARKER_OFFSET = 1 << 20
+# The metadata item that records which cell a VM belongs to (libvirt <metadata>, vSphere
+# extraConfig): a VM found under a cell's name is adopted only when this says it is the cell's own.
+# Not an observation: inspect leaves crossvisor.* items out of what is graded.
+OWNER_KEY = "crossvisor.owner"
 
 
 @dataclass
@@ -41,6 +45,9 @@ class VmSpec:
     # guest TCP ports to reach from the worker (the guest's service): the driver maps each to a
     # loopback port on the host, through the guest's own NIC
     forward_ports: list[int] = field(default_factory=list)
+    # which cell this VM belongs to (``activities.stages.base.vm_owner``), recorded on the VM
+    # (``OWNER_KEY``); "" = no ownership check (hand-made VMs, tests)
+    owner: str = ""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossvisor.core.errors import InfraFault, InteropFailure
+from crossvisor.core.errors import InfraFault, InteropFailure, NameTaken
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 
@@ -28,9 +28,24 @@ __all__ = [
     "Hardware",
     "InfraFault",
     "InteropFailure",
+    "NameTaken",
     "NicSpec",
     "VmSpec",
 ]
+
+
+def check_owner(kind: str, name: str, host: str, recorded: str | None, owner: str) -> None:
+    """Adopt-or-refuse for an object found under a name a cell derived for itself: fine when its
+    recorded owner is ``owner`` (an earlier attempt of the cell made it, perhaps a dead worker's
+    call that landed late); ``NameTaken`` naming it otherwise. ``owner`` "" checks nothing."""
+    if not owner or recorded == owner:
+        return
+    whose = f"it belongs to {recorded!r}" if recorded else "it carries no crossvisor owner record"
+    raise NameTaken(
+        f"{kind} {name!r} already exists on {host} and is not this cell's ({owner!r}): {whose}. "
+        "Crossvisor will neither use nor remove it; rename or remove it on the host, or run the campaign "
+        "under another VM prefix (CROSSVISOR_VM_PREFIX)"
+    )
 
 
 @dataclass
@@ -64,7 +79,9 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def provision(self, spec: VmSpec) -> Hardware:
-        """Create (or find) the VM. Idempotent by ``spec.name``."""
+        """Create the VM, or adopt one of that name that is ``spec.owner``'s own (an earlier attempt
+        made it, maybe after this one looked): idempotent per name and owner. One of that name
+        owned by anyone else is ``NameTaken`` (see ``check_owner``)."""
 
     @abc.abstractmethod
     def power_on(self, name: str) -> None: ...
@@ -82,10 +99,13 @@ class Driver(abc.ABC):
         """Export the (powered-off) VM as an OVF/OVA package under ``out_dir``."""
 
     @abc.abstractmethod
-    def import_vm(self, package: ExportedVm, name: str, profile: HardwareProfile | None = None) -> Hardware:
+    def import_vm(
+        self, package: ExportedVm, name: str, profile: HardwareProfile | None = None, owner: str = ""
+    ) -> Hardware:
         """Import a package (an OVF descriptor and its converted disks, which stay unmodified) as VM
-        ``name``; the target decides the virtual hardware (libvirt hosts: ``profile``). Idempotent:
-        an existing VM of that name is returned. Sets ``last_import_evidence``."""
+        ``name`` recorded as ``owner``'s; the target decides the virtual hardware (libvirt hosts:
+        ``profile``). Idempotent: an existing VM of that name that is ``owner``'s is returned, one
+        that is not is ``NameTaken``. Sets ``last_import_evidence``."""
 
     @abc.abstractmethod
     def inspect(self, name: str) -> Hardware:
@@ -116,6 +136,11 @@ class Driver(abc.ABC):
     def prune_content(self, keep_bytes: int) -> list[str]:
         """Free the host's storage of shared image layers no VM uses (beyond ``keep_bytes``).
         Drivers that keep no such layers have nothing to prune."""
+        return []
+
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        """Remove storage named under ``prefix`` that no VM stands on (a disk uploaded for a VM whose
+        define never came, or was cancelled); returns what went. Hosts without such storage: none."""
         return []
 
     @abc.abstractmethod

@@ -219,9 +219,34 @@ def test_home_is_found_wherever_the_cli_runs(tmp_path: Path, monkeypatch) -> Non
     config.record_home(project / ".state")  # what `crossvisor up` does
     home, how = config.find_home(elsewhere)
     assert home == (project / ".state").resolve() and "recorded" in how
+    # a fresh clone's `up` / `demo` start a stack of their own there, not the recorded one
+    assert config.find_home(elsewhere, recorded_ok=False) == (elsewhere / ".state", "default (./.state)")
     # an empty .state (not a stack's) is not taken for one
     (elsewhere / ".state").mkdir()
     assert config.find_home(elsewhere)[0] == (project / ".state").resolve()
+
+
+def test_up_and_demo_do_not_take_another_checkouts_recorded_home(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CROSSVISOR_HOME", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    other = tmp_path / "other-checkout" / ".state"
+    (other / "results").mkdir(parents=True)
+    config.record_home(other)
+    fresh = tmp_path / "fresh-clone"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    seen = {}
+
+    def dispatch(a, settings):
+        seen[a.cmd] = settings.home
+        return 0
+
+    for argv in (["up"], ["demo"], ["campaign", "list"]):
+        a = cli.build_parser().parse_args(argv)
+        a._group = type("G", (), {"dispatch": staticmethod(dispatch)})
+        cli.run(a, config.Settings())
+    assert seen["up"] == seen["demo"] == fresh / ".state"
+    assert seen["campaign"] == other.resolve()  # looking at a stack from anywhere still finds it
 
 
 def test_console_and_json_log_formats_both_redact() -> None:
@@ -288,3 +313,26 @@ def test_metrics_zero_series_paused_state_and_buckets() -> None:
     assert m.REGISTRY.get_sample_value("crossvisor_campaign_stalled", {"campaign": "spec-name"}) == 1
     m.remove_campaign("spec-name")
     assert m.REGISTRY.get_sample_value("crossvisor_campaign_cells", {"campaign": "spec-name", "state": "total"}) is None
+
+
+def test_up_refuses_naming_libvirtd_when_this_machine_has_none(tmp_path: Path) -> None:
+    # a machine without libvirt: `up` must say so before it starts anything, not leave the first
+    # campaign to find its hosts unreachable
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "mkdir", "dirname"):  # what the start script needs before it looks for libvirtd
+        for d in ("/usr/bin", "/bin"):
+            if Path(d, tool).exists():
+                (bin_dir / tool).symlink_to(Path(d, tool))
+                break
+    env = dict(os.environ, PATH=str(bin_dir), CROSSVISOR_HOME=str(tmp_path / "home"))
+    r = subprocess.run(
+        [sys.executable, "-m", "crossvisor.cli", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode != 0
+    assert "libvirtd missing" in r.stderr, r.stderr
+    assert not (tmp_path / "home" / "run" / "temporal.pid").exists()  # nothing was started

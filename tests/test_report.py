@@ -400,3 +400,27 @@ def test_terminal_scorecard_and_matrix(campaign: CampaignResult) -> None:
     out = console.export_text()
     assert "same platform" in out and "rhel9-pvscsi WARN" in out
     assert "FAIL 3 cells (boots, disks, cpu_memory, nics, app, metadata, lifecycle): import failed" in out
+
+
+def test_campaign_show_prints_the_console_without_escape_sequences(tmp_path) -> None:
+    # a real captured boot (SeaBIOS and the kernel clear and colour the screen): the stored
+    # evidence keeps what the guest printed; `campaign show` prints it as text
+    from pathlib import Path
+
+    from crossvisor.commands.cellview import cell_document, format_cell
+
+    raw = (Path(__file__).parent / "fixtures/consoles/portable-bios--xen-hvm.log").read_text(errors="replace")
+    assert "\x1b[" in raw
+    cell = CellResult(
+        cell_id="kvm--xen--portable",
+        source="kvm",
+        target="xen",
+        image="portable",
+        checks=[CheckResult("boots", Grade.FAIL, "no init", {"console": raw[-3000:]})],
+        stages=[],
+    )
+    text = format_cell(cell_document(cell, tmp_path))
+    assert "\x1b" not in text and "\r" not in text
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
+    tail = [ln for ln in raw[-3000:].replace("\r", "").splitlines() if ln.strip() and "\x1b" not in ln][-1]
+    assert tail.strip() in text  # the text itself stays

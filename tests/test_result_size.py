@@ -13,8 +13,9 @@ from temporalio.converter import DataConverter
 
 from bench.scheduler import run_real
 from crossvisor.core import result_store
-from domain import simulation
+from domain import control, simulation
 from domain.cellbook import MAX_REASON_CHARS, MAX_REASONS, CellBook, CellCatalog
+from domain.control import SkipRequest
 from domain.messages import RESULTS_PAGE_MAX, CampaignState, ResultsPage, ResultsPageRequest, RunningCell
 from domain.model import REASON_KEPT, CampaignResult, CellOutcome, CellSummary, Grade, Host
 from workflows.campaign import CampaignWorkflow
@@ -52,7 +53,11 @@ def test_every_payload_stays_far_below_512_kb_at_50000_cells_whatever_the_outcom
         running=[RunningCell(cid, "kvm-el8-00", "xen-417-00", 3) for cid in catalog.ids()[:160]],
         hosts=hosts,
         platform_hosts=lab.platform_hosts,
-        applied_updates=[uuid.uuid4().hex for _ in range(500)],
+        # the request-id ledger at its longest: every entry a payload kept verbatim up to the cap
+        applied_updates=[
+            control.ledger_entry(SkipRequest(["c" * (control.LEDGER_PAYLOAD_KEPT - 12)], uuid.uuid4().hex))
+            for _ in range(500)
+        ],
     )
     result = CampaignResult("c", "n", hosts=hosts, shape=catalog.shape(), book=book.encode())
     page = ResultsPage(

@@ -216,8 +216,22 @@ async def test_steering_pause_skip_resume_retry(env, settings, tmp_path: Path, e
         again = await h.execute_update(CampaignWorkflow.pause, PauseRequest("p1"))
         assert not again.applied  # idempotent by request id
         skip_id = "xen--kvm--i2"
-        skipped = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id]))
+        skipped = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id], "s1"))
         assert skipped.cells == [skip_id]
+        # a request id names one request (issue 26): the same skip again is answered as applied
+        # (its cell is no longer pending: the check must not refuse the retried call) ...
+        again = await h.execute_update(CampaignWorkflow.skip, SkipRequest([skip_id], "s1"))
+        assert not again.applied and "already applied" in again.message
+        # ... and the id with another payload is refused, naming the difference, before history
+        with pytest.raises(WorkflowUpdateFailedError) as bad:
+            await h.execute_update(CampaignWorkflow.skip, SkipRequest(["xen--kvm--i1"], "s1"))
+        assert "request id s1 was used for another request (skip: cells" in str(bad.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as bad:
+            await h.execute_update(CampaignWorkflow.set_concurrency, ConcurrencyRequest(1, "p1"))
+        assert "it was pause {}, this is set_concurrency" in str(bad.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as bad:  # the legacy update shares the ledger
+            await h.execute_update(CampaignWorkflow.steer, SteerRequest("skip", request_id="s1", cells=["nope"]))
+        assert "request id s1 was used for another request" in str(bad.value.cause)
         with pytest.raises(WorkflowUpdateFailedError) as bad:
             await h.execute_update(CampaignWorkflow.skip, SkipRequest(["nope"]))
         assert "unknown cells ['nope']" in str(bad.value.cause)
@@ -294,6 +308,14 @@ async def test_temporal_cancel_request_cleans_up_like_the_cancel_update(
         running = [
             wf.id async for wf in dev_env.client.list_workflows(f"ExecutionStatus = 'Running' AND TaskQueue = '{tq}'")
         ]
+        # what `status` and `show` read (issue 26: they showed only the cells that had run, `list`
+        # every cell): the whole matrix, the cells the cancel skipped included
+        from crossvisor.client.campaigns import Campaigns, counts_of
+
+        shown = await Campaigns(settings, dev_env.client).load(h.id)
+    assert shown.status == "cancelled" and len(shown.cells) == 6, [(c.cell_id, c.grade) for c in shown.cells]
+    counts = counts_of(shown)
+    assert counts["total"] == counts["done"] == 6 and counts["skipped"] >= 1, counts
     assert running == []  # no cell left behind
     stored = result_store.stored_results(settings.home, h.id)
     assert stored and all(c.grade in (Grade.PASS, Grade.SKIPPED) for c in stored), [
@@ -441,6 +463,28 @@ async def test_unreachable_host_is_marked_unhealthy_and_cell_moves(env, settings
     inv.clear_health("kvm-0")
     assert "kvm-0" in {h.name for h in inv.hosts()}
     assert inv.leases() == {}
+
+
+async def test_a_platform_whose_only_daemon_is_down_ends_its_cells_error_naming_it(
+    dev_env, settings, tmp_path: Path, executor
+) -> None:
+    """The only kvm host's libvirtd does not answer (issue 26: `crossvisor up` had not started it):
+    the cell ends ERROR naming the host and the daemon, not SKIPPED "no healthy host left"."""
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])
+    (tmp_path / "lab.yaml").write_text(
+        "hosts:\n"
+        "  - {name: kvm-0, kind: kvm, endpoint: 'qemu+unix:///system?socket=/nonexistent/sock', site: s}\n"
+        "  - {name: xen-1, kind: xen, endpoint: 'test:///default', site: s, slots: 2}\n"
+    )
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, _ = make_worker(dev_env.client, settings, tq, executor)
+    async with w:
+        res = await asyncio.wait_for(run_campaign(dev_env.client, plan, tq, home=settings.home), 90)
+    cell = res.cells[0]
+    assert cell.grade == Grade.ERROR, cell.checks
+    reason = cell.checks[0].reason
+    assert "no host left for platform(s) ['kvm']: kvm-0:" in reason and "libvirtd does not answer" in reason, reason
+    assert FileInventory(plan.inventory[5:], settings.home / "inventory").leases() == {}
 
 
 async def test_inventory_refresh_retires_a_host_mid_campaign(env, settings, tmp_path: Path, executor) -> None:

@@ -80,67 +80,75 @@ class CampaignWorkflow(LegacySteer):
     # -- operator control: one update per action, validated against the campaign's view ---------
     @workflow.update
     async def pause(self, req: PauseRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, self.campaign.pause)
+        return await self.campaign.once(req, self.campaign.pause)
 
     @pause.validator
     def _check_pause(self, req: PauseRequest) -> None:
-        control.check_open(self.campaign.view())
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_open(self.campaign.view())
 
     @workflow.update
     async def resume(self, req: ResumeRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, self.campaign.resume)
+        return await self.campaign.once(req, self.campaign.resume)
 
     @resume.validator
     def _check_resume(self, req: ResumeRequest) -> None:
-        control.check_open(self.campaign.view())
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_open(self.campaign.view())
 
     @workflow.update
     async def cancel(self, req: CancelRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, self.campaign.cancel)
+        return await self.campaign.once(req, self.campaign.cancel)
 
     @cancel.validator
     def _check_cancel(self, req: CancelRequest) -> None:
-        control.check_open(self.campaign.view())
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_open(self.campaign.view())
 
     @workflow.update
     async def set_concurrency(self, req: ConcurrencyRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, lambda: self.campaign.set_concurrency(req))
+        return await self.campaign.once(req, lambda: self.campaign.set_concurrency(req))
 
     @set_concurrency.validator
     def _check_set_concurrency(self, req: ConcurrencyRequest) -> None:
-        control.check_concurrency(self.campaign.view(), req)
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_concurrency(self.campaign.view(), req)
 
     @workflow.update
     async def retry(self, req: RetryRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, lambda: self.campaign.retry(req))
+        return await self.campaign.once(req, lambda: self.campaign.retry(req))
 
     @retry.validator
     def _check_retry(self, req: RetryRequest) -> None:
-        control.check_retry(self.campaign.view(), req)
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_retry(self.campaign.view(), req)
 
     @workflow.update
     async def skip(self, req: SkipRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, lambda: self.campaign.skip(req))
+        return await self.campaign.once(req, lambda: self.campaign.skip(req))
 
     @skip.validator
     def _check_skip(self, req: SkipRequest) -> None:
-        control.check_skip(self.campaign.view(), req)
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_skip(self.campaign.view(), req)
 
     @workflow.update
     async def swap_host(self, req: SwapHostRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, lambda: self.campaign.swap_host(req))
+        return await self.campaign.once(req, lambda: self.campaign.swap_host(req))
 
     @swap_host.validator
     def _check_swap_host(self, req: SwapHostRequest) -> None:
-        control.check_swap_host(self.campaign.view(), req)
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_swap_host(self.campaign.view(), req)
 
     @workflow.update
     async def add_cells(self, req: AddCellsRequest) -> ControlResult:
-        return await self.campaign.once(req.request_id, lambda: self.campaign.add_cells(req))
+        return await self.campaign.once(req, lambda: self.campaign.add_cells(req))
 
     @add_cells.validator
     def _check_add_cells(self, req: AddCellsRequest) -> None:
-        control.check_add_cells(self.campaign.view(), req)
+        if not self.campaign.seen_before(req):  # a repeat is answered, not checked again
+            control.check_add_cells(self.campaign.view(), req)
 
     # -- cells handed over across continue-as-new report here -----------------------------------
     @workflow.signal(name=CELL_FINISHED)

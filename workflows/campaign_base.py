@@ -17,10 +17,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain import matrix, scheduling
+    from domain import control, matrix, scheduling
     from domain.control import (
         AddCellsRequest,
         ConcurrencyRequest,
@@ -60,6 +60,12 @@ CANCEL_REQUEST_FINISHES = "cancel-request-finishes-the-campaign"  # replay set v
 # replay set v6 on, asked only by campaigns with hosts at sites that have workers of their own:
 # the leak sweep runs once per site, on that site's queue, over that site's hosts
 SWEEP_PER_SITE = "sweep-per-site"
+# a request id names one request: the ledger keeps id, action and payload (issue 26)
+REQUEST_ID_NAMES_ONE_REQUEST = "request-id-names-one-request"
+# a cell left without hosts because their health checks failed (a daemon that does not answer)
+# ends ERROR naming the hosts and why, not SKIPPED (issue 26); an operator's swap-host still skips;
+# and the campaign takes another pass then, so that it finishes when those were its last cells
+DEAD_HOST_IS_AN_ERROR = "dead-host-is-an-error"
 # deprecated: only the retired replay set v1 predates it (tests/replay/README.md)
 SWEEP_ON_EVERY_END = "sweep-on-every-end"
 
@@ -233,9 +239,25 @@ class CampaignRun:
         return res
 
     # -- operator actions: applied at most once per request id -------------------------------------
-    async def once(self, request_id: str, apply: Callable[[], ControlResult]) -> ControlResult:
-        """Apply an operator action at most once per request id (a retried CLI call is a no-op)."""
+    async def once(self, req, apply: Callable[[], ControlResult]) -> ControlResult:
+        """Apply an operator action at most once per request id (a retried CLI call is a no-op).
+        From REQUEST_ID_NAMES_ONE_REQUEST on the ledger records what each id asked for: the same
+        request again is "already applied", the id with another payload is refused, naming the
+        difference (``domain.control.seen_before``; the validators answer the same before history)."""
+        request_id = req.request_id
         async with self.lock:
+            if request_id and workflow.patched(REQUEST_ID_NAMES_ONE_REQUEST):
+                try:
+                    seen = control.seen_before(self.st.applied_updates, req)
+                except control.Refused as e:  # two requests under one id raced past the validator
+                    raise ApplicationError(str(e), type="Refused", non_retryable=True) from None
+                if seen:
+                    return ControlResult(False, f"request {request_id} already applied")
+                result = apply()
+                entry = control.ledger_entry(req)
+                self.st.applied_updates = (self.st.applied_updates + [entry])[-APPLIED_KEYS_KEPT:]
+                self.dirty = True
+                return result
             if request_id and request_id in self.st.applied_updates:
                 return ControlResult(False, f"request {request_id} already applied")
             result = apply()
@@ -243,6 +265,12 @@ class CampaignRun:
                 self.st.applied_updates = (self.st.applied_updates + [request_id])[-APPLIED_KEYS_KEPT:]
             self.dirty = True
             return result
+
+    def seen_before(self, req) -> bool:
+        """For the validators: whether ``req`` repeats a request already applied (then the action's
+        own checks are skipped: the state they check has moved on since, e.g. a skipped cell is no
+        longer pending); refuses an id used for another request."""
+        return control.seen_before(self.st.applied_updates, req)
 
     def pause(self) -> ControlResult:
         self.st.paused = True

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.model import CampaignResult, Cell, CellOutcome, CellResult, CellSummary, CheckResult, Grade
     from workflows.campaign_base import (
         ACT_RETRY,
+        DEAD_HOST_IS_AN_ERROR,
         MAX_RESCHEDULES,
         SHORT,
         CampaignRun,
@@ -80,6 +81,9 @@ class LiveRun(CampaignRun):
         self.completing: set[str] = set()  # result in hand, not stored yet
         self._by_platform: dict[str, list[tuple[str, str]]] | None = None
         self._dead_checked: tuple | None = None
+        # host -> why the inventory took it out (the reserve stage's error), for the cells that
+        # then have no host left; rebuilt from the cells' results on replay, not carried over
+        self._why_out: dict[str, str] = {}
         self._hosts_of: tuple[list, dict] | None = None
         # a run of replay sets v2-v4 that continued into this code: fold its state in once
         for cid, o in st.done.items():
@@ -388,9 +392,23 @@ class LiveRun(CampaignRun):
             gone = [p for p in (s, t) if p in dead]
             if gone:
                 self.pool.remove(cid)
-                self.book.set_done(
-                    cid, CellOutcome(Grade.SKIPPED, reason=f"no healthy host left for platform(s) {gone}")
-                )
+                self.book.set_done(cid, self._no_host_left(gone))
+                if workflow.patched(DEAD_HOST_IS_AN_ERROR):
+                    # another pass: with these cells done the campaign may be finished. Before,
+                    # nothing woke the run loop and a campaign whose last cells went this way
+                    # stayed "running" for good (issue 26)
+                    self.dirty = True
+
+    def _no_host_left(self, gone: list[str]) -> CellOutcome:
+        """The outcome of a cell whose platforms have no host left: skipped when the operator took
+        them out; an error naming the hosts and why when their health checks did (a daemon that
+        does not answer is infrastructure trouble to fix, not a cell to skip: issue 26)."""
+        why = [
+            f"{h}: {self._why_out[h]}" for p in gone for h in self.st.platform_hosts.get(p, []) if h in self._why_out
+        ]
+        if why and workflow.patched(DEAD_HOST_IS_AN_ERROR):
+            return CellOutcome(Grade.ERROR, reason=f"no host left for platform(s) {gone}: " + "; ".join(why))
+        return CellOutcome(Grade.SKIPPED, reason=f"no healthy host left for platform(s) {gone}")
 
     async def _run_cell(self, a: scheduling.Assignment, attempt: int) -> None:
         cid = a.cell_id
@@ -441,6 +459,9 @@ class LiveRun(CampaignRun):
         try:
             outcome, stages = read_child_result(raw) if raw is not None else read_result(result)
             bad_host = unhealthy_host(stages)
+            if bad_host:
+                why = next((r for st, _s, r in stages if st == "reserve" and r), "")
+                self._why_out[bad_host] = why.split(" marked unhealthy: ", 1)[-1]
             if bad_host and attempt < MAX_RESCHEDULES:
                 # the inventory took a host out of service mid-cell: run the cell elsewhere
                 async with self.lock:

@@ -34,6 +34,10 @@ REMEDIATION_LADDER = "remediation-ladder"  # only cells with a ladder take that 
 SITE_TASK_QUEUES = "site-task-queues"  # stages of hosts at sites with workers of their own go to those sites' queues
 # replay set v7 on, asked only when a cancel arrives during cleanup or release: they run to the end
 CLEANUP_OUTLASTS_CANCEL = "cleanup-outlasts-cancel"
+# a cancel waits for the stage in flight to end (its define or upload landed, or it stopped at a
+# heartbeat) before cleanup looks: before, cleanup ran at once, found nothing, and the stage's
+# VM and volumes appeared minutes later, swept by no one (issue 26)
+CLEANUP_AFTER_STAGE_ENDS = "cleanup-after-stage-ends"
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -221,14 +225,27 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
     ) -> StageResult:
         self._stage = stage.name if not round_ else f"{stage.name} (after {rung or 'remediation'})"
         queue = self._queue(stage, side)
-        return await workflow.execute_activity_method(
+        extra: dict = {"task_queue": queue} if queue else {}
+        wait_for_end = not stage.always and workflow.patched(CLEANUP_AFTER_STAGE_ENDS)
+        if wait_for_end:
+            # a stage blocked in a host call sees the cancel only when the call returns: wait for
+            # that, so that what it made is there when cleanup looks
+            extra["cancellation_type"] = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        out = await workflow.execute_activity_method(
             STAGE_ACTIVITIES[stage.name].run,
             StageCall(inp, ctx, round_, rung, side),
             start_to_close_timeout=timedelta(seconds=stage.timeout_s),
             heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
             retry_policy=retry_policy(inp, stage),
-            **({"task_queue": queue} if queue else {}),
+            **extra,
         )
+        task = asyncio.current_task()
+        if wait_for_end and task is not None and task.cancelling():
+            # the cancel came while the stage ran and the stage finished anyway (its result
+            # stands, but the cell goes no further): the SDK hands back the result and forgets
+            # the cancel, so it is raised here, once the stage has ended
+            raise asyncio.CancelledError()
+        return out
 
     async def _run_sides(self, inp: CellInput, stage: stages.StageDef, ctx: CellContext) -> StageResult:
         """``_run_stage`` once per side (see ``_sides``): every side runs even when one fails; the

@@ -65,6 +65,13 @@ def vm_name(campaign_id: str, cell_id: str, role: str) -> str:
     return f"{vm_prefix(campaign_id)}{hashlib.sha1(cell_id.encode()).hexdigest()[:10]}-{role}"
 
 
+def vm_owner(campaign_id: str, cell_id: str) -> str:
+    """What a cell's VMs record as their owner (``domain.vm.OWNER_KEY``): a VM found under a name
+    the cell derives is adopted only when it says this (an earlier attempt of the cell made it),
+    never by its name alone."""
+    return f"{campaign_id}/{cell_id}"
+
+
 class StageEnv:
     """The worker-side resources stages use: settings, the artifact cache, the execution log."""
 

@@ -32,6 +32,8 @@ class Cleanup(Stage):
                 # every VM of this cell with this role: the unmodified move and each remediation round
                 for name in drv.list_vms(vm_name(c.campaign_id, c.cell.id, role)):
                     drv.destroy(name)
+                # and disks uploaded for a VM whose define never came (a cancel or a kill between)
+                drv.remove_leftovers(vm_name(c.campaign_id, c.cell.id, role))
             finally:
                 drv.close()
         shutil.rmtree(self.env.workdir(c), ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.stages.base import Stage, vm_name
+from activities.stages.base import Stage, vm_name, vm_owner
 from activities.stages.guest import APP_PORT
 from crossvisor.core.errors import BadInput
 from domain import profiles
@@ -49,7 +49,7 @@ class Import(Stage):
             for earlier in range(call.round):  # done with: its guest must not compete for the CPU
                 if drv.list_vms(target_vm_name(c.campaign_id, c.cell.id, earlier)):
                     drv.power_off(target_vm_name(c.campaign_id, c.cell.id, earlier))
-            hw = drv.import_vm(package, name, prof)
+            hw = drv.import_vm(package, name, prof, owner=vm_owner(c.campaign_id, c.cell.id))
             evidence = dict(drv.last_import_evidence)
         finally:
             drv.close()

@@ -19,7 +19,7 @@ from temporalio.converter import value_to_type
 
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.stages import guest
-from activities.stages.base import Stage, stands_in, vm_name
+from activities.stages.base import Stage, stands_in, vm_name, vm_owner
 from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
 from domain import guest_evidence, profiles
@@ -84,6 +84,7 @@ class Provision(Stage):
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
             machine=prof.machine,
             forward_ports=[guest.APP_PORT],
+            owner=vm_owner(c.campaign_id, c.cell.id),
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -148,6 +149,7 @@ class Provision(Stage):
                 nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
                 firmware=firmware,
                 machine=prof.machine,
+                owner=vm_owner(c.campaign_id, c.cell.id),
             )
             drv = self.env.driver(c.source_host)
             try:

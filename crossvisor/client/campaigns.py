@@ -239,13 +239,30 @@ class Campaigns:
             res.started_at = res.started_at or started
             res.finished_at = res.finished_at or iso(desc.close_time)
         else:
-            # failed / terminated / cancelled: no result to read; every cell it stored still counts
-            res = CampaignResult(cid, await self._name(client, cid, desc.run_id), status=status_name(desc.status))
-            res.cells = stored_cells(self.settings.home, cid)
+            # failed / terminated / cancelled: no result to read. The campaign's last state (its
+            # snapshot, answered by a worker from the closed run's history) covers the whole
+            # matrix, as `list` counts it; without a worker, every cell it stored still counts.
+            # Before, a cancelled campaign showed only the cells that had run (issue 26: `status`
+            # 2/2, `show` 2 cells, `list` 9/9 skipped)
+            res = await self._closed_snapshot(handle)
+            if res is None:
+                res = CampaignResult(cid, await self._name(client, cid, desc.run_id), status=status_name(desc.status))
+                res.cells = stored_cells(self.settings.home, cid)
+            else:
+                res = result_store.attach(res, self.settings.home)
+                res.status = campaign_status(status_name(desc.status))
             res.started_at, res.finished_at = started, iso(desc.close_time)
         await fill_cell_times(client, res)
         self._closed[desc.run_id] = res
         return res
+
+    async def _closed_snapshot(self, handle) -> CampaignResult | None:
+        from workflows.campaign import CampaignWorkflow
+
+        try:
+            return await asyncio.wait_for(handle.query(CampaignWorkflow.snapshot), QUERY_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - no worker, an older worker, a run that failed early
+            return None
 
     async def previous(self, current: CampaignResult) -> CampaignResult | None:
         """The newest completed campaign of the same spec name that started before ``current``."""

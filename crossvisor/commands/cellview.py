@@ -3,18 +3,30 @@ console excerpt and artifact paths (absolute, under CROSSVISOR_HOME)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from crossvisor.client.formats import duration_text
 from domain.matrix import human_id
 
+# what a serial console carries besides text: ANSI/VT100 sequences (colours, cursor moves, the
+# firmware's screen clears) and other control characters. Kept in the stored evidence (what the
+# guest printed); left out of what `campaign show` prints, where they would redraw the terminal.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def readable(console: str) -> str:
+    """A console excerpt as plain text: escape sequences and control characters removed."""
+    return _CONTROL.sub("", _ESCAPES.sub("", console.replace("\r\n", "\n")))
+
 
 def cell_document(cell, home: Path, console_lines: int = 20) -> dict[str, Any]:
     console = ""
     for k in cell.checks:
         if k.evidence.get("console"):
-            console = k.evidence["console"]
+            console = readable(k.evidence["console"])
             break
     artifacts = {}
     for name, rel in sorted(cell.artifacts.items()):

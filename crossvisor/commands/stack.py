@@ -16,9 +16,16 @@ def register(sub) -> None:
     d.add_argument("--spec", help="campaign spec (default: the packaged examples/demo.yaml)")
     connection_options(d)
     u = sub.add_parser(
-        "up", help="start the local Temporal dev server (with its Web UI) and a worker; prints their addresses"
+        "up",
+        help="start what the embedded default needs: this machine's libvirtd, the local Temporal dev server "
+        "(with its Web UI) and a worker; prints their addresses",
     )
     connection_options(u)
+    u.add_argument(
+        "--no-libvirtd",
+        action="store_true",
+        help="do not start this machine's libvirtd (every host of the lab is elsewhere)",
+    )
     dn = sub.add_parser("down", help="stop the local stack")
     connection_options(dn)
     w = sub.add_parser("worker", help="run a worker in the foreground (python -m worker)")
@@ -64,6 +71,11 @@ async def dispatch(a, settings: Settings) -> int:
 
         return await demo(settings, a.spec or str(example("demo.yaml")))
     if a.cmd == "up":
+        if not a.no_libvirtd:
+            # the embedded default's hosts are this machine's libvirtd: without it the first
+            # campaign finds its hosts unreachable; refused here, naming what is missing
+            stack.libvirt_up(settings)
+            print("libvirt  qemu:///system")
         up = stack_up(settings)
         print(f"temporal {up['temporal']} (namespace {settings.temporal_namespace})")
         if up["ui"]:

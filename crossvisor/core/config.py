@@ -109,12 +109,14 @@ def is_home(path: Path) -> bool:
     return path.is_dir() and any((path / p).exists() for p in ("run", "results", "temporal.db"))
 
 
-def find_home(cwd: Path | None = None) -> tuple[Path, str]:
+def find_home(cwd: Path | None = None, recorded_ok: bool = True) -> tuple[Path, str]:
     """The home the CLI should use, and how it was found (said in errors and ``--verbose``):
 
     1. ``CROSSVISOR_HOME``;
     2. a ``.state`` that a stack used, in the working directory or one of its parents;
-    3. the home the last ``crossvisor up`` / ``demo`` recorded (``$XDG_STATE_HOME/crossvisor/home``);
+    3. the home the last ``crossvisor up`` / ``demo`` recorded (``$XDG_STATE_HOME/crossvisor/home``),
+       unless ``recorded_ok`` is False: the commands that start a stack (``up``, ``demo``) start
+       one of their own in a fresh checkout instead of reusing another checkout's;
     4. ``./.state`` (a new one)."""
     if _env("HOME"):
         return Path(_env("HOME")).resolve(), "CROSSVISOR_HOME"
@@ -127,7 +129,7 @@ def find_home(cwd: Path | None = None) -> tuple[Path, str]:
         recorded = Path(pointer.read_text().strip())
     except OSError:
         recorded = None
-    if recorded and recorded.is_absolute() and is_home(recorded):
+    if recorded_ok and recorded and recorded.is_absolute() and is_home(recorded):
         return recorded, f"recorded by the last `crossvisor up` in {pointer}"
     return here / DEFAULT_HOME, "default (./.state)"
 

@@ -13,6 +13,12 @@ class InfraFault(Exception):
     """Transient infrastructure trouble: retried by Temporal."""
 
 
+class HostUnreachable(InfraFault):
+    """The host's management daemon or API does not answer (its socket is missing, the connection
+    is refused): infrastructure, retried; when the retries are spent, the cell's error names the
+    host and the daemon, never a grade and never "unhealthy" (a host that answers but fails is)."""
+
+
 class InteropFailure(Exception):
     """A real interop incompatibility the target (or the package) reported: a failing grade, never retried."""
 
@@ -38,6 +44,13 @@ class BadInput(Exception):
     message names what is wrong."""
 
 
+class NameTaken(BadInput):
+    """A VM (or volume) with the name a cell derives for itself exists on the host and is not that
+    cell's own (its recorded owner differs or is missing): another tool's object, or another
+    campaign's. Adopting it would grade someone else's VM and deleting it would destroy it; no retry
+    changes who owns it, so the message names the object, the host and its owner."""
+
+
 class WrongSite(Exception):
     """A stage reached a worker of another site than its host's: a routing or configuration error
     (CROSSVISOR_SITE / CROSSVISOR_SITE_QUEUES), never retried on the same worker."""
@@ -58,4 +71,5 @@ NON_RETRYABLE = (
     "CorruptImage",
     "CorruptPackage",
     "WrongSite",
+    "NameTaken",
 )

@@ -50,10 +50,11 @@ import libvirt
 import structlog
 
 from crossvisor.core.credentials import CredentialError, resolve_secret
+from crossvisor.core.errors import HostUnreachable
 from domain import profiles
 from domain.profiles import HardwareProfile
-from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
+from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
+from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, check_owner
 from drivers.libvirt.storage import HostStorage, volume_of_source
 from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 from toolbox import diskconv, packaging
@@ -241,6 +242,10 @@ class LibvirtDriver(Driver):
                 # first use would hand it the credentials; retrying cannot change the answer
                 kh = f"known_hosts {known_hosts}" if known_hosts else "the worker's known_hosts"
                 raise CredentialError(f"{where}: its ssh host key could not be verified against {kh}: {msg}") from None
+            if e.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and e.get_error_domain() == libvirt.VIR_FROM_RPC:
+                # no daemon behind the socket or port: nothing about the host's health is known
+                hint = " (is libvirtd running? `crossvisor up` starts the local one)" if not is_remote(uri) else ""
+                raise HostUnreachable(f"libvirtd does not answer on {where}: {msg}{hint}") from None
             raise InfraFault(f"libvirt connect {where}: {msg}") from None
 
     @staticmethod
@@ -394,7 +399,11 @@ class LibvirtDriver(Driver):
         if sources is None:
             sources = [f"type='file'|<source file={quoteattr(d.path)}/>|{d.format}" for d in spec.disks]
         nics = "".join(self._nic_xml(n) for n in spec.nics)
-        meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(spec.metadata.items()))
+        items = dict(spec.metadata)
+        items.pop(OWNER_KEY, None)  # a package's claim to an owner is not one: only the cell's own counts
+        if spec.owner:
+            items[OWNER_KEY] = spec.owner
+        meta = "".join(f"<item key={quoteattr(k)}>{escape(v)}</item>" for k, v in sorted(items.items()))
         # transport, not an observation: which guest ports to reach (where: decided at each start)
         meta += "".join(f"<item key='{FORWARD_KEY}{p}'>auto</item>" for p in spec.forward_ports)
         return (
@@ -423,21 +432,49 @@ class LibvirtDriver(Driver):
         # QEMU runs as root here so that it can open the pool's volumes whatever their owner
         return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
 
-    def _define(self, spec: VmSpec) -> None:
+    def _define(self, spec: VmSpec) -> libvirt.virDomain:
         xml = self.domain_xml(spec, self._disk_sources(spec))
         try:
-            self.conn.defineXML(xml)
+            return self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
+            if e.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_DOM_EXIST) and (
+                "already exists" in msg
+            ):
+                # defined since we looked: an earlier attempt's define (a dead worker's, queued in
+                # libvirtd) landed late, or a concurrent attempt's; whose it is, the caller checks
+                dom = self._dom(spec.name)
+                if dom is not None:
+                    _log().info("libvirt.define_landed_meanwhile", domain=spec.name, host=self.host)
+                    return dom
             if "unsupported" in msg.lower() or "not supported" in msg.lower():
                 # the hypervisor refused this hardware: an observation, not a fault to retry
                 raise InteropFailure(f"define rejected: {msg}", {"api_error": msg, "xml": xml[:2000]}) from None
             raise _err("define", e) from None
 
     def provision(self, spec: VmSpec) -> Hardware:
-        if self._dom(spec.name) is None:
-            self._define(spec)
+        dom = self._dom(spec.name)
+        if dom is None:
+            dom = self._define(spec)
+        self._check_owner(dom, spec.owner)
         return self.inspect(spec.name)
+
+    def _check_owner(self, dom: libvirt.virDomain, owner: str) -> None:
+        if not owner:
+            return
+        try:
+            root = ET.fromstring(dom.XMLDesc(0))
+        except libvirt.libvirtError as e:
+            raise _err(f"describe {dom.name()}", e) from None
+        recorded = next(
+            (
+                item.text or ""
+                for item in root.findall(f"./metadata/{{{META_NS}}}meta/item")
+                if item.get("key") == OWNER_KEY
+            ),
+            None,
+        )
+        check_owner("domain", dom.name(), self.host, recorded, owner)
 
     # -- power ------------------------------------------------------------------------------------
     def power_on(self, name: str) -> None:
@@ -554,6 +591,8 @@ class LibvirtDriver(Driver):
 
     def snapshot(self, name: str, snapshot: str) -> None:
         dom = self._need(name)
+        if snapshot in dom.snapshotListNames(0):
+            return  # an earlier attempt of the stage took it: the VM's own, taken once
         disks = self.inspect(name).disks
         internal = all(d.format == "qcow2" for d in disks)
         flags = 0 if internal else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
@@ -586,8 +625,11 @@ class LibvirtDriver(Driver):
             for f in fetched:
                 f.unlink(missing_ok=True)
 
-    def import_vm(self, package: ExportedVm, name: str, profile: HardwareProfile | None = None) -> Hardware:
-        if self._dom(name) is not None:
+    def import_vm(
+        self, package: ExportedVm, name: str, profile: HardwareProfile | None = None, owner: str = ""
+    ) -> Hardware:
+        if (dom := self._dom(name)) is not None:
+            self._check_owner(dom, owner)
             return self.inspect(name)
         desc = packaging.read_descriptor(package.package)
         prof = profile or profiles.for_platform(self.kind if self.kind in profiles.DEFAULT_FOR_KIND else "kvm")
@@ -622,6 +664,7 @@ class LibvirtDriver(Driver):
             metadata=dict(desc.metadata),
             machine=prof.machine,
             forward_ports=list(package.forward_ports),
+            owner=owner,
         )
         self.last_import_evidence = evidence
         return self.provision(spec)
@@ -814,6 +857,14 @@ class LibvirtDriver(Driver):
     def prune_content(self, keep_bytes: int) -> list[str]:
         return self.storage.prune_content(keep_bytes)
 
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        # the VMs' own volumes are named after them (``{vm}-disk0.qcow2``): under ``prefix`` and
+        # not used by a defined VM, one is a leftover of a define that never came
+        used = {name for name in self.list_vms(prefix)}
+        return self.storage.remove_prefixed(
+            (prefix,), keep=lambda vol: any(vol.startswith((f"{vm}-disk", f"{vm}-flat")) for vm in used)
+        )
+
     def list_vms(self, prefix: str) -> list[str]:
         try:
             return sorted(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
@@ -931,6 +982,8 @@ class LibvirtTestDriver(LibvirtDriver):
         self._persist(name)
 
     def snapshot(self, name: str, snapshot: str) -> None:
+        if snapshot in self._need(name).snapshotListNames(0):
+            return
         self._need(name).snapshotCreateXML(f"<domainsnapshot><name>{escape(snapshot)}</name></domainsnapshot>", 0)
         self._persist(name)
 
@@ -943,6 +996,9 @@ class LibvirtTestDriver(LibvirtDriver):
                 s.delete(0)
             dom.undefine()
         self._persist(name)
+
+    def remove_leftovers(self, prefix: str) -> list[str]:
+        return []  # its disks are the worker's files (the cell's work directory)
 
     def watch_console(self, name, done, timeout_s, heartbeat=None, idle_s=0.0, idle_counts=None) -> ConsoleWatch:
         return ConsoleWatch("", 0.0, stopped=not self._need(name).isActive(), timed_out=False)

@@ -40,6 +40,7 @@ from toolbox import diskconv
 DEFAULT_POOL = "crossvisor"
 DEFAULT_POOL_PATH = "/var/lib/libvirt/crossvisor"
 CHUNK = 4 << 20  # stream chunk: libvirt's RPC messages are bounded, uploads go in pieces
+OVERLAY_TRIES = 20  # a concurrent attempt's overlay upload is waited for this many times 0.5 s
 STALE_UPLOAD_S = 60.0  # a half-uploaded volume that stopped growing this long was left by a dead worker
 EXT = {"vpc": "vhd"}
 
@@ -328,14 +329,34 @@ class HostStorage:
         for path, fmt, _size in reversed(chain):
             below, below_fmt = self.content_volume(path, fmt, below, below_fmt), fmt
         name = f"{vm}-disk{index}.qcow2"
-        self.delete(name)  # a killed attempt's overlay: the VM is not defined yet, nothing uses it
         overlay = self.state_dir / "staging" / f"{name}.{os.getpid()}.{threading.get_ident()}"
         try:
             # -u: the backing file is the host's, unreadable here; the size comes from the local copy
             _qemu_img(
                 "create", "-q", "-f", "qcow2", "-u", "-b", below.path(), "-F", below_fmt, str(overlay), str(chain[0][2])
             )
-            self.upload(name, overlay)
+            for tries_left in range(OVERLAY_TRIES - 1, -1, -1):
+                # an earlier attempt's overlay (killed, or still uploading beside this one after a
+                # server restart): replaced, a fresh overlay on the same layers is the same disk;
+                # one being written right now is waited for
+                try:
+                    self.delete(name)
+                    self.upload(name, overlay)
+                    break
+                except (libvirt.libvirtError, InfraFault) as e:
+                    busy = (
+                        e.get_error_code()
+                        in (
+                            libvirt.VIR_ERR_STORAGE_VOL_EXIST,  # the other attempt created it meanwhile
+                            libvirt.VIR_ERR_OPERATION_INVALID,  # ...is writing it
+                            libvirt.VIR_ERR_NO_STORAGE_VOL,  # ...deleted the one this attempt writes
+                        )
+                        if isinstance(e, libvirt.libvirtError)
+                        else "still in use" in str(e) or "being allocated" in str(e)
+                    )
+                    if not busy or not tries_left:
+                        raise
+                    time.sleep(0.5)
         except libvirt.libvirtError as e:
             raise _err(f"upload {name} to {self.host}", e) from None
         finally:
@@ -355,15 +376,19 @@ class HostStorage:
         except libvirt.libvirtError as e:
             raise _err(f"flatten {vol.name()} on {self.host}", e) from None
 
-    def remove_prefixed(self, prefixes: tuple[str, ...]) -> None:
-        """Delete every volume of the pool whose name starts with one of ``prefixes``."""
+    def remove_prefixed(self, prefixes: tuple[str, ...], keep=None) -> list[str]:
+        """Delete every volume of the pool whose name starts with one of ``prefixes`` (except those
+        ``keep(name)`` holds on to); returns their names."""
         try:
             names = [v.name() for v in self.pool().listAllVolumes(0)]
         except libvirt.libvirtError as e:
             raise _err(f"list volumes of {self.pool_name}", e) from None
+        gone = []
         for vol in names:
-            if vol.startswith(prefixes):
+            if vol.startswith(prefixes) and not (keep and keep(vol)):
                 self.delete(vol)
+                gone.append(vol)
+        return gone
 
     def prune_content(self, keep_bytes: int, min_age_s: float = 3600.0) -> list[str]:
         """Delete content volumes (image layers uploaded once per host, shared by every VM on it)

@@ -32,10 +32,11 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
+from crossvisor.core.errors import HostUnreachable
 from domain import ovf
 from domain.model import Host
-from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers.base import Driver, InfraFault, InteropFailure
+from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
+from drivers.base import Driver, InfraFault, InteropFailure, check_owner
 from drivers.vsphere import devices as dev
 from drivers.vsphere.transfer import HttpSession, folder_url
 
@@ -129,6 +130,8 @@ class VsphereDriver(Driver):
             raise CredentialError(
                 f"vCenter {self.url} rejected the login of {self.username!r} (password from {secret.ref})"
             ) from None
+        except ConnectionRefusedError as e:  # nothing listens: the service is down, not unhealthy
+            raise HostUnreachable(f"cannot connect to vCenter {self.url}: nothing answers ({_msg(e)})") from None
         except (OSError, vmodl.MethodFault, Exception) as e:  # noqa: BLE001 - message sanitised
             raise InfraFault(f"cannot connect to vCenter {self.url}: {type(e).__name__}: {_msg(e)}") from None
 
@@ -229,7 +232,15 @@ class VsphereDriver(Driver):
     def provision(self, spec: VmSpec) -> Hardware:
         vm = self._find_vm(spec.name)
         if vm is None:
-            vm = self._create(spec)
+            try:
+                vm = self._create(spec)
+            except InfraFault:
+                # created since we looked (an earlier attempt's task that landed late): whose it
+                # is decides below; otherwise the fault stands
+                vm = self._find_vm(spec.name)
+                if vm is None:
+                    raise
+        self._check_owner(vm, spec.owner)
         # Disk content goes in after creation (the API creates the disk files); a retry after a
         # failed upload finds the VM and re-sends any disk that is still empty.
         files = [d.path for d in self._hardware(vm).disks]
@@ -253,12 +264,17 @@ class VsphereDriver(Driver):
             guestId=DEFAULT_GUEST_ID,
             firmware=spec.firmware,
             files=vim.vm.FileInfo(vmPathName=f"[{self.datastore.name}]"),
-            extraConfig=dev.metadata_options(spec.metadata),
+            extraConfig=dev.metadata_options(_owned(spec.metadata, spec.owner)),
             annotation=spec.metadata.get(dev.ANNOTATION_KEY, ""),
             deviceChange=dev.device_changes(spec.disks, files, [False] * len(files), spec.nics, networks),
         )
         task = self.dc.vmFolder.CreateVM_Task(config=config, pool=self.cluster.resourcePool)
         return self._wait(task, f"create VM {spec.name}")
+
+    def _check_owner(self, vm: vim.VirtualMachine, owner: str) -> None:
+        if owner:
+            recorded = dev.metadata_from_config(vm.config).get(OWNER_KEY)
+            check_owner("VM", vm.name, f"vCenter {self.url}", recorded, owner)
 
     def _upload_disk(self, d: DiskSpec, ds_path: str) -> None:
         """Write a local disk into the datastore file ``ds_path`` as VMDK (converting if needed)."""
@@ -380,7 +396,8 @@ class VsphereDriver(Driver):
             firmware=config.firmware or "bios",
             controllers=used,
             hardware_version=config.version,
-            metadata=dev.metadata_from_config(config),
+            # who owns the VM is crossvisor's record, not an observation of the target
+            metadata={k: v for k, v in dev.metadata_from_config(config).items() if k != OWNER_KEY},
             power_state="on" if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn else "off",
         )
 
@@ -481,7 +498,7 @@ class VsphereDriver(Driver):
 
     # ---------------------------------------------------------------------------- import
 
-    def import_vm(self, package: ExportedVm, name: str, profile=None) -> Hardware:
+    def import_vm(self, package: ExportedVm, name: str, profile=None, owner: str = "") -> Hardware:
         """Import through CreateImportSpec + ImportVApp + an NFC lease: vCenter decides the
         hardware (``profile`` is for libvirt stand-ins and is not used here). ``package`` is either
         a descriptor with the converted disks the lease uploads (the import stage), or a whole
@@ -489,7 +506,14 @@ class VsphereDriver(Driver):
         from toolbox import ova, packaging
 
         if (vm := self._find_vm(name)) is not None:
-            return self._hardware(vm)
+            if owner and dev.metadata_from_config(vm.config).get(OWNER_KEY) == owner + IMPORTING:
+                # this cell's import that never completed (its worker died holding the lease):
+                # its disks may be partial, so it is made again rather than adopted
+                self.destroy(name)
+            else:
+                self._check_owner(vm, owner)
+                return self._hardware(vm)
+        self._owner = owner
         pkg = Path(package.package)
         if not package.disks:
             with tempfile.TemporaryDirectory(prefix="vsphere-import-", dir=pkg.parent) as tmp:
@@ -522,6 +546,10 @@ class VsphereDriver(Driver):
             datastore=self.datastore,
             cisp=params,
         )
+        if self._owner and res.importSpec is not None and getattr(res.importSpec, "configSpec", None) is not None:
+            # owned from its first moment, marked incomplete until the lease completes (below)
+            cs = res.importSpec.configSpec
+            cs.extraConfig = list(cs.extraConfig or []) + dev.metadata_options({OWNER_KEY: self._owner + IMPORTING})
         evidence = {"target": self.url, "hardware_version": desc.hardware_version}
         if res.warning:
             evidence["warnings"] = "; ".join(_msg(w) for w in res.warning)
@@ -547,10 +575,15 @@ class VsphereDriver(Driver):
             raise
         evidence["nfc_bytes"] = str(sum(n for n, _ in uploaded.values()))
         self._after_import(vm, desc, uploaded, files, evidence)
+        if self._owner and dev.metadata_from_config(vm.config).get(OWNER_KEY) != self._owner:
+            # recorded once the import is whole: a partial one is destroyed above, never adopted
+            spec = vim.vm.ConfigSpec(extraConfig=dev.metadata_options({OWNER_KEY: self._owner}))
+            self._wait(vm.ReconfigVM_Task(spec=spec), f"record the owner of {name}")
         self.last_import_evidence = evidence
         return vm
 
     _empty_disk_hint = ""
+    _owner = ""  # the owner import_vm records on the VM it imports
 
     def _after_import(self, vm, desc, uploaded, files, evidence) -> None:
         """Hook for what a server needs after ImportVApp (a real vCenter: nothing)."""
@@ -597,6 +630,17 @@ class VsphereDriver(Driver):
             sizes[item.path] = (n, du.targetId or "")
             done += n
         return sizes
+
+
+IMPORTING = " (importing)"  # owner record of a VM whose import lease has not completed
+
+
+def _owned(metadata: dict[str, str], owner: str) -> dict[str, str]:
+    """The metadata to record: a package's claim to an owner dropped, the cell's own added."""
+    out = {k: v for k, v in metadata.items() if k != OWNER_KEY}
+    if owner:
+        out[OWNER_KEY] = owner
+    return out
 
 
 def _import_error(e) -> str:

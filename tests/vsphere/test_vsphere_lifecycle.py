@@ -133,3 +133,13 @@ def test_list_and_destroy_leave_nothing(driver, vm_name):
         driver.destroy(n)
     driver.destroy(f"{vm_name}-0")  # missing VM: not an error
     assert driver.list_vms(vm_name) == []
+
+
+def test_provision_adopts_the_cells_own_vm_and_refuses_another(driver, vm_name):
+    from crossvisor.core.errors import NameTaken
+
+    hw = driver.provision(_spec(vm_name, owner="campaign-a/cell-1"))
+    assert hw.metadata == {"cell": "c1", "annotation": "crossvisor test vm"}  # no owner among observations
+    assert driver.provision(_spec(vm_name, owner="campaign-a/cell-1")) == hw
+    with pytest.raises(NameTaken, match=rf"VM '{vm_name}' .* belongs to 'campaign-a/cell-1'"):
+        driver.provision(_spec(vm_name, owner="campaign-b/cell-2"))

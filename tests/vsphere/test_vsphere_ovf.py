@@ -125,3 +125,18 @@ def test_import_corrupt_package_is_interop_failure(driver, vm_name, tmp_path):
     with pytest.raises(InteropFailure):
         driver.import_vm(pkg, vm_name)
     assert driver.list_vms(vm_name) == []
+
+
+def test_an_import_is_adopted_only_by_the_cell_that_owns_it(driver, vm_name, tmp_path):
+    # a retried import stage finds its own VM (an earlier attempt's import completed) and adopts
+    # it; a VM of that name owned by another cell, or by nobody, is refused naming it
+    from crossvisor.core.errors import NameTaken
+    from domain.vm import OWNER_KEY
+
+    (tmp_path / "in").mkdir()
+    pkg, _ = make_ova(tmp_path / "in", vm_name)
+    hw = driver.import_vm(pkg, vm_name, owner="campaign-a/cell-1")
+    assert OWNER_KEY not in hw.metadata  # crossvisor's record, not an observation
+    assert driver.import_vm(pkg, vm_name, owner="campaign-a/cell-1") == hw
+    with pytest.raises(NameTaken, match=rf"VM '{vm_name}' already exists .* belongs to 'campaign-a/cell-1'"):
+        driver.import_vm(pkg, vm_name, owner="campaign-b/cell-1")
