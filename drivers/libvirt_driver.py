@@ -49,6 +49,7 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 import structlog
 
+from crossvisor.core import steps
 from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
@@ -83,6 +84,20 @@ AUTH_ERRORS = (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libv
 
 # errors come back as exceptions that we handle; libvirt's default handler would also print them
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def _guest_cpu_s(dom: libvirt.virDomain) -> float:
+    """CPU seconds the running guest's QEMU has used since its start, as libvirt reports them."""
+    try:
+        return dom.info()[4] / 1e9
+    except libvirt.libvirtError:
+        return 0.0
+
+
+def _charge_guest_cpu(dom: libvirt.virDomain) -> None:
+    """A guest is about to stop: its whole run's CPU counts to the open step (the demo's floor
+    adds the CPU of every boot; read at the stop, so each run is counted once)."""
+    steps.add_cpu(_guest_cpu_s(dom), "guest cpu")
 
 
 def _err(op: str, e: libvirt.libvirtError) -> InfraFault:
@@ -426,7 +441,8 @@ class LibvirtDriver(Driver):
     def _define(self, spec: VmSpec) -> None:
         xml = self.domain_xml(spec, self._disk_sources(spec))
         try:
-            self.conn.defineXML(xml)
+            with steps.step("define"):
+                self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             if "unsupported" in msg.lower() or "not supported" in msg.lower():
@@ -448,6 +464,10 @@ class LibvirtDriver(Driver):
     def _start_observed(self, dom: libvirt.virDomain) -> None:
         """Start paused, attach the console, forward the guest's ports, then let it run: the
         console stream sees the boot from its first byte."""
+        with steps.step("start"):
+            self._start_paused_then_run(dom)
+
+    def _start_paused_then_run(self, dom: libvirt.virDomain) -> None:
         name = dom.name()
         old = self._taps.pop(name, None)
         if old is not None:
@@ -537,6 +557,11 @@ class LibvirtDriver(Driver):
         dom = self._need(name)
         if not dom.isActive():
             return
+        with steps.step("power off"):
+            _charge_guest_cpu(dom)
+            self._power_off(dom, hard)
+
+    def _power_off(self, dom: libvirt.virDomain, hard: bool) -> None:
         if not hard:
             try:
                 dom.shutdown()  # ACPI: the guest's own shutdown path
@@ -559,7 +584,8 @@ class LibvirtDriver(Driver):
         flags = 0 if internal else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
         xml = f"<domainsnapshot><name>{escape(snapshot)}</name></domainsnapshot>"
         try:
-            dom.snapshotCreateXML(xml, flags)
+            with steps.step("snapshot"):
+                dom.snapshotCreateXML(xml, flags)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             raise InteropFailure(f"snapshot refused: {msg}", {"api_error": msg}) from None
@@ -581,7 +607,8 @@ class LibvirtDriver(Driver):
             self.last_export_evidence = {
                 "export_path": f"volume download from {self.host} (flattened there from pool {self.storage.pool_name})"
             }
-            return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
+            with steps.step("package"):
+                return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
         finally:
             for f in fetched:
                 f.unlink(missing_ok=True)
@@ -708,6 +735,18 @@ class LibvirtDriver(Driver):
         idle_s: float = 0.0,
         idle_counts: Callable[[str], bool] | None = None,
     ) -> ConsoleWatch:
+        with steps.step("console wait"):
+            return self._watch_console(name, done, timeout_s, heartbeat, idle_s, idle_counts)
+
+    def _watch_console(
+        self,
+        name: str,
+        done: Callable[[str], bool],
+        timeout_s: float,
+        heartbeat: Callable[[str], None] | None,
+        idle_s: float,
+        idle_counts: Callable[[str], bool] | None,
+    ) -> ConsoleWatch:
         dom = self._need(name)
         tap = self._taps.get(name)
         if tap is None and dom.isActive():
@@ -727,9 +766,12 @@ class LibvirtDriver(Driver):
         text, stopped, finished_at = "", False, None
         grew_at, size = t0, -1
         reattached = 0
+        cpu_s = 0.0  # the guest's CPU so far: once it stops on its own (a birth), libvirt forgets it
         while True:
             text = tap.text()
             stopped = not dom.isActive()
+            if not stopped:
+                cpu_s = _guest_cpu_s(dom) or cpu_s
             if not stopped and tap.ended.is_set() and reattached < 3:
                 # the stream broke while the guest runs: attach again and go on (what the guest
                 # wrote in between is lost, and the log says so)
@@ -755,6 +797,7 @@ class LibvirtDriver(Driver):
                 heartbeat(f"console {len(text)} bytes")
             time.sleep(CONSOLE_POLL_S)
         if stopped:  # the last bytes before the domain went away: the stream ends after them
+            steps.add_cpu(cpu_s, "guest cpu")
             tap.ended.wait(timeout=3)
             text = tap.text()
         return ConsoleWatch(text, time.monotonic() - t0, stopped=stopped, timed_out=False)
@@ -793,6 +836,7 @@ class LibvirtDriver(Driver):
         if dom is not None:
             try:
                 if dom.isActive():
+                    _charge_guest_cpu(dom)
                     dom.destroy()
                 for s in dom.listAllSnapshots():
                     s.delete(self._snapshot_delete_flags())

@@ -34,6 +34,8 @@ REMEDIATION_LADDER = "remediation-ladder"  # only cells with a ladder take that 
 SITE_TASK_QUEUES = "site-task-queues"  # stages of hosts at sites with workers of their own go to those sites' queues
 # replay set v7 on, asked only when a cancel arrives during cleanup or release: they run to the end
 CLEANUP_OUTLASTS_CANCEL = "cleanup-outlasts-cancel"
+# a stage's sub-step times (upload, define, console wait, ...) kept in its record of the result
+STAGE_TIMING = "stage-timing"
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -149,6 +151,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                         started_at=t0.isoformat(),
                         round=n,
                         remedy=rung,
+                        timing=_timing(out),
                     )
                 )
                 if stage.name == "remediate":
@@ -279,7 +282,14 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                 verdict = _cancelled(cell.checks)
                 break
             records.append(
-                StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
+                StageRecord(
+                    stage.name,
+                    out.status,
+                    _since(t0),
+                    reason=out.reason,
+                    started_at=t0.isoformat(),
+                    timing=_timing(out),
+                )
             )
             if out.status == "fail":
                 verdict = grading.after_stage_failure(cell.checks, stage.name, out.reason, out.evidence)
@@ -306,7 +316,14 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             try:
                 out = await _run_to_the_end(self._run_sides(inp, stage, ctx))
                 records.append(
-                    StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
+                    StageRecord(
+                        stage.name,
+                        out.status,
+                        _since(t0),
+                        reason=out.reason,
+                        started_at=t0.isoformat(),
+                        timing=_timing(out),
+                    )
                 )
             except ActivityError as e:
                 records.append(
@@ -341,6 +358,11 @@ async def _run_to_the_end(coro) -> StageResult:
         if not workflow.patched(CLEANUP_OUTLASTS_CANCEL):
             task.cancel()
         return await task
+
+
+def _timing(out: StageResult) -> dict:
+    """The stage's sub-step times for its record (histories before the patch kept none)."""
+    return out.timing if workflow.patched(STAGE_TIMING) else {}
 
 
 def _since(t0) -> float:

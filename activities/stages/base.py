@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactCache
 from activities.execlog import ExecutionLog
-from crossvisor.core import metrics
+from crossvisor.core import metrics, steps
 from crossvisor.core.config import Settings, vm_name_prefix
 from crossvisor.core.errors import BadInput, InteropFailure, WrongSite
 from domain import stages
@@ -144,9 +144,12 @@ class Stage:
         t0 = time.monotonic()
         outcome = "error"
         beating = _Heartbeat(HEARTBEAT_EVERY_S)
+        recorder = steps.Recorder()
         try:
-            out = body(log)
+            with steps.recording(recorder):
+                out = body(log)
             outcome = out.status
+            out.timing = recorder.as_dict()
             return out
         except InteropFailure as f:
             outcome = "fail"
@@ -155,6 +158,7 @@ class Stage:
                 status="fail",
                 reason=f.reason,
                 evidence={k: str(v)[:EVIDENCE_MAX] for k, v in f.evidence.items()},
+                timing=recorder.as_dict(),
             )
         except BadInput as e:
             log.warning("stage.bad_input", error=str(e))
@@ -174,7 +178,17 @@ class Stage:
             dt = time.monotonic() - t0
             metrics.STAGE_DURATION.labels(self.name, kind, outcome).observe(dt)
             metrics.HOST_BUSY_SECONDS.labels(kind).inc(dt)
-            self.env.execlog.record(c.campaign_id, c.cell.id, self.name, info.attempt, "end", outcome=outcome)
+            # where the stage's time went (sub-steps, exclusive seconds; the rest is "other")
+            self.env.execlog.record(
+                c.campaign_id,
+                c.cell.id,
+                self.name,
+                info.attempt,
+                "end",
+                outcome=outcome,
+                seconds=round(dt, 3),
+                steps=recorder.as_dict(),
+            )
             log.info("stage.end", outcome=outcome, seconds=round(dt, 3))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from activities.stages.base import StageEnv
+from crossvisor.core import steps
 from domain import observation
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver
@@ -54,6 +55,11 @@ def observe(watch: ConsoleWatch, artifact: Path, env: StageEnv) -> GuestObservat
 
 def probe_app(drv: Driver, name: str, timeout_s: float = APP_TIMEOUT_S) -> AppProbe:
     """GET /cv from the guest's service through the port the host forwards to it."""
+    with steps.step("probe"):
+        return _probe_app(drv, name, timeout_s)
+
+
+def _probe_app(drv: Driver, name: str, timeout_s: float) -> AppProbe:
     addr = drv.guest_port(name, APP_PORT)
     if addr is None:
         return AppProbe(attempted=False, detail=f"{type(drv).__name__} offers no path to a guest port")

@@ -20,6 +20,7 @@ from temporalio.converter import value_to_type
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.stages import guest
 from activities.stages.base import Stage, stands_in, vm_name
+from crossvisor.core import steps
 from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
 from domain import guest_evidence, profiles
@@ -103,7 +104,8 @@ class Provision(Stage):
             built = guest_images.build_image(c.image.builtin)
             base = built.disk
             if built.born_on_first_boot:
-                base, birth = self._born(call, built, prof, firmware, log)
+                with steps.step("birth"):
+                    base, birth = self._born(call, built, prof, firmware, log)
             if not disk.exists():
                 diskconv.create_overlay(disk, base, "qcow2")
         elif not disk.exists():
@@ -251,9 +253,11 @@ class Export(Stage):
                     {"package": str(Path(exported.package).relative_to(d)), "baseline": baseline, "exported": how},
                 )
         pkg = d / entry["meta"]["package"]
+        with steps.step("hash"):
+            sha = sha256_file(pkg)
         return ExportOutput(
             status=status,
             package=str(pkg),
-            package_sha256=sha256_file(pkg),
+            package_sha256=sha,
             evidence={"package": pkg.name, **entry["meta"].get("exported", {})},
         )
