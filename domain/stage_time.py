@@ -116,7 +116,9 @@ def upload_rate(times: list[StageTime]) -> tuple[int, float]:
 
 def image_was_cached(t: StageTime, build_max_s: float = 5.0) -> bool:
     """A provision that found its image (and birth) cached: no build, no birth boot."""
-    build = t.steps.get("image build", {})
+    build = t.steps.get("image build")
+    if build is None:  # no image was asked for (or a log from before sub-steps): not this case
+        return False
     return "birth" not in t.steps and float(build.get("seconds", 0.0)) < build_max_s
 
 

@@ -121,6 +121,13 @@ class Stage:
     def __init__(self, env: StageEnv):
         self.env = env
 
+    def keep_alive(self, call: StageCall) -> Callable[[], None] | None:
+        """Something to refresh with every heartbeat while the stage runs (a claim), or None."""
+        return None
+
+    def ended(self, call: StageCall, outcome: str) -> None:
+        """Called after every attempt with its outcome (ok, reused, fail, error)."""
+
     def heartbeat(self, what: str) -> None:
         if activity.in_activity():
             activity.heartbeat(what)
@@ -143,7 +150,7 @@ class Stage:
         log.info("stage.start")
         t0 = time.monotonic()
         outcome = "error"
-        beating = _Heartbeat(HEARTBEAT_EVERY_S)
+        beating = _Heartbeat(HEARTBEAT_EVERY_S, self.keep_alive(call))
         recorder = steps.Recorder()
         try:
             with steps.recording(recorder):
@@ -175,6 +182,7 @@ class Stage:
             raise
         finally:
             beating.stop()
+            self.ended(call, outcome)
             dt = time.monotonic() - t0
             metrics.STAGE_DURATION.labels(self.name, kind, outcome).observe(dt)
             metrics.HOST_BUSY_SECONDS.labels(kind).inc(dt)
@@ -199,8 +207,11 @@ class _Heartbeat:
     (hours for an export); with it, within the heartbeat timeout, and the stage is retried.
     """
 
-    def __init__(self, every_s: float):
+    def __init__(self, every_s: float, also: Callable[[], None] | None = None):
         self._stop = threading.Event()
+        self._also = also
+        if also is not None:
+            also()
         if not activity.in_activity():
             return
         ctx = contextvars.copy_context()  # the activity context lives in contextvars
@@ -210,6 +221,8 @@ class _Heartbeat:
     def _loop(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             activity.heartbeat()
+            if self._also is not None:
+                self._also()
 
     def stop(self) -> None:
         self._stop.set()
