@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -154,6 +155,46 @@ def print_report(rep: dict) -> None:
         print(f"{g['verdict']:>12}  {g['goal']}: {g['measured']}")
 
 
+_WATCH = re.compile(r"^(\d\d):(\d\d):(\d\d) \S+ (\w+) (\d+)/(\d+)\b.*?(?:ETA ~([0-9hms]+)|$)")
+
+
+def _secs(text: str) -> float:
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"(\d+)([hms])", text))
+
+
+def eta_errors(lines: list[str]) -> tuple[float, list[tuple[int, float, float]]]:
+    """From a demo's (or ``campaign watch``'s) progress lines: (the end, [(cells done, ETA said,
+    seconds it really took from that line)]). The end is the first line with every cell done."""
+    seen: list[tuple[float, int, int, float | None]] = []
+    day = 0.0
+    for line in lines:
+        m = _WATCH.match(line.strip())
+        if not m:
+            continue
+        t = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + day
+        if seen and t < seen[-1][0] - 43200:  # past midnight
+            day += 86400
+            t += 86400
+        seen.append((t, int(m[5]), int(m[6]), _secs(m[7]) if m[7] else None))
+    end = next((t for t, done, total, _ in seen if done == total), None)
+    if end is None:
+        return 0.0, []
+    return end, [(done, eta, end - t) for t, done, _total, eta in seen if eta is not None and t < end]
+
+
+def print_eta(path: Path) -> None:
+    end, rows = eta_errors(path.read_text(errors="replace").splitlines())
+    if not rows:
+        print(f"ETA: no finished campaign's progress lines with an ETA in {path}")
+        return
+    after = [(d, eta, real) for d, eta, real in rows if d >= 2 and real > 0]
+    worst = max((abs(eta - real) / real for _, eta, real in after), default=float("nan"))
+    print(
+        f"ETA: {len(rows)} lines with a figure, {len(after)} after two cells finished; worst error after two cells "
+        f"{worst:+.0%}" + ("" if not after else f" ({_verdict(worst <= 0.3)}: goal within +-30 %)")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", default=os.environ.get("CROSSVISOR_HOME", ".state"))
@@ -161,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--warm", action="store_true", help="the image cache was warm: the 1.2 x goal applies")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--eta-log", type=Path, help="a demo's output: its ETA lines against when it really ended")
     a = p.parse_args(argv)
     log = Path(a.home) / "executions.jsonl"
     if not log.is_file():
@@ -172,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rep, indent=1))
     else:
         print_report(rep)
+    if a.eta_log:
+        print_eta(a.eta_log)
     return 0
 
 

@@ -78,6 +78,10 @@ SCSI_MODELS = {
 }
 SHUTDOWN_GRACE_S = 20.0  # ACPI shutdown before a hard power-off
 CONSOLE_POLL_S = 0.25
+# a console wait's deadline counts the time the guest could run: wall time less the time its vCPU
+# threads waited for a core (libvirt's vcpu.N.delay, the host scheduler's run-queue wait); a host
+# so loaded that the wall time reaches this many times the deadline is a fault, not a verdict
+STARVED_WALL_FACTOR = 4.0
 AFTER_DONE_S = 1.5  # keep reading briefly after ``done``: a dying guest's last lines follow its verdict
 FORWARD_TRIES = 8
 AUTH_ERRORS = (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE)
@@ -92,6 +96,17 @@ def _guest_cpu_s(dom: libvirt.virDomain) -> float:
         return dom.info()[4] / 1e9
     except libvirt.libvirtError:
         return 0.0
+
+
+def _vcpu_delay_s(conn: libvirt.virConnect, dom: libvirt.virDomain) -> float:
+    """Seconds the guest's vCPUs waited on the host's run queue since its start, divided by their
+    count (0 when the host does not say): time it wanted to run and had no core."""
+    try:
+        ((_, stats),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_VCPU)
+    except (libvirt.libvirtError, ValueError, TypeError):
+        return 0.0
+    delays = [v for k, v in stats.items() if k.startswith("vcpu.") and k.endswith(".delay")]
+    return sum(delays) / len(delays) / 1e9 if delays else 0.0
 
 
 def _charge_guest_cpu(dom: libvirt.virDomain) -> None:
@@ -764,14 +779,16 @@ class LibvirtDriver(Driver):
             return ConsoleWatch("", 0.0, stopped=not dom.isActive(), timed_out=False)
         t0 = time.monotonic()
         text, stopped, finished_at = "", False, None
-        grew_at, size = t0, -1
+        grew_at, size = 0.0, -1  # on the guest's clock (``ran``), not the wall's
         reattached = 0
         cpu_s = 0.0  # the guest's CPU so far: once it stops on its own (a birth), libvirt forgets it
+        delay0 = delay = _vcpu_delay_s(self.conn, dom)
         while True:
             text = tap.text()
             stopped = not dom.isActive()
             if not stopped:
                 cpu_s = _guest_cpu_s(dom) or cpu_s
+                delay = _vcpu_delay_s(self.conn, dom) or delay
             if not stopped and tap.ended.is_set() and reattached < 3:
                 # the stream broke while the guest runs: attach again and go on (what the guest
                 # wrote in between is lost, and the log says so)
@@ -779,17 +796,24 @@ class LibvirtDriver(Driver):
                 _log().warning("libvirt.console_reattach", domain=name, error=tap.error or "end of stream")
                 tap = self._reattach(name, tap)
             now = time.monotonic()
+            # the time the guest could run: a loaded host's run-queue waits are not the guest's
+            ran = max(0.0, now - t0 - (delay - delay0))
             if len(text) != size:
-                grew_at, size = now, len(text)
+                grew_at, size = ran, len(text)
             if stopped or (finished_at is not None and now - finished_at >= AFTER_DONE_S):
                 break
             if finished_at is None and done(text):
                 finished_at = now
-            if idle_s and now - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
+            if idle_s and ran - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=False, idle=True)
-            if now - t0 >= timeout_s:
+            if now - t0 >= timeout_s * STARVED_WALL_FACTOR:
+                raise InfraFault(
+                    f"{name}: the host starved the guest: in {now - t0:.0f} s its vCPU got a core for {ran:.0f} s "
+                    f"(it waited {delay - delay0:.0f} s on the run queue); the boot is retried, not graded"
+                )
+            if ran >= timeout_s:
                 _log().info(
-                    "libvirt.console_timeout", domain=name, bytes=len(text), silent_s=round(now - grew_at, 1),
+                    "libvirt.console_timeout", domain=name, bytes=len(text), silent_s=round(ran - grew_at, 1),
                     stream_ended=tap.ended.is_set(), stream_error=tap.error,
                 )  # fmt: skip
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=True)
