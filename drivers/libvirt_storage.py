@@ -39,7 +39,8 @@ from drivers.base import InfraFault
 
 DEFAULT_POOL = "crossvisor"
 DEFAULT_POOL_PATH = "/var/lib/libvirt/crossvisor"
-CHUNK = 4 << 20  # stream chunk: libvirt's RPC messages are bounded, uploads go in pieces
+CHUNK = 4 << 20  # file reads (and hashing) go in pieces this large
+SEND_MAX = 256 << 10  # libvirt's stream messages carry at most this much (VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX)
 YARDSTICK_MIN_BYTES = 64 << 20  # uploads this large are timed against a local copy of the file
 STALE_UPLOAD_S = 60.0  # a half-uploaded volume that stopped growing this long was left by a dead worker
 EXT = {"vpc": "vhd"}
@@ -214,13 +215,7 @@ class HostStorage:
                 with open(src, "rb") as f:
                     while b := f.read(CHUNK):
                         h.update(b)
-                        view = memoryview(b)
-                        while view:
-                            n = stream.send(view.tobytes())
-                            if n == -2:
-                                time.sleep(0.01)
-                                continue
-                            view = view[n:]
+                        _send_all(stream, b)
             stream.finish()
         except BaseException:
             try:
@@ -478,6 +473,20 @@ def volume_of_source(conn: libvirt.virConnect, src: ET.Element | None) -> libvir
     if src is not None and src.get("file"):
         return conn.storageVolLookupByPath(src.get("file"))
     return None
+
+
+def _send_all(stream: libvirt.virStream, data: bytes) -> None:
+    """Send ``data`` in pieces of one RPC message: libvirt takes at most that much per call, and
+    handing it the whole rest each time copied the remainder again for every message (a 4 MiB
+    read cost 16 sends and ~34 MiB of copies: 256 MiB uploaded in 3.9 s against 0.5 s)."""
+    view = memoryview(data)
+    off = 0
+    while off < len(data):
+        n = stream.send(view[off : off + SEND_MAX].tobytes())
+        if n == -2:  # a non-blocking stream that is full: try again
+            time.sleep(0.01)
+            continue
+        off += n
 
 
 def _mtime(vol: libvirt.virStorageVol) -> float:
