@@ -10,6 +10,7 @@ baseline observation ("reused"), without booting the source again.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import shutil
@@ -151,17 +152,19 @@ class Provision(SourceSide):
             while True:
                 if (self.env.cache.dir(k) / "manifest.json").exists() and self.env.cache.lookup(k) is not None:
                     return True
-                try:
-                    holder, age = claim.read_text(), time.time() - claim.stat().st_mtime
-                except OSError:
-                    holder, age = "", CLAIM_FRESH_S
-                if not holder or holder == _claimant(c) or age >= CLAIM_FRESH_S:
-                    break
+                # look and claim in one step: cells that start together must not both find it free
+                with open(claim.parent / ".lock", "a") as lf:
+                    fcntl.flock(lf, fcntl.LOCK_EX)
+                    try:
+                        holder, age = claim.read_text(), time.time() - claim.stat().st_mtime
+                    except OSError:
+                        holder, age = "", CLAIM_FRESH_S
+                    if not holder or holder == _claimant(c) or age >= CLAIM_FRESH_S:
+                        tmp = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
+                        tmp.write_text(_claimant(c))
+                        tmp.replace(claim)
+                        return False
                 time.sleep(1.0)
-        tmp = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(_claimant(c))
-        tmp.replace(claim)
-        return False
 
     def _source_disk(self, call: StageCall, prof, firmware: str, log) -> tuple[Path, int, str]:
         """The cell's own source disk (qcow2), and its capacity: an overlay on the image (born on
