@@ -824,7 +824,9 @@ class LibvirtDriver(Driver):
             steps.add_cpu(cpu_s, "guest cpu")
             tap.ended.wait(timeout=3)
             text = tap.text()
-        return ConsoleWatch(text, time.monotonic() - t0, stopped=stopped, timed_out=False)
+        return ConsoleWatch(
+            text, time.monotonic() - t0, stopped=stopped, timed_out=False, starved_s=max(0.0, delay - delay0)
+        )
 
     def _reattach(self, name: str, old: _ConsoleTap) -> _ConsoleTap:
         old.close()
