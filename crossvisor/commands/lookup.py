@@ -167,9 +167,14 @@ def lab_results(settings: Settings) -> list:
     return out
 
 
-def lab_eta(settings: Settings, inp, cells: dict, done: dict[str, bool], at: dict[str, str], max_cells: int):
+def lab_eta(
+    settings: Settings, cid: str, cells: dict, done: dict[str, bool], at: dict[str, str], max_cells: int, age_s: float
+):
     """Seconds left from stage times measured in this lab (``domain.stage_time``), once at least
-    two cells have been measured; None before (or when a stage was never measured here)."""
+    two cells have been measured; None before (or when a stage was never measured here). The
+    stage-seconds left are scaled by this campaign's own pace (its age against the stage-seconds
+    its finished cells took): lanes that waited for a core or a build are in that pace."""
+    from crossvisor.core import result_store
     from domain import stage_time, stages
 
     model = stage_time.lab_model(lab_results(settings))
@@ -182,6 +187,10 @@ def lab_eta(settings: Settings, inp, cells: dict, done: dict[str, bool], at: dic
     rem = stage_time.remaining_s(model, left, finished, at, pipeline, sources_done)
     if rem is None:
         return None
+    own = [r for r in result_store.stored_results(settings.home, cid) if not r.cached]
+    done_work = sum(s.duration_s for r in own for s in r.stages)
+    if done_work > 0 and age_s > 0:
+        return age_s * rem / done_work
     lanes = min(max_cells or 1, len(left)) if left else 1
     return stage_time.eta_s(rem, lanes)
 
@@ -254,7 +263,7 @@ async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool 
         rows = await finished_rows(settings, cid)
         max_cells = (inp.state.max_cells if inp.state and inp.state.max_cells else 0) or inp.plan.concurrency.max_cells
         done = {r.cell_id: r.cached for r in rows}
-        lab = lab_eta(settings, inp, cells, done, at, max_cells)
+        lab = lab_eta(settings, cid, cells, done, at, max_cells, age or 0.0)
         if lab is not None:
             doc["eta_s"], doc["eta_basis"] = lab, "lab"
         else:
