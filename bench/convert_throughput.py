@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers import diskconv  # noqa: E402
+from toolbox import diskconv  # noqa: E402
 
 MiB = 2**20
 GRAIN = 64 * 1024  # qemu's streamOptimized grain (128 sectors)

@@ -220,6 +220,10 @@ _VOCABULARY = (
     {f for model in _MODEL_AT.values() for f in model.model_fields} | set(SELECT_KEYS) | set(m.HYPERVISOR_KINDS)
 )
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_SLUGGISH = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,63}")
+# pydantic names the branch of a union an error is about as the last part of its location
+# ("literal['kvm',...]", "str", "list[union[str,int]]"): not a field, so never shown
+_BRANCH = re.compile(r"^(?:str|int|bool|float|none|(?:literal|list|dict|union|tuple|nullable)\[.*\])$")
 
 Loc = tuple[Any, ...]
 
@@ -241,6 +245,13 @@ def _display_part(part: Any, prev: Loc) -> str:
     text = str(part)
     if text in _VOCABULARY:
         return text
+    if (
+        prev[:1] == ("netbox",)
+        and len(prev) == 2
+        and prev[1] in ("kinds", "filters", "endpoints")
+        and _SLUGGISH.fullmatch(text)
+    ):
+        return text  # a cluster type slug or a NetBox filter name: the operator's own key, named
     if prev and prev[-1] == "select" and text.startswith("cf_") and _IDENT.fullmatch(text):
         return text
     if _IDENT.fullmatch(text) and _near(text, _VOCABULARY):
@@ -268,6 +279,8 @@ def _reason(err: dict[str, Any]) -> str:
             + (f" (did you mean {hint!r}?)" if hint else "")
             + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         )
+    if kind == "merged":
+        return msg
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
@@ -548,7 +561,7 @@ def _problems(where: str, parsed: ParsedYaml, items: list[tuple[Loc, str]]) -> l
 def _validation_problems(where: str, parsed: ParsedYaml, err: ValidationError) -> list[Problem]:
     """pydantic's errors as problems; many unknown keys in one mapping (a file that is no spec
     at all, like /etc/shadow) become one line that gives their lines, not one line each."""
-    errors = err.errors(include_url=False)
+    errors = _merge_branches(err.errors(include_url=False))
     unknown: dict[Loc, list[int]] = {}
     for e in errors:
         if e["type"] == "extra_forbidden":
@@ -571,6 +584,39 @@ def _validation_problems(where: str, parsed: ParsedYaml, err: ValidationError) -
     return out
 
 
+def _merge_branches(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per value where pydantic gives one per union branch: ``netbox.kinds.my-cluster:
+    must be 'kvm', 'vsphere', 'hyperv', 'xen' or ''`` instead of two lines naming branch types."""
+    out: list[dict[str, Any]] = []
+    by_parent: dict[Loc, dict[str, Any]] = {}
+    for e in errors:
+        loc = tuple(e["loc"])
+        if not (loc and isinstance(loc[-1], str) and _BRANCH.match(loc[-1])):
+            out.append(e)
+            continue
+        parent = loc[:-1]
+        reason = _reason({**e, "loc": parent})
+        if e["type"] == "literal_error":
+            reason = str((e.get("ctx") or {}).get("expected", ""))
+        first = by_parent.get(parent)
+        if first is None:
+            first = {**e, "loc": parent, "_reasons": [reason], "_literal": e["type"] == "literal_error"}
+            by_parent[parent] = first
+            out.append(first)
+        elif reason not in first["_reasons"]:
+            first["_reasons"].append(reason)
+            first["_literal"] = first["_literal"] and e["type"] == "literal_error"
+    for e in by_parent.values():
+        reasons = e.pop("_reasons")
+        literal = e.pop("_literal")
+        if literal:
+            values = [v.strip() for r in reasons for v in re.split(r",| or ", r) if v.strip()]
+            e["type"], e["msg"] = "merged", "must be " + ", ".join(values[:-1]) + " or " + values[-1]
+        else:
+            e["type"], e["msg"] = "merged", " or ".join(reasons) if len(reasons) > 1 else reasons[0]
+    return out
+
+
 def _unique_checks(doc: dict[str, Any]) -> list[tuple[Loc, str]]:
     checks = doc.get("checks")
     if not isinstance(checks, list):
@@ -582,6 +628,17 @@ def _unique_checks(doc: dict[str, Any]) -> list[tuple[Loc, str]]:
     return out
 
 
+def _tab_indented(text: str) -> int | None:
+    """The first line whose indentation holds a tab. YAML forbids tabs in indentation, yet PyYAML
+    takes one on the continuation line of a quoted value (the value silently changes); and
+    where it does refuse, its message is about "the next token", not about the tab."""
+    for n, line in enumerate(text.splitlines(), 1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            return n
+    return None
+
+
 def load_spec(path: str | Path) -> CampaignPlan:
     """Parse and validate a spec file; relative ``file:`` inventories and image sources resolve
     against the spec's directory. Raises ``SpecError`` for every way a spec can be wrong."""
@@ -591,6 +648,9 @@ def load_spec(path: str | Path) -> CampaignPlan:
         text = read_text_bounded(p, what="campaign spec", max_bytes=MAX_SPEC_BYTES)
     except InputFileError as e:
         raise SpecError([Problem(where, e.line, "cannot read", e.reason, e.column)]) from None
+    tabbed = _tab_indented(text)
+    if tabbed:
+        raise SpecError([Problem(where, tabbed, "", "invalid YAML: indented with a tab; indent YAML with spaces only")])
     try:
         parsed = parse_yaml(text, where=where, max_depth=MAX_YAML_DEPTH, max_nodes=MAX_YAML_NODES)
     except InputFileError as e:

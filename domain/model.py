@@ -96,7 +96,7 @@ class GuestImage:
     disk_bus: str = "virtio"
     os: str = "linux"
     source: str = ""  # path of a disk image or package; "" with no builtin = a blank disk with a marker
-    builtin: str = ""  # a guest image the project builds (drivers.guest_images.IMAGES), e.g. legacy-bios
+    builtin: str = ""  # a guest image the project builds (toolbox.guest_images.IMAGES), e.g. legacy-bios
 
 
 @dataclass

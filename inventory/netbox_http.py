@@ -14,14 +14,16 @@ Error contract (the token never appears in any message):
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from crossvisor.core.errors import InfraFault
+from crossvisor.core.safe_read import InputFileError, read_text_bounded
 from inventory.source import InventoryError
 
 
@@ -38,23 +40,56 @@ def resolve_token(
     token_env: str = "NETBOX_TOKEN",
     token_file: str | None = None,
 ) -> str:
-    """Explicit value, else env var ``token_env``, else the file ``token_file``/``$NETBOX_TOKEN_FILE``."""
+    """Explicit value, else env var ``token_env``, else the file ``token_file``/``$NETBOX_TOKEN_FILE``.
+
+    A value written as the header spells it (``Token 0123...``, ``Bearer nbt_...``) is taken
+    without its scheme word: the client adds the right one, and sending ``Token Token ...`` only
+    earned a 401 with no hint. The file is read bounded, as a regular file (no FIFO, no /proc)."""
     if token:
-        return token.strip()
+        return _bare_token(token, "the token given")
     if value := os.environ.get(token_env, "").strip():
-        return value
+        return _bare_token(value, token_env)
     path = token_file or os.environ.get("NETBOX_TOKEN_FILE", "")
     if path:
         try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise InventoryError(f"cannot read NetBox token file {path}: {exc.strerror}") from None
+            text = read_text_bounded(path, what="NetBox token file", max_bytes=MAX_TOKEN_FILE_BYTES)
+        except InputFileError as exc:
+            raise InventoryError(f"cannot read NetBox token file: {exc}") from None
+        return _bare_token(text, f"NetBox token file {path}")
     raise InventoryError(f"no NetBox API token: set {token_env} or NETBOX_TOKEN_FILE (a file holding the token)")
+
+
+MAX_TOKEN_FILE_BYTES = 4096  # a token is 40-100 characters
+_SCHEME_WORD = re.compile(r"^(?:authorization\s*:\s*)?(?:token|bearer)(?:\s+|$)", re.IGNORECASE)
+
+
+def _bare_token(value: str, where: str) -> str:
+    token = _SCHEME_WORD.sub("", value.strip(), count=1).strip()
+    if not token:
+        raise InventoryError(f"{where}: holds no NetBox API token")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise InventoryError(f"{where}: the NetBox API token must be one word (no spaces or line breaks inside)")
+    return token
+
+
+def check_url(url: str) -> str:
+    """NetBox's base URL as requests will use it, or an InventoryError saying how to write it:
+    a scheme is required (requests' own error for a missing one is a library message), and a URL
+    given with NetBox's ``/api`` suffix is taken without it (the client adds ``/api/``)."""
+    raw = (url or "").strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        hint = f"; did you mean https://{raw}?" if raw and "://" not in raw else ""
+        raise InventoryError(f"NetBox URL {raw!r} must start with http:// or https:// and name a host{hint}")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[: -len("/api")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")).rstrip("/")
 
 
 class NetBoxHttp:
     def __init__(self, url: str, token: str, timeout: float = 15.0, workers: int = 4) -> None:
-        self.url = url.rstrip("/")
+        self.url = check_url(url)
         self.timeout = timeout
         self.workers = workers
         self._token = token
@@ -103,6 +138,8 @@ class NetBoxHttp:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise NetBoxUnavailable(f"{where} is unreachable ({type(exc).__name__}) for {method} {path}") from None
+        except requests.RequestException as exc:  # an invalid URL or header: configuration, not a fault
+            raise InventoryError(f"{where}: cannot send {method} {path}: {type(exc).__name__}") from None
         code = resp.status_code
         if code in (401, 403):
             raise NetBoxAuthError(
@@ -116,6 +153,14 @@ class NetBoxHttp:
         return resp
 
     def _detail(self, resp: requests.Response) -> str:
+        ctype = resp.headers.get("Content-Type", "")
+        if "json" not in ctype:
+            # an HTML page (a login page, a 404 page, a proxy's error) is no API answer: say what
+            # it suggests instead of printing its markup
+            return (
+                f"the answer is {ctype.split(';')[0] or 'not JSON'}, not NetBox's API; is {self.url} "
+                "NetBox's base URL (without /api), and is nothing in between rewriting it?"
+            )
         try:
             body = resp.json()
         except ValueError:

@@ -83,7 +83,7 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "hyperv": "hyperv://{host}/?transport=https",
 }
 
-# URI schemes each driver accepts (libvirt: drivers/libvirt_uri.py; vSphere: http(s) vCenter URLs).
+# URI schemes each driver accepts (libvirt: drivers/libvirt/uri.py; vSphere: http(s) vCenter URLs).
 LIBVIRT_SCHEMES = ("test", "qemu", "xen", "libxl", "esx", "vpx", "gsx", "hyperv")
 VSPHERE_SCHEMES = ("https", "http")
 
@@ -202,15 +202,14 @@ class NetBoxMapping:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The ``CROSSVISOR_NETBOX_CONFIG`` file: the mapping keys at top level (or under ``netbox:``)."""
-    import yaml
+    from crossvisor.core.safe_read import InputFileError, parse_yaml, read_text_bounded
 
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise InventoryError(f"{p}: cannot read NetBox mapping file: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise InventoryError(f"{p}: invalid YAML: {e}") from None
+        # bounded, a regular file (no FIFO, no /proc), and no error quoting the file's lines
+        doc = parse_yaml(read_text_bounded(p, what="NetBox mapping file", max_bytes=1 << 20), where=str(p)).data
+    except InputFileError as e:
+        raise InventoryError(f"cannot read NetBox mapping file {e}") from None
     if doc is None:
         return {}
     if isinstance(doc, dict) and set(doc) == {"netbox"}:
@@ -266,3 +265,36 @@ def compose_endpoint(template: str, values: dict[str, str]) -> tuple[str, list[s
     if missing:
         return "", missing
     return template.format_map(values), []
+
+
+# A management address as the mgmt_endpoint custom field may give it without a scheme: a host
+# name, an IPv4 or (bracketed or not) IPv6 address, optionally "user@" in front (the way ssh
+# is written). Anything else (spaces, slashes, "?", a second "@") would be pasted into a URI.
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_IPV6 = re.compile(r"^\[?[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]?$")
+_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def split_mgmt_endpoint(given: str) -> tuple[str, str] | None:
+    """``(user, host)`` of a bare management address (``user`` "" when not given), or None when
+    ``given`` is no host name or address (the caller says so instead of building a URI from it)."""
+    user, at, host = given.strip().rpartition("@")
+    if at and not _USER.match(user):
+        return None
+    if _HOSTNAME.match(host) or (":" in host and _IPV6.match(host)):
+        return user, host
+    return None
+
+
+def with_user(template: str, user: str) -> str:
+    """The endpoint template with ``user`` as the URI's user: the template's own ``x@`` before
+    ``{host}`` replaced (``qemu+ssh://root@{host}`` + ``admin`` -> ``qemu+ssh://admin@{host}``),
+    or ``user@`` put before ``{host}`` when it follows ``//`` directly."""
+    if not user:
+        return template
+    replaced, n = re.subn(r"//[^/@{}]*@\{host\}", lambda _m: f"//{user}@{{host}}", template, count=1)
+    if n:
+        return replaced
+    return template.replace("//{host}", f"//{user}@{{host}}", 1)

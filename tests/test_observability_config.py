@@ -256,7 +256,9 @@ def test_compose_has_no_literal_secrets(compose: dict) -> None:
 
 def test_dockerfile_and_worker_env() -> None:
     docker = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", docker, re.M)
+    # both stages on a Python with CVE-2024-6232 fixed (3.11.10+), pinned, not a moving tag
+    versions = re.findall(r"^FROM python:3\.11\.(\d+)-slim\b", docker, re.M)
+    assert len(versions) == 2 and all(int(v) >= 10 for v in versions), versions
     for pkg in ("libvirt0", "libvirt-clients", "qemu-utils"):
         assert pkg in docker
     assert 'ENTRYPOINT ["crossvisor"]' in docker and '"worker"' in docker

@@ -212,7 +212,11 @@ def test_images_that_would_make_the_worker_read_another_file(tmp_path: Path) -> 
         check_disk_image(desc)
     (tmp_path / "zero-flat.vmdk").symlink_to("/dev/zero")
     desc.write_text(desc.read_text().replace('"../x-flat.vmdk"', '"zero-flat.vmdk"'))
-    with pytest.raises(InputFileError, match=r"vmdk extent must be a regular file, not a file under /dev"):
+    with pytest.raises(InputFileError, match=r"vmdk extent is a symbolic link: not followed"):
+        check_disk_image(desc)  # opened with O_NOFOLLOW: /dev/zero is never opened
+    (tmp_path / "zero-flat.vmdk").unlink()
+    os.mkfifo(tmp_path / "zero-flat.vmdk")  # a FIFO extent: refused at once, never waited on
+    with pytest.raises(InputFileError, match=r"vmdk extent must be a regular file, this is a FIFO"):
         check_disk_image(desc)
     desc.write_text(desc.read_text().replace('FLAT "zero-flat.vmdk" 0', 'VMFSRDM "rdm.vmdk"'))
     with pytest.raises(InputFileError, match="raw device"):

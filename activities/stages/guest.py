@@ -20,9 +20,9 @@ from crossvisor.core import steps
 from domain import observation
 from domain.model import Host
 from domain.stage_io import AppProbe, GuestObservation
-from drivers import guest_images
 from drivers.base import ConsoleWatch, Driver, InfraFault
-from drivers.libvirt_uri import is_remote
+from drivers.libvirt.uri import is_remote
+from toolbox import guest_images
 
 TIMER_PANIC = "IO-APIC + timer doesn't work"  # the kernel's panic when timer interrupts never came
 APP_PORT = 8080  # the service every project image runs (GET /cv)

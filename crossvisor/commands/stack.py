@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from crossvisor.commands.common import EXIT_OK, emit_json, output_options
+from crossvisor.commands.common import EXIT_OK, emit_json, note, output_options
 from crossvisor.core.config import Settings
 
 
@@ -80,11 +80,15 @@ async def dispatch(a, settings: Settings) -> int:
 
         plan = load_spec(a.spec)  # reads only the spec and the files it names; never connects
         cells = expand(plan)
+        netbox = plan.inventory == "netbox"
         if a.output == "json":
             emit_json({"spec": a.spec, "ok": True, "name": plan.name, "cells": len(cells)})
+        elif netbox:
+            # not "ok" yet: whether it can run is the NetBox check's result line, printed last
+            print(f"{a.spec}: spec valid, {len(cells)} cells; checking NetBox:")
         else:
             print(f"{a.spec}: ok, {len(cells)} cells")
-        if plan.inventory == "netbox":  # the spec is fine; can it run on this NetBox?
+        if netbox:  # the spec is fine; can it run on this NetBox?
             from crossvisor import netbox_cli
 
             return netbox_cli.check_plan(plan, a.spec)
@@ -127,7 +131,7 @@ def floor_line(settings: Settings, cid: str) -> str:
 
 async def demo(settings: Settings, spec: str) -> int:
     from crossvisor import stack
-    from crossvisor.commands.campaign import start_campaign
+    from crossvisor.client.starting import start_campaign
     from crossvisor.commands.results import render_matrix, report_result, write_reports
     from crossvisor.commands.watching import follow
 
@@ -142,7 +146,7 @@ async def demo(settings: Settings, spec: str) -> int:
         f"log {settings.home / 'run/worker.log'}",
         flush=True,
     )
-    cid, started, why = await start_campaign(settings, spec, None)
+    cid, started, why = await start_campaign(settings, spec, None, note)
     print(f"campaign {cid}: {'started' if started else why + ' (finished cells are not redone)'}", flush=True)
     await follow(settings, cid)
     res = await report_result(settings, cid)

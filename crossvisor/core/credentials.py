@@ -15,7 +15,15 @@ from crossvisor.core.safe_read import InputFileError, read_text_bounded
 
 MAX_SECRET_FILE_BYTES = 64 * 1024  # a password, a token, a PEM key: never more
 
-__all__ = ["CredentialError", "Secret", "resolve_secret"]
+# Files a *NetBox* value may name (credentials_ref file:..., custom fields pki_path, ssh_key,
+# known_hosts) must sit under this directory: anyone who can edit a device in NetBox could otherwise
+# make every worker read /etc/shadow or a private key and send it to a host of their choosing as a
+# password. Specs and file inventories are the operator's own files and name files anywhere.
+CREDENTIALS_DIR_ENV = "CROSSVISOR_CREDENTIALS_DIR"
+DEFAULT_CREDENTIALS_DIR = "/etc/crossvisor/credentials"
+FILE_FIELDS = ("pki_path", "ssh_key", "known_hosts")  # custom fields that name a file on the worker
+
+__all__ = ["CredentialError", "Secret", "files_outside_credentials_dir", "resolve_secret"]
 
 
 class Secret:
@@ -71,3 +79,27 @@ def resolve_secret(ref: str) -> Secret:
         raise CredentialError(f"credential reference {ref!r} resolves to an empty secret")
     register_secret(value)
     return Secret(value, ref)
+
+
+def credentials_dir() -> str:
+    return os.environ.get(CREDENTIALS_DIR_ENV) or DEFAULT_CREDENTIALS_DIR
+
+
+def files_outside_credentials_dir(credentials_ref: str, custom: dict[str, str], root: str) -> list[tuple[str, str]]:
+    """(field, path) for every file an inventory record names outside ``root``.
+
+    The path is resolved the way opening it would (``..`` and symbolic links followed), so a link
+    under ``root`` that points elsewhere is outside too. Nothing is opened: only names are resolved.
+    """
+    named: list[tuple[str, str]] = []
+    scheme, sep, rest = credentials_ref.partition(":")
+    if sep and scheme == "file":
+        named.append(("credentials_ref", rest))
+    named += [(k, str(custom[k])) for k in FILE_FIELDS if custom.get(k)]
+    base = os.path.realpath(root)
+    outside = []
+    for field, path in named:
+        real = os.path.realpath(path) if os.path.isabs(path) else ""
+        if not real or os.path.commonpath([base, real]) != base:
+            outside.append((field, path))
+    return outside

@@ -110,11 +110,22 @@ def redact_text(text: str) -> str:
     return _KEY_VALUE.sub(_mask_key_value, text)
 
 
+# Words that say whether a secret is there, not what it is: "token: set", "password: missing",
+# "next token: found" (a YAML parser's message). Masking them hid the very diagnosis the line
+# gave. A secret that happens to be one of these words is still masked once it is registered.
+_STATUS_WORDS = frozenset(
+    "set unset found missing none null nil present absent given empty required optional provided "
+    "configured yes no true false ok valid invalid expired refused rejected unknown redacted hidden".split()
+)
+
+
 def _mask_key_value(m: re.Match) -> str:
     # A grade count ('"pass": 6' in a rendered log line, like redact_value's "pass": 6) is not a
     # credential: the bare word "pass" before an unquoted whole number stays. "db_pass: 1234",
     # "password=1234" and '"pass": "1234"' are still masked.
     if m["key"].lower() == "pass" and not m["q"] and m["val"].isdigit():
+        return m[0]
+    if m["val"].lower() in _STATUS_WORDS:
         return m[0]
     return f"{m['key']}{m['sep']}{m['q']}{MASK}"
 

@@ -18,11 +18,11 @@ a directory, a UTF-16 file, ``/etc/shadow``. The rules:
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import re
 import stat
 import struct
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from crossvisor.core import bounded_tar
 from crossvisor.core.errors import BadInput
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "InputFileError",
     "ParsedYaml",
     "check_disk_image",
+    "check_package_disk",
+    "open_regular",
     "parse_yaml",
     "read_text_bounded",
 ]
@@ -90,23 +93,39 @@ def _pseudo_devices() -> set[int]:
     return devs
 
 
-def _open_regular(path: str | os.PathLike[str], what: str) -> tuple[int, os.stat_result]:
-    """An O_RDONLY descriptor on a regular file that is no pseudo-file, checked on the descriptor."""
+def open_regular(
+    path: str | os.PathLike[str], what: str, *, follow: bool = True, dir_fd: int | None = None
+) -> tuple[int, os.stat_result]:
+    """An O_RDONLY descriptor on a regular file that is no pseudo-file, checked on the descriptor.
+
+    ``follow=False``: the last component may not be a symbolic link (``O_NOFOLLOW``), for a file a
+    package or a descriptor names, as opposed to one the operator named; with ``dir_fd`` the path
+    is taken relative to that directory."""
+    return _open_regular(path, what, follow=follow, dir_fd=dir_fd)
+
+
+def _open_regular(
+    path: str | os.PathLike[str], what: str, *, follow: bool = True, dir_fd: int | None = None
+) -> tuple[int, os.stat_result]:
     p = os.fspath(path)
     if not p:
         raise InputFileError("(empty path)", f"no {what} file named")
-    real = os.path.realpath(p)
-    for root in _PSEUDO_ROOTS:
-        if real == root or real.startswith(root + "/"):
-            raise InputFileError(p, f"{what} must be a regular file, not a file under {root}")
+    if dir_fd is None:
+        real = os.path.realpath(p)
+        for root in _PSEUDO_ROOTS:
+            if real == root or real.startswith(root + "/"):
+                raise InputFileError(p, f"{what} must be a regular file, not a file under {root}")
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(p, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise InputFileError(p, f"{what} does not exist") from None
     except PermissionError:
         raise InputFileError(p, f"{what} is not readable (permission denied)") from None
     except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise InputFileError(p, f"{what} is a symbolic link: not followed") from None
         raise InputFileError(p, f"cannot open {what}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
@@ -373,10 +392,12 @@ _VMDK_TYPES = (
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:
-    return os.pread(fd, n, offset) if offset >= 0 else b""
+    # offsets come from the file's own header: one past any file's end reads nothing (a header
+    # field of 2**64 sectors is not an OverflowError)
+    return os.pread(fd, n, offset) if 0 <= offset < 1 << 62 else b""
 
 
-def _check_vmdk_descriptor(text: str, p: str, base: Path, *, embedded: bool) -> None:
+def _check_vmdk_descriptor(text: str, p: str, base: Path, *, embedded: bool, self_contained: bool = False) -> None:
     m = _VMDK_CREATE_TYPE.search(text)
     if not m and embedded:
         raise InputFileError(p, "vmdk extent of a split disk: give the descriptor .vmdk that names it")
@@ -393,6 +414,21 @@ def _check_vmdk_descriptor(text: str, p: str, base: Path, *, embedded: bool) -> 
         raise InputFileError(p, "vmdk descriptor lists no extent")
     if embedded:
         return  # a monolithic sparse/stream file is its own single extent
+    if self_contained:
+        raise InputFileError(
+            p, "vmdk is a descriptor naming extent files: a package disk must be one self-contained file"
+        )
+    try:
+        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputFileError(p, f"cannot open the descriptor's directory: {e.strerror}") from None
+    try:
+        _check_extents(extents, p, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _check_extents(extents: list[tuple[str, str, str, str]], p: str, dir_fd: int) -> None:
     for _access, _size, kind, name in extents:
         kind = kind.upper()
         if kind in ("VMFSRDM", "VMFSRAW"):
@@ -403,28 +439,45 @@ def _check_vmdk_descriptor(text: str, p: str, base: Path, *, embedded: bool) -> 
         # crafted descriptor cannot make the worker read /etc/shadow or /dev/zero as "disk data"
         if not name or "/" in name or "\\" in name or name in (".", ".."):
             raise InputFileError(p, "vmdk extent files must sit beside the descriptor (a plain file name)")
-        try:
-            fd, _st = _open_regular(base / name, "extent")
+        try:  # relative to the descriptor's directory, no link followed, a FIFO not waited on
+            fd, _st = _open_regular(name, "extent", follow=False, dir_fd=dir_fd)
         except InputFileError as e:
             raise InputFileError(p, f"vmdk {e.reason} ({name})") from None
         os.close(fd)
 
 
-def _tar_has_ovf(p: str) -> bool:
+def _check_sparse_vmdk(fd: int, head: bytes, p: str, *, self_contained: bool) -> None:
+    (capacity,) = struct.unpack("<Q", head[12:20])
+    desc_sector, desc_sectors = struct.unpack("<QQ", head[28:44])
+    if not desc_sector or not desc_sectors:
+        raise InputFileError(p, "vmdk extent without an embedded descriptor: give the descriptor .vmdk")
+    n = min(desc_sectors * 512, MAX_DESCRIPTOR_BYTES)
+    text = _pread(fd, n, desc_sector * 512).split(b"\x00", 1)[0].decode("utf-8", "replace")
+    # qemu reads a sparse header of capacity 0 as a wrapper: its embedded descriptor is then a
+    # full descriptor, and every extent it names is opened
+    _check_vmdk_descriptor(text, p, Path(p).parent, embedded=capacity != 0, self_contained=self_contained)
+
+
+def _tar_has_ovf(fd: int, size: int) -> bool:
+    # the bounded header reader, never tarfile (CVE-2024-6232, unbounded long names)
     try:
-        with tarfile.open(p, mode="r:") as tar:
-            for _ in range(16):  # the OVF spec puts the descriptor first; tolerate a few before it
-                member = tar.next()
-                if member is None:
-                    return False
-                if member.isfile() and member.name.lower().endswith(".ovf"):
-                    return True
-    except (tarfile.TarError, OSError, EOFError):
+        return bounded_tar.looks_like_ova(fd, size)
+    except OSError:
         return False
-    return False
 
 
 def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE_BYTES) -> str:
+    """The format of an image ``source`` (see ``_detect_image``), after the one disk checker
+    (``check_package_disk``) passed it as that format: the same checks as for a package's disk,
+    except that the operator's own path may be a link and a VMDK descriptor may name extents
+    beside it."""
+    fmt = _detect_image(path, max_bytes=max_bytes)
+    if fmt in ("qcow2", "vmdk", "vpc", "vhdx", "raw"):
+        check_package_disk(path, fmt, self_contained=False, follow=True)
+    return fmt
+
+
+def _detect_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE_BYTES) -> str:
     """The format of an image ``source``: one of ``DISK_IMAGE_FORMATS``, detected from the content
     (never from the name). Anything else is refused with the reason (``InputFileError``).
 
@@ -471,12 +524,7 @@ def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE
         if head[:8] == b"vhdxfile":
             return "vhdx"
         if head[:4] == b"KDMV":
-            desc_sector, desc_sectors = struct.unpack("<QQ", head[28:44])
-            if not desc_sector or not desc_sectors:
-                raise InputFileError(p, "vmdk extent without an embedded descriptor: give the descriptor .vmdk")
-            n = min(desc_sectors * 512, MAX_DESCRIPTOR_BYTES)
-            text = _pread(fd, n, desc_sector * 512).split(b"\x00", 1)[0].decode("utf-8", "replace")
-            _check_vmdk_descriptor(text, p, Path(p).parent, embedded=True)
+            _check_sparse_vmdk(fd, head, p, self_contained=False)
             return "vmdk"
         footer = _pread(fd, 512, size - 512)
         # a dynamic VHD starts with a copy of its footer; a fixed one has it only at the end (a
@@ -490,7 +538,7 @@ def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE
                 raise InputFileError(p, f"VHD disk type {disk_type} is not fixed (2) or dynamic (3)")
             return "vpc"
         if head[257:262] == b"ustar" or p.lower().endswith(".ova"):
-            if _tar_has_ovf(p):
+            if _tar_has_ovf(fd, size):
                 return "ova"
             raise InputFileError(p, "not an OVA package: no .ovf descriptor among its first entries")
         if head[510:512] == b"\x55\xaa" or head[512:520] == b"EFI PART" or _pread(fd, 8, 4096) == b"EFI PART":
@@ -502,3 +550,70 @@ def check_disk_image(path: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE
         )
     finally:
         os.close(fd)
+
+
+_MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"COWD": "vmdk (VMware 3 / ESX sparse)", b"vhdxfile": "vhdx"}
+
+
+def check_package_disk(
+    path: str | os.PathLike[str], fmt: str, *, self_contained: bool = True, follow: bool = False
+) -> None:
+    """The one check before qemu-img reads a disk it did not make (a package's disk, an image
+    source): ``path`` is a regular file and no link (``O_NOFOLLOW``, ``O_NONBLOCK``, checked on the
+    descriptor), its content is the qemu format ``fmt`` it is read as, and nothing in it makes
+    qemu open another file: no qcow2 backing or external data file, no VHD parent, no VMDK delta,
+    and (``self_contained``, a package's disk) no VMDK descriptor naming extents at all; otherwise
+    extents only beside the descriptor, regular, no links. Raw is read as raw by qemu (never
+    probed), so any content is a raw disk. Raises ``InputFileError`` naming the file and reason.
+    Nothing but ``path`` (and, outside packages, the extents beside it) is opened."""
+    p = os.fspath(path)
+    fd, st = _open_regular(p, "disk image", follow=follow)
+    try:
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise InputFileError(p, f"disk image is {_human(st.st_size)}; at most {_human(MAX_IMAGE_BYTES)}")
+        if fmt == "raw":
+            return
+        head = _pread(fd, 4096, 0)
+        found = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), "")
+        if fmt == "vmdk" and head.lstrip().startswith(b"# Disk DescriptorFile"):
+            text = decode_text(
+                _read_bounded(fd, p, "vmdk descriptor", MAX_DESCRIPTOR_BYTES, st.st_size), p, "vmdk descriptor"
+            )
+            _check_vmdk_descriptor(text, p, Path(p).parent, embedded=False, self_contained=self_contained)
+            return
+        if fmt == "vpc":
+            footer = _pread(fd, 512, st.st_size - 512) if st.st_size >= 512 else b""
+            vhd = next((b for b in (head[:512], footer, footer[1:]) if b[:8] == b"conectix"), None)
+            if vhd is None or len(vhd) < 64:
+                raise InputFileError(p, f"declared vpc (VHD) but it has no VHD footer{_seen(found)}")
+            (disk_type,) = struct.unpack(">I", vhd[60:64])
+            if disk_type == 4:
+                raise InputFileError(p, "VHD is a differencing disk (it has a parent): give the full disk")
+            if disk_type not in (2, 3):
+                raise InputFileError(p, f"VHD disk type {disk_type} is not fixed (2) or dynamic (3)")
+            return
+        want = {"qcow2": "qcow2", "vmdk": "vmdk", "vhdx": "vhdx"}.get(fmt)
+        if want is None:
+            raise InputFileError(p, f"disk format {fmt!r} unknown")
+        if found != want:
+            raise InputFileError(p, f"declared {fmt} but the content is not a {fmt} image{_seen(found)}")
+        if fmt == "qcow2":
+            if len(head) < 72:
+                raise InputFileError(p, "qcow2 header is truncated")
+            version, backing_offset = struct.unpack(">IQ", head[4:16])
+            if version not in (2, 3):
+                raise InputFileError(p, f"qcow2 version {version} is not supported (2 or 3)")
+            if backing_offset:
+                raise InputFileError(p, "qcow2 image has a backing file: a disk must be standalone")
+            if version == 3 and len(head) >= 80 and struct.unpack(">Q", head[72:80])[0] & 0x4:
+                raise InputFileError(p, "qcow2 image keeps its data in an external file: not allowed")
+        elif fmt == "vmdk":
+            if len(head) < 44:
+                raise InputFileError(p, "vmdk header is truncated")
+            _check_sparse_vmdk(fd, head, p, self_contained=self_contained)
+    finally:
+        os.close(fd)
+
+
+def _seen(found: str) -> str:
+    return f" (it is {found})" if found else ""

@@ -244,6 +244,106 @@ def test_token_from_file_and_missing(netbox_server, populated, tmp_path, monkeyp
     assert NetBoxInventory(netbox_server.url).hosts({"tag": "gpu"})
 
 
+@pytest.mark.parametrize(
+    ("given", "endpoint"),
+    [
+        ("root@10.65.0.27", "qemu+ssh://root@10.65.0.27/system"),  # was qemu+ssh://root@root@10.65.0.27/system
+        ("admin@kvm-02.lab", "qemu+ssh://admin@kvm-02.lab/system"),
+        ("10.65.0.28", "qemu+ssh://root@10.65.0.28/system"),
+    ],
+)
+def test_mgmt_endpoint_user_at_host(netbox_server, populated, given: str, endpoint: str) -> None:
+    nb = netbox_server.api()
+    dev = nb.dcim.devices.get(populated["kvm-02"])
+    dev.update({"custom_fields": {"mgmt_endpoint": given}})
+    try:
+        source = NetBoxInventory(netbox_server.url, netbox_server.token)
+        hosts = {h.name: h for h in source.hosts()}
+        source.close()
+    finally:
+        dev.update({"custom_fields": {"mgmt_endpoint": None}})
+    assert hosts["kvm-02"].endpoint == endpoint
+
+
+def test_mgmt_endpoint_that_is_no_host_is_skipped_with_the_reason(netbox_server, populated) -> None:
+    nb = netbox_server.api()
+    dev = nb.dcim.devices.get(populated["kvm-02"])
+    dev.update({"custom_fields": {"mgmt_endpoint": "evil/system?socket=/tmp/x"}})
+    try:
+        source = NetBoxInventory(netbox_server.url, netbox_server.token)
+        hosts = {h.name for h in source.hosts()}
+        skipped = {s.device_id: s for s in source.skipped}
+        source.close()
+    finally:
+        dev.update({"custom_fields": {"mgmt_endpoint": None}})
+    assert "kvm-02" not in hosts
+    assert "mgmt_endpoint is neither a URI nor a host name" in skipped[populated["kvm-02"]].reason
+
+
+def test_credential_file_outside_the_credentials_dir_is_skipped(
+    netbox_server, populated, tmp_path, monkeypatch
+) -> None:
+    """Anyone who may edit a device in NetBox could name /etc/shadow as its credentials file, and
+    every worker would read it and send it to a host as a password: a NetBox value may only name
+    files under the credentials directory."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "kvm02.pw").write_text("secret\n")
+    monkeypatch.setenv("CROSSVISOR_CREDENTIALS_DIR", str(creds))
+    nb = netbox_server.api()
+    dev = nb.dcim.devices.get(populated["kvm-02"])
+    seen = {}
+    try:
+        for ref in (f"file:{creds}/kvm02.pw", "file:/etc/shadow", f"file:{creds}/../../etc/shadow", "env:KVM02_PW"):
+            dev.update({"custom_fields": {"credentials_ref": ref}})
+            source = NetBoxInventory(netbox_server.url, netbox_server.token)
+            hosts = {h.name: h for h in source.hosts()}
+            skipped = {s.device_id: s for s in source.skipped}
+            source.close()
+            seen[ref] = hosts.get("kvm-02") or skipped[populated["kvm-02"]]
+    finally:
+        dev.update({"custom_fields": {"credentials_ref": None}})
+    assert seen[f"file:{creds}/kvm02.pw"].credentials_ref == f"file:{creds}/kvm02.pw"
+    assert seen["env:KVM02_PW"].credentials_ref == "env:KVM02_PW"
+    for ref in ("file:/etc/shadow", f"file:{creds}/../../etc/shadow"):
+        reason = seen[ref].reason
+        assert f"credentials_ref {ref[5:]!r}" in reason and f"under the credentials directory {creds}" in reason, reason
+
+
+def test_url_given_with_api_suffix_works(netbox_server, populated) -> None:
+    """NETBOX_URL=.../api/ (as NetBox's own API page shows it) used to answer with 300 characters
+    of NetBox's HTML 404 page."""
+    source = NetBoxInventory(netbox_server.url + "/api/", netbox_server.token)
+    assert names(source.hosts({"tag": "gpu"})) == ["esx-01"]
+    source.close()
+
+
+def test_html_answer_is_described_not_printed(netbox_server, populated) -> None:
+    # a path in front of /api/ that NetBox does not serve: its HTML 404 page answers
+    source = NetBoxInventory(netbox_server.url + "/nothing-here", netbox_server.token)
+    with pytest.raises(InventoryError) as info:
+        source.hosts()
+    source.close()
+    text = str(info.value)
+    assert "not NetBox's API" in text and "<" not in text and "html>" not in text.lower(), text
+
+
+def test_url_without_scheme_says_how_to_write_it(netbox_server) -> None:
+    bare = netbox_server.url.split("://", 1)[1]
+    with pytest.raises(InventoryError, match=f"did you mean https://{bare}"):
+        NetBoxInventory(bare, netbox_server.token)
+
+
+def test_token_file_with_header_form(netbox_server, populated, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("NETBOX_TOKEN", raising=False)
+    f = tmp_path / "token"
+    f.write_text(f"Token {netbox_server.token}\n")
+    monkeypatch.setenv("NETBOX_TOKEN_FILE", str(f))
+    source = NetBoxInventory(netbox_server.url)
+    assert names(source.hosts({"tag": "gpu"})) == ["esx-01"]
+    source.close()
+
+
 def test_unreachable_is_transient(populated) -> None:
     # A loopback port nothing listens on: connection refused.
     source = NetBoxInventory("http://127.0.0.1:9", "x" * 40, timeout=3)

@@ -167,7 +167,9 @@ def test_check_on_the_pristine_lab_names_exactly_what_is_missing(lab: LabEnv) ->
     # validate runs the same check: a spec that is fine, a NetBox that is not
     v = lab.cli("validate", str(lab.spec))
     assert v.returncode == 1
-    assert v.stdout.startswith(f"{lab.spec}: ok, 1 cells") and "result: NOT READY" in v.stdout
+    # never "ok" first and "NOT READY" after: the spec is valid, the result line says if it can run
+    assert v.stdout.startswith(f"{lab.spec}: spec valid, 1 cells; checking NetBox:") and "result: NOT READY" in v.stdout
+    assert ": ok," not in v.stdout
     # listing hosts says why there are none instead of a raw HTTP 400, and fails
     h = lab.cli("inventory", "hosts", str(lab.spec))
     assert h.returncode == 1

@@ -84,6 +84,20 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
         mapping_for(None, environ={"CROSSVISOR_NETBOX_CONFIG": str(tmp_path / "nope.yaml")})
 
 
+def test_config_file_that_is_a_fifo_or_bad_yaml_is_refused_without_its_lines(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(InventoryError, match="FIFO"):  # refused at once, not waited on
+        mapping_for(None, environ={"CROSSVISOR_NETBOX_CONFIG": str(fifo)})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kinds: {aws: cloud\npassword-like-line: hunter2\n")
+    with pytest.raises(InventoryError, match=r"bad\.yaml:\d+:\d+: invalid YAML") as err:
+        mapping_for(None, environ={"CROSSVISOR_NETBOX_CONFIG": str(bad)})
+    assert "hunter2" not in str(err.value)
+
+
 def test_endpoint_composition() -> None:
     assert host_form("10.0.0.2/24") == "10.0.0.2"
     assert host_form("2001:db8::5/64") == "[2001:db8::5]"
@@ -153,7 +167,11 @@ def test_spec_netbox_block_reaches_the_plan(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("inventory", "block", "message"),
     [
-        ("netbox", "netbox:\n  kinds: {aws: cloud}\n", r"netbox\.kinds\..*must be 'kvm', 'vsphere', 'hyperv' or 'xen'"),
+        (
+            "netbox",
+            "netbox:\n  kinds: {aws: cloud}\n",
+            r"netbox\.kinds\.aws: must be 'kvm', 'vsphere', 'hyperv', 'xen' or ''",
+        ),
         ("netbox", "netbox:\n  endpoints: {kvm: 'x://{nope}'}\n", r"unknown placeholder \{nope\}"),
         ("netbox", "netbox:\n  rolez: [x]\n", r"netbox\.rolez"),
         ("file:lab.yaml", "netbox:\n  roles: [x]\n", "the inventory is 'file:lab.yaml', not 'netbox'"),

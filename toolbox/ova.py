@@ -5,8 +5,15 @@ verifies the manifest, and (when asked to extract) copies every file References 
 reassembling chunked files and inflating gzip ones, making placeholder disks blank and probing
 every disk with qemu-img. It treats the package as hostile:
 
-* members are copied one by one (never ``extractall``); names are checked for traversal; only
-  regular, non-sparse members are accepted; member count, descriptor and manifest size are bounded;
+* an OVA's headers are read by ``crossvisor.core.bounded_tar`` (never ``tarfile``: unbounded
+  long names, CVE-2024-6232); an unpacked OVF's files only through its directory's descriptor,
+  component by component with ``O_NOFOLLOW``, ``O_NONBLOCK`` and ``fstat`` before reading (no
+  link followed, no FIFO or device opened);
+* members are copied one by one (never ``extractall``); names are checked for traversal and for
+  naming the destination itself (``.``, a gzip href that is only ``.gz``); only regular,
+  non-sparse members are accepted; member count, descriptor and manifest size are bounded;
+* every disk passes the one disk checker (``safe_read.check_package_disk``, inside
+  ``diskconv.probe``) before qemu-img reads it: nothing in it may name another file;
 * a disk file may not be (or inflate to) more than its declared capacity plus format overhead
   (``MAX_DISK_FILE_RATIO``, ``DISK_FILE_SLACK_BYTES``), another file not more than
   ``MAX_INFLATE_RATIO`` times its stored size: a few KiB claiming gigabytes is refused before it
@@ -16,28 +23,34 @@ every disk with qemu-img. It treats the package as hostile:
 * anything made by a failed call is removed again.
 
 Errors: a bad package is ``CorruptPackage`` (an ``InteropFailure``: a verdict with evidence, never
-retried); not enough disk space is ``InsufficientSpace`` (an ``InfraFault``: retried); an exception
-nobody anticipated while reading malformed input becomes ``BadInput`` (non-retryable), never a
-retry loop.
+retried), its message starting with the package exactly as the operator gave it, then the member;
+an OS refusal the package's content causes (a name too long, a file too big for the file system)
+is one too; not enough disk space is ``InsufficientSpace`` (an ``InfraFault``: retried); an
+exception nobody anticipated while reading malformed input becomes ``BadInput`` (non-retryable),
+never a retry loop.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from crossvisor.core.errors import BadInput
+from crossvisor.core import bounded_tar
+from crossvisor.core.errors import BadInput, InfraFault, InteropFailure
+from crossvisor.core.safe_read import InputFileError, open_regular
 from domain.ovf import QEMU_FORMAT, OvfDescriptor, OvfDisk, OvfError, OvfFile, parse_ovf
-from drivers import diskconv
-from drivers.base import InfraFault, InteropFailure
+from toolbox import diskconv
 
 CHUNK = 1 << 20
 MiB = 1 << 20
@@ -66,6 +79,25 @@ FREE_SPACE_CHECK_EVERY = 64 * MiB  # re-check while writing: estimates for gzip 
 MAX_MEMBERS = 4096
 MAX_DESCRIPTOR_BYTES = 8 * MiB  # see domain.ovf.MAX_DESCRIPTOR_CHARS
 MAX_MANIFEST_BYTES = 4 * MiB  # one line per file, ~100 bytes each
+# The largest disk any target format holds (VHDX and VMDK stop at 64 TiB, vSphere at 62 TiB): a
+# declared capacity beyond it is no disk, and a sparse file that big is beyond most file systems.
+MAX_DISK_CAPACITY = 64 * 1024**4
+# A VHD's size is cylinders x heads x sectors: rounding down to that geometry loses at most one
+# cylinder (16 heads x 255 sectors x 512 bytes ~ 2 MiB); more missing is data missing.
+VHD_ROUNDING_BYTES = 16 * 255 * 512
+MAX_NAME_COMPONENT_BYTES = 255  # NAME_MAX of every Linux file system
+MAX_NAME_BYTES = 1024  # a member name; with the destination's own path it stays inside PATH_MAX
+# OS errors that writing or sizing a package's file can meet because of what the package says (a
+# name too long, a file bigger than the file system allows, a name that is a directory): bad input.
+_CONTENT_ERRNOS = {
+    errno.ENAMETOOLONG: "a name too long for the file system",
+    errno.EFBIG: "a file larger than the file system allows",
+    errno.EISDIR: "a name that is a directory",
+    errno.ENOTDIR: "a name whose parent is a file",
+    errno.ELOOP: "a symbolic link",
+    errno.EINVAL: "a size or name the file system refuses",
+    errno.EOVERFLOW: "a size beyond what the system can represent",
+}
 _ZEROS = bytes(CHUNK)
 
 
@@ -138,7 +170,8 @@ def _parse_manifest(text: str, mf_name: str) -> dict[str, tuple[str, str]]:
             continue
         m = _MF_LINE.match(line)
         if not m:
-            raise CorruptPackage(f"{mf_name} line {lineno}: not 'ALGO(name)= hex': {line[:120]!r}")
+            # the line is not quoted: what a manifest holds is not echoed into logs and history
+            raise CorruptPackage(f"{mf_name} line {lineno}: not 'ALGO(name)= hex'")
         algo, name, hexd = m.group(1).lower(), m.group(2), m.group(3).lower()
         if len(hexd) != hashlib.new(algo).digest_size * 2:
             raise CorruptPackage(f"{mf_name} line {lineno}: {algo} digest of {name} has wrong length")
@@ -259,38 +292,67 @@ def open_package(
     they are), hashed against the manifest, chunks joined, gzip inflated, placeholder disks made
     blank (sparse raw) and every disk probed with qemu-img (``Package.files_verified``).
     ``configuration`` selects a DeploymentOptionSection configuration (default: the package's)."""
+    given = os.fspath(path)  # the operator's words: every refusal starts with them
     path = Path(path)
     dest = Path(extract_to) if extract_to is not None else None
     made: list[Path] = []
     try:
-        if path.is_dir():
-            ovfs = sorted(path.glob("*.ovf"))
-            if len(ovfs) != 1:
+        try:
+            if path.is_dir():
+                ovfs = sorted(q for q in path.glob("*.ovf") if not q.is_symlink())
+                if len(ovfs) != 1:
+                    raise CorruptPackage(
+                        f"expected exactly one .ovf descriptor in the directory, found {[q.name for q in ovfs]}"
+                    )
+                path = ovfs[0]
+            if path.suffix.lower() == ".ovf":
+                return _open_ovf_dir(path, dest, configuration, made)
+            return _open_ova(path, dest, configuration, made)
+        except OvfError as exc:
+            raise CorruptPackage(f"invalid descriptor: {exc}") from None
+        except bounded_tar.TarFormatError as exc:
+            raise CorruptPackage(f"not a plain tar archive an OVA may be: {exc}") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise InsufficientSpace(f"no space left while extracting to {dest}: {exc.strerror}") from None
+            if exc.errno in _CONTENT_ERRNOS:
+                # the package asked for it (a name, a size); the file system said no: no retry helps
+                member = Path(exc.filename).name if exc.filename else "a file"
                 raise CorruptPackage(
-                    f"{path.name}: expected exactly one .ovf descriptor in the directory, found {ovfs}"
-                )
-            path = ovfs[0]
-        if path.suffix.lower() == ".ovf":
-            return _open_ovf_dir(path, dest, configuration, made)
-        return _open_ova(path, dest, configuration, made)
-    except (CorruptPackage, InfraFault, BadInput):
+                    f"{member}: {_CONTENT_ERRNOS[exc.errno]} ({exc.strerror})", {"member": member}
+                ) from None
+            raise  # host trouble (EIO, permissions): an infrastructure fault, retried
+        except (LookupError, ValueError, TypeError, AttributeError, ArithmeticError, RecursionError, zlib.error) as exc:
+            # Malformed input that reached a code path nobody anticipated: no retry can fix it.
+            raise BadInput(f"malformed package ({type(exc).__name__} while reading it: {exc})") from exc
+    except (CorruptPackage, InfraFault, BadInput) as exc:
+        _remove(made)
+        raise _naming(exc, given) from None
+    except BaseException:
         _remove(made)
         raise
-    except OvfError as exc:
-        _remove(made)
-        raise CorruptPackage(f"{path.name}: invalid descriptor: {exc}", {"package": str(path)}) from None
-    except (tarfile.TarError, EOFError) as exc:
-        _remove(made)
-        raise CorruptPackage(f"{path.name}: truncated or corrupt tar: {exc}", {"package": str(path)}) from None
-    except OSError as exc:
-        _remove(made)
-        if exc.errno == errno.ENOSPC:
-            raise InsufficientSpace(f"{path.name}: no space left while extracting to {dest}: {exc}") from None
-        raise  # host trouble (EIO, permissions): an infrastructure fault, retried
-    except (LookupError, ValueError, TypeError, AttributeError, ArithmeticError, RecursionError, zlib.error) as exc:
-        # Malformed input that reached a code path nobody anticipated: no retry can fix it.
-        _remove(made)
-        raise BadInput(f"{path.name}: malformed package ({type(exc).__name__} while reading it: {exc})") from exc
+
+
+def _naming(exc: Exception, given: str) -> Exception:
+    """The same refusal, its message starting with the package as the operator gave it (the member
+    it concerns stays in the message): "/srv/x.ova: member disk1.vmdk ..." ."""
+    reason = exc.reason if isinstance(exc, CorruptPackage) else str(exc)
+    name = Path(given).name
+    for lead in (f"{given}: ", f"{name}: "):
+        if reason.startswith(lead):
+            reason = reason[len(lead) :]
+            break
+    text = f"{given}: {reason}"
+    if isinstance(exc, CorruptPackage):
+        out = CorruptPackage(text, {"package": given, **exc.evidence})
+    elif isinstance(exc, InputFileError):  # (path, reason) signature: keep it a BadInput
+        out = BadInput(text)
+    else:
+        try:
+            out = type(exc)(text)
+        except TypeError:
+            out = BadInput(text) if isinstance(exc, BadInput) else InfraFault(text)
+    return out
 
 
 def _remove(made: list[Path]) -> None:
@@ -315,7 +377,9 @@ def _mkdirs(d: Path, made: list[Path]) -> None:
     made.extend(missing)
 
 
-def _safe_name(name: str, where: str) -> str:
+def _safe_name(name: str, where: str, *, file: bool = True) -> str:
+    """``name`` normalised, or a refusal: nothing absolute, no ``..``, no scheme, no backslash or
+    NUL, and (for a file) nothing that is the destination itself (``.``, ``a/``) or too long."""
     p = PurePosixPath(name)
     if (
         not name
@@ -328,33 +392,71 @@ def _safe_name(name: str, where: str) -> str:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", name):
             raise CorruptPackage(f"{where}: {name!r} is an external reference (only self-contained packages)")
         raise CorruptPackage(f"{where}: member name {name!r} escapes the package (path traversal)")
+    if file and (str(p) == "." or name.endswith("/")):
+        raise CorruptPackage(f"{where}: member name {name!r} names the package's directory, not a file")
+    if len(name.encode()) > MAX_NAME_BYTES or any(len(c.encode()) > MAX_NAME_COMPONENT_BYTES for c in p.parts):
+        raise CorruptPackage(
+            f"{where}: member name {name[:80]!r}... is too long for a file system "
+            f"(a name part over {MAX_NAME_COMPONENT_BYTES} bytes, or over {MAX_NAME_BYTES} in all)"
+        )
     return str(p)
 
 
 def _decode_descriptor(data: bytes, name: str) -> str:
+    """XML's own rules: UTF-8 (BOM optional) or, with its byte order mark, UTF-16 / UTF-32."""
     if len(data) > MAX_DESCRIPTOR_BYTES:
         raise CorruptPackage(f"{name}: descriptor is {len(data)} bytes (limit {MAX_DESCRIPTOR_BYTES})")
+    for bom, codec in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise CorruptPackage(f"{name}: descriptor is not valid {codec.upper()}: {exc.reason}") from None
+            if "\0" in text:
+                raise CorruptPackage(f"{name}: descriptor contains a NUL character")
+            return text
+    # XML 1.0 appendix F: without a mark, "<?" in UTF-16 is recognised by its zero bytes
+    codec = "utf-16-le" if data.startswith(b"<\0?\0") else "utf-16-be" if data.startswith(b"\0<\0?") else "utf-8-sig"
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise CorruptPackage(f"{name}: descriptor is not UTF-8: {exc}") from None
+        raise CorruptPackage(
+            f"{name}: descriptor is not valid {codec[:6].upper()} (byte {exc.start}: {exc.reason})"
+        ) from None
+    if "\0" in text:  # expat stops at a NUL: what follows would be silently ignored
+        raise CorruptPackage(f"{name}: descriptor contains a NUL character (binary data, or an unmarked UTF-16/32)")
+    return text
 
 
 def _parse_descriptor(text: str, name: str, configuration: str | None) -> OvfDescriptor:
     try:
-        return parse_ovf(text, configuration)
+        d = parse_ovf(text, configuration)
     except OvfError as exc:
         raise CorruptPackage(f"{name}: invalid descriptor: {exc}") from None
+    for disk in d.disks:
+        if disk.capacity_bytes > MAX_DISK_CAPACITY:
+            raise CorruptPackage(
+                f"{name}: disk {disk.file_href or '(placeholder)'} declares a capacity of {disk.capacity_bytes} "
+                f"bytes; no disk format holds more than {MAX_DISK_CAPACITY} (64 TiB): refused",
+                {"file": disk.file_href, "declared_capacity": str(disk.capacity_bytes)},
+            )
+    return d
 
 
 def read_descriptor_file(path: str | os.PathLike[str], configuration: str | None = None) -> OvfDescriptor:
     """Parse a lone ``.ovf`` file (no package around it: nothing else is checked)."""
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
-            data = fh.read(MAX_DESCRIPTOR_BYTES + 1)
-    except FileNotFoundError:
-        raise CorruptPackage(f"{p.name}: descriptor file does not exist") from None
+        fd, _ = open_regular(p, "descriptor")
+    except InputFileError as exc:
+        raise CorruptPackage(f"{p}: {exc.reason}") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_DESCRIPTOR_BYTES + 1)
     return _parse_descriptor(_decode_descriptor(data, p.name), p.name, configuration)
 
 
@@ -430,6 +532,17 @@ def _assign_targets(plans: list[_Plan], taken: set[str], pkg: str) -> None:
     for p in plans:
         href = p.file.href
         name = href[:-3] if p.file.compression and href.endswith(".gz") else href
+        if name != href:  # ".gz" or "dir/.gz" inflates to no name at all: the destination itself
+            try:
+                name = _safe_name(name, f"{pkg}: {href} inflated")
+            except CorruptPackage:
+                raise CorruptPackage(
+                    f"{pkg}: {href} would inflate to {name!r}, which is not a file name: refused", {"file": href}
+                ) from None
+        parents = {str(q) for q in PurePosixPath(name).parents}
+        clash = next((u for u in used if u in parents or name in {str(q) for q in PurePosixPath(u).parents}), None)
+        if clash is not None:
+            raise CorruptPackage(f"{pkg}: {href} and {used[clash]} would be extracted as a file and a directory")
         if p.file.compression and name != href and name in taken:
             raise CorruptPackage(
                 f"{pkg}: {href} inflates to {name}, which is also a member of the package: refused",
@@ -488,7 +601,9 @@ class _Sink:
         self.target = target
         self.limit, self.what, self.pkg = limit, what, pkg
         made.extend([self.tmp, target])
-        self.fh = open(self.tmp, "wb")
+        # never through a link a package (or an earlier run) left where the file goes
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self.fh = os.fdopen(fd, "wb")
         self.n = 0
         self._since_check = 0
 
@@ -565,6 +680,20 @@ def _inflate(chunks: Iterator[bytes], what: str, pkg: str) -> Iterator[bytes]:
         raise CorruptPackage(f"{pkg}: {what}: gzip data is corrupt: {exc}") from None
 
 
+@contextlib.contextmanager
+def _member_errors(member: str, pkg: str) -> Iterator[None]:
+    """An OS refusal caused by what the package asks for (its name, its size) while writing
+    ``member``: bad input naming the package and the member, never a host fault retried."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _CONTENT_ERRNOS:
+            raise
+        raise CorruptPackage(
+            f"{pkg}: {member}: {_CONTENT_ERRNOS[exc.errno]} ({exc.strerror})", {"member": member}
+        ) from None
+
+
 def _extract_plan(
     plan: _Plan,
     read_member: dict[str, callable],
@@ -593,18 +722,22 @@ def _extract_plan(
             digests[m] = {a: h.hexdigest() for a, h in hashes.items()}
 
     target = dest / plan.target_name
-    _mkdirs(target.parent, made)
-    sink = _Sink(target, plan.limit, plan.file.href, pkg, made)
-    try:
-        source = stored_bytes()
-        for chunk in _inflate(source, plan.file.href, pkg) if plan.file.compression else source:
-            sink.write(chunk)
-        for _ in source:  # bytes after the gzip stream still count for the digest
-            pass
-    except BaseException:
-        sink.abort()
-        raise
-    sink.close()
+    for q in reversed(PurePosixPath(plan.target_name).parents):
+        if str(q) != "." and (dest / q).is_symlink():  # a link the package left in its own directory
+            raise CorruptPackage(f"{pkg}: {plan.file.href} would be written under the symbolic link {q}: refused")
+    with _member_errors(plan.file.href, pkg):
+        _mkdirs(target.parent, made)
+        sink = _Sink(target, plan.limit, plan.file.href, pkg, made)
+        try:
+            source = stored_bytes()
+            for chunk in _inflate(source, plan.file.href, pkg) if plan.file.compression else source:
+                sink.write(chunk)
+            for _ in source:  # bytes after the gzip stream still count for the digest
+                pass
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
     if manifest is not None:
         for m in plan.members:
             algo, want = manifest[m]
@@ -617,68 +750,40 @@ def _extract_plan(
     return target
 
 
-def _tar_reader(tar: tarfile.TarFile, m: tarfile.TarInfo, pkg: str):
+def _fd_reader(fd: int, offset: int, size: int, name: str, pkg: str):
+    """Reads ``size`` bytes at ``offset`` of an open descriptor (pread: no shared file position)."""
+
     def read() -> Iterator[bytes]:
-        src = tar.extractfile(m)
-        if src is None:
-            raise CorruptPackage(f"{pkg}: member {m.name} cannot be read")
         n = 0
-        while chunk := src.read(CHUNK):
+        while n < size:
+            chunk = os.pread(fd, min(CHUNK, size - n), offset + n)
+            if not chunk:
+                raise CorruptPackage(f"{pkg}: member {name} truncated ({n} of {size} bytes)")
             n += len(chunk)
             yield chunk
-        if n != m.size:
-            raise CorruptPackage(f"{pkg}: member {m.name} truncated ({n} of {m.size} bytes)")
 
     return read
 
 
-def _file_reader(p: Path):
-    def read() -> Iterator[bytes]:
-        with open(p, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                yield chunk
-
-    return read
-
-
-def _open_tar(path: Path, pkg: str) -> tarfile.TarFile:
+def _open_package_file(path: Path) -> tuple[int, int]:
+    """The operator's package file, opened without blocking and checked on the descriptor: a FIFO,
+    a device or a directory is refused before a byte is read."""
     try:
-        return tarfile.open(path, "r:")  # plain tar only: an OVA is never compressed as a whole
-    except (tarfile.TarError, EOFError) as exc:
-        raise CorruptPackage(f"{pkg}: not a readable tar archive: {exc}") from None
-    except FileNotFoundError:
-        raise CorruptPackage(f"{pkg}: package file does not exist") from None
-    except IsADirectoryError:
-        raise CorruptPackage(f"{pkg}: is a directory, not an OVA") from None
+        fd, st = open_regular(path, "package")
+    except InputFileError as exc:
+        raise CorruptPackage(exc.reason) from None
+    return fd, st.st_size
 
 
-def _tar_members(tar: tarfile.TarFile, pkg: str, archive_size: int) -> dict[str, tarfile.TarInfo]:
-    by_name: dict[str, tarfile.TarInfo] = {}
-    count = 0
-    while True:
-        try:
-            m = tar.next()
-        except (tarfile.TarError, EOFError) as exc:
-            last = tar.members[-1].name if tar.members else "(first header)"
-            raise CorruptPackage(f"{pkg}: truncated or corrupt tar at member {last!r}: {exc}") from None
-        if m is None:
-            break
-        count += 1
-        if count > MAX_MEMBERS:
-            raise CorruptPackage(f"{pkg}: more than {MAX_MEMBERS} members: not an OVF package")
-        name = _safe_name(m.name, pkg)
-        if m.isdir():
+def _tar_members(fd: int, pkg: str, archive_size: int) -> dict[str, bounded_tar.TarMember]:
+    """The package's members, read by the bounded header reader (never ``tarfile``: see
+    ``crossvisor.core.bounded_tar``); names checked, duplicates refused."""
+    by_name: dict[str, bounded_tar.TarMember] = {}
+    for m in bounded_tar.read_members(fd, archive_size, max_headers=MAX_MEMBERS):
+        if m.is_dir:
+            _safe_name(m.name, pkg, file=False)
             continue
-        if m.sparse is not None or m.type == tarfile.GNUTYPE_SPARSE:
-            raise CorruptPackage(
-                f"{pkg}: member {m.name!r} is a sparse tar entry (it expands beyond its stored bytes); "
-                "an OVA is plain USTAR",
-                {"member": m.name, "declared_bytes": str(m.size)},
-            )
-        if not m.isfile():
-            raise CorruptPackage(f"{pkg}: member {m.name!r} is not a regular file")
-        if m.offset_data + m.size > archive_size:
-            raise CorruptPackage(f"{pkg}: truncated tar: member {m.name!r} ends past the end of the archive")
+        name = _safe_name(m.name, pkg)
         if name in by_name:
             raise CorruptPackage(f"{pkg}: member {name!r} appears twice")
         by_name[name] = m
@@ -694,91 +799,201 @@ def _read_small(read, limit: int, name: str, pkg: str) -> bytes:
     return bytes(out)
 
 
+def _member_reader(fd: int, members: dict[str, bounded_tar.TarMember], name: str, pkg: str):
+    m = members[name]
+    return _fd_reader(fd, m.offset, m.size, name, pkg)
+
+
 def _open_ova(path: Path, dest: Path | None, configuration: str | None, made: list[Path]) -> Package:
+    fd, archive_size = _open_package_file(path)
+    try:
+        return _read_ova(fd, archive_size, path, dest, configuration, made)
+    finally:
+        os.close(fd)
+
+
+def _read_ova(
+    fd: int, archive_size: int, path: Path, dest: Path | None, configuration: str | None, made: list[Path]
+) -> Package:
     pkg = path.name
-    with _open_tar(path, pkg) as tar:
-        members = _tar_members(tar, pkg, path.stat().st_size)
-        ovfs = [n for n in members if n.endswith(".ovf")]
-        if len(ovfs) != 1:
-            raise CorruptPackage(f"{pkg}: expected exactly one .ovf descriptor, found {ovfs}")
-        ovf_name = ovfs[0]
-        ovf_bytes = _read_small(_tar_reader(tar, members[ovf_name], pkg), MAX_DESCRIPTOR_BYTES, ovf_name, pkg)
-        text = _decode_descriptor(ovf_bytes, ovf_name)
-        d = _parse_descriptor(text, ovf_name, configuration)
-        stem = ovf_name[:-4]
-        mf_name, cert_name = stem + ".mf", stem + ".cert"
-        manifest = None
-        if mf_name in members:
-            raw = _read_small(_tar_reader(tar, members[mf_name], pkg), MAX_MANIFEST_BYTES, mf_name, pkg)
-            manifest = _parse_manifest(raw.decode("utf-8", "replace"), mf_name)
-        sizes = {n: m.size for n, m in members.items()}
-        plans, _ = _plan_files(d, sizes, pkg, "the package has no such member")
-        file_members = [m for p in plans for m in p.members]
-        known = {ovf_name, mf_name, cert_name, *file_members}
-        stray = [n for n in members if n not in known]
-        if stray:
-            raise CorruptPackage(f"{pkg}: members {stray} are not referenced by {ovf_name}")
-        _check_manifest(manifest, mf_name, ovf_name, ovf_bytes, file_members, pkg)
-        out = Package(
-            path=path,
-            kind="ova",
-            descriptor=d,
-            descriptor_name=ovf_name,
-            descriptor_text=text,
-            manifest=manifest,
-            manifest_name=mf_name if manifest is not None else "",
-            certificate=cert_name if cert_name in members else "",
-            warnings=list(d.warnings),
-        )
-        _assign_targets(plans, set(members), pkg)
-        if dest is None:
-            out.disks = [
-                PackageDisk(x, None, "raw" if not x.file_href else QEMU_FORMAT[x.format], not x.file_href)
-                for x in d.disks
-            ]
-            return out
-        _mkdirs(dest, made)
-        _check_free_space(dest, plans, pkg)
-        algos = {a for a, _ in (manifest or {}).values()}
-        readers = {n: _tar_reader(tar, m, pkg) for n, m in members.items()}
-        for p in plans:
-            out.files[p.file.href] = _extract_plan(p, readers, dest, algos, manifest, mf_name, pkg, made)
+    members = _tar_members(fd, pkg, archive_size)
+    ovfs = [n for n in members if n.endswith(".ovf")]
+    if len(ovfs) != 1:
+        raise CorruptPackage(f"{pkg}: expected exactly one .ovf descriptor, found {ovfs}")
+    ovf_name = ovfs[0]
+    ovf_bytes = _read_small(_member_reader(fd, members, ovf_name, pkg), MAX_DESCRIPTOR_BYTES, ovf_name, pkg)
+    text = _decode_descriptor(ovf_bytes, ovf_name)
+    d = _parse_descriptor(text, ovf_name, configuration)
+    stem = ovf_name[:-4]
+    mf_name, cert_name = stem + ".mf", stem + ".cert"
+    manifest = None
+    if mf_name in members:
+        raw = _read_small(_member_reader(fd, members, mf_name, pkg), MAX_MANIFEST_BYTES, mf_name, pkg)
+        manifest = _parse_manifest(raw.decode("utf-8", "replace"), mf_name)
+    sizes = {n: m.size for n, m in members.items()}
+    plans, _ = _plan_files(d, sizes, pkg, "the package has no such member")
+    file_members = [m for p in plans for m in p.members]
+    known = {ovf_name, mf_name, cert_name, *file_members}
+    stray = [n for n in members if n not in known]
+    if stray:
+        raise CorruptPackage(f"{pkg}: members {stray} are not referenced by {ovf_name}")
+    _check_manifest(manifest, mf_name, ovf_name, ovf_bytes, file_members, pkg)
+    out = Package(
+        path=path,
+        kind="ova",
+        descriptor=d,
+        descriptor_name=ovf_name,
+        descriptor_text=text,
+        manifest=manifest,
+        manifest_name=mf_name if manifest is not None else "",
+        certificate=cert_name if cert_name in members else "",
+        warnings=list(d.warnings),
+    )
+    _assign_targets(plans, set(members), pkg)
+    if dest is None:
+        out.disks = [
+            PackageDisk(x, None, "raw" if not x.file_href else QEMU_FORMAT[x.format], not x.file_href) for x in d.disks
+        ]
+        return out
+    _mkdirs(dest, made)
+    _check_free_space(dest, plans, pkg)
+    algos = {a for a, _ in (manifest or {}).values()}
+    readers = {n: _member_reader(fd, members, n, pkg) for n in members}
+    for p in plans:
+        out.files[p.file.href] = _extract_plan(p, readers, dest, algos, manifest, mf_name, pkg, made)
     out.files_verified = True
     _finish_disks(out, dest, made)
     return out
+
+
+class _DirFiles:
+    """The files of an unpacked OVF, opened only through the package's directory: every name is
+    walked component by component with ``O_NOFOLLOW`` relative to the directory's descriptor (no
+    link followed, nothing outside reached), opened with ``O_NONBLOCK`` and checked with ``fstat``
+    before a byte is read (a FIFO or device is refused, not waited on). A file is opened again to
+    be read (a package may have thousands of chunks: never that many descriptors at once), and
+    must then be the same file (device, inode, size) it was when it was sized."""
+
+    def __init__(self, base: Path, pkg: str):
+        self.base, self.pkg = base, pkg
+        self.dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.seen: dict[str, tuple[int, int, int]] = {}  # name -> (st_dev, st_ino, st_size)
+
+    def _open(self, name: str) -> tuple[int, os.stat_result] | None:
+        parts = PurePosixPath(name).parts
+        fd = self.dir_fd
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                flags |= os.O_NONBLOCK | os.O_NOCTTY if last else os.O_DIRECTORY
+                try:
+                    nfd = os.open(part, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise CorruptPackage(
+                            f"{self.pkg}: {name} is (or lies under) a symbolic link: a package's files must be "
+                            "inside its directory",
+                            {"member": name},
+                        ) from None
+                    raise
+                if fd != self.dir_fd:
+                    os.close(fd)
+                fd = nfd
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptPackage(
+                    f"{self.pkg}: {name} is not a regular file (a FIFO, a device or a directory): refused",
+                    {"member": name},
+                )
+            os.set_blocking(fd, True)
+        except BaseException:
+            if fd != self.dir_fd:
+                os.close(fd)
+            raise
+        return fd, st
+
+    def open(self, name: str) -> tuple[int, int] | None:
+        """(0, size) of the regular file ``name``; None when it does not exist."""
+        if name not in self.seen:
+            got = self._open(name)
+            if got is None:
+                return None
+            fd, st = got
+            os.close(fd)
+            self.seen[name] = (st.st_dev, st.st_ino, st.st_size)
+        return 0, self.seen[name][2]
+
+    def reader(self, name: str):
+        def read() -> Iterator[bytes]:
+            got = self._open(name)
+            if got is None or (got[1].st_dev, got[1].st_ino, got[1].st_size) != self.seen[name]:
+                if got is not None:
+                    os.close(got[0])
+                raise CorruptPackage(f"{self.pkg}: {name} changed while the package was read", {"member": name})
+            fd, st = got
+            try:
+                yield from _fd_reader(fd, 0, st.st_size, name, self.pkg)()
+            finally:
+                os.close(fd)
+
+        return read
+
+    def close(self) -> None:
+        os.close(self.dir_fd)
 
 
 def _open_ovf_dir(ovf_path: Path, dest: Path | None, configuration: str | None, made: list[Path]) -> Package:
     pkg = ovf_path.name
     base = ovf_path.parent
     try:
-        with open(ovf_path, "rb") as fh:
-            ovf_bytes = fh.read(MAX_DESCRIPTOR_BYTES + 1)
+        files = _DirFiles(base, pkg)
     except FileNotFoundError:
-        raise CorruptPackage(f"{pkg}: descriptor file does not exist") from None
+        raise CorruptPackage(f"{pkg}: the package's directory does not exist") from None
+    except NotADirectoryError:
+        raise CorruptPackage(f"{pkg}: {base} is not a directory") from None
+    try:
+        return _read_ovf_dir(files, ovf_path, dest, configuration, made)
+    finally:
+        files.close()
+
+
+def _read_ovf_dir(
+    files: _DirFiles, ovf_path: Path, dest: Path | None, configuration: str | None, made: list[Path]
+) -> Package:
+    pkg = ovf_path.name
+    base = ovf_path.parent
+    opened = files.open(pkg)
+    if opened is None:
+        raise CorruptPackage(f"{pkg}: descriptor file does not exist")
+    ovf_bytes = _read_small(files.reader(pkg), MAX_DESCRIPTOR_BYTES, pkg, pkg)
     text = _decode_descriptor(ovf_bytes, pkg)
     d = _parse_descriptor(text, pkg, configuration)
-    mf_path, cert_path = ovf_path.with_suffix(".mf"), ovf_path.with_suffix(".cert")
+    mf_name, cert_name = ovf_path.with_suffix(".mf").name, ovf_path.with_suffix(".cert").name
     manifest = None
-    if mf_path.exists():
-        raw = _read_small(_file_reader(mf_path), MAX_MANIFEST_BYTES, mf_path.name, pkg)
-        manifest = _parse_manifest(raw.decode("utf-8", "replace"), mf_path.name)
+    if files.open(mf_name) is not None:
+        raw = _read_small(files.reader(mf_name), MAX_MANIFEST_BYTES, mf_name, pkg)
+        manifest = _parse_manifest(raw.decode("utf-8", "replace"), mf_name)
     sizes: dict[str, int] = {}
     for f in d.files():
         href = _safe_name(f.href, f"{pkg} ovf:href")
         names = _chunk_names(href, MAX_MEMBERS) if f.chunk_size else [href]
         for n in names:
-            p = base / n
-            if not p.is_file():
+            got = files.open(n)
+            if got is None:
                 break
-            sizes[n] = p.stat().st_size
+            sizes[n] = got[1]
     if manifest is not None:  # a manifest may name files beside the descriptor we did not plan for
         for n in manifest:
-            if n != pkg and (base / _safe_name(n, mf_path.name)).is_file():
-                sizes.setdefault(n, (base / n).stat().st_size)
+            if n != pkg and n not in sizes:
+                got = files.open(_safe_name(n, mf_name))
+                if got is not None:
+                    sizes[n] = got[1]
     plans, _ = _plan_files(d, sizes, pkg, f"{base} has no such file")
     file_members = [m for p in plans for m in p.members]
-    _check_manifest(manifest, mf_path.name, pkg, ovf_bytes, file_members, pkg)
+    _check_manifest(manifest, mf_name, pkg, ovf_bytes, file_members, pkg)
     out = Package(
         path=ovf_path,
         kind="ovf",
@@ -786,21 +1001,22 @@ def _open_ovf_dir(ovf_path: Path, dest: Path | None, configuration: str | None, 
         descriptor_name=pkg,
         descriptor_text=text,
         manifest=manifest,
-        manifest_name=mf_path.name if manifest is not None else "",
-        certificate=cert_path.name if cert_path.exists() else "",
+        manifest_name=mf_name if manifest is not None else "",
+        certificate=cert_name if (base / cert_name).is_file() and not (base / cert_name).is_symlink() else "",
         warnings=list(d.warnings),
     )
     in_place = dest is None or dest.resolve() == base.resolve()
     _assign_targets(plans, set(sizes), pkg)
     algos = {a for a, _ in (manifest or {}).values()}
-    readers = {n: _file_reader(base / n) for n in sizes}
+    readers = {n: files.reader(n) for n in sizes}
     to_make = []
     for p in plans:
         if not p.file.compression and not p.file.chunk_size:
-            # a plain file is used where it is: hash it in place (no copy)
+            # a plain file is used where it is: hash it in place (no copy); the disk checker
+            # checks it again (no link) before qemu-img reads it
             out.files[p.file.href] = base / p.members[0]
             if dest is not None:
-                _verify_in_place(p, readers, algos, manifest, mf_path.name, pkg)
+                _verify_in_place(p, readers, algos, manifest, mf_name, pkg)
             continue
         if in_place and p.target_name == p.file.href:
             p.target_name = f"{p.file.href}.inflated"  # never overwrite the package's own file
@@ -819,7 +1035,7 @@ def _open_ovf_dir(ovf_path: Path, dest: Path | None, configuration: str | None, 
     _mkdirs(target_dir, made)
     _check_free_space(target_dir, to_make, pkg)
     for p in to_make:
-        out.files[p.file.href] = _extract_plan(p, readers, target_dir, algos, manifest, mf_path.name, pkg, made)
+        out.files[p.file.href] = _extract_plan(p, readers, target_dir, algos, manifest, mf_name, pkg, made)
     out.files_verified = True
     _finish_disks(out, target_dir, made)
     return out
@@ -854,12 +1070,15 @@ def _finish_disks(out: Package, dest: Path, made: list[Path]) -> None:
             if disk.capacity_bytes % 512:
                 raise CorruptPackage(f"{pkg}: placeholder disk {i} capacity {disk.capacity_bytes} is not whole sectors")
             name = f"blank-disk{i}.raw"
-            while name in taken:
+            while name in taken or os.path.lexists(dest / name):
                 name = f"_{name}"
             target = dest / name
             made.append(target)
-            with open(target, "wb") as fh:
-                fh.truncate(disk.capacity_bytes)  # sparse: a blank disk costs no space
+            # O_EXCL|O_NOFOLLOW: a blank disk is a new file, never one a package placed there
+            with _member_errors(f"placeholder disk {i} ({name})", pkg):
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.truncate(disk.capacity_bytes)  # sparse: a blank disk costs no space
             taken.add(name)
             out.disks.append(PackageDisk(disk, target, "raw", blank=True, virtual_size=disk.capacity_bytes))
             continue
@@ -896,6 +1115,17 @@ def _check_probe(out: Package, disk: OvfDisk, path: Path, info: diskconv.ImageIn
         raise CorruptPackage(
             f"{pkg}: disk {disk.file_href} is {info.virtual_size} bytes, beyond its declared capacity "
             f"{disk.capacity_bytes}: refused",
+            {**evidence, "declared_capacity": str(disk.capacity_bytes)},
+        )
+    elif info.virtual_size < disk.capacity_bytes and (
+        disk.format != "vhd" or disk.capacity_bytes - info.virtual_size > VHD_ROUNDING_BYTES
+    ):
+        # only a VHD's CHS geometry explains a smaller disk; any other shortfall is data missing
+        # (a chunked disk without its last chunk, a truncated raw file): the guest would see a
+        # disk cut short, so it is refused, not warned about
+        raise CorruptPackage(
+            f"{pkg}: disk {disk.file_href} holds {info.virtual_size} bytes, less than its declared capacity "
+            f"{disk.capacity_bytes} (a missing chunk, or a truncated file): refused",
             {**evidence, "declared_capacity": str(disk.capacity_bytes)},
         )
     elif info.virtual_size < disk.capacity_bytes:

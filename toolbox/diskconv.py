@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossvisor.core import steps
-from drivers.base import InfraFault, InteropFailure
+from crossvisor.core.errors import InfraFault, InteropFailure
+from crossvisor.core.safe_read import InputFileError, check_package_disk
 
 FORMATS = ("qcow2", "vmdk", "vpc", "vhdx", "raw")
 SUBFORMATS = {
@@ -156,12 +157,25 @@ def _image_info(data: dict) -> ImageInfo:
     )
 
 
-def probe(path: PathLike, fmt: str) -> ImageInfo:
-    """``info`` for an image from elsewhere: resource-limited, and its failure is the image's fault.
+def probe(path: PathLike, fmt: str, *, self_contained: bool = True) -> ImageInfo:
+    """``info`` for an image from elsewhere: checked first, resource-limited, and its failure is
+    the image's fault.
 
-    Raises ``CorruptImage`` (with qemu-img's own words as evidence) when qemu-img cannot open the
-    image as ``fmt`` or is killed by the limits; ``ConversionError`` only for host trouble."""
+    Before qemu-img runs, ``safe_read.check_package_disk`` checks the file on its own descriptor:
+    a regular file, no link, content of format ``fmt``, nothing in it that would make qemu-img
+    open another file (a backing or data file, a VMDK extent or parent): a VMDK naming a FIFO
+    would otherwise block qemu-img until its timeout, and one naming an outside file would be
+    read. Raises ``CorruptImage`` for those and (with qemu-img's own words as evidence) when
+    qemu-img cannot open the image as ``fmt`` or is killed by the limits; ``ConversionError``
+    only for host trouble."""
     _check_fmt(fmt)
+    try:
+        check_package_disk(path, fmt, self_contained=self_contained)
+    except InputFileError as exc:
+        raise CorruptImage(
+            f"{Path(path).name}: refused before qemu-img read it: {exc.reason}",
+            {"path": str(path), "format": fmt, "check": exc.reason},
+        ) from None
     args = [
         "prlimit",
         f"--as={PROBE_MAX_ADDRESS_SPACE}",
