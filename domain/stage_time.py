@@ -105,11 +105,12 @@ def boot_seconds(times: list[StageTime]) -> dict[str, float]:
 
 
 def upload_rate(times: list[StageTime]) -> tuple[int, float]:
-    """The largest single upload of the campaign: (bytes, seconds)."""
+    """The largest single upload of the campaign that was timed against a local copy of its
+    file (dense files: a sparse one crosses as its data only): (bytes, seconds)."""
     best = (0, 0.0)
     for t in times:
         up = t.steps.get("upload") or {}
-        if int(up.get("big_bytes", 0)) > best[0]:
+        if up.get("big_copy_s") and int(up.get("big_bytes", 0)) > best[0]:
             best = (int(up["big_bytes"]), float(up.get("big_s", 0.0)))
     return best
 

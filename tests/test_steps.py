@@ -46,7 +46,7 @@ def _log(cell: str, stage: str, t0: float, secs: float, steps_: dict) -> list[di
 def test_stage_times_floor_and_largest_step_from_log_records() -> None:
     recs = (
         _log("a", "boot", 0, 30, {"console wait": {"seconds": 25, "cpu_s": 0}, "start": {"seconds": 1}})
-        + _log("a", "import", 30, 12, {"upload": {"seconds": 2, "big_bytes": 100, "big_s": 2}})
+        + _log("a", "import", 30, 12, {"upload": {"seconds": 2, "big_bytes": 100, "big_s": 2, "big_copy_s": 1}})
         + _log("a", "lifecycle", 42, 20, {"guest cpu": {"seconds": 0, "cpu_s": 40}})
     )
     times = stage_time.stage_times(recs)
