@@ -25,7 +25,7 @@ class ExecutionLog:
         stage: str,
         attempt: int,
         event: str,
-        **extra: str,
+        **extra: object,
     ) -> None:
         line = json.dumps(
             {

@@ -144,6 +144,8 @@ class StageRecord:
     started_at: str = ""  # ISO 8601 (workflow time), for timelines
     round: int = 0  # 0: the unmodified move; N: after N rungs of the remediation ladder
     remedy: str = ""  # the remediate stage: which rung
+    # sub-step -> {seconds (exclusive), cpu_s, count, bytes}: where the stage's time went
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

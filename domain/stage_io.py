@@ -20,6 +20,9 @@ class StageResult:
     reason: str = ""
     evidence: dict[str, str] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)  # grades this stage decided
+    # where the stage's time went: sub-step -> {seconds (exclusive), cpu_s, count, bytes, ...}
+    # (crossvisor.core.steps); bookkeeping, never a grade
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 # -- what a guest reported ------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class ConsoleWatch:
     stopped: bool  # the domain is no longer running (powered off, crashed, rebooted with on_reboot=destroy)
     timed_out: bool
     idle: bool = False  # the console stayed silent for ``idle_s`` (while ``quiet_ok`` said nothing follows)
+    # seconds the guest's vCPU waited for a host core while watched (0 when the host does not say)
+    starved_s: float = 0.0
 
 
 class Driver(abc.ABC):

@@ -38,6 +38,8 @@ CLEANUP_OUTLASTS_CANCEL = "cleanup-outlasts-cancel"
 # heartbeat) before cleanup looks: before, cleanup ran at once, found nothing, and the stage's
 # VM and volumes appeared minutes later, swept by no one (issue 26)
 CLEANUP_AFTER_STAGE_ENDS = "cleanup-after-stage-ends"
+# a stage's sub-step times (upload, define, console wait, ...) kept in its record of the result
+STAGE_TIMING = "stage-timing"
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -153,6 +155,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                         started_at=t0.isoformat(),
                         round=n,
                         remedy=rung,
+                        timing=_timing(out),
                     )
                 )
                 if stage.name == "remediate":
@@ -296,7 +299,14 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                 verdict = _cancelled(cell.checks)
                 break
             records.append(
-                StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
+                StageRecord(
+                    stage.name,
+                    out.status,
+                    _since(t0),
+                    reason=out.reason,
+                    started_at=t0.isoformat(),
+                    timing=_timing(out),
+                )
             )
             if out.status == "fail":
                 verdict = grading.after_stage_failure(cell.checks, stage.name, out.reason, out.evidence)
@@ -323,7 +333,14 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             try:
                 out = await _run_to_the_end(self._run_sides(inp, stage, ctx))
                 records.append(
-                    StageRecord(stage.name, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat())
+                    StageRecord(
+                        stage.name,
+                        out.status,
+                        _since(t0),
+                        reason=out.reason,
+                        started_at=t0.isoformat(),
+                        timing=_timing(out),
+                    )
                 )
             except ActivityError as e:
                 records.append(
@@ -358,6 +375,11 @@ async def _run_to_the_end(coro) -> StageResult:
         if not workflow.patched(CLEANUP_OUTLASTS_CANCEL):
             task.cancel()
         return await task
+
+
+def _timing(out: StageResult) -> dict:
+    """The stage's sub-step times for its record (histories before the patch kept none)."""
+    return out.timing if workflow.patched(STAGE_TIMING) else {}
 
 
 def _since(t0) -> float:

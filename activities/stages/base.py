@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactCache
 from activities.execlog import ExecutionLog
-from crossvisor.core import metrics
+from crossvisor.core import metrics, steps
 from crossvisor.core.config import Settings, vm_name_prefix
 from crossvisor.core.errors import BadInput, InteropFailure, WrongSite
 from domain import stages
@@ -128,6 +128,13 @@ class Stage:
     def __init__(self, env: StageEnv):
         self.env = env
 
+    def keep_alive(self, call: StageCall) -> Callable[[], None] | None:
+        """Something to refresh with every heartbeat while the stage runs (a claim), or None."""
+        return None
+
+    def ended(self, call: StageCall, outcome: str) -> None:
+        """Called after every attempt with its outcome (ok, reused, fail, error)."""
+
     def heartbeat(self, what: str) -> None:
         if activity.in_activity():
             activity.heartbeat(what)
@@ -150,10 +157,13 @@ class Stage:
         log.info("stage.start")
         t0 = time.monotonic()
         outcome = "error"
-        beating = _Heartbeat(HEARTBEAT_EVERY_S)
+        beating = _Heartbeat(HEARTBEAT_EVERY_S, self.keep_alive(call))
+        recorder = steps.Recorder()
         try:
-            out = body(log)
+            with steps.recording(recorder):
+                out = body(log)
             outcome = out.status
+            out.timing = recorder.as_dict()
             return out
         except InteropFailure as f:
             outcome = "fail"
@@ -162,6 +172,7 @@ class Stage:
                 status="fail",
                 reason=f.reason,
                 evidence={k: str(v)[:EVIDENCE_MAX] for k, v in f.evidence.items()},
+                timing=recorder.as_dict(),
             )
         except BadInput as e:
             log.warning("stage.bad_input", error=str(e))
@@ -178,10 +189,21 @@ class Stage:
             raise
         finally:
             beating.stop()
+            self.ended(call, outcome)
             dt = time.monotonic() - t0
             metrics.STAGE_DURATION.labels(self.name, kind, outcome).observe(dt)
             metrics.HOST_BUSY_SECONDS.labels(kind).inc(dt)
-            self.env.execlog.record(c.campaign_id, c.cell.id, self.name, info.attempt, "end", outcome=outcome)
+            # where the stage's time went (sub-steps, exclusive seconds; the rest is "other")
+            self.env.execlog.record(
+                c.campaign_id,
+                c.cell.id,
+                self.name,
+                info.attempt,
+                "end",
+                outcome=outcome,
+                seconds=round(dt, 3),
+                steps=recorder.as_dict(),
+            )
             log.info("stage.end", outcome=outcome, seconds=round(dt, 3))
 
 
@@ -192,8 +214,11 @@ class _Heartbeat:
     (hours for an export); with it, within the heartbeat timeout, and the stage is retried.
     """
 
-    def __init__(self, every_s: float):
+    def __init__(self, every_s: float, also: Callable[[], None] | None = None):
         self._stop = threading.Event()
+        self._also = also
+        if also is not None:
+            also()
         if not activity.in_activity():
             return
         ctx = contextvars.copy_context()  # the activity context lives in contextvars
@@ -203,6 +228,8 @@ class _Heartbeat:
     def _loop(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             activity.heartbeat()
+            if self._also is not None:
+                self._also()
 
     def stop(self) -> None:
         self._stop.set()

@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities.artifacts import key, sha256_file
 from activities.stages.base import Stage
-from crossvisor.core import metrics
+from crossvisor.core import metrics, steps
 from crossvisor.core.errors import BadInput, InfraFault
 from domain.stage_io import ConvertedDisk, ConvertOutput, StageCall
 from toolbox import diskconv, ova
@@ -51,7 +51,8 @@ class Convert(Stage):
             # verifies the manifest: a corrupt package is an interop failure with a precise reason
             # the one package reader: manifest verified, bounds enforced, every disk probed; a
             # corrupt package is an interop failure with a precise reason
-            package = ova.open_package(pkg, extract_to=extract)
+            with steps.step("unpack"):
+                package = ova.open_package(pkg, extract_to=extract)
             (d / "descriptor.ovf").write_text(package.descriptor_text)
             disks, outs = [], []
             for i, pd in enumerate(package.disks):

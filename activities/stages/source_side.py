@@ -10,8 +10,13 @@ baseline observation ("reused"), without booting the source again.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
+import os
 import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio import activity
@@ -20,6 +25,7 @@ from temporalio.converter import value_to_type
 from activities.artifacts import ArtifactCache, key, sha256_file
 from activities.stages import guest
 from activities.stages.base import Stage, stands_in, vm_name, vm_owner
+from crossvisor.core import steps
 from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
 from domain import guest_evidence, profiles
@@ -30,6 +36,9 @@ from toolbox import diskconv, guest_images
 
 PIPELINE_SOURCE = "2"  # bump when what the source side produces changes: old cache entries are ignored
 BIRTH_TIMEOUT_S = 600.0  # a birth boot rebuilds the initramfs under TCG
+# a source side claimed by a cell whose stages stopped touching the claim this long is free again
+# (its stages touch it with every heartbeat, 2 s; between two of its stages only seconds pass)
+CLAIM_FRESH_S = 60.0
 
 
 def disk_marker(source_platform: str, image: str) -> bytes:
@@ -43,7 +52,46 @@ def source_key(c: CellInput) -> str:
     )
 
 
-class Provision(Stage):
+def _claim_path(env, k: str) -> Path:
+    return env.cache.root / "claims" / k
+
+
+def _claimant(c: CellInput) -> str:
+    return f"{c.campaign_id}/{c.cell.id}"
+
+
+def touch_claim(env, c: CellInput) -> None:
+    """Keep this cell's claim on its source side fresh (called with each heartbeat)."""
+    p = _claim_path(env, source_key(c))
+    try:
+        if p.read_text() == _claimant(c):
+            p.touch()
+    except OSError:
+        pass
+
+
+def drop_claim(env, c: CellInput) -> None:
+    p = _claim_path(env, source_key(c))
+    try:
+        if p.read_text() == _claimant(c):
+            p.unlink()
+    except OSError:
+        pass
+
+
+class SourceSide(Stage):
+    """The three source-side stages keep their cell's claim on the source side alive, and drop it
+    when the source side ends (exported, or failed: another cell may try)."""
+
+    def keep_alive(self, call: StageCall) -> Callable[[], None] | None:
+        return lambda: touch_claim(self.env, call.cell)
+
+    def ended(self, call: StageCall, outcome: str) -> None:
+        if outcome not in ("ok", "reused") or self.name == "export":
+            drop_claim(self.env, call.cell)
+
+
+class Provision(SourceSide):
     name = "provision"
 
     @activity.defn(name="provision")
@@ -52,7 +100,7 @@ class Provision(Stage):
 
     def _provision(self, call: StageCall, log) -> ProvisionOutput:
         c = call.cell
-        if self.env.cache.lookup(source_key(c)) is not None:
+        if self.env.cache.lookup(source_key(c)) is not None or self._made_by_another_cell(c):
             return ProvisionOutput(status="reused")
         prof = profiles.for_platform(c.source.kind, c.source.profile)
         img = c.image
@@ -93,6 +141,32 @@ class Provision(Stage):
             drv.close()
         return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
 
+    def _made_by_another_cell(self, c: CellInput) -> bool:
+        """Another running cell is making this source side (same source platform, image and
+        package format): wait for its package instead of booting and exporting the same source
+        again (two baselines of one source cost a boot of CPU for nothing). True once it is in
+        the cache; False when no live cell claims it (then this cell claims it)."""
+        k = source_key(c)
+        claim = _claim_path(self.env, k)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        with steps.step("wait for source side"):
+            while True:
+                if (self.env.cache.dir(k) / "manifest.json").exists() and self.env.cache.lookup(k) is not None:
+                    return True
+                # look and claim in one step: cells that start together must not both find it free
+                with open(claim.parent / ".lock", "a") as lf:
+                    fcntl.flock(lf, fcntl.LOCK_EX)
+                    try:
+                        holder, age = claim.read_text(), time.time() - claim.stat().st_mtime
+                    except OSError:
+                        holder, age = "", CLAIM_FRESH_S
+                    if not holder or holder == _claimant(c) or age >= CLAIM_FRESH_S:
+                        tmp = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
+                        tmp.write_text(_claimant(c))
+                        tmp.replace(claim)
+                        return False
+                time.sleep(1.0)
+
     def _source_disk(self, call: StageCall, prof, firmware: str, log) -> tuple[Path, int, str]:
         """The cell's own source disk (qcow2), and its capacity: an overlay on the image (born on
         this hardware when the image is born), a conversion of ``source``, or a blank disk."""
@@ -104,7 +178,8 @@ class Provision(Stage):
             built = guest_images.build_image(c.image.builtin)
             base = built.disk
             if built.born_on_first_boot:
-                base, birth = self._born(call, built, prof, firmware, log)
+                with steps.step("birth"):
+                    base, birth = self._born(call, built, prof, firmware, log)
             if not disk.exists():
                 diskconv.create_overlay(disk, base, "qcow2")
         elif not disk.exists():
@@ -155,8 +230,9 @@ class Provision(Stage):
             try:
                 drv.destroy(name)  # a killed earlier attempt's VM: its disk was just recreated
                 drv.provision(spec)
-                drv.power_on(name)
-                watch = drv.watch_console(name, guest.stopped, BIRTH_TIMEOUT_S, heartbeat=self.heartbeat)
+                with guest.boot_slot(c.source_host):  # a birth is a whole boot and initramfs build
+                    drv.power_on(name)
+                    watch = drv.watch_console(name, guest.stopped, BIRTH_TIMEOUT_S, heartbeat=self.heartbeat)
                 if guest_evidence.parse(watch.text).birth.get("ok") == "1":
                     # what the guest made of itself, fetched from the host (one flattened image)
                     drv.power_off(name, hard=True)
@@ -178,7 +254,7 @@ class Provision(Stage):
             return born, birth
 
 
-class Baseline(Stage):
+class Baseline(SourceSide):
     name = "baseline"
 
     @activity.defn(name="baseline")
@@ -199,7 +275,12 @@ class Baseline(Stage):
         drv = self.env.driver(c.source_host)
         try:
             seen, app, _state = guest.boot_and_observe(
-                drv, prov.source_vm, self.env.artifact_path(c, "source-console.log"), self.env, self.heartbeat
+                drv,
+                prov.source_vm,
+                self.env.artifact_path(c, "source-console.log"),
+                self.env,
+                self.heartbeat,
+                c.source_host,
             )
             drv.power_off(prov.source_vm)
             hw = drv.inspect(prov.source_vm)
@@ -213,7 +294,7 @@ class Baseline(Stage):
         return BaselineOutput(hardware=hw, guest=seen, app=app)
 
 
-class Export(Stage):
+class Export(SourceSide):
     name = "export"
 
     @activity.defn(name="export")
@@ -253,9 +334,11 @@ class Export(Stage):
                     {"package": str(Path(exported.package).relative_to(d)), "baseline": baseline, "exported": how},
                 )
         pkg = d / entry["meta"]["package"]
+        with steps.step("hash"):
+            sha = sha256_file(pkg)
         return ExportOutput(
             status=status,
             package=str(pkg),
-            package_sha256=sha256_file(pkg),
+            package_sha256=sha,
             evidence={"package": pkg.name, **entry["meta"].get("exported", {})},
         )

@@ -124,6 +124,23 @@ async def dispatch(a, settings: Settings) -> int:
     return EXIT_OK  # not reached
 
 
+def floor_line(settings: Settings, cid: str) -> str:
+    """The run's wall time against its CPU floor (the CPU of its builds, births, boots and
+    conversions over the cores), from the execution log: how close to the machine it ran."""
+    from activities.execlog import ExecutionLog
+    from domain import stage_time
+
+    times = stage_time.stage_times(ExecutionLog(settings.home / "executions.jsonl").read(), cid)
+    fl = stage_time.floor(times, os.cpu_count() or 1)
+    if not times:
+        return "time: no stage ran (every cell reused an earlier result)"
+    return (
+        f"time: wall {fl.wall_s:.0f} s; CPU floor {fl.floor_s:.0f} s ({fl.cpu_s:.0f} CPU s of builds, births, "
+        f"boots and conversions / {fl.cores} cores); wall / floor {fl.ratio:.2f}  "
+        f"(per stage: .venv/bin/python bench/cell_time.py --home {settings.home})"
+    )
+
+
 async def demo(settings: Settings, spec: str) -> int:
     from crossvisor import stack
     from crossvisor.client.starting import start_campaign
@@ -154,6 +171,7 @@ async def demo(settings: Settings, spec: str) -> int:
         home=settings.home,
     )
     print("reports: " + ", ".join(paths))
+    print(floor_line(settings, cid))
     print("browse it: crossvisor serve  (http://127.0.0.1:17290/, read-only)")
     print("stop the local stack with: crossvisor down")
     return EXIT_OK

@@ -49,6 +49,7 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 import structlog
 
+from crossvisor.core import steps
 from crossvisor.core.credentials import CredentialError, resolve_secret
 from crossvisor.core.errors import HostUnreachable
 from domain import profiles
@@ -78,12 +79,41 @@ SCSI_MODELS = {
 }
 SHUTDOWN_GRACE_S = 20.0  # ACPI shutdown before a hard power-off
 CONSOLE_POLL_S = 0.25
+# a console wait's deadline counts the time the guest could run: wall time less the time its vCPU
+# threads waited for a core (libvirt's vcpu.N.delay, the host scheduler's run-queue wait); a host
+# so loaded that the wall time reaches this many times the deadline is a fault, not a verdict
+STARVED_WALL_FACTOR = 4.0
 AFTER_DONE_S = 1.5  # keep reading briefly after ``done``: a dying guest's last lines follow its verdict
 FORWARD_TRIES = 8
 AUTH_ERRORS = (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_AUTH_UNAVAILABLE)
 
 # errors come back as exceptions that we handle; libvirt's default handler would also print them
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def _guest_cpu_s(dom: libvirt.virDomain) -> float:
+    """CPU seconds the running guest's QEMU has used since its start, as libvirt reports them."""
+    try:
+        return dom.info()[4] / 1e9
+    except libvirt.libvirtError:
+        return 0.0
+
+
+def _vcpu_delay_s(conn: libvirt.virConnect, dom: libvirt.virDomain) -> float:
+    """Seconds the guest's vCPUs waited on the host's run queue since its start, divided by their
+    count (0 when the host does not say): time it wanted to run and had no core."""
+    try:
+        ((_, stats),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_VCPU)
+    except (libvirt.libvirtError, ValueError, TypeError):
+        return 0.0
+    delays = [v for k, v in stats.items() if k.startswith("vcpu.") and k.endswith(".delay")]
+    return sum(delays) / len(delays) / 1e9 if delays else 0.0
+
+
+def _charge_guest_cpu(dom: libvirt.virDomain) -> None:
+    """A guest is about to stop: its whole run's CPU counts to the open step (the demo's floor
+    adds the CPU of every boot; read at the stop, so each run is counted once)."""
+    steps.add_cpu(_guest_cpu_s(dom), "guest cpu")
 
 
 def _err(op: str, e: libvirt.libvirtError) -> InfraFault:
@@ -435,7 +465,8 @@ class LibvirtDriver(Driver):
     def _define(self, spec: VmSpec) -> libvirt.virDomain:
         xml = self.domain_xml(spec, self._disk_sources(spec))
         try:
-            return self.conn.defineXML(xml)
+            with steps.step("define"):
+                return self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             if e.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_DOM_EXIST) and (
@@ -485,6 +516,10 @@ class LibvirtDriver(Driver):
     def _start_observed(self, dom: libvirt.virDomain) -> None:
         """Start paused, attach the console, forward the guest's ports, then let it run: the
         console stream sees the boot from its first byte."""
+        with steps.step("start"):
+            self._start_paused_then_run(dom)
+
+    def _start_paused_then_run(self, dom: libvirt.virDomain) -> None:
         name = dom.name()
         old = self._taps.pop(name, None)
         if old is not None:
@@ -574,6 +609,11 @@ class LibvirtDriver(Driver):
         dom = self._need(name)
         if not dom.isActive():
             return
+        with steps.step("power off"):
+            _charge_guest_cpu(dom)
+            self._power_off(dom, hard)
+
+    def _power_off(self, dom: libvirt.virDomain, hard: bool) -> None:
         if not hard:
             try:
                 dom.shutdown()  # ACPI: the guest's own shutdown path
@@ -598,7 +638,8 @@ class LibvirtDriver(Driver):
         flags = 0 if internal else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
         xml = f"<domainsnapshot><name>{escape(snapshot)}</name></domainsnapshot>"
         try:
-            dom.snapshotCreateXML(xml, flags)
+            with steps.step("snapshot"):
+                dom.snapshotCreateXML(xml, flags)
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             raise InteropFailure(f"snapshot refused: {msg}", {"api_error": msg}) from None
@@ -620,7 +661,8 @@ class LibvirtDriver(Driver):
             self.last_export_evidence = {
                 "export_path": f"volume download from {self.host} (flattened there from pool {self.storage.pool_name})"
             }
-            return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
+            with steps.step("package"):
+                return packaging.export_package(name, replace(hw, disks=local), out_dir, package_format)
         finally:
             for f in fetched:
                 f.unlink(missing_ok=True)
@@ -751,6 +793,18 @@ class LibvirtDriver(Driver):
         idle_s: float = 0.0,
         idle_counts: Callable[[str], bool] | None = None,
     ) -> ConsoleWatch:
+        with steps.step("console wait"):
+            return self._watch_console(name, done, timeout_s, heartbeat, idle_s, idle_counts)
+
+    def _watch_console(
+        self,
+        name: str,
+        done: Callable[[str], bool],
+        timeout_s: float,
+        heartbeat: Callable[[str], None] | None,
+        idle_s: float,
+        idle_counts: Callable[[str], bool] | None,
+    ) -> ConsoleWatch:
         dom = self._need(name)
         tap = self._taps.get(name)
         if tap is None and dom.isActive():
@@ -768,11 +822,16 @@ class LibvirtDriver(Driver):
             return ConsoleWatch("", 0.0, stopped=not dom.isActive(), timed_out=False)
         t0 = time.monotonic()
         text, stopped, finished_at = "", False, None
-        grew_at, size = t0, -1
+        grew_at, size = 0.0, -1  # on the guest's clock (``ran``), not the wall's
         reattached = 0
+        cpu_s = 0.0  # the guest's CPU so far: once it stops on its own (a birth), libvirt forgets it
+        delay0 = delay = _vcpu_delay_s(self.conn, dom)
         while True:
             text = tap.text()
             stopped = not dom.isActive()
+            if not stopped:
+                cpu_s = _guest_cpu_s(dom) or cpu_s
+                delay = _vcpu_delay_s(self.conn, dom) or delay
             if not stopped and tap.ended.is_set() and reattached < 3:
                 # the stream broke while the guest runs: attach again and go on (what the guest
                 # wrote in between is lost, and the log says so)
@@ -780,17 +839,24 @@ class LibvirtDriver(Driver):
                 _log().warning("libvirt.console_reattach", domain=name, error=tap.error or "end of stream")
                 tap = self._reattach(name, tap)
             now = time.monotonic()
+            # the time the guest could run: a loaded host's run-queue waits are not the guest's
+            ran = max(0.0, now - t0 - (delay - delay0))
             if len(text) != size:
-                grew_at, size = now, len(text)
+                grew_at, size = ran, len(text)
             if stopped or (finished_at is not None and now - finished_at >= AFTER_DONE_S):
                 break
             if finished_at is None and done(text):
                 finished_at = now
-            if idle_s and now - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
+            if idle_s and ran - grew_at >= idle_s and (idle_counts is None or idle_counts(text)):
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=False, idle=True)
-            if now - t0 >= timeout_s:
+            if now - t0 >= timeout_s * STARVED_WALL_FACTOR:
+                raise InfraFault(
+                    f"{name}: the host starved the guest: in {now - t0:.0f} s its vCPU got a core for {ran:.0f} s "
+                    f"(it waited {delay - delay0:.0f} s on the run queue); the boot is retried, not graded"
+                )
+            if ran >= timeout_s:
                 _log().info(
-                    "libvirt.console_timeout", domain=name, bytes=len(text), silent_s=round(now - grew_at, 1),
+                    "libvirt.console_timeout", domain=name, bytes=len(text), silent_s=round(ran - grew_at, 1),
                     stream_ended=tap.ended.is_set(), stream_error=tap.error,
                 )  # fmt: skip
                 return ConsoleWatch(text, now - t0, stopped=False, timed_out=True)
@@ -798,9 +864,12 @@ class LibvirtDriver(Driver):
                 heartbeat(f"console {len(text)} bytes")
             time.sleep(CONSOLE_POLL_S)
         if stopped:  # the last bytes before the domain went away: the stream ends after them
+            steps.add_cpu(cpu_s, "guest cpu")
             tap.ended.wait(timeout=3)
             text = tap.text()
-        return ConsoleWatch(text, time.monotonic() - t0, stopped=stopped, timed_out=False)
+        return ConsoleWatch(
+            text, time.monotonic() - t0, stopped=stopped, timed_out=False, starved_s=max(0.0, delay - delay0)
+        )
 
     def _reattach(self, name: str, old: _ConsoleTap) -> _ConsoleTap:
         old.close()
@@ -836,6 +905,7 @@ class LibvirtDriver(Driver):
         if dom is not None:
             try:
                 if dom.isActive():
+                    _charge_guest_cpu(dom)
                     dom.destroy()
                 for s in dom.listAllSnapshots():
                     s.delete(self._snapshot_delete_flags())

@@ -1,0 +1,206 @@
+"""Where a campaign's time went, from its execution log (``executions.jsonl``): per cell and
+stage the seconds, the sub-steps (``crossvisor.core.steps``) and their CPU, measured against the
+cell's own boot; the campaign's wall time against its CPU floor.
+
+Pure: takes the log's records (dicts), returns numbers. ``bench/cell_time.py`` prints them and
+the demo prints the floor at its end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# goals of issue 24, as ratios (stage seconds / the cell's boot seconds; wall / CPU floor)
+IMPORT_MAX_BOOTS = 1 / 3
+PROVISION_CACHED_MAX_BOOTS = 1 / 3
+LIFECYCLE_MAX_BOOTS = 1.0
+UPLOAD_MIN_OF_LOCAL_COPY = 0.5
+FIRST_DEMO_MAX_FLOOR = 1.3
+WARM_DEMO_MAX_FLOOR = 1.2
+
+
+@dataclass
+class StageTime:
+    cell: str
+    stage: str
+    seconds: float
+    outcome: str
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(float(s.get("cpu_s", 0.0)) for s in self.steps.values())
+
+    def largest_step(self) -> tuple[str, float]:
+        """The sub-step with the most (exclusive) seconds, or "other" when nothing named covers
+        more than what no step covered."""
+        named = max(self.steps.items(), key=lambda kv: kv[1].get("seconds", 0.0), default=None)
+        other = max(0.0, self.seconds - sum(s.get("seconds", 0.0) for s in self.steps.values()))
+        if named is None or named[1].get("seconds", 0.0) < other:
+            return "other", other
+        return named[0], float(named[1].get("seconds", 0.0))
+
+
+def stage_times(records: list[dict], campaign: str | None = None) -> list[StageTime]:
+    """The last finished attempt of every (cell, stage) of ``campaign`` (default: the campaign of
+    the log's last record), in the order they ended."""
+    if campaign is None:
+        campaign = records[-1]["campaign"] if records else ""
+    starts: dict[tuple[str, str, int], float] = {}
+    out: dict[tuple[str, str], StageTime] = {}
+    for r in records:
+        if r.get("campaign") != campaign:
+            continue
+        k = (r["cell"], r["stage"], r.get("attempt", 1))
+        if r["event"] == "start":
+            starts[k] = r["t"]
+        elif r["event"] == "end":
+            t0 = starts.get(k, r["t"])
+            out[(r["cell"], r["stage"])] = StageTime(
+                r["cell"],
+                r["stage"],
+                float(r.get("seconds", r["t"] - t0)),
+                r.get("outcome", ""),
+                dict(r.get("steps") or {}),
+                t0,
+                r["t"],
+            )
+    return sorted(out.values(), key=lambda s: s.end)
+
+
+def campaigns(records: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in records:
+        seen.setdefault(r.get("campaign", ""), None)
+    return list(seen)
+
+
+@dataclass
+class Floor:
+    wall_s: float  # first stage start to last stage end
+    cpu_s: float  # CPU of builds, births, boots (guest CPU) and conversions, every cell
+    cores: int
+
+    @property
+    def floor_s(self) -> float:
+        return self.cpu_s / max(1, self.cores)
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_s / self.floor_s if self.floor_s > 0 else float("inf")
+
+
+def floor(times: list[StageTime], cores: int) -> Floor:
+    if not times:
+        return Floor(0.0, 0.0, cores)
+    wall = max(t.end for t in times) - min(t.start for t in times)
+    return Floor(wall, sum(t.cpu_s for t in times), cores)
+
+
+def boot_seconds(times: list[StageTime]) -> dict[str, float]:
+    """cell -> its target boot's seconds (the unit every other stage is measured in)."""
+    return {t.cell: t.seconds for t in times if t.stage == "boot" and t.outcome in ("ok", "reused") and t.seconds > 0}
+
+
+def upload_rate(times: list[StageTime]) -> tuple[int, float]:
+    """The largest single upload of the campaign that was timed against a local copy of its
+    file (dense files: a sparse one crosses as its data only): (bytes, seconds)."""
+    best = (0, 0.0)
+    for t in times:
+        up = t.steps.get("upload") or {}
+        if up.get("big_copy_s") and int(up.get("big_bytes", 0)) > best[0]:
+            best = (int(up["big_bytes"]), float(up.get("big_s", 0.0)))
+    return best
+
+
+def image_was_cached(t: StageTime, build_max_s: float = 5.0) -> bool:
+    """A provision that found its image (and birth) cached: no build, no birth boot."""
+    build = t.steps.get("image build")
+    if build is None:  # no image was asked for (or a log from before sub-steps): not this case
+        return False
+    return "birth" not in t.steps and float(build.get("seconds", 0.0)) < build_max_s
+
+
+# -- the ETA from this lab's measured stage times ------------------------------------------------
+
+SOURCE_SIDE = ("provision", "baseline", "export")  # once per (source platform, image): later cells reuse it
+ONCE_PER_IMAGE = ("image build",)  # a build serves every later cell of that image: not a per-cell cost
+MIN_MEASURED_CELLS = 2  # below this the ETA is the static model, printed as such, without hours
+
+
+@dataclass
+class LabModel:
+    """Stage seconds measured in this lab (the result store's cells), by (stage, platform of the
+    stage's side, image); a missing key falls back to the stage's mean for the image, then for
+    the platform, then overall."""
+
+    samples: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    cells: int = 0  # cells that contributed (not cached, ran their stages here)
+
+    def add(self, stage: str, platform: str, image: str, seconds: float) -> None:
+        for k in ((stage, platform, image), (stage, "*", image), (stage, platform, "*"), (stage, "*", "*")):
+            self.samples.setdefault(k, []).append(seconds)
+
+    def stage_s(self, stage: str, platform: str, image: str) -> float | None:
+        for k in ((stage, platform, image), (stage, "*", image), (stage, platform, "*"), (stage, "*", "*")):
+            got = self.samples.get(k)
+            if got:
+                return sum(got) / len(got)
+        return None
+
+
+def lab_model(results) -> LabModel:
+    """From stored cell results (``CellResult``): every stage that did its work here ("ok",
+    round 0), its seconds less what it spent once per image (a build)."""
+    model = LabModel()
+    for r in results:
+        if getattr(r, "cached", False):
+            continue
+        used = False
+        for s in r.stages:
+            if s.status != "ok" or s.round:
+                continue
+            platform = r.source if s.stage in SOURCE_SIDE else r.target
+            once = sum(float((s.timing or {}).get(k, {}).get("seconds", 0.0)) for k in ONCE_PER_IMAGE)
+            model.add(s.stage, platform, r.image, max(0.0, s.duration_s - once))
+            used = True
+        model.cells += used
+    return model
+
+
+def remaining_s(
+    model: LabModel,
+    cells: list,
+    done: set[str],
+    running_at: dict[str, str],
+    pipeline: list[str],
+    sources_done: set[tuple[str, str]],
+) -> float | None:
+    """Stage-seconds of work left: every stage of each cell not done, from the stage a running
+    cell is in (half of that one counted as left); the source side of a (source, image) once.
+    None when a stage has no measurement at all."""
+    total = 0.0
+    claimed = set(sources_done)
+    for c in cells:
+        if c.id in done:
+            continue
+        names = list(pipeline)
+        at = running_at.get(c.id, "")
+        if at in names:
+            names = names[names.index(at) :]
+        src = (c.source, c.image)
+        for i, stage in enumerate(names):
+            if stage in SOURCE_SIDE and src in claimed and not (at and at in SOURCE_SIDE):
+                continue
+            s = model.stage_s(stage, c.source if stage in SOURCE_SIDE else c.target, c.image)
+            if s is None:
+                return None
+            total += s / 2 if (i == 0 and at) else s
+        claimed.add(src)
+    return total
+
+
+def eta_s(remaining: float, lanes: int) -> float:
+    return remaining / max(1, lanes)

@@ -1,0 +1,92 @@
+"""Sub-step accounting (crossvisor.core.steps) and the pure summary of an execution log
+(domain.stage_time): exclusive times, a real subprocess's CPU, the floor and the largest step."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from crossvisor.core import steps
+from domain import stage_time
+
+
+def test_nested_steps_count_their_time_once_and_outside_a_recording_nothing_is_kept() -> None:
+    with steps.step("lost"):
+        pass  # no recording open: a no-op, not an error
+    with steps.recording() as rec:
+        with steps.step("outer"):
+            time.sleep(0.05)
+            with steps.step("inner", nbytes=10):
+                time.sleep(0.1)
+        with steps.step("inner", nbytes=30):
+            pass
+    got = rec.as_dict()
+    assert set(got) == {"outer", "inner"}
+    assert 0.04 <= got["outer"]["seconds"] < 0.1  # its child's 0.1 s is the child's only
+    assert got["inner"]["seconds"] >= 0.1 and got["inner"]["count"] == 2
+    assert got["inner"]["bytes"] == 40 and got["inner"]["big_bytes"] == 30
+
+
+def test_a_subprocess_cpu_is_charged_to_the_open_step_from_its_own_rusage() -> None:
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"
+    with steps.recording() as rec, steps.step("convert"):
+        p = steps.run([sys.executable, "-c", burn], timeout=30)
+    assert p.returncode == 0
+    assert 0.25 <= rec.as_dict()["convert"]["cpu_s"] < 2.0
+
+
+def _log(cell: str, stage: str, t0: float, secs: float, steps_: dict) -> list[dict]:
+    base = {"campaign": "c1", "cell": cell, "stage": stage, "attempt": 1}
+    return [
+        {**base, "t": t0, "event": "start"},
+        {**base, "t": t0 + secs, "event": "end", "outcome": "ok", "seconds": secs, "steps": steps_},
+    ]
+
+
+def test_stage_times_floor_and_largest_step_from_log_records() -> None:
+    recs = (
+        _log("a", "boot", 0, 30, {"console wait": {"seconds": 25, "cpu_s": 0}, "start": {"seconds": 1}})
+        + _log("a", "import", 30, 12, {"upload": {"seconds": 2, "big_bytes": 100, "big_s": 2, "big_copy_s": 1}})
+        + _log("a", "lifecycle", 42, 20, {"guest cpu": {"seconds": 0, "cpu_s": 40}})
+    )
+    times = stage_time.stage_times(recs)
+    assert [t.stage for t in times] == ["boot", "import", "lifecycle"]
+    assert stage_time.boot_seconds(times) == {"a": 30}
+    assert times[0].largest_step() == ("console wait", 25)
+    assert times[1].largest_step() == ("other", 10)  # 10 s no step covered: named as such
+    fl = stage_time.floor(times, cores=2)
+    assert (fl.wall_s, fl.cpu_s, fl.floor_s) == (62, 40, 20) and fl.ratio == 3.1
+    assert stage_time.upload_rate(times) == (100, 2.0)
+
+
+def test_the_lab_model_estimates_what_is_left_from_measured_stage_times() -> None:
+    from domain.model import Cell, CellResult, StageRecord
+
+    def result(cid: str, src: str, tgt: str, img: str, cached: bool = False) -> CellResult:
+        stages = [
+            StageRecord("provision", "ok", 40.0, timing={"image build": {"seconds": 30.0}}),
+            StageRecord("baseline", "ok", 20.0),
+            StageRecord("export", "ok", 10.0),
+            StageRecord("import", "ok", 4.0),
+            StageRecord("boot", "ok", 25.0),
+            StageRecord("import", "ok", 99.0, round=1),  # a ladder round: not the unmodified move
+        ]
+        return CellResult(cid, src, tgt, img, [], stages, cached=cached)
+
+    one = stage_time.lab_model([result("a", "esxi", "kvm", "p")])
+    assert one.cells == 1 < stage_time.MIN_MEASURED_CELLS
+    model = stage_time.lab_model([result("a", "esxi", "kvm", "p"), result("b", "esxi", "xen", "p")])
+    assert model.cells == 2
+    assert model.stage_s("provision", "esxi", "p") == 10.0  # the once-per-image build left out
+    assert model.stage_s("import", "hyperv", "p") == 4.0  # unseen platform: the stage's mean for the image
+    pipeline = ["provision", "baseline", "export", "import", "boot"]
+    cells = [Cell("c", "esxi", "hyperv", "p", [], ""), Cell("d", "esxi", "kvm", "p", [], "")]
+    # esxi/p's source side is done (a finished cell did it): only import + boot per cell are left
+    left = stage_time.remaining_s(model, cells, set(), {}, pipeline, {("esxi", "p")})
+    assert left == 2 * 29.0
+    # "c" is half-way in its provision: it does the source side, "d" reuses it
+    left = stage_time.remaining_s(model, cells, set(), {"c": "provision"}, pipeline, set())
+    assert left == (5 + 20 + 10 + 4 + 25) + 29
+    # "c" is half-way in its boot: past its source side, which "d" then reuses
+    assert stage_time.remaining_s(model, cells, set(), {"c": "boot"}, pipeline, set()) == 12.5 + 29
+    assert stage_time.remaining_s(model, cells, set(), {}, [*pipeline, "never-measured"], set()) is None
