@@ -134,12 +134,15 @@ def cell_seconds(cell: CellResult) -> float:
 WORKS = (Grade.PASS, Grade.WARN)  # ODCA success and warning: the guest works on the target
 VERDICTS = (Grade.PASS, Grade.WARN, Grade.FAIL)  # error/skipped say nothing about interop
 GRADES = (Grade.PASS, Grade.WARN, Grade.FAIL, Grade.ERROR, Grade.SKIPPED)
+# A check's grades: a check no channel of its guest could see is unobservable (shown apart, no verdict)
+CHECK_GRADES = (*GRADES, Grade.UNOBSERVABLE)
 ODCA_LABEL = {
     Grade.PASS: "success",
     Grade.WARN: "warning",
     Grade.FAIL: "failure",
     Grade.ERROR: "error",
     Grade.SKIPPED: "skipped",
+    Grade.UNOBSERVABLE: "unobservable",
 }
 BAD = (Grade.FAIL, Grade.ERROR)
 
@@ -578,6 +581,11 @@ def render_junit(result: CampaignResult) -> str:
                 elif check.grade == Grade.SKIPPED:
                     counts["skipped"] += 1
                     ET.SubElement(case, "skipped", message=reason)
+                elif check.grade == Grade.UNOBSERVABLE:
+                    # JUnit knows no "no verdict": a skipped case, typed apart from a cell never reached
+                    counts["skipped"] += 1
+                    el = ET.SubElement(case, "skipped", message=f"unobservable: {reason}", type="unobservable")
+                    el.text = _junit_text(check)
                 elif check.grade == Grade.WARN:
                     out = ET.SubElement(case, "system-out")
                     out.text = (
@@ -944,10 +952,12 @@ def heatmap_svg(result: CampaignResult) -> str:
             cnt = stats[pair].get(col, Counter())
             verdicts = sum(cnt[g] for g in VERDICTS)
             x = label_w + cw * j
-            tip = ", ".join(f"{g.value} {cnt[g]}" for g in GRADES if cnt[g])
+            tip = ", ".join(f"{g.value} {cnt[g]}" for g in CHECK_GRADES if cnt[g])
             if verdicts:
                 rate = cnt[Grade.PASS] / verdicts
                 fill, label = _rate_fill(rate), f"{rate:.0%}"
+            elif cnt[Grade.UNOBSERVABLE]:
+                fill, label = "#f3efe6", "unobs."
             else:
                 fill, label = "#eeeeee", "n/a"
             out.append(

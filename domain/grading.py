@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain import stages
+from domain import console_channel, stages
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
 from domain.stage_io import AppProbe, GuestDisk, GuestObservation
@@ -64,8 +64,57 @@ class Observed:
     import_evidence: dict[str, str] = field(default_factory=dict)
 
 
+# -- channels: which of the guest's channels decides which check ----------------------------------
+CV = "cv-evidence"  # crossvisor's own images: CV-* lines on the console (domain.guest_evidence)
+CONSOLE = console_channel.CHANNEL  # any Linux's own console output (domain.console_channel)
+CV_APP = "cv-app"  # crossvisor's own images: GET /cv through the guest's network
+TARGET_API = "target-api"  # the target hypervisor's own report of the VM
+
+
+def channels_of(g: GuestObservation) -> list[str]:
+    """The channels that answered for this guest. Observations recorded before channels were named
+    (a reused baseline of crossvisor's own image) came from its evidence lines."""
+    if g.channels:
+        return list(g.channels)
+    return [CV] if g.observed and (g.reached_init or g.failure_kind) else []
+
+
+def _decider(check: str, o: Observed) -> str | None:
+    """The channel that can decide ``check`` for this guest on this target, or None (unobservable)."""
+    tgt = channels_of(o.target_guest)
+    if check == "metadata":
+        return TARGET_API
+    if check == "boots":
+        return CV if CV in tgt else CONSOLE
+    if CV in tgt:
+        return CV_APP if check == "app" else CV
+    if check == "cpu_memory" and CONSOLE in tgt and o.target_guest.cpus and o.source_guest.cpus:
+        return CONSOLE  # the kernel's own CPU and memory lines, on both sides
+    if check == "nics" and CONSOLE in tgt and "cloud-init" in o.target_guest.milestones:
+        return CONSOLE  # cloud-init's table of interfaces and addresses
+    return None
+
+
+def _why_unobservable(check: str, o: Observed) -> str:
+    tgt, src = channels_of(o.target_guest), channels_of(o.source_guest)
+    has = ", ".join(tgt) or "none"
+    lost = [c for c in src if c not in tgt]
+    if lost:
+        return f"the {', '.join(lost)} channel answered on the source, not on the target (this guest has: {has})"
+    needs = {
+        "disks": "its disks and their content (CV-* evidence, the guest agent or SSH)",
+        "cpu_memory": "its vCPUs and memory (the kernel's own lines on the console, the guest agent or SSH)",
+        "nics": "its interfaces' addresses (cloud-init's table on the console, the guest agent or SSH)",
+        "app": "a service (declare one: app: {tcp: PORT} or {http: {port, path, expect}})",
+    }[check]
+    if check == "cpu_memory" and o.target_guest.cpus and not o.source_guest.cpus:
+        return "the console showed the kernel's CPU count on the target, not on the source: nothing to compare"
+    return f"no channel of this guest reports {needs}; it has: {has}"
+
+
 def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
-    """Grades for the checks the verify stage decides (all but lifecycle)."""
+    """Grades for the checks the verify stage decides (all but lifecycle), each from the channel that
+    can see it; a check none of this guest's channels can see is UNOBSERVABLE (no verdict)."""
     graders = {
         "boots": _boots,
         "disks": _disks,
@@ -81,12 +130,21 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
         guest_side = check not in ("metadata",)
         if guest_side and not o.target_guest.observed:
             out.append(_unobserved(check, o))
-        elif guest_side and check != "boots" and not o.target_guest.reached_init:
+            continue
+        if guest_side and check != "boots" and not o.target_guest.reached_init:
             out.append(
                 CheckResult(check, Grade.SKIPPED, "not reached: the guest did not boot on the target (see boots)")
             )
-        else:
-            out.append(graders[check](o))
+            continue
+        channel = _decider(check, o)
+        if channel is None:
+            ev = {"channel": "none", "channels_target": ",".join(channels_of(o.target_guest)) or "-"}
+            ev["channels_source"] = ",".join(channels_of(o.source_guest)) or "-"
+            out.append(CheckResult(check, Grade.UNOBSERVABLE, _why_unobservable(check, o), ev))
+            continue
+        r = _console_cpu_memory(o) if (check, channel) == ("cpu_memory", CONSOLE) else graders[check](o)
+        r.evidence["channel"] = channel
+        out.append(r)
     return out
 
 
@@ -142,8 +200,14 @@ def _boots(o: Observed) -> CheckResult:
     }
     if g.console_artifact:
         ev["console_log"] = g.console_artifact
+    if g.milestones:
+        ev["milestones"] = " > ".join(g.milestones)
     if g.reached_init:
-        ev.update({"init": g.init, "kernel": g.kernel, "root": f"{g.root_dev} via {g.root_driver or '?'}"})
+        ev.update({"init": g.init, "kernel": g.kernel})
+        if g.root_dev:
+            ev["root"] = f"{g.root_dev} via {g.root_driver or '?'}"
+        if g.hostname:
+            ev["hostname"] = g.hostname
         return CheckResult("boots", Grade.PASS, "", ev)
     return CheckResult("boots", Grade.FAIL, _boot_cause(g, o.target_hw, o.source_guest.firmware), ev)
 
@@ -182,6 +246,26 @@ def _disks(o: Observed) -> CheckResult:
             "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev
         )
     return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _console_cpu_memory(o: Observed) -> CheckResult:
+    """vCPUs and memory as the kernel counted them at boot ("smp: Brought up", "Memory: a K/b K
+    available"), the same lines on both sides; a source without them: the source API's."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "guest_source": f"{s.cpus} vCPU/{s.mem_kib} KiB" if s.cpus else "-",
+        "guest_target": f"{g.cpus} vCPU/{g.mem_kib} KiB",
+        "api_target": f"{o.target_hw.cpus} vCPU/{o.target_hw.memory_mib} MiB" if o.target_hw else "-",
+    }
+    if g.cpus != s.cpus:
+        return CheckResult(
+            "cpu_memory", Grade.FAIL, f"the kernel brought up {g.cpus} vCPUs, {s.cpus} on the source", ev
+        )
+    if s.mem_kib and g.mem_kib and abs(g.mem_kib - s.mem_kib) > MEMORY_TOLERANCE * s.mem_kib:
+        return CheckResult(
+            "cpu_memory", Grade.FAIL, f"the kernel counts {g.mem_kib} KiB of memory, {s.mem_kib} KiB on the source", ev
+        )
+    return CheckResult("cpu_memory", Grade.PASS, "", ev)
 
 
 def _cpu_memory(o: Observed) -> CheckResult:

@@ -36,6 +36,9 @@ class Grade(str, Enum):
     fail    ODCA "failure": does not work even after every remediation the campaign allows
     error   infrastructure kept failing after the retry policy: no verdict on interop
     skipped could not be reached (the source cannot run the image, operator skip, cancel)
+    unobservable  the guest booted, but none of its channels can see what this check needs (a plain
+            image with no agent, no SSH and no service declared has no view of its disks): no verdict,
+            never counted as a pass. A check's grade only: a cell's grade is over its other checks.
     """
 
     PASS = "pass"
@@ -43,6 +46,7 @@ class Grade(str, Enum):
     FAIL = "fail"  # a real interop failure, with evidence
     ERROR = "error"  # infrastructure kept failing after retries: not a verdict on interop
     SKIPPED = "skipped"
+    UNOBSERVABLE = "unobservable"
 
 
 @dataclass
@@ -202,20 +206,25 @@ class CellResult:
 def agrees(predicted: Grade, observed: Grade) -> bool:
     """A prediction holds when it called the outcome: works (pass/warn) vs does not (fail).
     Error and skipped observations say nothing about interop, so they contradict nothing."""
-    if observed in (Grade.ERROR, Grade.SKIPPED) or predicted in (Grade.ERROR, Grade.SKIPPED):
+    if observed in NO_VERDICT or predicted in NO_VERDICT:
         return True
     return (predicted == Grade.FAIL) == (observed == Grade.FAIL)
 
 
 GRADE_ORDER = (Grade.ERROR, Grade.FAIL, Grade.WARN, Grade.PASS, Grade.SKIPPED)
+# The grades a cell can have (a cell's compact code, its counts); UNOBSERVABLE is a check's only.
+CELL_GRADES = GRADE_ORDER
+NO_VERDICT = (Grade.ERROR, Grade.SKIPPED, Grade.UNOBSERVABLE)
 
 
 def overall_grade(grades: list[Grade]) -> Grade:
-    """Worst grade wins: error > fail > warn > pass; all skipped -> skipped."""
+    """Worst grade wins: error > fail > warn > pass; all skipped -> skipped. Unobservable checks
+    give no verdict: a cell is graded on the checks its guest's channels could see (all unobservable
+    or skipped -> skipped: nothing was seen, so nothing passed)."""
     for g in (Grade.ERROR, Grade.FAIL, Grade.WARN):
         if any(x == g for x in grades):
             return g
-    if grades and all(g == Grade.SKIPPED for g in grades):
+    if grades and all(g in (Grade.SKIPPED, Grade.UNOBSERVABLE) for g in grades):
         return Grade.SKIPPED
     return Grade.PASS
 
@@ -246,7 +255,11 @@ class CellOutcome:
 
     @staticmethod
     def of_checks(checks: list[tuple[str, Grade, str]], cached: bool) -> "CellOutcome":
-        bad = [(name, reason) for name, grade, reason in checks if grade not in (Grade.PASS, Grade.SKIPPED)]
+        bad = [
+            (name, reason)
+            for name, grade, reason in checks
+            if grade not in (Grade.PASS, Grade.SKIPPED, Grade.UNOBSERVABLE)
+        ]
         bad = bad or [(name, reason) for name, grade, reason in checks if grade != Grade.PASS]
         reason = f"{bad[0][0]}: {bad[0][1]}" if bad else ""
         return CellOutcome(overall_grade([g for _, g, _ in checks]), cached, reason[:REASON_KEPT])

@@ -83,6 +83,11 @@ class GuestObservation:
     console_excerpt: str = ""  # the evidence lines and the console's tail
     console_artifact: str = ""  # the whole console, relative to CROSSVISOR_HOME
     seconds: float = 0.0  # power-on to the guest's last line (or to giving up)
+    # The guest's channels that answered on this host, e.g. ["cv-evidence"] for crossvisor's own
+    # images, ["console"] for any Linux on serial. Empty in observations recorded before channels.
+    channels: list[str] = field(default_factory=list)
+    hostname: str = ""  # as the guest named itself (its login prompt), when a channel showed it
+    milestones: list[str] = field(default_factory=list)  # console channel: boot milestones, in order
 
 
 @dataclass
