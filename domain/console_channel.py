@@ -38,7 +38,7 @@ _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("loader:syslinux", re.compile(r"(?:SYS|ISO|EXT|PXE)LINUX \d+\.\d+")),
     ("kernel", re.compile(r"Linux version (\S+)")),
     ("initramfs:initramfs-tools", re.compile(r"Loading, please wait\.\.\.|Begin: Loading essential drivers")),
-    ("initramfs:dracut", re.compile(r"dracut(?:-\w+)?\[\d+\]|dracut: ")),
+    ("initramfs:dracut", re.compile(r"dracut-\d+ \(Initramfs\)|Starting dracut-\w+|dracut(?:-\w+)?\[\d+\]|dracut: ")),
     ("init:run", re.compile(r"Run (\S+) as init process")),
     ("init:systemd", re.compile(r"^Welcome to (?!GRUB)(.+)!$|systemd\[1\]: systemd \d+")),
     ("target:multi-user", re.compile(r"Reached target (?:multi-user\.target|Multi-User System)")),
@@ -66,7 +66,7 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "root-device-not-found",
         re.compile(r"Warning: (/dev/\S+|\S+=\S+) does not exist"),
-        "dracut: root device {0} does not exist (dracut-initqueue timeout)",
+        "dracut: root device {0} does not exist (dracut gave up waiting and entered its emergency shell)",
     ),
     (
         "root-device-not-found",
@@ -118,7 +118,7 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 _DEAD_END = re.compile(
     r"No bootable device|Boot failed: not a bootable disk|No bootable option or device|^Shell>|grub rescue>|"
     r"Kernel panic - not syncing|Dropping to a shell!|^\(initramfs\)|^dracut:/#|You are in emergency mode|"
-    r"Give root password for maintenance|Could not find kernel image",
+    r"Give root password for maintenance|Press Enter for maintenance|Entering emergency mode|Could not find kernel image",
     re.M,
 )
 _WELCOME = re.compile(r"^Welcome to (?!GRUB)(.+)!$")

@@ -69,6 +69,8 @@ CV = "cv-evidence"  # crossvisor's own images: CV-* lines on the console (domain
 CONSOLE = console_channel.CHANNEL  # any Linux's own console output (domain.console_channel)
 CV_APP = "cv-app"  # crossvisor's own images: GET /cv through the guest's network
 TARGET_API = "target-api"  # the target hypervisor's own report of the VM
+SSH = "ssh"  # read-only commands over SSH with the operator's key (domain.ssh_channel)
+SERVICE = "service-probe"  # the service the operator declared on the image (app: {tcp|http})
 
 
 def channels_of(g: GuestObservation) -> list[str]:
@@ -80,14 +82,23 @@ def channels_of(g: GuestObservation) -> list[str]:
 
 
 def _decider(check: str, o: Observed) -> str | None:
-    """The channel that can decide ``check`` for this guest on this target, or None (unobservable)."""
+    """The channel that can decide ``check`` for this guest on this target, or None (unobservable).
+    crossvisor's own evidence first, then SSH (the guest's own tools), then the console."""
     tgt = channels_of(o.target_guest)
     if check == "metadata":
         return TARGET_API
     if check == "boots":
-        return CV if CV in tgt else CONSOLE
+        if CV in tgt:
+            return CV
+        return CONSOLE if (CONSOLE in tgt or SSH not in tgt) else SSH
+    if check == "app":
+        if o.target_app.attempted and o.target_app.channel == SERVICE:
+            return SERVICE
+        return CV_APP if CV in tgt else None
     if CV in tgt:
-        return CV_APP if check == "app" else CV
+        return CV
+    if SSH in tgt and SSH in channels_of(o.source_guest):
+        return SSH  # the same commands on both sides
     if check == "cpu_memory" and CONSOLE in tgt and o.target_guest.cpus and o.source_guest.cpus:
         return CONSOLE  # the kernel's own CPU and memory lines, on both sides
     if check == "nics" and CONSOLE in tgt and "cloud-init" in o.target_guest.milestones:
@@ -100,7 +111,8 @@ def _why_unobservable(check: str, o: Observed) -> str:
     has = ", ".join(tgt) or "none"
     lost = [c for c in src if c not in tgt]
     if lost:
-        return f"the {', '.join(lost)} channel answered on the source, not on the target (this guest has: {has})"
+        why = f": {o.target_guest.ssh_note}" if "ssh" in lost and o.target_guest.ssh_note else ""
+        return f"the {', '.join(lost)} channel answered on the source, not on the target{why} (this guest has: {has})"
     needs = {
         "disks": "its disks and their content (CV-* evidence, the guest agent or SSH)",
         "cpu_memory": "its vCPUs and memory (the kernel's own lines on the console, the guest agent or SSH)",
@@ -142,7 +154,12 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
             ev["channels_source"] = ",".join(channels_of(o.source_guest)) or "-"
             out.append(CheckResult(check, Grade.UNOBSERVABLE, _why_unobservable(check, o), ev))
             continue
-        r = _console_cpu_memory(o) if (check, channel) == ("cpu_memory", CONSOLE) else graders[check](o)
+        if (check, channel) == ("cpu_memory", CONSOLE):
+            r = _console_cpu_memory(o)
+        elif (check, channel) == ("app", SERVICE):
+            r = _service_app(o)
+        else:
+            r = graders[check](o)
         r.evidence["channel"] = channel
         out.append(r)
     return out
@@ -208,6 +225,17 @@ def _boots(o: Observed) -> CheckResult:
             ev["root"] = f"{g.root_dev} via {g.root_driver or '?'}"
         if g.hostname:
             ev["hostname"] = g.hostname
+        src_key = o.source_guest.ssh_host_key
+        if g.ssh_host_key:
+            ev["ssh_host_key"] = g.ssh_host_key
+        if src_key and g.ssh_host_key and src_key != g.ssh_host_key:
+            return CheckResult(
+                "boots",
+                Grade.FAIL,
+                f"another SSH host key answers on the target ({g.ssh_host_key[:40]}...; the source's was "
+                f"{src_key[:40]}...): the guest regenerated its identity, or another system answered",
+                ev,
+            )
         return CheckResult("boots", Grade.PASS, "", ev)
     return CheckResult("boots", Grade.FAIL, _boot_cause(g, o.target_hw, o.source_guest.firmware), ev)
 
@@ -241,7 +269,14 @@ def _disks(o: Observed) -> CheckResult:
             return CheckResult(
                 "disks", Grade.FAIL, f"disk {b.name} is {b.bytes - a.bytes:+d} bytes off its size on the source", ev
             )
-    if first is None or not first.marker.startswith(o.marker[:64]):
+    # the marker crossvisor wrote, or, on an operator's disk that uses those bytes (no marker written),
+    # the content the source guest read there
+    src_first = s.disks[0] if s.disks else None
+    expected = o.marker[:64]
+    if src_first is not None and src_first.marker and not src_first.marker.startswith(expected):
+        expected = src_first.marker[:64]
+        ev["marker_written"] = "none (the image uses those bytes): compared with the source's content"
+    if first is None or not first.marker.startswith(expected):
         return CheckResult(
             "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev
         )
@@ -355,6 +390,18 @@ def _app(o: Observed) -> CheckResult:
     return CheckResult(
         "app", Grade.FAIL, "the guest's service runs but does not answer through the guest's network", ev
     )
+
+
+def _service_app(o: Observed) -> CheckResult:
+    """The operator's declared service, asked through the guest's own network on both sides."""
+    a, src = o.target_app, o.source_app
+    ev = {"detail": a.detail, "answer": a.body, "source": src.detail or "-"}
+    if a.ok:
+        return CheckResult("app", Grade.PASS, "", ev)
+    known = [n for n in o.target_guest.nics if n.ipv4] if o.target_guest.nics else None
+    if known == []:
+        return CheckResult("app", Grade.FAIL, f"{a.detail}: the guest has no network address (see nics)", ev)
+    return CheckResult("app", Grade.FAIL, a.detail, ev)
 
 
 def _metadata(o: Observed) -> CheckResult:

@@ -5,7 +5,7 @@ JSON-friendly types and never a secret: credentials travel as *references* (``en
 ``file:/path``) resolved inside an activity.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from domain import stages as stage_table
@@ -90,6 +90,29 @@ class Platform:
 
 
 @dataclass
+class ServiceProbe:
+    """A service the operator declares on their own image (``app: {tcp: 22}`` or ``app: {http: {port,
+    path, expect}}``): crossvisor asks it through the guest's own network on the source and the target."""
+
+    kind: str  # "tcp" | "http"
+    port: int
+    path: str = "/"  # http only
+    expect: int = 200  # http only: the status the service answers
+
+    def describe(self) -> str:
+        return f"tcp:{self.port}" if self.kind == "tcp" else f"http:{self.port}{self.path} -> {self.expect}"
+
+
+@dataclass
+class SshAccess:
+    """SSH into the operator's image with a key given by reference (never the key itself)."""
+
+    credentials_ref: str  # file:/path of a private key (or env:NAME)
+    user: str = "root"
+    port: int = 22
+
+
+@dataclass
 class GuestImage:
     name: str
     cpus: int = 1
@@ -101,6 +124,21 @@ class GuestImage:
     os: str = "linux"
     source: str = ""  # path of a disk image or package; "" with no builtin = a blank disk with a marker
     builtin: str = ""  # a guest image the project builds (drivers.guest_images.IMAGES), e.g. legacy-bios
+    app: ServiceProbe | None = None  # a service the operator declares on the image
+    ssh: SshAccess | None = None  # how crossvisor may log in (read-only commands)
+
+
+# fields added after plans were fingerprinted: left out while unset, so earlier keys stay the same
+_LATE_IMAGE_FIELDS = ("app", "ssh")
+
+
+def image_identity(img: GuestImage) -> dict:
+    """The image as cache keys and fingerprints hash it."""
+    doc = asdict(img)
+    for k in _LATE_IMAGE_FIELDS:
+        if doc.get(k) is None:
+            doc.pop(k, None)
+    return doc
 
 
 @dataclass

@@ -88,6 +88,9 @@ class GuestObservation:
     channels: list[str] = field(default_factory=list)
     hostname: str = ""  # as the guest named itself (its login prompt), when a channel showed it
     milestones: list[str] = field(default_factory=list)  # console channel: boot milestones, in order
+    ssh_host_key: str = ""  # "ssh-ed25519 AAAA...": the key the guest's sshd answered with
+    ssh_note: str = ""  # why the SSH channel gave nothing, when it was declared
+    system_state: str = ""  # ssh: systemctl is-system-running
 
 
 @dataclass
@@ -98,6 +101,7 @@ class AppProbe:
     ok: bool = False
     detail: str = ""  # what happened, in one line
     body: str = ""  # what the service answered
+    channel: str = ""  # "service-probe": the operator's declared service; "" (older) or "cv-app": crossvisor's
 
 
 @dataclass

@@ -38,6 +38,7 @@ EXPECTED = {
     "seabios--blank-disk.log": (False, "no-bootable-device", ["firmware:seabios"], True),
     "ovmf--blank-disk-shell.log": (False, "no-bootable-device", ["firmware:ovmf"], True),
     "grub--root-fs-zeroed-rescue.log": (False, "grub-error", ["firmware:seabios", "loader:grub"], True),
+    "dracut--root-uuid-missing.log": (False, "root-device-not-found", ["kernel", "initramfs:dracut"], True),
     "systemd--emergency-target.log": (False, "emergency-mode", ["kernel", "init:systemd"], True),
 }
 

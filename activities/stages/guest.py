@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from activities.channels import service, ssh
 from activities.stages.base import StageEnv
 from domain import observation
+from domain.model import GuestImage
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver
 
@@ -77,10 +79,31 @@ def probe_app(drv: Driver, name: str, timeout_s: float = APP_TIMEOUT_S) -> AppPr
     return AppProbe(attempted=True, ok=False, detail=f"no answer from guest port {APP_PORT} via {host}:{port} ({last})")
 
 
+# boots that died where nothing follows: no channel will answer
+DEAD = ("root-device-not-found", "kernel-panic", "grub-error", "no-bootable-device", "emergency-mode", "loader-error")
+
+
+def forward_ports(image: GuestImage | None) -> list[int]:
+    """The guest ports the host forwards to the worker: crossvisor's app, and the operator's
+    declared service and SSH port."""
+    ports = [APP_PORT]
+    if image is not None and image.app is not None:
+        ports.append(image.app.port)
+    if image is not None and image.ssh is not None:
+        ports.append(image.ssh.port)
+    return list(dict.fromkeys(ports))
+
+
 def boot_and_observe(
-    drv: Driver, name: str, artifact: Path, env: StageEnv, heartbeat: Callable[[str], None]
+    drv: Driver,
+    name: str,
+    artifact: Path,
+    env: StageEnv,
+    heartbeat: Callable[[str], None],
+    image: GuestImage | None = None,
 ) -> tuple[GuestObservation, AppProbe, str]:
-    """Power on, watch the console until the guest is ready (or its boot died), probe its service."""
+    """Power on, watch the console until the guest is ready (or its boot died), then ask it through
+    every channel it has: crossvisor's app, the operator's declared service, SSH."""
     if not drv.runs_guests:
         drv.power_on(name)
         state = drv.inspect(name).power_state
@@ -99,9 +122,18 @@ def boot_and_observe(
         idle_counts=observation.silence_means_dead,
     )
     seen = observe(watch, artifact, env)
-    if observation.READY in watch.text:
+    declared = image.app if image is not None else None
+    if image is not None and image.ssh is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
+        ssh.observe(drv, name, image.ssh, seen, heartbeat)
+        if not seen.reached_init and "ssh" in seen.channels:
+            # silent on serial, but logged in: the system is up (its console is not on ttyS0)
+            seen.reached_init, seen.failure_kind, seen.failure = True, "", ""
+    if declared is not None and seen.reached_init:
+        app = service.probe(drv, name, declared, heartbeat)
+    elif observation.READY in watch.text:
         addressed = any(n.ipv4 for n in seen.nics)
         app = probe_app(drv, name, APP_TIMEOUT_S if addressed else APP_TIMEOUT_NO_ADDRESS_S)
+        app.channel = "cv-app"
     else:
         app = AppProbe(detail="the guest never got ready")
     return seen, app, drv.inspect(name).power_state

@@ -24,6 +24,7 @@ from crossvisor.core.errors import BadInput, InteropFailure
 from crossvisor.core.safe_read import check_disk_image
 from domain import guest_evidence, profiles
 from domain.messages import CellInput
+from domain.model import image_identity
 from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
 from drivers import diskconv, guest_images
@@ -37,10 +38,11 @@ def disk_marker(source_platform: str, image: str) -> bytes:
     return hashlib.sha256(f"crossvisor-marker:{source_platform}:{image}".encode()).digest()
 
 
+MARKER_GUARD_BYTES = 4096  # zero on a disk whose first partition starts past 1 MiB (or whose filesystem pads it)
+
+
 def source_key(c: CellInput) -> str:
-    return key(
-        "source-side", PIPELINE_SOURCE, dataclasses.asdict(c.source), dataclasses.asdict(c.image), c.export_format
-    )
+    return key("source-side", PIPELINE_SOURCE, dataclasses.asdict(c.source), image_identity(c.image), c.export_format)
 
 
 class Provision(Stage):
@@ -72,7 +74,11 @@ class Provision(Stage):
         name = vm_name(c.campaign_id, c.cell.id, "src")
         disk, capacity, birth = self._source_disk(call, prof, firmware, log)
         marker = disk_marker(c.source.name, img.name)
-        diskconv.write_marker(disk, "qcow2", MARKER_OFFSET, marker)
+        # An operator's disk may use the bytes at 1 MiB (a partition or filesystem starting there):
+        # the marker goes only where they are zero; else the grade compares the content the source
+        # guest read there with what the target guest reads (domain.grading._disks).
+        if img.builtin or not any(diskconv.read_marker(disk, "qcow2", MARKER_OFFSET, MARKER_GUARD_BYTES)):
+            diskconv.write_marker(disk, "qcow2", MARKER_OFFSET, marker)
         spec = VmSpec(
             name=name,
             cpus=img.cpus,
@@ -83,7 +89,7 @@ class Provision(Stage):
             hardware_version=c.source.hardware_version,
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
             machine=prof.machine,
-            forward_ports=[guest.APP_PORT],
+            forward_ports=guest.forward_ports(img),
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -197,7 +203,7 @@ class Baseline(Stage):
         drv = self.env.driver(c.source_host)
         try:
             seen, app, _state = guest.boot_and_observe(
-                drv, prov.source_vm, self.env.artifact_path(c, "source-console.log"), self.env, self.heartbeat
+                drv, prov.source_vm, self.env.artifact_path(c, "source-console.log"), self.env, self.heartbeat, c.image
             )
             drv.power_off(prov.source_vm)
             hw = drv.inspect(prov.source_vm)

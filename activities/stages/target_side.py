@@ -43,7 +43,7 @@ class Boot(Stage):
         drv = self.env.driver(c.target_host)
         try:
             seen, app, state = guest.boot_and_observe(
-                drv, name, self.env.artifact_path(call.cell, "target-console.log"), self.env, self.heartbeat
+                drv, name, self.env.artifact_path(call.cell, "target-console.log"), self.env, self.heartbeat, c.image
             )
         finally:
             drv.close()

@@ -1,0 +1,91 @@
+"""The SSH channel: log in with the operator's key (given by reference), run read-only commands
+(domain.ssh_channel.SCRIPT), and record the host key the guest's sshd answered with. Uses the
+worker's OpenSSH client (ssh, ssh-keyscan); the key is written to a private temporary file for the
+client and removed after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crossvisor.core.credentials import CredentialError, resolve_secret
+from domain import ssh_channel
+from domain.model import SshAccess
+from domain.stage_io import GuestObservation
+from drivers.base import Driver
+
+OPTS = [
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "ConnectTimeout=5",
+    "-o", "LogLevel=ERROR",
+]  # fmt: skip
+
+
+def host_key(host: str, port: int) -> str:
+    """``type base64`` of the guest's ed25519 host key (else the first it offers), "" if none."""
+    try:
+        proc = subprocess.run(
+            ["ssh-keyscan", "-T", "5", "-p", str(port), host], capture_output=True, text=True, timeout=8, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    keys = sorted(" ".join(x.split()[1:3]) for x in proc.stdout.splitlines() if x and not x.startswith("#"))
+    return next((k for k in keys if k.startswith("ssh-ed25519 ")), keys[0] if keys else "")
+
+
+def observe(
+    drv: Driver,
+    name: str,
+    access: SshAccess,
+    seen: GuestObservation,
+    beat: Callable[[str], None],
+    timeout_s: float = 40.0,
+) -> None:
+    """Add what SSH shows to ``seen`` (or why it showed nothing, in ``seen.ssh_note``)."""
+    addr = drv.guest_port(name, access.port)
+    if addr is None:
+        seen.ssh_note = f"{type(drv).__name__} offers no path to a guest port"
+        return
+    host, port = addr
+    try:
+        key = resolve_secret(access.credentials_ref)
+    except CredentialError as e:
+        seen.ssh_note = f"the SSH key {access.credentials_ref!r} cannot be read: {e}"
+        return
+    deadline = time.monotonic() + timeout_s
+    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
+        keyfile = Path(d) / "id"
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.reveal().rstrip("\n") + "\n")
+        last = ""
+        while True:
+            beat("ssh")
+            seen.ssh_host_key = seen.ssh_host_key or host_key(host, port)
+            beat("ssh")
+            try:
+                proc = subprocess.run(
+                    ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, f"{access.user}@{host}", "sh", "-s"],
+                    input=ssh_channel.SCRIPT,
+                    capture_output=True,
+                    text=True,
+                    timeout=8,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess([], 124, "", "the commands did not finish within 8 s")
+            if proc.returncode == 0 and "SSH-CPU" in proc.stdout:
+                ssh_channel.apply(proc.stdout, seen)
+                seen.ssh_note = ""
+                return
+            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(2.0)
+    seen.ssh_note = f"no SSH login as {access.user} via {host}:{port}: {last}"
