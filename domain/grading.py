@@ -71,6 +71,7 @@ CV_APP = "cv-app"  # crossvisor's own images: GET /cv through the guest's networ
 TARGET_API = "target-api"  # the target hypervisor's own report of the VM
 SSH = "ssh"  # read-only commands over SSH with the operator's key (domain.ssh_channel)
 SERVICE = "service-probe"  # the service the operator declared on the image (app: {tcp|http})
+AGENT = "guest-agent"  # the QEMU guest agent through libvirt (domain.agent_channel)
 
 
 def channels_of(g: GuestObservation) -> list[str]:
@@ -97,8 +98,13 @@ def _decider(check: str, o: Observed) -> str | None:
         return CV_APP if CV in tgt else None
     if CV in tgt:
         return CV
-    if SSH in tgt and SSH in channels_of(o.source_guest):
+    src = channels_of(o.source_guest)
+    if SSH in tgt and SSH in src:
         return SSH  # the same commands on both sides
+    if AGENT in tgt and AGENT in src and check in ("disks", "nics"):
+        return AGENT
+    if check == "cpu_memory" and AGENT in tgt and AGENT in src and o.target_guest.cpus:
+        return AGENT  # vCPUs online from the agent; memory from the kernel's console line where shown
     if check == "cpu_memory" and CONSOLE in tgt and o.target_guest.cpus and o.source_guest.cpus:
         return CONSOLE  # the kernel's own CPU and memory lines, on both sides
     if check == "nics" and CONSOLE in tgt and "cloud-init" in o.target_guest.milestones:
@@ -111,7 +117,8 @@ def _why_unobservable(check: str, o: Observed) -> str:
     has = ", ".join(tgt) or "none"
     lost = [c for c in src if c not in tgt]
     if lost:
-        why = f": {o.target_guest.ssh_note}" if "ssh" in lost and o.target_guest.ssh_note else ""
+        notes = {SSH: o.target_guest.ssh_note, AGENT: o.target_guest.agent_note}
+        why = "".join(f": {notes[c]}" for c in lost if notes.get(c))
         return f"the {', '.join(lost)} channel answered on the source, not on the target{why} (this guest has: {has})"
     needs = {
         "disks": "its disks and their content (CV-* evidence, the guest agent or SSH)",
@@ -154,8 +161,12 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
             ev["channels_source"] = ",".join(channels_of(o.source_guest)) or "-"
             out.append(CheckResult(check, Grade.UNOBSERVABLE, _why_unobservable(check, o), ev))
             continue
-        if (check, channel) == ("cpu_memory", CONSOLE):
+        if (check, channel) in (("cpu_memory", CONSOLE), ("cpu_memory", AGENT)):
             r = _console_cpu_memory(o)
+        elif (check, channel) == ("disks", AGENT):
+            r = _agent_disks(o)
+        elif (check, channel) == ("nics", AGENT):
+            r = _agent_nics(o)
         elif (check, channel) == ("app", SERVICE):
             r = _service_app(o)
         else:
@@ -390,6 +401,49 @@ def _app(o: Observed) -> CheckResult:
     return CheckResult(
         "app", Grade.FAIL, "the guest's service runs but does not answer through the guest's network", ev
     )
+
+
+def _agent_disks(o: Observed) -> CheckResult:
+    """The agent's filesystems and block devices: root mounted, as many disks as on the source.
+    It cannot read a disk's bytes: the content marker is not compared (said in the evidence)."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "root": f"{g.root_dev} ({g.root_source})",
+        "disks_source": ",".join(d.name for d in s.disks) or "-",
+        "disks_target": ",".join(d.name for d in g.disks) or "-",
+        "marker": "not compared: the guest agent cannot read a disk's bytes",
+    }
+    if not g.root_dev:
+        return CheckResult("disks", Grade.FAIL, "the guest agent reports no filesystem mounted on /", ev)
+    if len(g.disks) != len(s.disks):
+        return CheckResult(
+            "disks", Grade.FAIL, f"the guest sees {len(g.disks)} disks, {len(s.disks)} on the source", ev
+        )
+    return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _agent_nics(o: Observed) -> CheckResult:
+    """The agent's interfaces and their IPv4 addresses, against the source's."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "source": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in s.nics) or "-",
+        "target": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in g.nics) or "-",
+    }
+    if not g.nics:
+        return CheckResult("nics", Grade.FAIL, "the guest agent reports no network interface but lo", ev)
+    if len(g.nics) < len(s.nics):
+        return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
+    bare = [n.name for n in g.nics if not n.ipv4]
+    if bare:
+        return CheckResult("nics", Grade.FAIL, f"interface {bare[0]} got no IPv4 address", ev)
+    changes = []
+    for a, b in zip(s.nics, g.nics):
+        if a.mac and b.mac and a.mac.lower() != b.mac.lower():
+            changes.append(f"MAC {a.mac} -> {b.mac}")
+        if a.name != b.name:
+            changes.append(f"name {a.name} -> {b.name}")
+    ev["changes"] = "; ".join(changes) or "none"
+    return CheckResult("nics", Grade.PASS, f"changed: {'; '.join(changes)}" if changes else "", ev)
 
 
 def _service_app(o: Observed) -> CheckResult:

@@ -6,6 +6,8 @@ this module keeps what a verdict needs, in the shape the stages hand each other.
 
 from __future__ import annotations
 
+import re
+
 from domain import console_channel
 from domain import guest_evidence as ge
 from domain.stage_io import GuestDisk, GuestNic, GuestObservation, GuestPci
@@ -50,8 +52,13 @@ def ready(text: str) -> bool:
 
 
 def silence_means_dead(text: str) -> bool:
-    """A console silent for long before the kernel started: the firmware jumped into nothing."""
-    return not ge.kernel_started(text)
+    """A console silent for long before the kernel started: the firmware jumped into nothing. Once
+    a boot loader said it loads the kernel, silence is its reading (a stock initrd of tens of MB
+    through BIOS calls under TCG takes a minute), not a dead end."""
+    return not ge.kernel_started(text) and not _LOADER_LOADING.search(text)
+
+
+_LOADER_LOADING = re.compile(r"Loading Linux |Loading initial ramdisk|Booting `|Probing EDD|Loading kernel|boot: ")
 
 
 def _pci(p: ge.PciFunction) -> GuestPci:

@@ -90,6 +90,7 @@ class GuestObservation:
     milestones: list[str] = field(default_factory=list)  # console channel: boot milestones, in order
     ssh_host_key: str = ""  # "ssh-ed25519 AAAA...": the key the guest's sshd answered with
     ssh_note: str = ""  # why the SSH channel gave nothing, when it was declared
+    agent_note: str = ""  # why the guest agent channel gave nothing, when the VM presents one
     system_state: str = ""  # ssh: systemctl is-system-running
 
 

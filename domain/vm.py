@@ -41,6 +41,9 @@ class VmSpec:
     # guest TCP ports to reach from the worker (the guest's service): the driver maps each to a
     # loopback port on the host, through the guest's own NIC
     forward_ports: list[int] = field(default_factory=list)
+    # present the QEMU guest agent's channel (profiles that have one, for operators' images: the
+    # project's own images keep the hardware their pinned outcomes were measured on)
+    guest_agent: bool = False
 
 
 @dataclass
@@ -74,3 +77,4 @@ class ExportedVm:
     disks: list[DiskSpec]
     # guest TCP ports the imported VM should expose to the worker (see VmSpec.forward_ports)
     forward_ports: list[int] = field(default_factory=list)
+    guest_agent: bool = False  # present the guest agent channel where the target's profile has one

@@ -226,3 +226,41 @@ def test_a_channel_silent_on_the_target_is_named() -> None:
     g = _grade(cv, plain("plain-agent--pc-ide-e1000--login.log"))
     assert g["disks"].grade == Grade.UNOBSERVABLE
     assert "cv-evidence channel answered on the source, not on the target" in g["disks"].reason
+
+
+# -- the guest agent channel (domain/agent_channel.py) ---------------------------------------------
+# guestInfo() keys as libvirt 9.0 returns them (virDomainGetGuestInfo), interfaces as
+# interfaceAddresses(SRC_AGENT) -> the driver's report (drivers/libvirt_driver.guest_agent)
+AGENT_REPORT = {
+    "info": {
+        "hostname": "plain-agent",
+        "os.kernel-release": "6.1.0-50-amd64",
+        "fs.count": "1",
+        "fs.0.name": "vda1",
+        "fs.0.mountpoint": "/",
+        "fs.0.fstype": "ext4",
+        "disk.count": "2",
+        "disk.0.name": "/dev/vda1",
+        "disk.0.partition": "True",
+        "disk.1.name": "/dev/vda",
+        "disk.1.partition": "False",
+    },
+    "interfaces": {
+        "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": ["127.0.0.1/8"]},
+        "enp1s0": {"hwaddr": "52:54:00:aa:bb:cc", "addrs": ["10.0.2.15/24"]},
+    },
+    "vcpus_online": 1,
+}
+
+
+def test_agent_report_fills_the_observation_and_names_its_channel() -> None:
+    from domain import agent_channel
+
+    o = agent_channel.apply(AGENT_REPORT, observation.from_console(plain("plain-agent--pc-ide-e1000--login.log")))
+    assert o.channels == ["console", "guest-agent"]
+    assert (o.root_dev, [d.name for d in o.disks], o.cpus) == ("/dev/vda1", ["vda"], 1)
+    assert [(n.name, n.ipv4) for n in o.nics] == [("enp1s0", "10.0.2.15/24")]
+    silent = agent_channel.apply(
+        {"error": "the agent channel is present, no agent answered within 45 s"}, observation.from_console("")
+    )
+    assert silent.channels == [] and "no agent answered" in silent.agent_note

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from activities.channels import service, ssh
 from activities.stages.base import StageEnv
-from domain import observation
+from domain import agent_channel, observation
 from domain.model import GuestImage
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver
@@ -25,6 +25,7 @@ APP_TIMEOUT_S = 10.0
 # The guest said none of its NICs has an address: the request is still made (what crossvisor saw,
 # not what it inferred), but it can only fail, so it is not given the full wait.
 APP_TIMEOUT_NO_ADDRESS_S = 3.0
+AGENT_TIMEOUT_S = 45.0  # the guest agent starts with the system; under TCG a little after the login prompt
 EXCERPT_TAIL = 40  # console lines kept after the evidence lines
 
 
@@ -123,6 +124,8 @@ def boot_and_observe(
     )
     seen = observe(watch, artifact, env)
     declared = image.app if image is not None else None
+    if seen.reached_init:  # the agent first: SSH, where the operator gave a key, sees more and wins
+        agent_channel.apply(drv.guest_agent(name, AGENT_TIMEOUT_S, heartbeat), seen)
     if image is not None and image.ssh is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
         ssh.observe(drv, name, image.ssh, seen, heartbeat)
         if not seen.reached_init and "ssh" in seen.channels:

@@ -90,6 +90,8 @@ class Provision(Stage):
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
             machine=prof.machine,
             forward_ports=guest.forward_ports(img),
+            # an operator's image gets the agent channel where the platform has one (real KVM does)
+            guest_agent=not img.builtin and prof.guest_agent_channel,
         )
         drv = self.env.driver(c.source_host)
         try:
