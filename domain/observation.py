@@ -126,7 +126,7 @@ def from_plain_console(text: str) -> GuestObservation:
 
 
 # What the evidence reader says when it found none of its own lines: no cause, only an absence.
-_NO_CAUSE = ("init-not-reached", "no-output", "evidence-incomplete")
+_NO_CAUSE = ("init-not-reached", "evidence-incomplete")
 
 
 def _plain_failure(text: str, r: console_channel.ConsoleReport) -> tuple[str, str]:

@@ -18,11 +18,14 @@ from domain.model import SshAccess
 from domain.stage_io import GuestObservation
 from drivers.base import Driver
 
+# Under TCG with other guests on the cores, a login and the commands take seconds (key exchange,
+# a shell, lsblk, dd): generous bounds, the stage heartbeats from its side thread meanwhile.
+SSH_RUN_S = 45.0
 OPTS = [
     "-o", "BatchMode=yes",
     "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "ConnectTimeout=5",
+    "-o", "ConnectTimeout=20",
     "-o", "LogLevel=ERROR",
 ]  # fmt: skip
 
@@ -31,7 +34,7 @@ def host_key(host: str, port: int) -> str:
     """``type base64`` of the guest's ed25519 host key (else the first it offers), "" if none."""
     try:
         proc = subprocess.run(
-            ["ssh-keyscan", "-T", "5", "-p", str(port), host], capture_output=True, text=True, timeout=8, check=False
+            ["ssh-keyscan", "-T", "10", "-p", str(port), host], capture_output=True, text=True, timeout=15, check=False
         )
     except subprocess.TimeoutExpired:
         return ""
@@ -45,7 +48,7 @@ def observe(
     access: SshAccess,
     seen: GuestObservation,
     beat: Callable[[str], None],
-    timeout_s: float = 40.0,
+    timeout_s: float = 120.0,
 ) -> None:
     """Add what SSH shows to ``seen`` (or why it showed nothing, in ``seen.ssh_note``)."""
     addr = drv.guest_port(name, access.port)
@@ -75,11 +78,11 @@ def observe(
                     input=ssh_channel.SCRIPT,
                     capture_output=True,
                     text=True,
-                    timeout=8,
+                    timeout=SSH_RUN_S,
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                proc = subprocess.CompletedProcess([], 124, "", "the commands did not finish within 8 s")
+                proc = subprocess.CompletedProcess([], 124, "", f"the commands did not finish within {SSH_RUN_S:.0f} s")
             if proc.returncode == 0 and "SSH-CPU" in proc.stdout:
                 ssh_channel.apply(proc.stdout, seen)
                 seen.ssh_note = ""

@@ -27,7 +27,7 @@ from domain.messages import CellInput
 from domain.model import image_identity
 from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
-from drivers import diskconv, guest_images
+from drivers import diskconv, guest_images, ova
 
 PIPELINE_SOURCE = "2"  # bump when what the source side produces changes: old cache entries are ignored
 BIRTH_TIMEOUT_S = 600.0  # a birth boot rebuilds the initramfs under TCG
@@ -39,6 +39,25 @@ def disk_marker(source_platform: str, image: str) -> bytes:
 
 
 MARKER_GUARD_BYTES = 4096  # zero on a disk whose first partition starts past 1 MiB (or whose filesystem pads it)
+
+
+def disk_from_source(source: str, out: Path, scratch: Path) -> None:
+    """The operator's image as a qcow2 at ``out``: a disk image converted (its format from its
+    content, never its name; a backing file or external extent refused), or an OVF/OVA package
+    (exported from vSphere, ...) whose manifest is verified and whose first disk with content is
+    inflated and converted. The source VM gets the spec's CPU and memory, not the package's."""
+    fmt = check_disk_image(source)
+    if fmt not in ("ova", "ovf"):
+        diskconv.convert(source, fmt, out, "qcow2")
+        return
+    try:
+        pkg = ova.open_package(source, extract_to=scratch)
+        first = next((d for d in pkg.disks if d.path is not None and not d.blank), None)
+        if first is None:
+            raise BadInput(f"image source {source}: the package holds no disk with content")
+        diskconv.convert(first.path, first.qemu_format, out, "qcow2")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def source_key(c: CellInput) -> str:
@@ -119,10 +138,7 @@ class Provision(Stage):
             if c.image.source:
                 # the format from the content, never from the name; a disk with a backing file or
                 # an external extent is refused (it would read files the spec never named)
-                fmt = check_disk_image(c.image.source)
-                if fmt in ("ova", "ovf"):
-                    raise BadInput(f"image source {c.image.source} is a package, not a disk image")
-                diskconv.convert(c.image.source, fmt, tmp, "qcow2")
+                disk_from_source(c.image.source, tmp, wd / "source-package")
             else:
                 diskconv.create(tmp, "qcow2", c.image.disk_mib * 1024 * 1024)
             tmp.rename(disk)
