@@ -322,8 +322,16 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
     return "init-not-reached", f"no login prompt or multi-user target on the console (last: {r.last_milestone}){units}"
 
 
+_DEAD_END_WORDS = re.compile(
+    r"bootable|Shell>|grub rescue|Kernel panic|Dropping to a shell|\(initramfs\)|dracut:/#|emergency mode|maintenance|Could not find kernel"
+)
+
+
 def dead_end(console_text: str) -> bool:
-    """Whether this boot waits at a prompt nothing will answer (stop watching)."""
+    """Whether this boot waits at a prompt nothing will answer (stop watching). Called on every
+    chunk of a boot's console: the line-by-line read only once one of its words shows."""
+    if not _DEAD_END_WORDS.search(console_text):
+        return False
     return bool(_DEAD_END.search("\n".join(lines(_last_boot(console_text)))))
 
 

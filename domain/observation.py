@@ -48,7 +48,12 @@ def ready(text: str) -> bool:
         return True
     if has_cv_evidence(text):
         return False
-    return console_channel.up(text) or console_channel.dead_end(text)
+    # called on every chunk the console sends: the full read only once a prompt or target shows
+    if (" login:" in text or "Multi-User" in text or "multi-user.target" in text or "Graphical" in text) and (
+        console_channel.up(text)
+    ):
+        return True
+    return console_channel.dead_end(text)
 
 
 def silence_means_dead(text: str) -> bool:
