@@ -24,6 +24,7 @@ case ",$2," in *,ro,*) m=ro ;; *) m=rw ;; esac
 echo "SSH-ROOT dev=$1 mode=$m"
 lsblk -bdno NAME,SIZE,TYPE 2>/dev/null | while read -r n s t; do
   [ "$t" = disk ] || continue
+  case "$n" in zram* | ram* | loop*) continue ;; esac  # memory-backed, not the VM's disks
   d=$(basename "$(readlink -f /sys/block/$n/device/driver 2>/dev/null)" 2>/dev/null)
   k=$(dd if=/dev/$n bs={MARKER_BYTES} skip={MARKER_OFFSET // MARKER_BYTES} count=1 2>/dev/null | od -An -v -tx1 | tr -d ' \\n')
   echo "SSH-DISK name=$n bytes=$s driver=${{d:-none}} marker=$k"
@@ -35,7 +36,8 @@ for p in /sys/class/net/*; do
   a=$(ip -o -4 addr show dev "$n" 2>/dev/null | awk '{{print $4; exit}}')
   echo "SSH-NIC name=$n mac=$(cat $p/address) driver=${{d:-none}} link=$(cat $p/operstate) ipv4=${{a:-none}}"
 done
-echo "SSH-STATE state=$(systemctl is-system-running 2>/dev/null || echo unknown)"
+s=$(systemctl is-system-running 2>/dev/null | head -n 1)
+echo "SSH-STATE state=${{s:-unknown}}"
 echo "SSH-HOST name=$(hostname)"
 """
 
