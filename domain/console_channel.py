@@ -319,7 +319,11 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
             "SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed: no BIOS boot code on the disk",
         )
     units = f"; failed units: {', '.join(r.failed_units[:4])}" if r.failed_units else ""
-    return "init-not-reached", f"no login prompt or multi-user target on the console (last: {r.last_milestone}){units}"
+    return (
+        "init-not-reached",
+        f"the boot never reached a login prompt, a default target or crossvisor's evidence on the console "
+        f"(last: {r.last_milestone}){units}",
+    )
 
 
 _DEAD_END_WORDS = re.compile(

@@ -179,6 +179,8 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
 def _unobserved(check: str, o: Observed) -> CheckResult:
     """A target that runs no guest crossvisor can see: what its API and storage say, no verdict."""
     ev = {"power_state": o.target_power or "?", "note": o.target_guest.note}
+    if o.target_guest.tools:
+        ev["vmware_tools"] = o.target_guest.tools
     if check == "disks" and o.marker_on_target:
         ev["marker_written"], ev["marker_on_target"] = o.marker, o.marker_on_target
         if not o.marker_on_target.startswith(o.marker[:64]):

@@ -92,6 +92,7 @@ class GuestObservation:
     ssh_note: str = ""  # why the SSH channel gave nothing, when it was declared
     agent_note: str = ""  # why the guest agent channel gave nothing, when the VM presents one
     system_state: str = ""  # ssh: systemctl is-system-running
+    tools: str = ""  # VMware Tools' guest info through vCenter, one line ("(simulated)" on the simulator)
 
 
 @dataclass

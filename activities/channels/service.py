@@ -16,7 +16,7 @@ from drivers.base import Driver
 CHANNEL = "service-probe"
 # QEMU's user-mode forward accepts every connection itself and closes it when the guest refuses:
 # a connection that stays open (or sends a banner) this long is the guest's service answering.
-HOLD_S = 2.0
+HOLD_S = 5.0
 
 
 def _tcp_once(host: str, port: int) -> tuple[bool, str]:
