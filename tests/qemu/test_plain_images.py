@@ -32,7 +32,7 @@ pytestmark = pytest.mark.qemu
 PREFIX = "cvg-plain-"
 MARKER = "crossvisor-marker plain"
 CHECKS = ["boots", "disks", "cpu_memory", "nics", "app"]
-BOOT_TIMEOUT_S = 300.0  # a stock Debian (no units masked) under TCG, with other boots on the cores
+BOOT_TIMEOUT_S = 600.0  # a stock Debian (no units masked) under TCG, starved by other boots on 2 cores
 
 
 @pytest.fixture(scope="module")
