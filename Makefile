@@ -1,6 +1,5 @@
 # The two commands a newcomer needs:  make demo   |   make test
 # Both install what they need first (Debian packages, the project venv); repeat runs skip that.
-PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -21,12 +20,10 @@ setup: system venv
 system:
 	bash deploy/install-system.sh
 
-venv: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
-	touch $@
+# The venv runs on a Python with CVE-2024-6232 fixed (deploy/python.sh picks it; PY=... to name one):
+# a venv left on an unpatched interpreter is made again.
+venv:
+	bash deploy/python.sh venv $(VENV)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 
 from domain.guest_evidence import boot_failure, parse  # noqa: E402
 from domain.profiles import PROFILES, HardwareProfile  # noqa: E402
-from drivers.guest_images import IMAGES, build_image  # noqa: E402
-from drivers.libvirt_driver import LibvirtDriver  # noqa: E402
+from drivers.libvirt.driver import LibvirtDriver  # noqa: E402
 from tests.qemu.guest_boot import boot, overlay_with_marker  # noqa: E402
+from toolbox.guest_images import IMAGES, build_image  # noqa: E402
 
 URI = "qemu:///system"
 PREFIX = "cvg-"

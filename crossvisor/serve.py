@@ -1,7 +1,8 @@
 """``crossvisor serve``: a read-only web UI on loopback.
 
-Campaigns come from Temporal's visibility (``WorkflowType = 'CampaignWorkflow'``), live progress
-from the campaign's ``progress`` query, full cell results from the result store; the pages are the
+Campaigns come from the campaign client (``crossvisor.client.campaigns``, the one ``campaign list``
+uses): Temporal's visibility, live progress from the campaign's ``progress`` query, counts of
+finished ones from their result, full cell results from the result store; the pages are the
 report's own pieces (``crossvisor.report``) with links to routes instead of anchors, plus console
 and artifact downloads and links to the Temporal Web UI and the Grafana dashboard.
 
@@ -14,13 +15,9 @@ is checked, and a Host header that is not a loopback name is refused (DNS rebind
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import ipaddress
-import json
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,14 +32,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from crossvisor import report
-from crossvisor.core import result_store
+from crossvisor.client.campaigns import CampaignRow, Campaigns
 from crossvisor.core.config import Settings
 from domain.model import CampaignResult, CellResult
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 DEFAULT_PORT = 17290
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-QUERY_TIMEOUT_S = 5.0
 LIST_LIMIT = 200  # newest campaigns on the index page
 TEXT_SUFFIXES = (".log", ".txt", ".json", ".xml", ".ovf", ".mf", ".yaml", ".yml", ".csv")
 MAX_TEXT_BYTES = 32 * 1024 * 1024
@@ -110,192 +106,6 @@ class ReadOnly:
         for k, v in SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
         await resp(scope, receive, send)
-
-
-# ----------------------------------------------------------------------------- data from Temporal
-
-
-@dataclass
-class CampaignRow:
-    campaign_id: str
-    run_id: str
-    name: str
-    status: str  # workflow status: running | completed | failed | terminated | canceled | ...
-    started_at: str
-    closed_at: str
-    progress: dict[str, Any] | None = None  # the progress query's answer, running campaigns only
-
-
-def _iso(dt: datetime | None) -> str:
-    return dt.astimezone(UTC).isoformat() if dt else ""
-
-
-async def fill_cell_times(client, result: CampaignResult) -> int:
-    """Cells that recorded no start/finish time get their cell workflow's, from Temporal
-    visibility (children ``<campaign>.cell.<cell>.<attempt>``; the newest attempt is the one whose
-    result the store holds). Returns how many cells were filled. Cells served from the cache ran
-    no workflow and stay without times."""
-    cid = result.campaign_id
-    if all(c.started_at and c.finished_at for c in result.cells) or "'" in cid or "\\" in cid:
-        return 0
-    prefix = f"{cid}.cell."
-    newest: dict[str, tuple[int, Any]] = {}
-    async for wf in client.list_workflows(query=f"ParentWorkflowId = '{cid}'"):
-        if not wf.id.startswith(prefix):
-            continue
-        cell_id, _, attempt = wf.id[len(prefix) :].rpartition(".")
-        n = int(attempt) if attempt.isdigit() else 0
-        if cell_id not in newest or n > newest[cell_id][0]:
-            newest[cell_id] = (n, wf)
-    filled = 0
-    for cell in result.cells:
-        found = newest.get(cell.cell_id)
-        if found is None or cell.started_at:
-            continue
-        wf = found[1]
-        cell.started_at, cell.finished_at = _iso(wf.start_time), cell.finished_at or _iso(wf.close_time)
-        filled += 1
-    return filled
-
-
-class Campaigns:
-    """Reads campaigns; caches what cannot change (a closed run's result and every run's name)."""
-
-    def __init__(self, settings: Settings, client=None):
-        self.settings = settings
-        self._client = client
-        self._lock = asyncio.Lock()
-        self._names: dict[str, str] = {}  # run id -> campaign (spec) name
-        self._closed: dict[str, CampaignResult] = {}  # run id -> full result of a closed run
-
-    async def client(self):
-        async with self._lock:
-            if self._client is None:
-                from crossvisor.core.temporal_client import connect
-
-                self._client = await connect(self.settings)
-            return self._client
-
-    async def _name(self, client, cid: str, run_id: str) -> str:
-        """The spec's name, from the run's input (its first history event): works for runs in any
-        state and needs no worker, unlike a query on a closed workflow."""
-        if run_id in self._names:
-            return self._names[run_id]
-        name = ""
-        try:
-            async for event in client.get_workflow_handle(cid, run_id=run_id).fetch_history_events(page_size=1):
-                payloads = event.workflow_execution_started_event_attributes.input.payloads
-                if payloads:
-                    name = json.loads(payloads[0].data).get("plan", {}).get("name", "")
-                break
-        except Exception:  # noqa: BLE001 - a name is a nicety; the id is always shown
-            name = ""
-        self._names[run_id] = name
-        return name
-
-    async def _progress(self, client, cid: str) -> dict[str, Any] | None:
-        from workflows.campaign import CampaignWorkflow
-
-        try:
-            p = await asyncio.wait_for(
-                client.get_workflow_handle(cid).query(CampaignWorkflow.progress), QUERY_TIMEOUT_S
-            )
-        except Exception:  # noqa: BLE001 - no worker polling, or mid continue-as-new: shown as unknown
-            return None
-        return dataclasses.asdict(p)
-
-    async def list(self) -> list[CampaignRow]:
-        client = await self.client()
-        runs: dict[str, list] = {}
-        async for wf in client.list_workflows(query="WorkflowType = 'CampaignWorkflow'", limit=LIST_LIMIT * 4):
-            runs.setdefault(wf.id, []).append(wf)
-        rows = []
-        for cid, execs in runs.items():
-            # a campaign that continued as new has several runs: it started with the first, and
-            # the newest says where it stands
-            first = min(execs, key=lambda w: w.start_time)
-            last = max(execs, key=lambda w: w.start_time)
-            status = last.status.name.lower() if last.status else "unknown"
-            rows.append(CampaignRow(cid, last.run_id, "", status, _iso(first.start_time), _iso(last.close_time)))
-        chosen = sorted(rows, key=lambda r: r.started_at, reverse=True)[:LIST_LIMIT]
-        names = await asyncio.gather(*(self._name(client, r.campaign_id, r.run_id) for r in chosen))
-        progress = await asyncio.gather(
-            *(self._progress(client, r.campaign_id) if r.status == "running" else _none() for r in chosen)
-        )
-        for r, n, p in zip(chosen, names, progress):
-            r.name, r.progress = n, p
-        return chosen
-
-    async def progress(self, cid: str) -> dict[str, Any]:
-        client = await self.client()
-        desc = await client.get_workflow_handle(cid).describe()
-        status = desc.status.name.lower() if desc.status else "unknown"
-        p = await self._progress(client, cid) if status == "running" else None
-        return {"campaign_id": cid, "workflow_status": status, "progress": p}
-
-    async def load(self, cid: str) -> CampaignResult:
-        """The campaign as a report shows it: the workflow's summary joined with the store."""
-        from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
-
-        from domain.model import CellSummary
-        from workflows.campaign import CampaignWorkflow
-
-        client = await self.client()
-        handle = client.get_workflow_handle(cid)
-        desc = await handle.describe()
-        if desc.run_id in self._closed:
-            return self._closed[desc.run_id]
-        started = _iso(desc.start_time)
-        if desc.status == WorkflowExecutionStatus.RUNNING:
-            try:  # bounded at any size: the cell book, not a row per cell
-                res = await asyncio.wait_for(handle.query(CampaignWorkflow.snapshot), QUERY_TIMEOUT_S)
-                res.started_at = res.started_at or started
-            except WorkflowQueryFailedError:  # a worker older than the snapshot query
-                rows = await asyncio.wait_for(
-                    handle.query(CampaignWorkflow.results, result_type=list[CellSummary]), QUERY_TIMEOUT_S
-                )
-                p = await asyncio.wait_for(handle.query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
-                res = CampaignResult(cid, p.name, summary=rows, status=p.status, started_at=started)
-            res = result_store.attach(res, self.settings.home)
-            await fill_cell_times(client, res)
-            return res
-        if desc.status == WorkflowExecutionStatus.COMPLETED:
-            res = await client.get_workflow_handle(cid, result_type=CampaignResult).result()
-            res = result_store.attach(res, self.settings.home)
-            res.started_at = res.started_at or started
-            res.finished_at = res.finished_at or _iso(desc.close_time)
-        else:
-            # failed / terminated / cancelled: no result to read; every cell it stored still counts
-            res = CampaignResult(cid, await self._name(client, cid, desc.run_id), status=desc.status.name.lower())
-            res.cells = _stored_cells(self.settings.home, cid)
-            res.started_at, res.finished_at = started, _iso(desc.close_time)
-        await fill_cell_times(client, res)
-        self._closed[desc.run_id] = res
-        return res
-
-    async def previous(self, current: CampaignResult) -> CampaignResult | None:
-        """The newest completed campaign of the same spec name that started before ``current``."""
-        if not current.name:
-            return None
-        for row in await self.list():
-            if (
-                row.campaign_id != current.campaign_id
-                and row.name == current.name
-                and row.status == "completed"
-                and (not current.started_at or row.started_at < current.started_at)
-            ):
-                return await self.load(row.campaign_id)
-        return None
-
-
-async def _none() -> None:
-    return None
-
-
-def _stored_cells(home: Path, cid: str) -> list[CellResult]:
-    folder = result_store.campaign_dir(home, cid)
-    cells = [result_store.read(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return [c for c in cells if c is not None]
 
 
 # ----------------------------------------------------------------------------------------- pages
@@ -369,25 +179,37 @@ def index_html(settings: Settings, rows: list[CampaignRow]) -> str:
     for r in rows:
         href = f"/campaigns/{_q(r.campaign_id)}"
         took = report.span_seconds(r.started_at, r.closed_at)
+        # running: the live bar the script refreshes; finished: the same bar with its final counts
+        shown = r.progress if r.workflow_status == "running" else ({"counts": r.counts} if r.counts else None)
         progress = (
-            _progress_html(r.progress, f"/api/campaigns/{_q(r.campaign_id)}/progress", r.status)
-            if r.status == "running"
+            _progress_html(shown, f"/api/campaigns/{_q(r.campaign_id)}/progress", r.workflow_status)
+            if shown is not None or r.workflow_status == "running"
             else ""
         )
-        ui = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{_q(settings.temporal_namespace)}/workflows/{_q(r.campaign_id)}"
-        out.append(
-            f"<tr data-campaign='{_e(r.campaign_id)}' data-status='{_e(r.status)}'><td><a href='{_e(href)}'>{_e(r.campaign_id)}</a></td>"
-            f"<td>{_e(r.name)}</td><td>{_e(r.status)}</td><td><time datetime='{_e(r.started_at)}'>{_e(report.human_time(r.started_at))}</time></td>"
-            f"<td>{report.human_duration(took) if took is not None else ''}</td><td>{progress}</td>"
-            f"<td class='small'><a href='{_e(ui)}' rel='noreferrer'>workflow</a></td></tr>"
-        )
+        cells = [
+            f"<a href='{_e(href)}'>{_e(r.campaign_id)}</a>",
+            _e(r.name),
+            _e(r.status),
+            f"<time datetime='{_e(r.started_at)}'>{_e(report.human_time(r.started_at))}</time>",
+            report.human_duration(took) if took is not None else "",
+            progress,
+        ]
+        link = f"<td class='small'><a href='{_e(_workflow_url(settings, r.campaign_id))}' rel='noreferrer'>workflow</a></td>"
+        row = "".join(f"<td>{c}</td>" for c in cells)
+        out.append(f"<tr data-campaign='{_e(r.campaign_id)}' data-status='{_e(r.workflow_status)}'>{row}{link}</tr>")
     out.append("</table>")
     return "".join(out)
 
 
+def _workflow_url(settings: Settings, campaign_id: str) -> str:
+    """The campaign's workflow in the Temporal Web UI."""
+    ui = settings.temporal_ui_url.rstrip("/")
+    return f"{ui}/namespaces/{_q(settings.temporal_namespace)}/workflows/{_q(campaign_id)}"
+
+
 def campaign_links_html(settings: Settings, res: CampaignResult) -> str:
     cid = _q(res.campaign_id)
-    ui = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{_q(settings.temporal_namespace)}/workflows/{cid}"
+    ui = _workflow_url(settings, res.campaign_id)
     grafana = f"{settings.grafana_url.rstrip('/')}/d/crossvisor?var-campaign={_q(res.name)}"
     return (
         "<p class='small' id='links'>"
@@ -437,7 +259,7 @@ def create_app(settings: Settings, client=None) -> Starlette:
 
     async def index(request: Request) -> Response:
         async def page():
-            rows = await campaigns.list()
+            rows = await campaigns.list(limit=LIST_LIMIT)
             return _layout(settings, "crossvisor campaigns", index_html(settings, rows), scripts=True)
 
         return await guarded(request, page)
@@ -551,7 +373,7 @@ def create_app(settings: Settings, client=None) -> Starlette:
 
     async def api_campaigns(request: Request) -> Response:
         try:
-            rows = await campaigns.list()
+            rows = await campaigns.list(limit=LIST_LIMIT)
         except Exception as err:  # noqa: BLE001
             return JSONResponse({"error": report.scrub(f"{type(err).__name__}: {err}")}, 503)
         return JSONResponse([dataclasses.asdict(r) for r in rows])

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from crossvisor.report import (
+from crossvisor.report.analysis import (
     GRADES,
     ODCA_LABEL,
     Scorecard,
@@ -16,8 +16,8 @@ from crossvisor.report import (
     platform_order,
     root_causes,
     scorecard,
-    scrub,
 )
+from crossvisor.report.redaction import scrub
 from domain.model import CampaignResult, Grade
 
 STYLE = {

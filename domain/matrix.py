@@ -26,7 +26,14 @@ def slug(text: str) -> str:
 
 
 def cell_id(source: str, target: str, image: str) -> str:
+    """The internal id (workflow ids, the result store): ``kvm--esxi-6-5--tiny-bios``."""
     return f"{slug(source)}--{slug(target)}--{slug(image)}"
+
+
+def human_id(source: str, target: str, image: str) -> str:
+    """The one form operators type and see, in the CLI, the web UI and the reports: platform and
+    image names as the spec spells them (``kvm:esxi-6.5:tiny-bios``)."""
+    return f"{source}:{target}:{image}"
 
 
 def fingerprint(plan: CampaignPlan, source: str, target: str, image: str) -> str:

@@ -123,7 +123,7 @@ class GuestImage:
     disk_bus: str = "virtio"
     os: str = "linux"
     source: str = ""  # path of a disk image or package; "" with no builtin = a blank disk with a marker
-    builtin: str = ""  # a guest image the project builds (drivers.guest_images.IMAGES), e.g. legacy-bios
+    builtin: str = ""  # a guest image the project builds (toolbox.guest_images.IMAGES), e.g. legacy-bios
     app: ServiceProbe | None = None  # a service the operator declares on the image
     ssh: SshAccess | None = None  # how crossvisor may log in (read-only commands)
 

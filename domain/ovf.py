@@ -137,7 +137,7 @@ _SCSI_FROM_OVF = {
 }
 _SCSI_TO_OVF = {"pvscsi": "VirtualSCSI", "lsilogic-sas": "lsilogicsas"}
 # SCSI models each target kind has a driver for, most preferred first (a listed alternative the
-# target lacks is skipped; see drivers/libvirt_driver.SCSI_MODELS and vsphere_devices.SCSI_CLASSES).
+# target lacks is skipped; see drivers/libvirt/driver.SCSI_MODELS and drivers/vsphere/devices.SCSI_CLASSES).
 _SCSI_BY_KIND = {
     "vsphere": ("pvscsi", "lsilogic", "lsilogic-sas", "buslogic"),
     "kvm": ("virtio-scsi", "pvscsi", "lsilogic", "lsilogic-sas", "buslogic"),

@@ -2,7 +2,9 @@
 
 The cell workflow reads it for order, timeouts, heartbeats and retries; the scheduler for cost
 estimates; the activities for which host a stage touches (metrics labels, site routing). A stage's
-body lives in ``activities/stages/<name>.py``; nothing else needs to know about it.
+body is an activity class in ``activities/stages/`` (one module per stage or small group of stages,
+listed in that package's docstring; ``STAGE_ACTIVITIES`` there maps each name to its class);
+nothing else needs to know about it.
 """
 
 from __future__ import annotations

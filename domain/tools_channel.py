@@ -1,6 +1,6 @@
 """The VMware Tools channel: what VMware Tools in a guest on vSphere report through vCenter
 (``vm.guest``: tools running status, guest state, hostname, IP, NICs with addresses, disks), read by
-``drivers.vsphere_driver.guest_tools``. Pure. An answer from the vCenter simulator is labelled
+``drivers.vsphere.driver.guest_tools``. Pure. An answer from the vCenter simulator is labelled
 simulated: there no guest runs, the properties were set by whoever drives the simulator."""
 
 from __future__ import annotations

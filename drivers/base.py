@@ -135,7 +135,7 @@ class Driver(abc.ABC):
     def download_disk(self, name: str, index: int, dest: Path) -> None:
         """The VM's disk ``index`` as one self-contained qcow2 file ``dest`` on this worker (its
         backing chain flattened). Default: the disk is a file this machine can read."""
-        from drivers import diskconv
+        from toolbox import diskconv
 
         disk = self.inspect(name).disks[index]
         diskconv.convert(disk.path, disk.format, dest, "qcow2")
@@ -143,7 +143,7 @@ class Driver(abc.ABC):
     def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
         """``n`` bytes at ``offset`` of the VM's disk ``index``, as the target stores it.
         Default: the disk is a file this machine can read; remote datastores override."""
-        from drivers import diskconv
+        from toolbox import diskconv
 
         disk = self.inspect(name).disks[index]
         return diskconv.read_marker(disk.path, disk.format, offset, n)

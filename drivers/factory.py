@@ -13,8 +13,8 @@ def open_driver(host: Host, state_dir: Path) -> Driver:
     ``host.custom`` (NetBox custom fields / file inventory keys): ``username``, ``pool``,
     ``pool_path``, ``forward_address``, ``pki_path``, ``ssh_key``, ``known_hosts``."""
     if host.driver == "libvirt":
-        from drivers.libvirt_driver import LibvirtDriver, LibvirtTestDriver
-        from drivers.libvirt_uri import scheme_of
+        from drivers.libvirt.driver import LibvirtDriver, LibvirtTestDriver
+        from drivers.libvirt.uri import scheme_of
 
         if scheme_of(host.endpoint) == "test":
             return LibvirtTestDriver(host.endpoint, state_dir=state_dir, kind=host.kind)
@@ -37,7 +37,7 @@ def open_driver(host: Host, state_dir: Path) -> Driver:
             known_hosts=c.get("known_hosts", ""),
         )
     if host.driver == "vsphere":
-        from drivers.vsphere_driver import VsphereDriver
+        from drivers.vsphere.driver import VsphereDriver
 
         return VsphereDriver.for_host(host, state_dir=state_dir)
     raise InfraFault(f"host {host.name}: no driver {host.driver!r}")

@@ -83,7 +83,7 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "hyperv": "hyperv://{host}/?transport=https",
 }
 
-# URI schemes each driver accepts (libvirt: drivers/libvirt_uri.py; vSphere: http(s) vCenter URLs).
+# URI schemes each driver accepts (libvirt: drivers/libvirt/uri.py; vSphere: http(s) vCenter URLs).
 LIBVIRT_SCHEMES = ("test", "qemu", "xen", "libxl", "esx", "vpx", "gsx", "hyperv")
 VSPHERE_SCHEMES = ("https", "http")
 

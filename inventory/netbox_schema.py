@@ -51,7 +51,7 @@ CUSTOM_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(CF_MEMORY, "integer", "Memory (MiB)", "host capacity"),
     FieldDef(CF_SLOTS, "integer", "crossvisor cell slots", "cells per host at once (default 1)", default=1),
     FieldDef(CF_CREDENTIALS, "text", "Credentials reference (env:NAME / file:/path)", "driver login"),
-    # Read by the drivers from Host.custom (drivers/factory.py, drivers/vsphere_driver.py).
+    # Read by the drivers from Host.custom (drivers/factory.py, drivers/vsphere/driver.py).
     FieldDef("username", "text", "Hypervisor / vCenter login user", "libvirt and vSphere drivers"),
     FieldDef("datacenter", "text", "vSphere datacenter", "vSphere driver placement"),
     FieldDef("cluster", "text", "vSphere cluster (compute resource)", "vSphere driver placement"),

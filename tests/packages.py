@@ -1,5 +1,5 @@
 """The (descriptor, href -> path) view of a package that the older readers returned, for tests
-that assert on it; the product reads packages through ``drivers.ova.open_package`` only."""
+that assert on it; the product reads packages through ``toolbox.ova.open_package`` only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from domain.ovf import OvfDescriptor
-from drivers.ova import Package, open_package
+from toolbox.ova import Package, open_package
 
 
 def _pairs(pkg: Package) -> tuple[OvfDescriptor, dict[str, Path]]:

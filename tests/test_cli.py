@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from crossvisor import cli
-from crossvisor.commands import common, plandiff, rerun
+from crossvisor.client import plandiff, rerun
+from crossvisor.commands import common
 from crossvisor.commands.common import EXIT_INPUT, CliError
 from crossvisor.core import config
 from domain.control import RetryRequest
@@ -128,7 +129,7 @@ def test_retry_on_a_finished_campaign_reruns_failed_and_errored_only() -> None:
 
 
 def test_eta_from_the_schedulers_estimates() -> None:
-    from crossvisor.commands.lookup import cells_of, estimate_eta
+    from crossvisor.client.reading import cells_of, estimate_eta
     from crossvisor.spec import load_spec
     from domain.messages import CampaignInput
 
@@ -145,7 +146,7 @@ def test_eta_from_the_schedulers_estimates() -> None:
 
 
 def test_eta_says_when_it_is_only_the_model() -> None:
-    from crossvisor.commands.campaign import _eta_text
+    from crossvisor.client.formats import eta_text as _eta_text
 
     running = {"workflow_status": "running", "eta_s": 23220.0}
     assert _eta_text({**running, "eta_basis": "model"}) == ", ETA ~6h27m (model: no cell finished yet)"

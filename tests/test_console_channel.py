@@ -230,7 +230,7 @@ def test_a_channel_silent_on_the_target_is_named() -> None:
 
 # -- the guest agent channel (domain/agent_channel.py) ---------------------------------------------
 # guestInfo() keys as libvirt 9.0 returns them (virDomainGetGuestInfo), interfaces as
-# interfaceAddresses(SRC_AGENT) -> the driver's report (drivers/libvirt_driver.guest_agent)
+# interfaceAddresses(SRC_AGENT) -> the driver's report (drivers/libvirt/driver.guest_agent)
 AGENT_REPORT = {
     "info": {
         "hostname": "plain-agent",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers import diskconv
 from drivers.base import InfraFault, InteropFailure
-from drivers.diskconv import ConversionError, CorruptImage, SizeMismatch
+from toolbox import diskconv
+from toolbox.diskconv import ConversionError, CorruptImage, SizeMismatch
 
 MiB = 2**20
 # Not a multiple of any VHD CHS geometry: plain qemu-img rounds it (see test_vpc_size_trap).

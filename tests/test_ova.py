@@ -17,9 +17,10 @@ import pytest
 
 from crossvisor.core.errors import NON_RETRYABLE, BadInput
 from domain.ovf import QEMU_FORMAT, OvfDescriptor, OvfDisk, OvfNic, build_ovf, parse_ovf
-from drivers import diskconv, ova, packaging
 from drivers.base import InfraFault, InteropFailure
-from drivers.ova import (
+from tests.packages import read_ova, read_ovf_dir
+from toolbox import diskconv, ova, packaging
+from toolbox.ova import (
     CorruptPackage,
     InsufficientSpace,
     open_package,
@@ -27,7 +28,6 @@ from drivers.ova import (
     write_ova,
     write_ovf_dir,
 )
-from tests.packages import read_ova, read_ovf_dir
 
 MiB = 2**20
 FIXTURES = Path(__file__).parent / "fixtures" / "ovf"

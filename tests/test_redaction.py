@@ -26,7 +26,7 @@ from crossvisor.core.redact import (
     redact_value,
     register_secret,
 )
-from drivers import libvirt_uri
+from drivers.libvirt import uri as libvirt_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from activities.stages.source_side import disk_from_source
-from drivers import diskconv
-from drivers.ova import CorruptPackage, write_ova
 from tests.test_ova import MiB, descriptor
+from toolbox import diskconv
+from toolbox.ova import CorruptPackage, write_ova
 
 
 def test_an_ova_source_becomes_its_first_disk(tmp_path: Path) -> None:

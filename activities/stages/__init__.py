@@ -46,4 +46,4 @@ def stage_activities(env: StageEnv) -> list:
     """Every stage activity bound to ``env``, for a worker to register."""
     from activities.stages.legacy import LegacyRunStage
 
-    return [cls(env).run for cls in STAGE_ACTIVITIES.values()] + [LegacyRunStage(env).run_stage]
+    return [cls(env).run for cls in STAGE_ACTIVITIES.values()] + [LegacyRunStage(env, STAGE_ACTIVITIES).run_stage]

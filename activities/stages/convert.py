@@ -12,7 +12,7 @@ from activities.stages.base import Stage
 from crossvisor.core import metrics
 from crossvisor.core.errors import BadInput, InfraFault
 from domain.stage_io import ConvertedDisk, ConvertOutput, StageCall
-from drivers import diskconv, ova
+from toolbox import diskconv, ova
 
 
 def _ext(fmt: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 
 from temporalio import activity
 from temporalio.converter import value_to_type
 
-from activities.stages.base import StageEnv
+from activities.stages.base import Stage, StageEnv
 from domain.messages import CellInput, StageInput, StageOutput
 from domain.model import RetryPolicySpec
 from domain.stage_io import (
@@ -91,13 +92,12 @@ def strings_from_output(stage: str, out) -> dict[str, str]:
 
 
 class LegacyRunStage:
-    def __init__(self, env: StageEnv):
+    def __init__(self, env: StageEnv, stage_activities: Mapping[str, type[Stage]]):
         self.env = env
+        self.stage_activities = stage_activities  # the registry (activities/stages/__init__.py)
 
     @activity.defn(name="run_stage")
     def run_stage(self, inp: StageInput) -> StageOutput:
-        from activities.stages import STAGE_ACTIVITIES
-
         cell = CellInput(
             campaign_id=inp.campaign_id,
             cell=inp.cell,
@@ -110,7 +110,7 @@ class LegacyRunStage:
             retry=RetryPolicySpec(),
             export_format=inp.export_format,
         )
-        out = STAGE_ACTIVITIES[inp.stage](self.env).run(StageCall(cell, context_from_strings(inp.context)))
+        out = self.stage_activities[inp.stage](self.env).run(StageCall(cell, context_from_strings(inp.context)))
         return StageOutput(
             status=out.status,
             reason=out.reason,

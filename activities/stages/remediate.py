@@ -21,7 +21,7 @@ from crossvisor.core.errors import BadInput, InfraFault
 from crossvisor.core.resources import deploy_file
 from domain import profiles, remedies
 from domain.stage_io import ConvertedDisk, RemediateOutput, StageCall
-from drivers import diskconv
+from toolbox import diskconv
 
 REPORT_KEPT = 3000  # characters of a tool's output kept as evidence
 TOOL_TIMEOUT_S = 1800  # virt-v2v takes minutes on two cores under TCG

@@ -27,7 +27,7 @@ from domain.messages import CellInput
 from domain.model import image_identity
 from domain.stage_io import BaselineOutput, ExportOutput, ProvisionOutput, StageCall
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
-from drivers import diskconv, guest_images, ova
+from toolbox import diskconv, guest_images, ova
 
 PIPELINE_SOURCE = "2"  # bump when what the source side produces changes: old cache entries are ignored
 BIRTH_TIMEOUT_S = 600.0  # a birth boot rebuilds the initramfs under TCG

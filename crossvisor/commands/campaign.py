@@ -1,13 +1,19 @@
 """``crossvisor campaign``: start, list, status, show, watch, history, and the steering commands
-(one Temporal update per action; a refusal prints the campaign's own reason)."""
+(one Temporal update per action; a refusal prints the campaign's own reason). Arguments and
+printing only: the work is the campaign client's (``crossvisor/client/``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from crossvisor.client import reading, steering
+from crossvisor.client.campaigns import LIST_LIMIT, Campaigns
+from crossvisor.client.formats import age_text, counts_text
+from crossvisor.client.starting import start_campaign
 from crossvisor.commands.common import (
     CELL_FORM,
     EXIT_INPUT,
@@ -16,9 +22,7 @@ from crossvisor.commands.common import (
     connect,
     emit_json,
     fail_on_option,
-    human_duration,
     human_id,
-    humanise,
     note,
     output_options,
     rpc_error,
@@ -26,8 +30,6 @@ from crossvisor.commands.common import (
     to_cell_id,
 )
 from crossvisor.core.config import Settings
-
-LIST_LIMIT = 50
 
 STEERING = {
     # command -> (update name, help)
@@ -41,17 +43,14 @@ STEERING = {
 }
 
 
-def campaign_id_for(name: str) -> str:
-    return f"campaign-{name}"
-
-
 def register(sub) -> None:
-    from crossvisor.commands.common import connection_options
+    from crossvisor.commands.common import CommandListHelp, connection_options
 
     c = sub.add_parser(
         "campaign",
         help="start, watch, list, inspect and steer campaigns",
         description="Campaigns are Temporal workflows; cells are named SOURCE:TARGET:IMAGE (e.g. kvm:esxi-6.5:tiny-bios).",
+        formatter_class=CommandListHelp,
     ).add_subparsers(dest="sub", required=True, metavar="COMMAND")
 
     def leaf(name: str, help_: str, **kw) -> argparse.ArgumentParser:
@@ -134,78 +133,8 @@ async def dispatch(a, settings: Settings) -> int:
 # ---------------------------------------------------------------------------------- start
 
 
-async def start_campaign(settings: Settings, spec: str, cid: str | None) -> tuple[str, bool, str]:
-    """Start the campaign, or find it. Returns (id, started now, why not). An id that exists with
-    another spec is refused, naming the difference."""
-    from temporalio.client import WorkflowExecutionStatus
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from crossvisor.commands import lookup, plandiff
-    from crossvisor.spec import load_spec
-    from domain.matrix import expand
-    from domain.messages import CampaignInput
-
-    plan = load_spec(spec)  # validated before anything starts
-    cid = cid or campaign_id_for(plan.name)
-    client = await connect(settings)
-    try:
-        desc = await client.get_workflow_handle(cid).describe()
-    except RPCError as e:
-        if e.status != RPCStatusCode.NOT_FOUND:
-            raise rpc_error(e, settings, cid) from None
-        desc = None
-    if desc is not None and desc.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
-        inp = await lookup.campaign_input(settings, cid)
-        diffs = plandiff.differences(inp.plan, plan) if inp else []
-        if diffs:
-            raise CliError(
-                f"campaign {cid} exists with another spec ({plandiff.describe(diffs)}): "
-                "start this spec under another --id",
-                EXIT_INPUT,
-            )
-        running = desc.status == WorkflowExecutionStatus.RUNNING
-        return cid, False, "already running" if running else "already finished (`campaign retry` reruns cells)"
-    # new, or an earlier run failed/was cancelled/terminated: start again; passed cells come from
-    # the result store
-    inp = CampaignInput(plan=plan, campaign_id=cid)
-    await _start(settings, inp, cid, len(expand(plan)))
-    return cid, True, ""
-
-
-async def _start(settings: Settings, inp, cid: str, total: int) -> None:
-    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-    from temporalio.service import RPCError
-
-    from workflows import search
-    from workflows.campaign import CampaignWorkflow
-
-    client = await connect(settings)
-    kw: dict[str, Any] = dict(
-        id=cid,
-        task_queue=settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    attrs = search.search_attributes({"total": total, "pending": total}, "starting", inp.plan.name)
-    try:
-        await client.start_workflow(CampaignWorkflow.run, inp, search_attributes=attrs, **kw)
-        return
-    except RPCError as e:
-        if "search attribute" not in e.message.lower():
-            raise rpc_error(e, settings, cid) from None
-    # a server without crossvisor's search attributes (`crossvisor up` registers them)
-    note(
-        f"note: {settings.temporal_address} lacks crossvisor's search attributes "
-        f"({', '.join(search.DEFINITIONS)}): `campaign list` falls back to queries; `crossvisor up` registers them"
-    )
-    try:
-        await client.start_workflow(CampaignWorkflow.run, inp, **kw)
-    except RPCError as e:
-        raise rpc_error(e, settings, cid) from None
-
-
 async def cmd_start(a, settings: Settings) -> int:
-    cid, started, why = await start_campaign(settings, a.spec, a.id)
+    cid, started, why = await start_campaign(settings, a.spec, a.id, note)
     if a.output == "json" and not a.wait:
         emit_json({"campaign_id": cid, "started": started, "note": why})
         return EXIT_OK
@@ -222,19 +151,12 @@ async def cmd_start(a, settings: Settings) -> int:
 
 
 async def cmd_status(a, settings: Settings) -> int:
-    from crossvisor.commands import lookup
-
-    doc = await lookup.snapshot(settings, a.id)
+    doc = await reading.snapshot(settings, a.id)
     if a.output == "json":
         emit_json(doc)
     else:
         print(format_status(doc))
     return EXIT_OK
-
-
-def format_counts(c: dict[str, int]) -> str:
-    grades = ", ".join(f"{g} {c.get(g, 0)}" for g in ("pass", "warn", "fail", "error", "skipped"))
-    return f"{c.get('done', 0)}/{c.get('total', 0)} done ({grades}), {c.get('running', 0)} running, {c.get('pending', 0)} pending"
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -244,102 +166,24 @@ def format_status(doc: dict[str, Any]) -> str:
     status = doc["status"]
     if doc.get("paused") and status != "paused":
         status += ", paused"
-    lines = [f"{head}: {status}, age {human_duration(doc.get('age_s'))}" + _eta_text(doc)]
+    lines = [f"{head}: {status}, {age_text(doc)}"]
     if doc.get("stall_reason"):
         lines.append(f"  stalled: {doc['stall_reason']}")
     if doc.get("counts"):
-        lines.append("  cells: " + format_counts(doc["counts"]))
+        lines.append("  cells: " + counts_text(doc["counts"]))
     for r in doc.get("running", []):
         lines.append(f"  running {r['cell']} on {r['hosts']}" + (f" [{r['stage']}]" if r.get("stage") else ""))
     return "\n".join(lines)
 
 
-def _eta_text(doc: dict[str, Any]) -> str:
-    if doc.get("workflow_status") != "running":
-        return ""
-    if doc.get("paused"):
-        return ", ETA: paused"
-    if doc.get("stall_reason"):
-        return ", ETA: stalled"
-    if doc.get("eta_s") is None:
-        return ""
-    basis = " (model: no cell finished yet)" if doc.get("eta_basis") == "model" else ""
-    return f", ETA ~{human_duration(doc['eta_s'])}{basis}"
-
-
-async def list_campaigns(settings: Settings, status: str = "", query: str = "", limit: int = LIST_LIMIT) -> list[dict]:
-    """Campaigns from Temporal visibility (``WorkflowType = 'CampaignWorkflow'``), newest first.
-    Name, status and counts come from crossvisor's search attributes when the workflow keeps them;
-    otherwise from the ``progress`` query (running) or the result (closed)."""
-    from crossvisor.commands import lookup
-    from workflows import search
-
-    client = await connect(settings)
-    q = "WorkflowType = 'CampaignWorkflow'"
-    if query:
-        q += f" AND ({query})"
-    rows: list[dict] = []
-    seen: set[str] = set()
+async def cmd_list(a, settings: Settings) -> int:
     try:
-        async for wf in client.list_workflows(query=q, limit=limit * 4):
-            if wf.id in seen:  # older runs of a campaign that continued as new
-                continue
-            seen.add(wf.id)
-            wf_status = lookup.status_name(wf.status)
-            attrs = search.read(wf.typed_search_attributes)
-            rows.append(
-                {
-                    "campaign_id": wf.id,
-                    "run_id": wf.run_id,
-                    "workflow_status": wf_status,
-                    "started_at": lookup._iso(wf.start_time),
-                    "closed_at": lookup._iso(wf.close_time),
-                    # attributes the CLI set at start only ("starting") say nothing yet
-                    "live": bool(attrs and attrs["status"] != "starting"),
-                    "name": attrs["name"] if attrs else "",
-                    "status": attrs["status"] if attrs and attrs["status"] != "starting" else wf_status,
-                    "counts": attrs["counts"] if attrs and attrs["status"] != "starting" else {},
-                }
-            )
-            if len(rows) >= limit * 2:
-                break
+        found = await Campaigns(settings, await connect(settings)).list(a.status or "", a.query or "", a.limit)
+    except CliError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise rpc_error(e, settings) from None
-
-    async def fill(r: dict) -> None:
-        if r["workflow_status"] == "running":
-            # live beats whatever visibility last indexed
-            p = await lookup.progress(settings, r["campaign_id"])
-            if p is not None:
-                r.update(name=p.name, status="paused" if p.paused and p.status == "running" else p.status)
-                r["counts"] = dict(p.counts)
-        elif not r["live"]:
-            try:
-                res = await lookup.load_result(settings, r["campaign_id"])
-                r["counts"] = lookup.counts_of(res)
-                r["name"] = r["name"] or res.name
-                if r["workflow_status"] == "completed":
-                    r["status"] = res.status
-            except CliError:
-                pass
-        if r["workflow_status"] != "running" and r["workflow_status"] != "completed":
-            r["status"] = lookup.campaign_status(r["workflow_status"])
-        if not r["name"]:
-            inp = await lookup.campaign_input(settings, r["campaign_id"], r["run_id"])
-            r["name"] = inp.plan.name if inp else ""
-
-    import asyncio
-
-    await asyncio.gather(*(fill(r) for r in rows))
-    if status:
-        rows = [r for r in rows if r["status"] == status or r["workflow_status"] == status]
-    for r in rows:
-        r.pop("live", None)
-    return rows[:limit]
-
-
-async def cmd_list(a, settings: Settings) -> int:
-    rows = await list_campaigns(settings, a.status or "", a.query or "", a.limit)
+    rows = [{k: v for k, v in dataclasses.asdict(r).items() if k != "progress"} for r in found]
     if a.output == "json":
         emit_json(rows)
         return EXIT_OK
@@ -369,9 +213,7 @@ async def cmd_list(a, settings: Settings) -> int:
 
 
 async def cmd_show(a, settings: Settings) -> int:
-    from crossvisor.commands import lookup
-
-    res = await lookup.load_result(settings, a.id)
+    res = await reading.load_result(settings, a.id)
     if a.cell is None:
         rows = [
             {
@@ -472,47 +314,6 @@ def _request(a, rid: str):
     return control.ResumeRequest(rid), typed
 
 
-async def steer(settings: Settings, cid: str, update: str, req, typed: dict[str, str] | None = None) -> Any:
-    """Send one operator update; a refusal raises CliError with the campaign's reason (cells
-    named as the operator typed them)."""
-    from temporalio.client import WorkflowUpdateFailedError
-    from temporalio.service import RPCError
-
-    from domain.control import ControlResult
-
-    client = await connect(settings)
-    handle = client.get_workflow_handle(cid)
-    try:
-        return await handle.execute_update(update, req, result_type=ControlResult)
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        reason = getattr(cause, "message", "") or str(cause or e)
-        raise CliError(f"{cid}: refused: {humanise(reason, typed or {})}", EXIT_INPUT) from None
-    except RPCError as e:
-        if "already completed" in e.message or "already finished" in e.message:
-            from crossvisor.commands import lookup
-
-            desc = await lookup.describe(settings, cid)
-            raise CliError(
-                f"campaign {cid} has ended ({lookup.status_name(desc.status)}): nothing to steer; "
-                "`crossvisor campaign retry` starts a rerun of its failed cells",
-                EXIT_INPUT,
-            ) from None
-        raise rpc_error(e, settings, cid) from None
-
-
-async def _human_names(settings: Settings, cid: str, cells: list[str], typed: dict[str, str]) -> list[str]:
-    if not cells or all(c in typed for c in cells):
-        return [typed.get(c, c) for c in cells]
-    from crossvisor.commands import lookup
-
-    inp = await lookup.campaign_input(settings, cid)
-    known = lookup.cells_of(inp) if inp else {}
-    return [
-        typed.get(c) or (human_id(known[c].source, known[c].target, known[c].image) if c in known else c) for c in cells
-    ]
-
-
 def _log_action(settings: Settings, action: str, cid: str, run_id: str, **fields: Any) -> None:
     import os
 
@@ -531,21 +332,24 @@ def _log_action(settings: Settings, action: str, cid: str, run_id: str, **fields
 
 
 async def cmd_steer(a, settings: Settings) -> int:
-    from crossvisor.commands import lookup
-
     update = STEERING[a.sub][0]
     rid = a.request_id or uuid.uuid4().hex
     req, typed = _request(a, rid)
-    desc = await lookup.describe(settings, a.id)
-    if a.sub == "retry" and lookup.status_name(desc.status) != "running":
-        from crossvisor.commands.rerun import rerun
+    desc = await reading.describe(settings, a.id)
+    if a.sub == "retry" and reading.status_name(desc.status) != "running":
+        from crossvisor.client.rerun import rerun
 
-        result = await rerun(settings, a.id, req, desc, typed)
+        result = await rerun(settings, a.id, req, desc, typed, note)
         run_id = result.pop("run_id", "")
     else:
-        r = await steer(settings, a.id, update, req, typed)
-        names = await _human_names(settings, a.id, r.cells, typed)
-        result = {"applied": r.applied, "message": humanise(r.message, typed), "cells": names, "rerun": False}
+        r = await steering.send_update(settings, a.id, update, req, typed)
+        names = await steering.human_names(settings, a.id, r.cells, typed)
+        result = {
+            "applied": r.applied,
+            "message": steering.humanise(r.message, typed),
+            "cells": names,
+            "rerun": False,
+        }
         if names:
             result["message"] += ": " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
         run_id = desc.run_id
@@ -561,17 +365,7 @@ async def cmd_cancel(a, settings: Settings) -> int:
     """A Temporal cancellation request (what the Web UI's and `temporal workflow cancel` send):
     the campaign cancels its running cells, which clean up and release their hosts, and ends as
     Canceled."""
-    from crossvisor.commands import lookup
-
-    desc = await lookup.describe(settings, a.id)
-    status = lookup.status_name(desc.status)
-    if status != "running":
-        raise CliError(f"{a.id}: refused: campaign is {status}", EXIT_INPUT)
-    client = await connect(settings)
-    try:
-        await client.get_workflow_handle(a.id).cancel()
-    except Exception as e:  # noqa: BLE001
-        raise rpc_error(e, settings, a.id) from None
-    _log_action(settings, "cancel", a.id, desc.run_id, at=datetime.now(UTC).isoformat())
+    run_id = await steering.request_cancel(settings, a.id)
+    _log_action(settings, "cancel", a.id, run_id, at=datetime.now(UTC).isoformat())
     print(f"{a.id}: cancel requested: running cells clean up and release their hosts; it ends as cancelled")
     return EXIT_OK

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crossvisor.commands.common import human_duration, human_id
+from crossvisor.client.formats import duration_text
+from domain.matrix import human_id
 
 
 def cell_document(cell, home: Path, console_lines: int = 20) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def format_cell(d: dict[str, Any]) -> str:
             name = s["stage"] + (f"[{s['remedy']}]" if s["remedy"] else "")
             extra = f" x{s['attempts']}" if s["attempts"] > 1 else ""
             reason = f"  {s['reason']}" if s["reason"] else ""
-            out.append(f"  {name:<{w}}  {s['status']:<7} {human_duration(s['duration_s']):>7}{extra}{reason}")
+            out.append(f"  {name:<{w}}  {s['status']:<7} {duration_text(s['duration_s']):>7}{extra}{reason}")
     else:
         out.append("stages: none recorded (cached, skipped before running, or the result store is elsewhere)")
     out.append("checks:")

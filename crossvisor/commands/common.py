@@ -8,38 +8,35 @@ import json
 import sys
 from typing import Any
 
-from crossvisor.core.config import Settings
-
-# exit codes (documented in `crossvisor --help` and README "Using it")
-EXIT_OK = 0
-EXIT_ERROR = 1  # the command failed (campaign not found, server error, ...)
-EXIT_INPUT = 2  # bad input: usage, spec, argument, or a request the campaign refused
-EXIT_CELLS = 3  # --fail-on: cells ended with one of the named grades
-EXIT_UNAVAILABLE = 4  # no Temporal server at the address
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES = (
-    (EXIT_OK, "success"),
-    (EXIT_ERROR, "the command failed (campaign not found, server error)"),
-    (
-        EXIT_INPUT,
-        "bad input: usage, spec, argument, or a steering request the campaign refused (the reason is printed)",
-    ),
-    (EXIT_CELLS, "--fail-on: cells ended with one of the named grades (watch, start --wait, report)"),
-    (EXIT_UNAVAILABLE, "no Temporal server answers at the address"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+from crossvisor.client.connection import (  # noqa: F401 - the commands' shared names
+    EXIT_CELLS,
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    close_client,
+    connect,
+    rpc_error,
 )
-
-
-class CliError(Exception):
-    """One line for the operator, and the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR):
-        super().__init__(message)
-        self.code = code
-
+from crossvisor.client.steering import humanise  # noqa: F401 - refusals name cells as typed
+from crossvisor.core.config import Settings
+from domain.matrix import human_id  # noqa: F401 - the one cell form, shared by every command
 
 # ----------------------------------------------------------------------------------- options
+
+
+class CommandListHelp(argparse.HelpFormatter):
+    """A command group's help: every subcommand's help line beside its name, even the longest
+    (``concurrency``, ``clear-health``), instead of on a line of its own below it."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+        # argparse measures subcommand names without their indent: the longest then lands one
+        # column short of the help column and gets a line of its own. Start the measure wider.
+        self._action_max_length = 18
 
 
 def connection_options(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -170,29 +167,9 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{max(0.0, seconds):.1f}s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
 # ------------------------------------------------------------------------------------ cell ids
 
 CELL_FORM = "SOURCE:TARGET:IMAGE"
-
-
-def human_id(source: str, target: str, image: str) -> str:
-    """The one form operators type and see: platform and image names as the spec spells them."""
-    return f"{source}:{target}:{image}"
 
 
 def split_cell(text: str) -> list[str]:
@@ -212,68 +189,3 @@ def to_cell_id(text: str) -> str:
     if text.count("--") == 2:
         return text
     raise CliError(f"{text!r} is not a cell: write {CELL_FORM} (e.g. kvm:esxi-6.5:tiny-bios)", EXIT_INPUT)
-
-
-def humanise(message: str, typed: dict[str, str]) -> str:
-    """A refusal names cells by internal id: show them as the operator typed them."""
-    for internal, human in typed.items():
-        if internal != human:
-            message = message.replace(f"'{internal}'", f"'{human}'")
-    return message
-
-
-# ---------------------------------------------------------------------------------- temporal
-
-_CLIENT: Any = None
-
-
-def unreachable(settings: Settings, detail: str = "") -> CliError:
-    local = settings.temporal_address.startswith(("127.", "localhost"))
-    hint = (
-        "start the local stack with `crossvisor up`, or point --address / TEMPORAL_ADDRESS at your server"
-        if local
-        else "check --address / TEMPORAL_ADDRESS and that the server is up"
-    )
-    return CliError(f"no Temporal server at {settings.temporal_address}: {hint}", EXIT_UNAVAILABLE)
-
-
-async def connect(settings: Settings):
-    """One client per process; a server that does not answer is one line naming the address."""
-    global _CLIENT
-    if _CLIENT is None:
-        from crossvisor.core.temporal_client import connect as _connect
-
-        try:
-            _CLIENT = await _connect(settings)
-        except RuntimeError as e:
-            if "connect" in str(e).lower():
-                raise unreachable(settings, str(e)) from None
-            raise
-        except OSError as e:
-            raise unreachable(settings, str(e)) from None
-    return _CLIENT
-
-
-def rpc_error(e: Exception, settings: Settings, cid: str = "") -> CliError:
-    """Temporal RPC errors as one line: not found, namespace missing, server gone."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    if isinstance(e, RPCError):
-        if e.status == RPCStatusCode.NOT_FOUND:
-            if "namespace" in e.message.lower():
-                return CliError(
-                    f"namespace {settings.temporal_namespace!r} does not exist on {settings.temporal_address}"
-                )
-            return CliError(
-                f"no campaign {cid!r} in namespace {settings.temporal_namespace} at {settings.temporal_address} "
-                "(`crossvisor campaign list` shows the campaigns)"
-            )
-        if e.status == RPCStatusCode.UNAVAILABLE:
-            return unreachable(settings, e.message)
-        return CliError(f"Temporal: {e.message}")
-    return CliError(str(e))
-
-
-def close_client() -> None:
-    global _CLIENT
-    _CLIENT = None

@@ -3,14 +3,14 @@ returning a repaired host to service."""
 
 from __future__ import annotations
 
-from crossvisor.commands.common import EXIT_OK, emit_json, output_options
+from crossvisor.commands.common import EXIT_OK, CommandListHelp, emit_json, output_options
 from crossvisor.core.config import Settings
 
 
 def register(sub) -> None:
-    inv = sub.add_parser("inventory", help="hosts, leases and health of a spec's inventory").add_subparsers(
-        dest="sub", required=True, metavar="COMMAND"
-    )
+    inv = sub.add_parser(
+        "inventory", help="hosts, leases and health of a spec's inventory", formatter_class=CommandListHelp
+    ).add_subparsers(dest="sub", required=True, metavar="COMMAND")
     x = inv.add_parser("hosts", help="the healthy hosts each platform of a spec selects")
     x.add_argument("spec", help="campaign spec whose inventory to read (file: or netbox)")
     output_options(x)

@@ -3,10 +3,12 @@ matrix and scorecard, and the read-only web UI."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 
+from crossvisor.client import reading
 from crossvisor.commands.common import EXIT_OK, fail_on_code, fail_on_option, note
 from crossvisor.core.config import Settings
 
@@ -91,11 +93,9 @@ def write_reports(
 
 async def report_result(settings: Settings, cid: str, wait: bool = True):
     """The campaign as reports show it; waits for a running one unless it is paused or stalled."""
-    from crossvisor.commands import lookup, watching
-
     if wait:
-        await watching.wait_for_report(settings, cid)
-    return await lookup.load_result(settings, cid)
+        await wait_for_report(settings, cid)
+    return await reading.load_result(settings, cid)
 
 
 async def previous_campaign(settings: Settings, ref: str):
@@ -141,6 +141,24 @@ async def cmd_report(a, settings: Settings) -> int:
     render_matrix(res, sys.stderr if to_stdout else None)
     if paths:
         (note if to_stdout else print)("wrote " + ", ".join(paths))
-    from crossvisor.commands import lookup
+    return fail_on_code(reading.counts_of(res), a.fail_on)
 
-    return fail_on_code(lookup.counts_of(res), a.fail_on)
+
+async def wait_for_report(settings: Settings, cid: str, interval: float = 1.0) -> str:
+    """``report`` waits for a running campaign to end, but not for a paused or stalled one (that
+    could be forever): those are reported as they stand. Returns why it stopped waiting."""
+    said = False
+    while True:
+        desc = await reading.describe(settings, cid)
+        if reading.status_name(desc.status) != "running":
+            return ""
+        p = await reading.progress(settings, cid)
+        if p is not None and (p.paused or p.status in ("paused", "stalled")):
+            why = "paused" if p.paused else f"stalled: {p.stall_reason}"
+            note(f"{cid} is {why}: reporting it as it stands (`campaign resume {cid}` to go on)")
+            return why
+        if not said:
+            done = f"{p.counts.get('done', 0)}/{p.counts.get('total', 0)} cells done" if p else "progress unknown"
+            note(f"waiting for {cid} to finish ({done}; --no-wait reports it as it stands)")
+            said = True
+        await asyncio.sleep(interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from crossvisor.commands.common import EXIT_OK, emit_json, output_options
+from crossvisor.commands.common import EXIT_OK, emit_json, note, output_options
 from crossvisor.core.config import Settings
 
 
@@ -110,7 +110,7 @@ async def dispatch(a, settings: Settings) -> int:
 
 async def demo(settings: Settings, spec: str) -> int:
     from crossvisor import stack
-    from crossvisor.commands.campaign import start_campaign
+    from crossvisor.client.starting import start_campaign
     from crossvisor.commands.results import render_matrix, report_result, write_reports
     from crossvisor.commands.watching import follow
 
@@ -125,7 +125,7 @@ async def demo(settings: Settings, spec: str) -> int:
         f"log {settings.home / 'run/worker.log'}",
         flush=True,
     )
-    cid, started, why = await start_campaign(settings, spec, None)
+    cid, started, why = await start_campaign(settings, spec, None, note)
     print(f"campaign {cid}: {'started' if started else why + ' (finished cells are not redone)'}", flush=True)
     await follow(settings, cid)
     res = await report_result(settings, cid)

@@ -10,14 +10,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from crossvisor.commands.common import (
-    EXIT_OK,
-    emit_json,
-    emit_json_line,
-    fail_on_code,
-    human_duration,
-    note,
-)
+from crossvisor.client import reading
+from crossvisor.client.formats import age_text
+from crossvisor.commands.common import EXIT_OK, emit_json, emit_json_line, fail_on_code
 from crossvisor.core.config import Settings
 
 
@@ -33,8 +28,6 @@ def change_key(doc: dict[str, Any]) -> tuple:
 
 
 def format_line(doc: dict[str, Any]) -> str:
-    from crossvisor.commands.campaign import _eta_text
-
     c = doc.get("counts") or {}
     now = datetime.now(UTC).strftime("%H:%M:%S")
     grades = " ".join(f"{g} {c.get(g, 0)}" for g in ("pass", "warn", "fail", "error", "skipped") if c.get(g, 0))
@@ -44,22 +37,20 @@ def format_line(doc: dict[str, Any]) -> str:
     line += f" | running {len(doc.get('running', []))}: {running}" if running else ""
     if doc.get("stall_reason"):
         line += f" | stalled: {doc['stall_reason']}"
-    line += f" | age {human_duration(doc.get('age_s'))}{_eta_text(doc)}"
+    line += f" | {age_text(doc)}"
     return line
 
 
 async def follow(settings: Settings, cid: str, interval: float = 1.0, mode: str = "auto") -> dict[str, Any]:
     """Poll until the campaign's workflow closes; returns the last snapshot. ``mode``: tty |
     lines | json | auto (tty when stdout is a terminal)."""
-    from crossvisor.commands import lookup
-
     if mode == "auto":
         mode = "tty" if sys.stdout.isatty() else "lines"
     last_key: tuple | None = None
     bar = None
     try:
         while True:
-            doc = await lookup.snapshot(settings, cid)
+            doc = await reading.snapshot(settings, cid)
             key = change_key(doc)
             if mode == "tty":
                 bar = bar or _Bar(cid)
@@ -95,8 +86,6 @@ class _Bar:
         from rich.progress_bar import ProgressBar
         from rich.text import Text
 
-        from crossvisor.commands.campaign import _eta_text
-
         c = doc.get("counts") or {}
         total, done = c.get("total", 0) or 1, c.get("done", 0)
         head = Text(f"{self.cid} ", style="bold")
@@ -110,7 +99,7 @@ class _Bar:
         ):
             if c.get(g):
                 head.append(f"{g} {c[g]}  ", style=style)
-        head.append(f"age {human_duration(doc.get('age_s'))}{_eta_text(doc)}")
+        head.append(age_text(doc))
         parts: list[Any] = [head, ProgressBar(total=total, completed=done, width=60)]
         if doc.get("stall_reason"):
             parts.append(Text(f"stalled: {doc['stall_reason']}", style="red"))
@@ -124,12 +113,10 @@ class _Bar:
 
 async def watch_and_report(settings: Settings, cid: str, a) -> int:
     """Follow, then print the matrix (text) or the final state (JSON); ``--fail-on``."""
-    from crossvisor.commands import lookup
-
     json_out = getattr(a, "output", "text") == "json"
     doc = await follow(settings, cid, getattr(a, "interval", 1.0), "json" if json_out else "auto")
-    res = await lookup.load_result(settings, cid)
-    counts = lookup.counts_of(res)
+    res = await reading.load_result(settings, cid)
+    counts = reading.counts_of(res)
     if json_out:
         emit_json_line({"event": "end", "campaign_id": cid, "status": doc["status"], "counts": counts})
     else:
@@ -143,26 +130,4 @@ async def watch_and_report(settings: Settings, cid: str, a) -> int:
     return fail_on_code(counts, getattr(a, "fail_on", frozenset()))
 
 
-async def wait_for_report(settings: Settings, cid: str, interval: float = 1.0) -> str:
-    """``report`` waits for a running campaign to end, but not for a paused or stalled one (that
-    could be forever): those are reported as they stand. Returns why it stopped waiting."""
-    from crossvisor.commands import lookup
-
-    said = False
-    while True:
-        desc = await lookup.describe(settings, cid)
-        if lookup.status_name(desc.status) != "running":
-            return ""
-        p = await lookup.progress(settings, cid)
-        if p is not None and (p.paused or p.status in ("paused", "stalled")):
-            why = "paused" if p.paused else f"stalled: {p.stall_reason}"
-            note(f"{cid} is {why}: reporting it as it stands (`campaign resume {cid}` to go on)")
-            return why
-        if not said:
-            done = f"{p.counts.get('done', 0)}/{p.counts.get('total', 0)} cells done" if p else "progress unknown"
-            note(f"waiting for {cid} to finish ({done}; --no-wait reports it as it stands)")
-            said = True
-        await asyncio.sleep(interval)
-
-
-__all__ = ["EXIT_OK", "emit_json", "follow", "format_line", "wait_for_report", "watch_and_report"]
+__all__ = ["EXIT_OK", "emit_json", "follow", "format_line", "watch_and_report"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from domain import observation
 from domain.profiles import HardwareProfile
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
-from drivers import diskconv
-from drivers.libvirt_driver import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
+from toolbox import diskconv
 
 MARKER_LEN = 64
 APP_PORT = 8080

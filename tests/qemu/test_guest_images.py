@@ -15,9 +15,9 @@ import pytest
 
 from domain.guest_evidence import boot_failure, parse
 from domain.profiles import PROFILES
-from drivers.guest_images import IMAGES, BuiltImage, build_image
-from drivers.libvirt_driver import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
 from tests.qemu.guest_boot import URI, boot, overlay_with_marker
+from toolbox.guest_images import IMAGES, BuiltImage, build_image
 
 pytestmark = pytest.mark.qemu
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from drivers.libvirt_storage import HostStorage
+from drivers.libvirt.storage import HostStorage
 
 pytestmark = pytest.mark.qemu
 

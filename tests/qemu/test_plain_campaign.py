@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.localstack import LocalStack
-from drivers.guest_images import build_plain_image
+from toolbox.guest_images import build_plain_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ from domain.model import Grade, GuestImage, ServiceProbe, SshAccess
 from domain.profiles import PROFILES
 from domain.stage_io import AppProbe, GuestObservation
 from domain.vm import DiskSpec, Hardware, NicSpec, VmSpec
-from drivers.guest_images import build_plain_image
-from drivers.libvirt_driver import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
 from tests.qemu.guest_boot import URI, overlay_with_marker
+from toolbox.guest_images import build_plain_image
 
 pytestmark = pytest.mark.qemu
 

@@ -24,11 +24,11 @@ from domain.guest_evidence import parse
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from domain.vm import MARKER_OFFSET, DiskSpec, NicSpec, VmSpec
-from drivers import diskconv
-from drivers.libvirt_driver import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
 from tests.harness import campaign_result, history_text, start_campaign
 from tests.remote.conftest import PREFIX, REPO, RemoteHost
 from tests.remote.sites import site_workers
+from toolbox import diskconv
 
 # needs this machine's libvirtd + QEMU as well as the remote host the fixture starts
 pytestmark = [pytest.mark.remote, pytest.mark.qemu, pytest.mark.timeout(900)]

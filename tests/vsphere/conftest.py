@@ -96,7 +96,7 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def driver(vcsim: Vcsim):
-    from drivers.vsphere_driver import open_vsphere
+    from drivers.vsphere.driver import open_vsphere
 
     d = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     yield d

@@ -7,7 +7,7 @@ from pyVmomi import vim
 
 from domain.vm import Hardware
 from drivers.base import InfraFault
-from drivers.vsphere_driver import VsphereDriver
+from drivers.vsphere.driver import VsphereDriver
 
 
 def datacenters(d: VsphereDriver) -> list[str]:

@@ -15,7 +15,7 @@ from activities.stages.base import vm_prefix
 from domain.model import Concurrency, Grade, GuestImage, Platform, RetryPolicySpec
 from domain.plan import CampaignPlan
 from domain.stages import PIPELINE
-from drivers.libvirt_storage import HostStorage
+from drivers.libvirt.storage import HostStorage
 from tests.harness import history_text, make_worker, run_campaign, time_skipping_env
 from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for this module
 
@@ -117,7 +117,7 @@ async def test_cell_across_real_apis(
     # nothing left on either side
     # (this campaign's VMs: the shared libvirtd may run other campaigns' meanwhile)
     assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith(vm_prefix(cid))]
-    from drivers.vsphere_driver import open_vsphere
+    from drivers.vsphere.driver import open_vsphere
 
     vc = open_vsphere(vcsim.url, vcsim.password_ref, username=vcsim.username)
     try:

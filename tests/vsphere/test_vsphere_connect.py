@@ -8,7 +8,7 @@ import os
 import pytest
 
 from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
-from drivers.vsphere_driver import VcsimDriver, open_vsphere
+from drivers.vsphere.driver import VcsimDriver, open_vsphere
 from tests.vsphere import ops
 
 pytestmark = pytest.mark.vsphere

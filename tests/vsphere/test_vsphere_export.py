@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pyVmomi import vmodl
 
-from drivers import diskconv
-from drivers.vsphere_driver import open_vsphere
+from drivers.vsphere.driver import open_vsphere
 from tests.packages import read_ova
 from tests.vsphere.test_vsphere_ovf import MARKER, OFFSET, make_ova
+from toolbox import diskconv
 
 pytestmark = pytest.mark.vsphere
 

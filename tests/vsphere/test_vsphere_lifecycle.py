@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from domain.vm import DiskSpec, NicSpec, VmSpec
-from drivers import diskconv
 from drivers.base import InteropFailure
-from drivers.vsphere_driver import NoDiskContent
+from drivers.vsphere.driver import NoDiskContent
 from tests.vsphere import ops
+from toolbox import diskconv
 
 pytestmark = pytest.mark.vsphere
 MIB = 1 << 20

@@ -1,4 +1,4 @@
-"""Import OVAs built with domain/ovf.py + drivers/ova.py + drivers/diskconv.py; export them back."""
+"""Import OVAs built with domain/ovf.py + toolbox/ova.py + toolbox/diskconv.py; export them back."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from domain import ovf
 from domain.vm import ExportedVm
-from drivers import diskconv, ova
 from drivers.base import InteropFailure
 from tests.packages import read_ova
+from toolbox import diskconv, ova
 
 pytestmark = pytest.mark.vsphere
 MIB = 1 << 20

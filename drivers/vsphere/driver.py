@@ -35,9 +35,9 @@ from crossvisor.core.credentials import CredentialError, Secret, resolve_secret
 from domain import ovf
 from domain.model import Host
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers import vsphere_devices as dev
 from drivers.base import Driver, InfraFault, InteropFailure
-from drivers.vsphere_transfer import HttpSession, folder_url
+from drivers.vsphere import devices as dev
+from drivers.vsphere.transfer import HttpSession, folder_url
 
 DEFAULT_HW_VERSION = "vmx-13"
 DEFAULT_GUEST_ID = "otherLinux64Guest"
@@ -419,7 +419,7 @@ class VsphereDriver(Driver):
         )
 
     def read_disk(self, name: str, index: int, offset: int, n: int) -> bytes:
-        from drivers import diskconv
+        from toolbox import diskconv
 
         d = self._hardware(self._vm(name)).disks[index]
         with tempfile.TemporaryDirectory(prefix="vsphere-read-") as tmp:
@@ -520,7 +520,7 @@ class VsphereDriver(Driver):
         hardware (``profile`` is for libvirt stand-ins and is not used here). ``package`` is either
         a descriptor with the converted disks the lease uploads (the import stage), or a whole
         package with its own files (``disks`` empty: opened and verified here)."""
-        from drivers import ova, packaging
+        from toolbox import ova, packaging
 
         if (vm := self._find_vm(name)) is not None:
             return self._hardware(vm)

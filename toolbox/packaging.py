@@ -11,7 +11,7 @@ from pathlib import Path
 
 from domain import ovf
 from domain.vm import DiskSpec, ExportedVm, Hardware
-from drivers import diskconv, ova
+from toolbox import diskconv, ova
 
 
 def export_package(name: str, hw: Hardware, out_dir: Path, package_format: str = "ova") -> ExportedVm:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 MAX_SHOWN = 8
@@ -22,28 +23,26 @@ def _walk(path: str, a: Any, b: Any, out: list[str]) -> None:
     if a == b:
         return
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in b:
-                out.append(f"{sub}: removed")
-            elif k not in a:
-                out.append(f"{sub}: added {b[k]!r}")
-            else:
-                _walk(sub, a[k], b[k], out)
+        _walk_keyed(a, b, lambda k: f"{path}.{k}" if path else str(k), out, show_added=True)
         return
     if isinstance(a, list) and isinstance(b, list):
         ka, kb = _keyed(a), _keyed(b)
         if ka is not None and kb is not None:
-            for n in list(ka) + [n for n in kb if n not in ka]:
-                sub = f"{path}[{n}]"
-                if n not in kb:
-                    out.append(f"{sub}: removed")
-                elif n not in ka:
-                    out.append(f"{sub}: added")
-                else:
-                    _walk(sub, ka[n], kb[n], out)
+            _walk_keyed(ka, kb, lambda n: f"{path}[{n}]", out, show_added=False)
             return
     out.append(f"{path}: {a!r} -> {b!r}")
+
+
+def _walk_keyed(a: dict, b: dict, sub: Callable[[Any], str], out: list[str], show_added: bool) -> None:
+    """Entries removed, added (with their value when ``show_added``) or changed, in ``a``'s order
+    then ``b``'s new ones."""
+    for k in list(a) + [k for k in b if k not in a]:
+        if k not in b:
+            out.append(f"{sub(k)}: removed")
+        elif k not in a:
+            out.append(f"{sub(k)}: added" + (f" {b[k]!r}" if show_added else ""))
+        else:
+            _walk(sub(k), a[k], b[k], out)
 
 
 def differences(old: Any, new: Any) -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.base import InfraFault, InteropFailure
+from crossvisor.core.errors import InfraFault, InteropFailure
 
 FORMATS = ("qcow2", "vmdk", "vpc", "vhdx", "raw")
 SUBFORMATS = {

@@ -9,7 +9,7 @@ The host is reached only through libvirt's API, never through its file system, w
 machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+tls://``,
 ``qemu+tcp://``); the same code serves both:
 
-* disks are storage volumes in a pool on the host (``drivers.libvirt_storage``): a disk given to
+* disks are storage volumes in a pool on the host (``drivers.libvirt.storage``): a disk given to
   ``provision`` is a file on the worker, uploaded through volume streams (each layer once per
   host, by content), and the VM boots an overlay volume of its own; export, births and
   ``read_disk`` flatten the VM's disk on the host and download it.
@@ -53,10 +53,10 @@ from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers import diskconv, packaging
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure
-from drivers.libvirt_storage import HostStorage, volume_of_source
-from drivers.libvirt_uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
+from drivers.libvirt.storage import HostStorage, volume_of_source
+from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
+from toolbox import diskconv, packaging
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
 FORWARD_NS = "https://crossvisor.dev/ns/forward/1"  # live metadata: where each guest port is reachable

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from crossvisor.commands.common import EXIT_INPUT, CliError
+from crossvisor.client.connection import EXIT_INPUT, CliError
+from crossvisor.client.starting import Notify
 from crossvisor.core.config import Settings
 
 
@@ -32,19 +33,21 @@ def plan_rerun(outcomes: dict[str, Any], all_cells: set[str], req) -> list[str]:
     return failed + never_ran
 
 
-async def rerun(settings: Settings, cid: str, req, desc, typed: dict[str, str]) -> dict[str, Any]:
+async def rerun(
+    settings: Settings, cid: str, req, desc, typed: dict[str, str], notify: Notify | None = None
+) -> dict[str, Any]:
     from temporalio.client import WorkflowExecutionStatus
 
-    from crossvisor.commands import lookup
-    from crossvisor.commands.campaign import _start
+    from crossvisor.client import reading
+    from crossvisor.client.starting import start_workflow
     from domain.matrix import expand
     from domain.messages import CampaignInput, CampaignState
     from domain.model import CellOutcome
 
-    inp = await lookup.campaign_input(settings, cid)
+    inp = await reading.campaign_input(settings, cid)
     if inp is None:
         raise CliError(f"campaign {cid}: its input is not readable from history; start it again from its spec")
-    res = await lookup.load_result(settings, cid)
+    res = await reading.load_result(settings, cid)
     outcomes: dict[str, CellOutcome] = {}
     if desc.status == WorkflowExecutionStatus.COMPLETED and res.summary:
         for row in res.summary:
@@ -53,7 +56,7 @@ async def rerun(settings: Settings, cid: str, req, desc, typed: dict[str, str]) 
     else:
         for c in res.cells:  # cancelled / failed / terminated: what the store holds
             outcomes[c.cell_id] = CellOutcome.of(c)
-    cells = lookup.cells_of(inp)
+    cells = reading.cells_of(inp)
     base = {c.id for c in expand(inp.plan)}
     again = plan_rerun(outcomes, set(cells), req)
     state = CampaignState(
@@ -69,9 +72,9 @@ async def rerun(settings: Settings, cid: str, req, desc, typed: dict[str, str]) 
         history_limit=inp.history_limit,
         cell_workflow=inp.cell_workflow,
     )
-    await _start(settings, new, cid, len(cells))
-    after = await lookup.describe(settings, cid)
-    human = [typed.get(c) or lookup_human(cells, c) for c in again]
+    await start_workflow(settings, new, cid, len(cells), notify)
+    after = await reading.describe(settings, cid)
+    human = [typed.get(c) or _human(cells, c) for c in again]
     return {
         "applied": True,
         "rerun": True,
@@ -82,8 +85,8 @@ async def rerun(settings: Settings, cid: str, req, desc, typed: dict[str, str]) 
     }
 
 
-def lookup_human(cells: dict, cid: str) -> str:
-    from crossvisor.commands.common import human_id
+def _human(cells: dict, cid: str) -> str:
+    from domain.matrix import human_id
 
     c = cells.get(cid)
     return human_id(c.source, c.target, c.image) if c else cid

@@ -34,10 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from crossvisor.core.errors import BadInput
+from crossvisor.core.errors import BadInput, InfraFault, InteropFailure
 from domain.ovf import QEMU_FORMAT, OvfDescriptor, OvfDisk, OvfError, OvfFile, parse_ovf
-from drivers import diskconv
-from drivers.base import InfraFault, InteropFailure
+from toolbox import diskconv
 
 CHUNK = 1 << 20
 MiB = 1 << 20

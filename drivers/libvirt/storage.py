@@ -34,8 +34,8 @@ import structlog
 
 from crossvisor.core.config import vm_name_prefix
 from domain.vm import DiskSpec
-from drivers import diskconv
 from drivers.base import InfraFault
+from toolbox import diskconv
 
 DEFAULT_POOL = "crossvisor"
 DEFAULT_POOL_PATH = "/var/lib/libvirt/crossvisor"

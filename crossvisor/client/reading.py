@@ -1,5 +1,6 @@
-"""Reading a campaign from Temporal: its input (spec), where it stands (the ``progress`` query,
-each running cell's stage), an ETA from the scheduler's estimates, and its result."""
+"""Reading one campaign from Temporal: its input (spec), where it stands (the ``progress`` query,
+each running cell's stage), an ETA from the scheduler's estimates, and its result (through
+``Campaigns``, the loader the web UI uses too)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,14 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from crossvisor.commands.common import CliError, connect, human_id, rpc_error
+from crossvisor.client.campaigns import Campaigns, campaign_status, counts_of, status_name
+from crossvisor.client.connection import CliError, connect, rpc_error
 from crossvisor.core.config import Settings
+from crossvisor.core.timefmt import iso
+from domain.matrix import human_id
 
 QUERY_TIMEOUT_S = 5.0
 STAGE_QUERY_TIMEOUT_S = 2.0
-
-
-def status_name(desc_status) -> str:
-    """Temporal's execution status, lower case (running, completed, canceled, failed, ...)."""
-    return desc_status.name.lower() if desc_status is not None else "unknown"
-
-
-def campaign_status(wf_status: str) -> str:
-    """A closed workflow's status in crossvisor's words (Temporal spells it "canceled")."""
-    return "cancelled" if wf_status == "canceled" else wf_status
 
 
 async def describe(settings: Settings, cid: str):
@@ -144,16 +138,12 @@ def estimate_eta(inp, done: dict[str, bool], age_s: float, max_cells: int) -> fl
     return sum(remaining) / max(1, min(max_cells or 1, len(remaining)))  # static model only
 
 
-def _iso(dt: datetime | None) -> str:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt else ""
-
-
 async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool = True) -> dict[str, Any]:
     """Where a campaign stands, for status / watch / list (JSON: these keys are the contract)."""
     desc = await describe(settings, cid)
     wf_status = status_name(desc.status)
     inp = await campaign_input(settings, cid)
-    started = (inp.state.started_at if inp and inp.state and inp.state.started_at else "") or _iso(desc.start_time)
+    started = (inp.state.started_at if inp and inp.state and inp.state.started_at else "") or iso(desc.start_time)
     try:
         t0 = datetime.fromisoformat(started.replace("Z", "+00:00"))
     except ValueError:
@@ -171,7 +161,7 @@ async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool 
         "counts": {},
         "running": [],
         "started_at": started,
-        "closed_at": _iso(desc.close_time),
+        "closed_at": iso(desc.close_time),
         "age_s": age,
         "eta_s": None,
         "generation": 0,
@@ -219,22 +209,8 @@ async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool 
     return doc
 
 
-def counts_of(res) -> dict[str, int]:
-    from collections import Counter
-
-    grades = Counter(c.grade.value for c in res.cells)
-    counts = {"total": len(res.cells), "done": len(res.cells), "pending": 0, "running": 0}
-    for g in ("pass", "warn", "fail", "error", "skipped"):
-        counts[g] = grades.get(g, 0)
-    counts["cached"] = sum(1 for c in res.cells if c.cached)
-    return counts
-
-
 async def load_result(settings: Settings, cid: str):
-    """The campaign as reports show it (the workflow's summary joined with the result store),
-    in any state: running (as it stands), completed, cancelled or failed (from the store)."""
-    from crossvisor.serve import Campaigns
-
+    """The campaign as reports show it (``Campaigns.load``)."""
     client = await connect(settings)
     try:
         return await Campaigns(settings, client).load(cid)
@@ -242,3 +218,6 @@ async def load_result(settings: Settings, cid: str):
         raise
     except Exception as e:  # noqa: BLE001
         raise rpc_error(e, settings, cid) from None
+
+
+__all__ = ["campaign_status", "counts_of", "status_name"]

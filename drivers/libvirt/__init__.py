@@ -1,0 +1,1 @@
+"""The libvirt driver (KVM/QEMU, Xen, the libvirt test driver): driver, storage pools, URIs."""

@@ -1,0 +1,1 @@
+"""The vSphere driver (pyvmomi; ESXi and vcsim): driver, virtual devices, disk transfer."""
