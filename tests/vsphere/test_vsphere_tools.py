@@ -1,4 +1,4 @@
-"""VMware Tools guest info through pyvmomi (drivers/vsphere_driver.guest_tools), on govmomi's vCenter
+"""VMware Tools guest info through pyvmomi (drivers/vsphere/driver.guest_tools), on govmomi's vCenter
 simulator: the test sets the guest properties the way govc's vcsim tests do (ReconfigVM with
 extraConfig SET.guest.*), the driver reads them back through the API, and the evidence says the
 answer is simulated (no guest runs in vcsim)."""
