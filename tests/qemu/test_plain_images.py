@@ -27,7 +27,7 @@ from drivers.libvirt.driver import LibvirtDriver
 from tests.qemu.guest_boot import URI, overlay_with_marker
 from toolbox.guest_images import build_plain_image
 
-pytestmark = pytest.mark.qemu
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(3600)]  # three boots a test, each minutes under TCG
 
 PREFIX = "cvg-plain-"
 MARKER = "crossvisor-marker plain"
