@@ -13,7 +13,7 @@ import pytest
 from bench.localstack import LocalStack
 from toolbox.guest_images import build_plain_image
 
-pytestmark = [pytest.mark.qemu, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.qemu, pytest.mark.demo, pytest.mark.timeout(3600)]  # a campaign on real guests (~24 min here)
 ROOT = Path(__file__).resolve().parents[2]
 
 SPEC = """
