@@ -132,6 +132,39 @@ class PlatformSpec(_Strict):
         return v
 
 
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+CREDENTIALS_REF_PATTERN = r"^(file|env):.+$"
+HttpStatus = Annotated[int, Field(strict=True, ge=100, le=599)]
+
+
+class HttpProbeSpec(_Strict):
+    port: Port = 80
+    path: Annotated[str, Field(strict=True, pattern=r"^/[\x21-\x7e]*$", max_length=512)] = "/"
+    expect: HttpStatus = 200
+
+
+class AppProbeSpec(_Strict):
+    """A service on the operator's image crossvisor asks through the guest's network: one of
+    ``tcp: PORT`` (the port answers) or ``http: {port, path, expect}`` (the status it answers)."""
+
+    tcp: Port | None = None
+    http: HttpProbeSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.tcp is None) == (self.http is None):
+            raise ValueError("give exactly one of tcp: PORT or http: {port, path, expect}")
+        return self
+
+
+class SshSpec(_Strict):
+    """Read-only commands over SSH with a key given by reference (file:/path or env:NAME)."""
+
+    credentials_ref: Annotated[str, Field(strict=True, pattern=CREDENTIALS_REF_PATTERN)]
+    user: Annotated[str, Field(strict=True, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    port: Port = 22
+
+
 class ImageSpec(_Strict):
     name: Name
     cpus: Cpus = 1
@@ -144,6 +177,9 @@ class ImageSpec(_Strict):
     source: Str = ""
     # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
     builtin: Literal["", "legacy-bios", "uefi", "portable-bios"] = ""
+    # what crossvisor may observe on an operator's image besides its console (README "Bring your own image")
+    app: AppProbeSpec | None = None
+    ssh: SshSpec | None = None
 
     @model_validator(mode="after")
     def _one_origin(self):
@@ -212,6 +248,9 @@ _MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
     (): CampaignSpec,
     ("platforms", "#"): PlatformSpec,
     ("images", "#"): ImageSpec,
+    ("images", "#", "app"): AppProbeSpec,
+    ("images", "#", "app", "http"): HttpProbeSpec,
+    ("images", "#", "ssh"): SshSpec,
     ("concurrency",): ConcurrencySpec,
     ("retry",): RetrySpec,
     ("netbox",): NetBoxSpec,
@@ -264,7 +303,11 @@ def _display_loc(loc: Loc) -> str:
     return ".".join(_display_part(p, tuple(parts[:i])) for i, p in enumerate(parts)) or "(top level)"
 
 
-_PATTERN_RULES = {NAME_PATTERN: _NAME_RULE, _MODEL_PATTERN: _MODEL_RULE}
+_PATTERN_RULES = {
+    NAME_PATTERN: _NAME_RULE,
+    _MODEL_PATTERN: _MODEL_RULE,
+    CREDENTIALS_REF_PATTERN: "must be a reference to the key, file:/path/to/key or env:NAME (never the key itself)",
+}
 
 
 def _reason(err: dict[str, Any]) -> str:
@@ -396,7 +439,9 @@ class _Checker:
 
     def images(self) -> None:
         self.sources = {}
+        self.ssh_keys: dict[int, str] = {}
         for i, img in enumerate(self.spec.images):
+            self._ssh_key(i, img)
             if not img.source:
                 continue
             at = ("images", i, "source")
@@ -412,6 +457,21 @@ class _Checker:
                 self.add(at, f"{e.path}: {e.reason}")
                 continue
             self.sources[i] = (str(path.resolve()), fmt)
+
+    def _ssh_key(self, i: int, img: ImageSpec) -> None:
+        """A key file given by reference must be readable now, not when the first cell boots (its
+        content is never read into the plan, never shown)."""
+        if img.ssh is None or not img.ssh.credentials_ref.startswith("file:"):
+            return
+        path = Path(img.ssh.credentials_ref[len("file:") :]).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        try:
+            read_text_bounded(path, what=f"SSH key of image {img.name!r}", max_bytes=64 * 1024)
+        except InputFileError as e:
+            self.add(("images", i, "ssh", "credentials_ref"), f"{e.path}: {e.reason}")
+            return
+        self.ssh_keys[i] = f"file:{path.resolve()}"
 
     def pairs_and_cells(self) -> None:
         spec = self.spec
@@ -520,6 +580,14 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
             doc["source"] = sources[i][0]  # absolute: the worker does not run in the spec's directory
         if doc.get("builtin"):  # a built image's firmware is what it was built for, not a declaration
             doc["firmware"] = "efi" if doc["builtin"] == "uefi" else "bios"
+        app, ssh = doc.pop("app", None), doc.pop("ssh", None)
+        if app and app.get("tcp") is not None:
+            doc["app"] = m.ServiceProbe("tcp", app["tcp"])
+        elif app:
+            doc["app"] = m.ServiceProbe("http", app["http"]["port"], app["http"]["path"], app["http"]["expect"])
+        if ssh:
+            ref = getattr(checker, "ssh_keys", {}).get(i, ssh["credentials_ref"])  # absolute for the worker
+            doc["ssh"] = m.SshAccess(ref, ssh["user"], ssh["port"])
         images.append(m.GuestImage(**doc))
     return CampaignPlan(
         name=spec.name,

@@ -26,6 +26,7 @@ STYLE = {
     Grade.FAIL: "red",
     Grade.ERROR: "magenta",
     Grade.SKIPPED: "bright_black",
+    Grade.UNOBSERVABLE: "italic bright_black",
 }
 
 

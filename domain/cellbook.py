@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 
 from domain import matrix
-from domain.model import REASON_KEPT, Cell, CellOutcome, CellSummary, Grade, MatrixShape
+from domain.model import CELL_GRADES, REASON_KEPT, Cell, CellOutcome, CellSummary, Grade, MatrixShape
 from domain.plan import CampaignPlan
 
 NOT_DONE = "."
@@ -218,7 +218,7 @@ class CellBook:
         return DoneView(self)
 
     def grade_counts(self) -> dict[str, int]:
-        out = {g.value: self.counts.get(g.value, 0) for g in Grade}
+        out = {g.value: self.counts.get(g.value, 0) for g in CELL_GRADES}
         out["cached"] = self.counts.get("cached", 0)
         return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain import stages
+from domain import console_channel, stages
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
 from domain.stage_io import AppProbe, GuestDisk, GuestObservation
@@ -64,8 +64,76 @@ class Observed:
     import_evidence: dict[str, str] = field(default_factory=dict)
 
 
+# -- channels: which of the guest's channels decides which check ----------------------------------
+CV = "cv-evidence"  # crossvisor's own images: CV-* lines on the console (domain.guest_evidence)
+CONSOLE = console_channel.CHANNEL  # any Linux's own console output (domain.console_channel)
+CV_APP = "cv-app"  # crossvisor's own images: GET /cv through the guest's network
+TARGET_API = "target-api"  # the target hypervisor's own report of the VM
+SSH = "ssh"  # read-only commands over SSH with the operator's key (domain.ssh_channel)
+SERVICE = "service-probe"  # the service the operator declared on the image (app: {tcp|http})
+AGENT = "guest-agent"  # the QEMU guest agent through libvirt (domain.agent_channel)
+
+
+def channels_of(g: GuestObservation) -> list[str]:
+    """The channels that answered for this guest. Observations recorded before channels were named
+    (a reused baseline of crossvisor's own image) came from its evidence lines."""
+    if g.channels:
+        return list(g.channels)
+    return [CV] if g.observed and (g.reached_init or g.failure_kind) else []
+
+
+def _decider(check: str, o: Observed) -> str | None:
+    """The channel that can decide ``check`` for this guest on this target, or None (unobservable).
+    crossvisor's own evidence first, then SSH (the guest's own tools), then the console."""
+    tgt = channels_of(o.target_guest)
+    if check == "metadata":
+        return TARGET_API
+    if check == "boots":
+        if CV in tgt:
+            return CV
+        return CONSOLE if (CONSOLE in tgt or SSH not in tgt) else SSH
+    if check == "app":
+        if o.target_app.attempted and o.target_app.channel == SERVICE:
+            return SERVICE
+        return CV_APP if CV in tgt else None
+    if CV in tgt:
+        return CV
+    src = channels_of(o.source_guest)
+    if SSH in tgt and SSH in src:
+        return SSH  # the same commands on both sides
+    if AGENT in tgt and AGENT in src and check in ("disks", "nics"):
+        return AGENT
+    if check == "cpu_memory" and AGENT in tgt and AGENT in src and o.target_guest.cpus:
+        return AGENT  # vCPUs online from the agent; memory from the kernel's console line where shown
+    if check == "cpu_memory" and CONSOLE in tgt and o.target_guest.cpus and o.source_guest.cpus:
+        return CONSOLE  # the kernel's own CPU and memory lines, on both sides
+    if check == "nics" and CONSOLE in tgt and "cloud-init" in o.target_guest.milestones:
+        return CONSOLE  # cloud-init's table of interfaces and addresses
+    return None
+
+
+def _why_unobservable(check: str, o: Observed) -> str:
+    tgt, src = channels_of(o.target_guest), channels_of(o.source_guest)
+    has = ", ".join(tgt) or "none"
+    lost = [c for c in src if c not in tgt]
+    if lost:
+        notes = {SSH: o.target_guest.ssh_note, AGENT: o.target_guest.agent_note}
+        why = "".join(f": {notes[c]}" for c in lost if notes.get(c))
+        return f"the {', '.join(lost)} channel answered on the source, not on the target{why} (this guest has: {has})"
+    needs = {
+        "disks": "its disks and their content (CV-* evidence, the guest agent or SSH)",
+        "cpu_memory": "its vCPUs and memory (the kernel's own lines on the console, the guest agent or SSH)",
+        "nics": "its interfaces' addresses (cloud-init's table on the console, the guest agent or SSH)",
+        "app": "a service (declare one: app: {tcp: PORT} or {http: {port, path, expect}})",
+    }[check]
+    if check == "cpu_memory" and o.target_guest.cpus and not o.source_guest.cpus:
+        return "the console showed the kernel's CPU count on the target, not on the source: nothing to compare"
+    return f"no channel of this guest reports {needs}; it has: {has}"
+
+
 def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
-    """Grades for the checks the verify stage decides (all but lifecycle)."""
+    """Grades for the checks the verify stage decides (all but lifecycle), each from the channel that
+    can see it; a check none of this guest's channels can see is UNOBSERVABLE (no verdict)."""
     graders = {
         "boots": _boots,
         "disks": _disks,
@@ -81,18 +149,38 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
         guest_side = check not in ("metadata",)
         if guest_side and not o.target_guest.observed:
             out.append(_unobserved(check, o))
-        elif guest_side and check != "boots" and not o.target_guest.reached_init:
+            continue
+        if guest_side and check != "boots" and not o.target_guest.reached_init:
             out.append(
                 CheckResult(check, Grade.SKIPPED, "not reached: the guest did not boot on the target (see boots)")
             )
+            continue
+        channel = _decider(check, o)
+        if channel is None:
+            ev = {"channel": "none", "channels_target": ",".join(channels_of(o.target_guest)) or "-"}
+            ev["channels_source"] = ",".join(channels_of(o.source_guest)) or "-"
+            out.append(CheckResult(check, Grade.UNOBSERVABLE, _why_unobservable(check, o), ev))
+            continue
+        if (check, channel) in (("cpu_memory", CONSOLE), ("cpu_memory", AGENT)):
+            r = _console_cpu_memory(o)
+        elif (check, channel) == ("disks", AGENT):
+            r = _agent_disks(o)
+        elif (check, channel) == ("nics", AGENT):
+            r = _agent_nics(o)
+        elif (check, channel) == ("app", SERVICE):
+            r = _service_app(o)
         else:
-            out.append(graders[check](o))
+            r = graders[check](o)
+        r.evidence["channel"] = channel
+        out.append(r)
     return out
 
 
 def _unobserved(check: str, o: Observed) -> CheckResult:
     """A target that runs no guest crossvisor can see: what its API and storage say, no verdict."""
     ev = {"power_state": o.target_power or "?", "note": o.target_guest.note}
+    if o.target_guest.tools:
+        ev["vmware_tools"] = o.target_guest.tools
     if check == "disks" and o.marker_on_target:
         ev["marker_written"], ev["marker_on_target"] = o.marker, o.marker_on_target
         if not o.marker_on_target.startswith(o.marker[:64]):
@@ -142,8 +230,25 @@ def _boots(o: Observed) -> CheckResult:
     }
     if g.console_artifact:
         ev["console_log"] = g.console_artifact
+    if g.milestones:
+        ev["milestones"] = " > ".join(g.milestones)
     if g.reached_init:
-        ev.update({"init": g.init, "kernel": g.kernel, "root": f"{g.root_dev} via {g.root_driver or '?'}"})
+        ev.update({"init": g.init, "kernel": g.kernel})
+        if g.root_dev:
+            ev["root"] = f"{g.root_dev} via {g.root_driver or '?'}"
+        if g.hostname:
+            ev["hostname"] = g.hostname
+        src_key = o.source_guest.ssh_host_key
+        if g.ssh_host_key:
+            ev["ssh_host_key"] = g.ssh_host_key
+        if src_key and g.ssh_host_key and src_key != g.ssh_host_key:
+            return CheckResult(
+                "boots",
+                Grade.FAIL,
+                f"another SSH host key answers on the target ({g.ssh_host_key[:40]}...; the source's was "
+                f"{src_key[:40]}...): the guest regenerated its identity, or another system answered",
+                ev,
+            )
         return CheckResult("boots", Grade.PASS, "", ev)
     return CheckResult("boots", Grade.FAIL, _boot_cause(g, o.target_hw, o.source_guest.firmware), ev)
 
@@ -177,11 +282,38 @@ def _disks(o: Observed) -> CheckResult:
             return CheckResult(
                 "disks", Grade.FAIL, f"disk {b.name} is {b.bytes - a.bytes:+d} bytes off its size on the source", ev
             )
-    if first is None or not first.marker.startswith(o.marker[:64]):
+    # the marker crossvisor wrote, or, on an operator's disk that uses those bytes (no marker written),
+    # the content the source guest read there
+    src_first = s.disks[0] if s.disks else None
+    expected = o.marker[:64]
+    if src_first is not None and src_first.marker and not src_first.marker.startswith(expected):
+        expected = src_first.marker[:64]
+        ev["marker_written"] = "none (the image uses those bytes): compared with the source's content"
+    if first is None or not first.marker.startswith(expected):
         return CheckResult(
             "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev
         )
     return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _console_cpu_memory(o: Observed) -> CheckResult:
+    """vCPUs and memory as the kernel counted them at boot ("smp: Brought up", "Memory: a K/b K
+    available"), the same lines on both sides; a source without them: the source API's."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "guest_source": f"{s.cpus} vCPU/{s.mem_kib} KiB" if s.cpus else "-",
+        "guest_target": f"{g.cpus} vCPU/{g.mem_kib} KiB",
+        "api_target": f"{o.target_hw.cpus} vCPU/{o.target_hw.memory_mib} MiB" if o.target_hw else "-",
+    }
+    if g.cpus != s.cpus:
+        return CheckResult(
+            "cpu_memory", Grade.FAIL, f"the kernel brought up {g.cpus} vCPUs, {s.cpus} on the source", ev
+        )
+    if s.mem_kib and g.mem_kib and abs(g.mem_kib - s.mem_kib) > MEMORY_TOLERANCE * s.mem_kib:
+        return CheckResult(
+            "cpu_memory", Grade.FAIL, f"the kernel counts {g.mem_kib} KiB of memory, {s.mem_kib} KiB on the source", ev
+        )
+    return CheckResult("cpu_memory", Grade.PASS, "", ev)
 
 
 def _cpu_memory(o: Observed) -> CheckResult:
@@ -271,6 +403,61 @@ def _app(o: Observed) -> CheckResult:
     return CheckResult(
         "app", Grade.FAIL, "the guest's service runs but does not answer through the guest's network", ev
     )
+
+
+def _agent_disks(o: Observed) -> CheckResult:
+    """The agent's filesystems and block devices: root mounted, as many disks as on the source.
+    It cannot read a disk's bytes: the content marker is not compared (said in the evidence)."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "root": f"{g.root_dev} ({g.root_source})",
+        "disks_source": ",".join(d.name for d in s.disks) or "-",
+        "disks_target": ",".join(d.name for d in g.disks) or "-",
+        "marker": "not compared: the guest agent cannot read a disk's bytes",
+    }
+    if not g.root_dev:
+        return CheckResult("disks", Grade.FAIL, "the guest agent reports no filesystem mounted on /", ev)
+    if len(g.disks) != len(s.disks):
+        return CheckResult(
+            "disks", Grade.FAIL, f"the guest sees {len(g.disks)} disks, {len(s.disks)} on the source", ev
+        )
+    return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _agent_nics(o: Observed) -> CheckResult:
+    """The agent's interfaces and their IPv4 addresses, against the source's."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "source": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in s.nics) or "-",
+        "target": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in g.nics) or "-",
+    }
+    if not g.nics:
+        return CheckResult("nics", Grade.FAIL, "the guest agent reports no network interface but lo", ev)
+    if len(g.nics) < len(s.nics):
+        return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
+    bare = [n.name for n in g.nics if not n.ipv4]
+    if bare:
+        return CheckResult("nics", Grade.FAIL, f"interface {bare[0]} got no IPv4 address", ev)
+    changes = []
+    for a, b in zip(s.nics, g.nics):
+        if a.mac and b.mac and a.mac.lower() != b.mac.lower():
+            changes.append(f"MAC {a.mac} -> {b.mac}")
+        if a.name != b.name:
+            changes.append(f"name {a.name} -> {b.name}")
+    ev["changes"] = "; ".join(changes) or "none"
+    return CheckResult("nics", Grade.PASS, f"changed: {'; '.join(changes)}" if changes else "", ev)
+
+
+def _service_app(o: Observed) -> CheckResult:
+    """The operator's declared service, asked through the guest's own network on both sides."""
+    a, src = o.target_app, o.source_app
+    ev = {"detail": a.detail, "answer": a.body, "source": src.detail or "-"}
+    if a.ok:
+        return CheckResult("app", Grade.PASS, "", ev)
+    known = [n for n in o.target_guest.nics if n.ipv4] if o.target_guest.nics else None
+    if known == []:
+        return CheckResult("app", Grade.FAIL, f"{a.detail}: the guest has no network address (see nics)", ev)
+    return CheckResult("app", Grade.FAIL, a.detail, ev)
 
 
 def _metadata(o: Observed) -> CheckResult:

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import asdict
 
-from domain.model import Cell
+from domain.model import Cell, image_identity
 from domain.plan import CampaignPlan
 
 # Bump when stage semantics change so that cached results from the old pipeline are not reused.
@@ -41,7 +41,7 @@ def fingerprint(plan: CampaignPlan, source: str, target: str, image: str) -> str
         "v": PIPELINE_VERSION,
         "source": asdict(plan.platform(source)),
         "target": asdict(plan.platform(target)),
-        "image": asdict(plan.image(image)),
+        "image": image_identity(plan.image(image)),
         "checks": sorted(plan.checks),
         "remediate": list(plan.remediate),  # the ladder decides warn vs fail
     }

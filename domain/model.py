@@ -5,7 +5,7 @@ JSON-friendly types and never a secret: credentials travel as *references* (``en
 ``file:/path``) resolved inside an activity.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from domain import stages as stage_table
@@ -36,6 +36,9 @@ class Grade(str, Enum):
     fail    ODCA "failure": does not work even after every remediation the campaign allows
     error   infrastructure kept failing after the retry policy: no verdict on interop
     skipped could not be reached (the source cannot run the image, operator skip, cancel)
+    unobservable  the guest booted, but none of its channels can see what this check needs (a plain
+            image with no agent, no SSH and no service declared has no view of its disks): no verdict,
+            never counted as a pass. A check's grade only: a cell's grade is over its other checks.
     """
 
     PASS = "pass"
@@ -43,6 +46,7 @@ class Grade(str, Enum):
     FAIL = "fail"  # a real interop failure, with evidence
     ERROR = "error"  # infrastructure kept failing after retries: not a verdict on interop
     SKIPPED = "skipped"
+    UNOBSERVABLE = "unobservable"
 
 
 @dataclass
@@ -86,6 +90,29 @@ class Platform:
 
 
 @dataclass
+class ServiceProbe:
+    """A service the operator declares on their own image (``app: {tcp: 22}`` or ``app: {http: {port,
+    path, expect}}``): crossvisor asks it through the guest's own network on the source and the target."""
+
+    kind: str  # "tcp" | "http"
+    port: int
+    path: str = "/"  # http only
+    expect: int = 200  # http only: the status the service answers
+
+    def describe(self) -> str:
+        return f"tcp:{self.port}" if self.kind == "tcp" else f"http:{self.port}{self.path} -> {self.expect}"
+
+
+@dataclass
+class SshAccess:
+    """SSH into the operator's image with a key given by reference (never the key itself)."""
+
+    credentials_ref: str  # file:/path of a private key (or env:NAME)
+    user: str = "root"
+    port: int = 22
+
+
+@dataclass
 class GuestImage:
     name: str
     cpus: int = 1
@@ -97,6 +124,21 @@ class GuestImage:
     os: str = "linux"
     source: str = ""  # path of a disk image or package; "" with no builtin = a blank disk with a marker
     builtin: str = ""  # a guest image the project builds (toolbox.guest_images.IMAGES), e.g. legacy-bios
+    app: ServiceProbe | None = None  # a service the operator declares on the image
+    ssh: SshAccess | None = None  # how crossvisor may log in (read-only commands)
+
+
+# fields added after plans were fingerprinted: left out while unset, so earlier keys stay the same
+_LATE_IMAGE_FIELDS = ("app", "ssh")
+
+
+def image_identity(img: GuestImage) -> dict:
+    """The image as cache keys and fingerprints hash it."""
+    doc = asdict(img)
+    for k in _LATE_IMAGE_FIELDS:
+        if doc.get(k) is None:
+            doc.pop(k, None)
+    return doc
 
 
 @dataclass
@@ -204,20 +246,25 @@ class CellResult:
 def agrees(predicted: Grade, observed: Grade) -> bool:
     """A prediction holds when it called the outcome: works (pass/warn) vs does not (fail).
     Error and skipped observations say nothing about interop, so they contradict nothing."""
-    if observed in (Grade.ERROR, Grade.SKIPPED) or predicted in (Grade.ERROR, Grade.SKIPPED):
+    if observed in NO_VERDICT or predicted in NO_VERDICT:
         return True
     return (predicted == Grade.FAIL) == (observed == Grade.FAIL)
 
 
 GRADE_ORDER = (Grade.ERROR, Grade.FAIL, Grade.WARN, Grade.PASS, Grade.SKIPPED)
+# The grades a cell can have (a cell's compact code, its counts); UNOBSERVABLE is a check's only.
+CELL_GRADES = GRADE_ORDER
+NO_VERDICT = (Grade.ERROR, Grade.SKIPPED, Grade.UNOBSERVABLE)
 
 
 def overall_grade(grades: list[Grade]) -> Grade:
-    """Worst grade wins: error > fail > warn > pass; all skipped -> skipped."""
+    """Worst grade wins: error > fail > warn > pass; all skipped -> skipped. Unobservable checks
+    give no verdict: a cell is graded on the checks its guest's channels could see (all unobservable
+    or skipped -> skipped: nothing was seen, so nothing passed)."""
     for g in (Grade.ERROR, Grade.FAIL, Grade.WARN):
         if any(x == g for x in grades):
             return g
-    if grades and all(g == Grade.SKIPPED for g in grades):
+    if grades and all(g in (Grade.SKIPPED, Grade.UNOBSERVABLE) for g in grades):
         return Grade.SKIPPED
     return Grade.PASS
 
@@ -248,7 +295,11 @@ class CellOutcome:
 
     @staticmethod
     def of_checks(checks: list[tuple[str, Grade, str]], cached: bool) -> "CellOutcome":
-        bad = [(name, reason) for name, grade, reason in checks if grade not in (Grade.PASS, Grade.SKIPPED)]
+        bad = [
+            (name, reason)
+            for name, grade, reason in checks
+            if grade not in (Grade.PASS, Grade.SKIPPED, Grade.UNOBSERVABLE)
+        ]
         bad = bad or [(name, reason) for name, grade, reason in checks if grade != Grade.PASS]
         reason = f"{bad[0][0]}: {bad[0][1]}" if bad else ""
         return CellOutcome(overall_grade([g for _, g, _ in checks]), cached, reason[:REASON_KEPT])

@@ -35,6 +35,9 @@ class HardwareProfile:
     # PVSCSI or LSI SAS boot driver (VMware's own EFI firmware has both): an EFI boot there would
     # show the stand-in's limit, not the move's, so it is not observed.
     efi_boots: bool = True
+    # The QEMU guest agent's virtio-serial channel (org.qemu.guest_agent.0), as real KVM, Proxmox and
+    # OpenStack present it; ESXi, Hyper-V and Xen HVM do not (VMware Tools and Hyper-V KVP are theirs).
+    guest_agent_channel: bool = False
 
     @property
     def disk_controller(self) -> str:
@@ -59,6 +62,7 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios", "efi"),
             disk_pci="1af4:1042",
             nic_pci="1af4:1041",
+            guest_agent_channel=True,
         ),
         HardwareProfile(
             "kvm-virtio-scsi",
@@ -70,6 +74,7 @@ PROFILES: dict[str, HardwareProfile] = {
             firmware=("bios", "efi"),
             disk_pci="1af4:1048",
             nic_pci="1af4:1041",
+            guest_agent_channel=True,
         ),
         HardwareProfile(
             "esxi",

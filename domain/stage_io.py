@@ -86,6 +86,16 @@ class GuestObservation:
     console_excerpt: str = ""  # the evidence lines and the console's tail
     console_artifact: str = ""  # the whole console, relative to CROSSVISOR_HOME
     seconds: float = 0.0  # power-on to the guest's last line (or to giving up)
+    # The guest's channels that answered on this host, e.g. ["cv-evidence"] for crossvisor's own
+    # images, ["console"] for any Linux on serial. Empty in observations recorded before channels.
+    channels: list[str] = field(default_factory=list)
+    hostname: str = ""  # as the guest named itself (its login prompt), when a channel showed it
+    milestones: list[str] = field(default_factory=list)  # console channel: boot milestones, in order
+    ssh_host_key: str = ""  # "ssh-ed25519 AAAA...": the key the guest's sshd answered with
+    ssh_note: str = ""  # why the SSH channel gave nothing, when it was declared
+    agent_note: str = ""  # why the guest agent channel gave nothing, when the VM presents one
+    system_state: str = ""  # ssh: systemctl is-system-running
+    tools: str = ""  # VMware Tools' guest info through vCenter, one line ("(simulated)" on the simulator)
 
 
 @dataclass
@@ -96,6 +106,7 @@ class AppProbe:
     ok: bool = False
     detail: str = ""  # what happened, in one line
     body: str = ""  # what the service answered
+    channel: str = ""  # "service-probe": the operator's declared service; "" (older) or "cv-app": crossvisor's
 
 
 @dataclass

@@ -48,6 +48,9 @@ class VmSpec:
     # which cell this VM belongs to (``activities.stages.base.vm_owner``), recorded on the VM
     # (``OWNER_KEY``); "" = no ownership check (hand-made VMs, tests)
     owner: str = ""
+    # present the QEMU guest agent's channel (profiles that have one, for operators' images: the
+    # project's own images keep the hardware their pinned outcomes were measured on)
+    guest_agent: bool = False
 
 
 @dataclass
@@ -81,3 +84,4 @@ class ExportedVm:
     disks: list[DiskSpec]
     # guest TCP ports the imported VM should expose to the worker (see VmSpec.forward_ports)
     forward_ports: list[int] = field(default_factory=list)
+    guest_agent: bool = False  # present the guest agent channel where the target's profile has one

@@ -131,6 +131,16 @@ class Driver(abc.ABC):
         """Where the worker reaches TCP ``port`` of the guest (through the guest's own NIC), or None."""
         return None
 
+    def guest_tools(self, name: str) -> dict:
+        """What VMware Tools report about the guest through the host's API (vSphere), else {}."""
+        return {}
+
+    def guest_agent(self, name: str, timeout_s: float, beat: Callable[[str], None]) -> dict | None:
+        """What the QEMU guest agent in the guest reports (``domain.agent_channel`` reads it), or None
+        when this host presents no agent channel to the VM. ``{"error": ...}`` when the channel is
+        there and no agent answered within ``timeout_s``."""
+        return None
+
     @abc.abstractmethod
     def destroy(self, name: str) -> None:
         """Power off and remove the VM and its storage. Missing VM is not an error."""

@@ -424,3 +424,30 @@ def test_campaign_show_prints_the_console_without_escape_sequences(tmp_path) -> 
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
     tail = [ln for ln in raw[-3000:].replace("\r", "").splitlines() if ln.strip() and "\x1b" not in ln][-1]
     assert tail.strip() in text  # the text itself stays
+
+
+def test_unobservable_checks_are_shown_apart_never_as_passes(campaign: CampaignResult) -> None:
+    """A check no channel of the guest could see: its own JUnit skipped type, its own badge, and
+    the heatmap says so instead of a pass rate; the cell keeps the grade of what was seen."""
+    cell = next(c for c in campaign.cells if c.grade == Grade.PASS)
+    why = "no channel of this guest reports its disks and their content; it has: console"
+    cell.checks = [
+        CheckResult(ch.check, Grade.UNOBSERVABLE, why, {"channel": "none"}) if ch.check == "disks" else ch
+        for ch in cell.checks
+    ]
+    root = ET.fromstring(render_junit(campaign))
+    case = next(
+        c
+        for s in root.findall("testsuite")
+        if s.get("name") == f"{cell.source}->{cell.target}"
+        for c in s.findall("testcase")
+        if c.get("name") == f"{cell.image}/disks"
+    )
+    skipped = case.find("skipped")
+    assert skipped is not None and skipped.get("type") == "unobservable"
+    assert skipped.get("message") == f"unobservable: {why}"
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["grade"] == "unobservable" and props["odca"] == "unobservable"
+    page = render_html(campaign)
+    assert "g-unobservable" in page
+    assert cell.grade == Grade.PASS

@@ -17,7 +17,7 @@ from domain import control, simulation
 from domain.cellbook import MAX_REASON_CHARS, MAX_REASONS, CellBook, CellCatalog
 from domain.control import SkipRequest
 from domain.messages import RESULTS_PAGE_MAX, CampaignState, ResultsPage, ResultsPageRequest, RunningCell
-from domain.model import REASON_KEPT, CampaignResult, CellOutcome, CellSummary, Grade, Host
+from domain.model import CELL_GRADES, REASON_KEPT, CampaignResult, CellOutcome, CellSummary, Grade, Host
 from workflows.campaign import CampaignWorkflow
 
 LIMIT = 512 * 1024
@@ -36,7 +36,7 @@ def worst_book(ids: list[str]) -> CellBook:
         for _ in range(rng.randint(1, 3)):
             book.next_attempt(cid)
         reason = f"{n:06d} " + "".join(rng.choice("abcdefghij klmnop") for _ in range(REASON_KEPT))
-        book.set_done(cid, CellOutcome(rng.choice(list(Grade)), rng.random() < 0.3, reason))
+        book.set_done(cid, CellOutcome(rng.choice(list(CELL_GRADES)), rng.random() < 0.3, reason))
     return book
 
 

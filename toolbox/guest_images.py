@@ -60,3 +60,31 @@ def build_image(name: str, timeout_s: float = 900.0) -> BuiltImage:
         raise RuntimeError(f"build-guest-image.sh {name} reported missing files: {proc.stdout.strip()!r}")
     manifest = json.loads(manifest_path.read_text())
     return BuiltImage(name=name, disk=disk, firmware=manifest["firmware"], manifest=manifest)
+
+
+# Reference images with no crossvisor part in them (deploy/guests/build-plain-image.sh): what an
+# operator's own Debian template looks like, to prove grading from the channels any VM has.
+PLAIN_IMAGES = ("plain-agent", "plain-sshd")
+
+
+@dataclass(frozen=True)
+class PlainImage:
+    name: str
+    disk: Path  # qcow2, read-only base
+    ssh_key: Path  # the private key root logs in with (made for this build)
+    ssh_host_key: str  # "ssh-ed25519 AAAA..." the image's sshd answers with
+    manifest: dict
+
+
+def build_plain_image(name: str, timeout_s: float = 1200.0) -> PlainImage:
+    if name not in PLAIN_IMAGES:
+        raise ValueError(f"unknown reference image {name!r} (expected one of {', '.join(PLAIN_IMAGES)})")
+    with steps.step("image build"):
+        proc = steps.run(["bash", str(deploy_file("guests", "build-plain-image.sh")), name], timeout=timeout_s)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
+        raise RuntimeError(f"build-plain-image.sh {name} failed ({proc.returncode}):\n{tail}")
+    paths = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    disk, manifest, key = Path(paths["DISK"]), Path(paths["MANIFEST"]), Path(paths["SSH_KEY"])
+    host_key = (key.parent / "host_ed25519_key.pub").read_text().split()
+    return PlainImage(name, disk, key, " ".join(host_key[:2]), json.loads(manifest.read_text()))

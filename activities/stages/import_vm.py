@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.stages import guest
 from activities.stages.base import Stage, vm_name, vm_owner
-from activities.stages.guest import APP_PORT
 from crossvisor.core.errors import BadInput
 from domain import profiles
 from domain.stage_io import ImportOutput, StageCall
@@ -41,7 +41,8 @@ class Import(Stage):
         package = ExportedVm(
             package=conv.descriptor,
             disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in disks],
-            forward_ports=[APP_PORT],
+            forward_ports=guest.forward_ports(c.image),
+            guest_agent=not c.image.builtin,
         )
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         drv = self.env.driver(c.target_host)

@@ -48,6 +48,7 @@ class Boot(Stage):
                 self.env.artifact_path(call.cell, "target-console.log"),
                 self.env,
                 self.heartbeat,
+                c.image,
                 c.target_host,
             )
         finally:

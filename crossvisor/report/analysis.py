@@ -32,12 +32,15 @@ def cell_seconds(cell: CellResult) -> float:
 WORKS = (Grade.PASS, Grade.WARN)  # ODCA success and warning: the guest works on the target
 VERDICTS = (Grade.PASS, Grade.WARN, Grade.FAIL)  # error/skipped say nothing about interop
 GRADES = (Grade.PASS, Grade.WARN, Grade.FAIL, Grade.ERROR, Grade.SKIPPED)
+# A check's grades: a check no channel of its guest could see is unobservable (shown apart, no verdict)
+CHECK_GRADES = (*GRADES, Grade.UNOBSERVABLE)
 ODCA_LABEL = {
     Grade.PASS: "success",
     Grade.WARN: "warning",
     Grade.FAIL: "failure",
     Grade.ERROR: "error",
     Grade.SKIPPED: "skipped",
+    Grade.UNOBSERVABLE: "unobservable",
 }
 BAD = (Grade.FAIL, Grade.ERROR)
 

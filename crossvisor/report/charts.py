@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime
 
 from crossvisor.core.timefmt import human_duration, human_time, parse_time
-from crossvisor.report.analysis import GRADES, SOURCE_STAGES, VERDICTS, check_order, platform_order
+from crossvisor.report.analysis import CHECK_GRADES, SOURCE_STAGES, VERDICTS, check_order, platform_order
 from crossvisor.report.markup import Links, _a, _e
 from domain.model import (
     STAGES,
@@ -73,10 +73,12 @@ def heatmap_svg(result: CampaignResult) -> str:
             cnt = stats[pair].get(col, Counter())
             verdicts = sum(cnt[g] for g in VERDICTS)
             x = label_w + cw * j
-            tip = ", ".join(f"{g.value} {cnt[g]}" for g in GRADES if cnt[g])
+            tip = ", ".join(f"{g.value} {cnt[g]}" for g in CHECK_GRADES if cnt[g])
             if verdicts:
                 rate = cnt[Grade.PASS] / verdicts
                 fill, label = _rate_fill(rate), f"{rate:.0%}"
+            elif cnt[Grade.UNOBSERVABLE]:
+                fill, label = "#f3efe6", "unobs."
             else:
                 fill, label = "#eeeeee", "n/a"
             out.append(

@@ -97,6 +97,11 @@ def render_junit(result: CampaignResult) -> str:
                 elif check.grade == Grade.SKIPPED:
                     counts["skipped"] += 1
                     ET.SubElement(case, "skipped", message=reason)
+                elif check.grade == Grade.UNOBSERVABLE:
+                    # JUnit knows no "no verdict": a skipped case, typed apart from a cell never reached
+                    counts["skipped"] += 1
+                    el = ET.SubElement(case, "skipped", message=f"unobservable: {reason}", type="unobservable")
+                    el.text = _junit_text(check)
                 elif check.grade == Grade.WARN:
                     out = ET.SubElement(case, "system-out")
                     out.text = (

@@ -443,10 +443,16 @@ class LibvirtDriver(Driver):
             f"{self._os_xml(spec)}<features><acpi/></features>{self._cpu_xml()}"
             # a reboot ends the observation: a panicking guest (panic=-1) stops instead of looping
             "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
-            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}"
+            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}{self._agent_xml(spec)}"
             "<memballoon model='none'/></devices>"
             f"{self._seclabel_xml()}</domain>"
         )
+
+    def _agent_xml(self, spec: VmSpec) -> str:
+        # libvirt adds the virtio-serial controller and connects the channel's host side itself
+        if not spec.guest_agent:
+            return ""
+        return "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
 
     def _cpu_xml(self) -> str:
         # TCG's qemu64 advertises SVM: the guest's udev would load kvm_amd at every boot for nothing
@@ -707,6 +713,7 @@ class LibvirtDriver(Driver):
             machine=prof.machine,
             forward_ports=list(package.forward_ports),
             owner=owner,
+            guest_agent=package.guest_agent and prof.guest_agent_channel,
         )
         self.last_import_evidence = evidence
         return self.provision(spec)
@@ -895,6 +902,53 @@ class LibvirtDriver(Driver):
             return None
         host_port = self._wanted_forwards(dom).get(port)  # defined before live records: fixed loopback port
         return ("127.0.0.1", host_port) if host_port else None
+
+    def guest_agent(self, name: str, timeout_s: float, beat: Callable[[str], None]) -> dict | None:
+        """guest-ping until the agent answers, then guestInfo(), the agent's interface addresses and
+        its online vCPUs (libvirt-python; the agent channel of the domain XML)."""
+        import libvirt_qemu
+
+        dom = self._need(name)
+        if "org.qemu.guest_agent.0" not in dom.XMLDesc(0):
+            return None
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            beat("guest-agent")
+            try:
+                libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-ping"}', 5, 0)
+                break
+            except libvirt.libvirtError as e:
+                last = str(e).splitlines()[0][:200]
+            if time.monotonic() >= deadline:
+                return {"error": f"the agent channel is present, no agent answered within {timeout_s:.0f} s ({last})"}
+            time.sleep(1.0)
+        out: dict = {"info": {}, "interfaces": {}, "vcpus_online": 0}
+        try:
+            out["info"] = {k: str(v) for k, v in dom.guestInfo(0, 0).items()}
+        except libvirt.libvirtError as e:
+            out["info_error"] = str(e)[:200]
+        try:
+            addrs = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+            out["interfaces"] = {
+                n: {
+                    "hwaddr": v.get("hwaddr") or "",
+                    "addrs": [
+                        f"{a['addr']}/{a['prefix']}"
+                        for a in v.get("addrs") or []
+                        if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4
+                    ],
+                }
+                for n, v in addrs.items()
+            }
+        except libvirt.libvirtError as e:
+            out["interfaces_error"] = str(e)[:200]
+        try:
+            reply = json.loads(libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-get-vcpus"}', 5, 0))
+            out["vcpus_online"] = sum(1 for c in reply.get("return", []) if c.get("online"))
+        except (libvirt.libvirtError, ValueError) as e:
+            out["vcpus_error"] = str(e)[:200]
+        return out
 
     # -- removal ----------------------------------------------------------------------------------
     def destroy(self, name: str) -> None:

@@ -336,6 +336,38 @@ class VsphereDriver(Driver):
         res = self._content.propertyCollector.RetrieveContents([spec])
         return {p.name: p.val for p in res[0].propSet} if res else {}
 
+    def guest_tools(self, name: str) -> dict:
+        """What VMware Tools in the guest report through vCenter (vm.guest): tools status, guest
+        state, hostname, IP, NICs with addresses, disks. ``simulated`` when the answer comes from
+        the vCenter simulator (there, tests set these properties; no guest runs)."""
+        vm = self._vm(name)
+        got = self._props(vm, ["guest", "guestHeartbeatStatus"])
+        g = got.get("guest")
+        out: dict = {"simulated": self.is_simulator(), "heartbeat": str(got.get("guestHeartbeatStatus") or "")}
+        if g is None:
+            return out
+        out |= {
+            "tools_running": str(getattr(g, "toolsRunningStatus", "") or ""),
+            "tools_status": str(getattr(g, "toolsStatus", "") or ""),
+            "guest_state": str(getattr(g, "guestState", "") or ""),
+            "hostname": str(getattr(g, "hostName", "") or ""),
+            "ip": str(getattr(g, "ipAddress", "") or ""),
+            "os": str(getattr(g, "guestFullName", "") or ""),
+            "nics": [
+                {
+                    "mac": str(n.macAddress or ""),
+                    "ips": [str(a) for a in (n.ipAddress or [])],
+                    "connected": bool(n.connected),
+                }
+                for n in (getattr(g, "net", None) or [])
+            ],
+            "disks": [
+                {"path": str(d.diskPath or ""), "capacity": int(d.capacity or 0)}
+                for d in (getattr(g, "disk", None) or [])
+            ],
+        }
+        return out
+
     def snapshots(self, name: str) -> list[str]:
         snap = self._props(self._vm(name), ["snapshot"]).get("snapshot")
         out: list[str] = []

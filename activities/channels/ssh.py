@@ -1,0 +1,96 @@
+"""The SSH channel: log in with the operator's key (given by reference), run read-only commands
+(domain.ssh_channel.SCRIPT), and record the host key the guest's sshd answered with. Uses the
+worker's OpenSSH client; the key is written to a private temporary file for the
+client and removed after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crossvisor.core.credentials import CredentialError, resolve_secret
+from domain import ssh_channel
+from domain.model import SshAccess
+from domain.stage_io import GuestObservation
+from drivers.base import Driver
+
+# Under TCG with other guests on the cores, a login and the commands take seconds (key exchange,
+# a shell, lsblk, dd): generous bounds, the stage heartbeats from its side thread meanwhile.
+SSH_RUN_S = 45.0
+OPTS = [
+    "-o", "BatchMode=yes",
+    # the first key seen is accepted and written to a known_hosts of this login only: it is the
+    # host key recorded (the same client picks the same key type on source and target)
+    "-o", "StrictHostKeyChecking=accept-new",
+    "-o", "HashKnownHosts=no",
+    "-o", "ConnectTimeout=20",
+    "-o", "LogLevel=ERROR",
+]  # fmt: skip
+
+
+def _host_key(known_hosts: Path) -> str:
+    """``type base64`` of the host key the client accepted at login (it wrote it to known_hosts)."""
+    try:
+        lines = known_hosts.read_text().splitlines()
+    except OSError:
+        return ""
+    keys = [" ".join(x.split()[1:3]) for x in lines if len(x.split()) >= 3]
+    return keys[0] if keys else ""
+
+
+def observe(
+    drv: Driver,
+    name: str,
+    access: SshAccess,
+    seen: GuestObservation,
+    beat: Callable[[str], None],
+    timeout_s: float = 120.0,
+) -> None:
+    """Add what SSH shows to ``seen`` (or why it showed nothing, in ``seen.ssh_note``)."""
+    addr = drv.guest_port(name, access.port)
+    if addr is None:
+        seen.ssh_note = f"{type(drv).__name__} offers no path to a guest port"
+        return
+    host, port = addr
+    try:
+        key = resolve_secret(access.credentials_ref)
+    except CredentialError as e:
+        seen.ssh_note = f"the SSH key {access.credentials_ref!r} cannot be read: {e}"
+        return
+    deadline = time.monotonic() + timeout_s
+    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
+        keyfile = Path(d) / "id"
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.reveal().rstrip("\n") + "\n")
+        last = ""
+        while True:
+            beat("ssh")
+            known = Path(d) / "known_hosts"
+            known.unlink(missing_ok=True)
+            try:
+                proc = subprocess.run(
+                    ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}"]
+                    + [f"{access.user}@{host}", "sh", "-s"],
+                    input=ssh_channel.SCRIPT,
+                    capture_output=True,
+                    text=True,
+                    timeout=SSH_RUN_S,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess([], 124, "", f"the commands did not finish within {SSH_RUN_S:.0f} s")
+            if proc.returncode == 0 and "SSH-CPU" in proc.stdout:
+                seen.ssh_host_key = _host_key(known)
+                ssh_channel.apply(proc.stdout, seen)
+                seen.ssh_note = ""
+                return
+            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(2.0)
+    seen.ssh_note = f"no SSH login as {access.user} via {host}:{port}: {last}"
