@@ -22,8 +22,9 @@ system:
 
 # The venv runs on a Python with CVE-2024-6232 fixed (deploy/python.sh picks it; PY=... to name one):
 # a venv left on an unpatched interpreter is made again.
+PY ?=
 venv:
-	bash deploy/python.sh venv $(VENV)
+	PY="$(PY)" bash deploy/python.sh venv $(VENV)
 
 lint: venv
 	$(BIN)/ruff check .

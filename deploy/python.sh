@@ -4,8 +4,9 @@
 # crossvisor reads packages with a bounded tar reader of its own (crossvisor/core/bounded_tar.py), but
 # every other tar the venv's Python or its packages open (pip's sdists included) goes through tarfile.
 #
-#   python.sh pick        prints the path of that interpreter (candidates: $PY, python3, python3.X on
-#                         PATH, pyenv's and /usr/local's installs), or exits 1 naming what it found
+#   python.sh pick        prints the path of that interpreter ($PY if set and fixed; else the newest
+#                         fixed one of python3, python3.X on PATH, pyenv's and /usr/local's installs),
+#                         or exits 1 naming what it found
 #   python.sh ok PYTHON   exit 0 when PYTHON has the fix
 #   python.sh venv DIR    (re)makes DIR on that interpreter: a venv on an interpreter without the fix
 #                         is replaced; then installs the project (-e '.[dev]') when pyproject.toml changed
@@ -22,8 +23,14 @@ PY
 
 pick() {
   local c found=() best="" bestv=""
+  if [[ -n "${PY:-}" ]]; then  # named by the operator: that one, or a refusal saying why
+    c="$(command -v "$PY" 2>/dev/null)" || { echo "python.sh: PY=$PY: no such interpreter" >&2; return 1; }
+    ok "$c" || { echo "python.sh: PY=$PY ($("$c" -V 2>&1)) lacks the CVE-2024-6232 fix (3.11.10+, 3.12.6+, 3.13+)" >&2; return 1; }
+    echo "$c"
+    return 0
+  fi
   shopt -s nullglob
-  for c in ${PY:-} python3 python3.13 python3.12 python3.11 \
+  for c in python3 python3.13 python3.12 python3.11 \
     "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[1-9]*/bin/python3 /usr/local/bin/python3.1[1-9] /usr/bin/python3.1[1-9]; do
     c="$(command -v "$c" 2>/dev/null)" || continue
     local v
