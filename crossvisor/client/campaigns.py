@@ -43,6 +43,20 @@ def counts_of(res: CampaignResult) -> dict[str, int]:
     return counts
 
 
+async def query_progress(client, cid: str):
+    """The campaign's ``progress`` query: the one way the CLI and the web UI ask it. None when no
+    worker answers in time or the query failed (mid continue-as-new, a closed run); other errors
+    (the server, the id) are raised for the caller's policy."""
+    from temporalio.client import WorkflowQueryFailedError
+
+    from workflows.campaign import CampaignWorkflow
+
+    try:
+        return await asyncio.wait_for(client.get_workflow_handle(cid).query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
+    except (TimeoutError, WorkflowQueryFailedError):
+        return None
+
+
 @dataclass
 class CampaignRow:
     """One campaign in a list: the same fields on ``campaign list --json`` and the web UI's."""
@@ -122,15 +136,11 @@ class Campaigns:
         return name
 
     async def _progress(self, client, cid: str) -> dict[str, Any] | None:
-        from workflows.campaign import CampaignWorkflow
-
         try:
-            p = await asyncio.wait_for(
-                client.get_workflow_handle(cid).query(CampaignWorkflow.progress), QUERY_TIMEOUT_S
-            )
-        except Exception:  # noqa: BLE001 - no worker polling, or mid continue-as-new: shown as unknown
+            p = await query_progress(client, cid)
+        except Exception:  # noqa: BLE001 - the page shows the progress as unknown, whatever the cause
             return None
-        return dataclasses.asdict(p)
+        return dataclasses.asdict(p) if p is not None else None
 
     async def list(self, status: str = "", query: str = "", limit: int = LIST_LIMIT) -> list[CampaignRow]:
         """Campaigns from Temporal visibility (``WorkflowType = 'CampaignWorkflow'``), newest first.

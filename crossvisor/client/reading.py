@@ -8,13 +8,19 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from crossvisor.client.campaigns import Campaigns, campaign_status, counts_of, status_name
+from crossvisor.client.campaigns import (
+    QUERY_TIMEOUT_S,
+    Campaigns,
+    campaign_status,
+    counts_of,
+    query_progress,
+    status_name,
+)
 from crossvisor.client.connection import CliError, connect, rpc_error
 from crossvisor.core.config import Settings
 from crossvisor.core.timefmt import iso
 from domain.matrix import human_id
 
-QUERY_TIMEOUT_S = 5.0
 STAGE_QUERY_TIMEOUT_S = 2.0
 
 
@@ -45,18 +51,10 @@ async def campaign_input(settings: Settings, cid: str, run_id: str | None = None
 
 async def progress(settings: Settings, cid: str):
     """The ``progress`` query (a worker answers it), or None when none answers in time."""
-    from workflows.campaign import CampaignWorkflow
-
     client = await connect(settings)
     try:
-        return await asyncio.wait_for(client.get_workflow_handle(cid).query(CampaignWorkflow.progress), QUERY_TIMEOUT_S)
-    except TimeoutError:
-        return None
-    except Exception as e:  # noqa: BLE001 - mid continue-as-new, or closed: the caller decides
-        from temporalio.client import WorkflowQueryFailedError
-
-        if isinstance(e, WorkflowQueryFailedError):
-            return None
+        return await query_progress(client, cid)
+    except Exception as e:  # noqa: BLE001 - the server or the id: said as the CLI says it
         raise rpc_error(e, settings, cid) from None
 
 
