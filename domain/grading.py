@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain import console_channel, stages
+from domain import console_channel, stages, tools_channel
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
 from domain.stage_io import AppProbe, GuestDisk, GuestObservation
@@ -72,6 +72,7 @@ TARGET_API = "target-api"  # the target hypervisor's own report of the VM
 SSH = "ssh"  # read-only commands over SSH with the operator's key (domain.ssh_channel)
 SERVICE = "service-probe"  # the service the operator declared on the image (app: {tcp|http})
 AGENT = "guest-agent"  # the QEMU guest agent through libvirt (domain.agent_channel)
+TOOLS = tools_channel.CHANNEL  # VMware Tools' guest info through vCenter (domain.tools_channel)
 
 
 def channels_of(g: GuestObservation) -> list[str]:
@@ -91,7 +92,11 @@ def _decider(check: str, o: Observed) -> str | None:
     if check == "boots":
         if CV in tgt:
             return CV
-        return CONSOLE if (CONSOLE in tgt or SSH not in tgt) else SSH
+        if CONSOLE in tgt:
+            return CONSOLE
+        if SSH in tgt:
+            return SSH
+        return TOOLS if TOOLS in tgt else CONSOLE
     if check == "app":
         if o.target_app.attempted and o.target_app.channel == SERVICE:
             return SERVICE
@@ -109,6 +114,10 @@ def _decider(check: str, o: Observed) -> str | None:
         return CONSOLE  # the kernel's own CPU and memory lines, on both sides
     if check == "nics" and CONSOLE in tgt and "cloud-init" in o.target_guest.milestones:
         return CONSOLE  # cloud-init's table of interfaces and addresses
+    if check == "disks" and TOOLS in tgt and TOOLS in src and o.source_guest.filesystems:
+        return TOOLS  # the filesystems the tools list, on both sides (not comparable with block devices)
+    if check == "nics" and TOOLS in tgt and (TOOLS in src or o.source_guest.nics):
+        return TOOLS  # NICs with MACs and addresses; the source's NICs from whichever channel saw them
     return None
 
 
@@ -117,15 +126,18 @@ def _why_unobservable(check: str, o: Observed) -> str:
     has = ", ".join(tgt) or "none"
     lost = [c for c in src if c not in tgt]
     if lost:
-        notes = {SSH: o.target_guest.ssh_note, AGENT: o.target_guest.agent_note}
+        notes = {SSH: o.target_guest.ssh_note, AGENT: o.target_guest.agent_note, TOOLS: o.target_guest.tools_note}
         why = "".join(f": {notes[c]}" for c in lost if notes.get(c))
         return f"the {', '.join(lost)} channel answered on the source, not on the target{why} (this guest has: {has})"
     needs = {
-        "disks": "its disks and their content (CV-* evidence, the guest agent or SSH)",
-        "cpu_memory": "its vCPUs and memory (the kernel's own lines on the console, the guest agent or SSH)",
-        "nics": "its interfaces' addresses (cloud-init's table on the console, the guest agent or SSH)",
+        "disks": "its disks and their content (CV-* evidence, the guest agent, SSH, or VMware Tools on both sides)",
+        "cpu_memory": "its vCPUs and memory (the kernel's own lines on the console, the guest agent or SSH; "
+        "VMware Tools report neither)",
+        "nics": "its interfaces' addresses (cloud-init's table on the console, the guest agent, SSH or VMware Tools)",
         "app": "a service (declare one: app: {tcp: PORT} or {http: {port, path, expect}})",
     }[check]
+    if check == "disks" and TOOLS in tgt and TOOLS in src:
+        return "VMware Tools listed no filesystem in the guest on the source: nothing to compare with"
     if check == "cpu_memory" and o.target_guest.cpus and not o.source_guest.cpus:
         return "the console showed the kernel's CPU count on the target, not on the source: nothing to compare"
     return f"no channel of this guest reports {needs}; it has: {has}"
@@ -147,6 +159,9 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
         if check not in graders:
             continue
         guest_side = check not in ("metadata",)
+        if guest_side and not o.target_guest.observed and TOOLS in channels_of(o.source_guest):
+            out.append(_tools_lost(check, o))
+            continue
         if guest_side and not o.target_guest.observed:
             out.append(_unobserved(check, o))
             continue
@@ -169,11 +184,91 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
             r = _agent_nics(o)
         elif (check, channel) == ("app", SERVICE):
             r = _service_app(o)
+        elif (check, channel) == ("disks", TOOLS):
+            r = _tools_disks(o)
+        elif (check, channel) == ("nics", TOOLS):
+            r = _tools_nics(o)
         else:
             r = graders[check](o)
         r.evidence["channel"] = channel
+        if channel == TOOLS:
+            _tools_evidence(r.evidence, o.target_guest)
         out.append(r)
     return out
+
+
+def _tools_evidence(ev: dict[str, str], g: GuestObservation) -> None:
+    ev["vmware_tools"] = g.tools or "-"
+    if g.tools_simulated:
+        ev["simulated"] = "yes: the vCenter simulator answered (no guest runs there; its guest info was set)"
+
+
+def _tools_lost(check: str, o: Observed) -> CheckResult:
+    """VMware Tools ran in the guest on the source and vCenter reports them not running on the target.
+    ``boots`` fails with that cause: the one channel that showed the guest up on the source says it
+    is not up on the target (whether the guest or only its tools failed, the tools cannot tell: the
+    cause names what vCenter reported). What only a running guest's tools could show (its disks,
+    NICs) has no verdict: unobservable, with the same cause."""
+    g = o.target_guest
+    why = f"VMware Tools answered on the source, not on the target: {g.tools_note or 'no guest info'}"
+    ev = {"power_state": o.target_power or "?", "channels_source": ",".join(channels_of(o.source_guest))}
+    if check == "boots":
+        ev["channel"] = TOOLS
+        _tools_evidence(ev, g)
+        return CheckResult(check, Grade.FAIL, why, ev)
+    ev["channel"] = "none"
+    _tools_evidence(ev, g)
+    return CheckResult(check, Grade.UNOBSERVABLE, why, ev)
+
+
+def _tools_disks(o: Observed) -> CheckResult:
+    """The filesystems VMware Tools list on both sides: each one of the source's mounted on the target
+    with its capacity. The tools cannot read a disk's bytes: the content marker is not compared."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "filesystems_source": ",".join(f"{d.name}:{d.bytes}" for d in s.filesystems) or "-",
+        "filesystems_target": ",".join(f"{d.name}:{d.bytes}" for d in g.filesystems) or "-",
+        "marker": "not compared: VMware Tools cannot read a disk's bytes",
+    }
+    if not g.filesystems:
+        return CheckResult("disks", Grade.FAIL, "VMware Tools report no filesystem in the guest", ev)
+    on_target = {d.name: d.bytes for d in g.filesystems}
+    for d in s.filesystems:
+        if d.name not in on_target:
+            return CheckResult(
+                "disks", Grade.FAIL, f"filesystem {d.name}, mounted on the source, is not mounted on the target", ev
+            )
+        if d.bytes and on_target[d.name] and d.bytes != on_target[d.name]:
+            return CheckResult(
+                "disks",
+                Grade.FAIL,
+                f"filesystem {d.name} is {on_target[d.name] - d.bytes:+d} bytes off its size on the source",
+                ev,
+            )
+    return CheckResult("disks", Grade.PASS, "", ev)
+
+
+def _tools_nics(o: Observed) -> CheckResult:
+    """The NICs VMware Tools list (MAC, connected, IPv4), against the source's NICs: as many, each
+    with an address; MAC changes recorded."""
+    g, s = o.target_guest, o.source_guest
+    ev = {
+        "source": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in s.nics) or "-",
+        "target": " ".join(f"{n.mac}/{n.link}/{n.ipv4 or 'no-ip'}" for n in g.nics) or "-",
+    }
+    if not g.nics:
+        return CheckResult("nics", Grade.FAIL, "VMware Tools report no network interface in the guest", ev)
+    if len(g.nics) < len(s.nics):
+        return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
+    for n in g.nics:
+        if not n.ipv4:
+            why = "is disconnected" if n.link == "down" else "got no IPv4 address"
+            return CheckResult("nics", Grade.FAIL, f"interface {n.mac or n.name} {why}", ev)
+    changes = [
+        f"MAC {a.mac} -> {b.mac}" for a, b in zip(s.nics, g.nics) if a.mac and b.mac and a.mac.lower() != b.mac.lower()
+    ]
+    ev["changes"] = "; ".join(changes) or "none"
+    return CheckResult("nics", Grade.PASS, f"changed: {'; '.join(changes)}" if changes else "", ev)
 
 
 def _unobserved(check: str, o: Observed) -> CheckResult:

@@ -96,6 +96,10 @@ class GuestObservation:
     agent_note: str = ""  # why the guest agent channel gave nothing, when the VM presents one
     system_state: str = ""  # ssh: systemctl is-system-running
     tools: str = ""  # VMware Tools' guest info through vCenter, one line ("(simulated)" on the simulator)
+    tools_note: str = ""  # why VMware Tools gave nothing (e.g. "guestToolsNotRunning"), when asked
+    tools_simulated: bool = False  # the tools' answer came from the vCenter simulator (set by a test)
+    # VMware Tools: the guest's filesystems (mount point or drive, capacity in bytes), not block devices
+    filesystems: list[GuestDisk] = field(default_factory=list)
 
 
 @dataclass

@@ -5,9 +5,9 @@ these cases pin each rule of the grader on minimal consoles."""
 
 from __future__ import annotations
 
-from domain import grading, observation
+from domain import grading, observation, tools_channel
 from domain.model import Grade
-from domain.stage_io import AppProbe
+from domain.stage_io import AppProbe, GuestObservation
 from domain.vm import DiskSpec, Hardware, NicSpec
 
 MARKER = "ab" * 32
@@ -172,3 +172,75 @@ def test_a_target_without_a_guest_grades_nothing_guest_side() -> None:
     assert g["disks"].evidence["marker_on_target"].startswith(MARKER)
     o.marker_on_target = "00" * 64
     assert grading.grade_observed(["disks"], o)[0].grade == Grade.FAIL
+
+
+# -- VMware Tools (domain.tools_channel): the reports drivers/vsphere/driver.guest_tools returns ----
+
+
+def tools_report(state: str = "running", fs=(("/", 10 << 30), ("/data", 5 << 30)), ip: str = "10.0.0.5") -> dict:
+    return {
+        "simulated": False,
+        "tools_running": "guestToolsRunning",
+        "tools_status": "toolsOk",
+        "guest_state": state,
+        "hostname": "web01",
+        "ip": ip,
+        "nics": [{"mac": "00:50:56:00:00:01", "ips": ["fe80::1", ip] if ip else [], "connected": True}],
+        "disks": [{"path": p, "capacity": c} for p, c in fs],
+    }
+
+
+def tools_grade(source: dict, target: dict, source_guest=None) -> dict:
+    off = "the vSphere host runs no guest crossvisor can observe"
+    o = grading.Observed(
+        source_hw=hw(),
+        source_guest=source_guest or tools_channel.apply(source, GuestObservation(observed=False, note=off)),
+        source_app=AppProbe(),
+        marker=MARKER,
+        target_hw=hw(),
+        target_guest=tools_channel.apply(target, GuestObservation(observed=False, note=off)),
+        target_app=AppProbe(),
+    )
+    return {c.check: c for c in grading.grade_observed(["boots", "disks", "cpu_memory", "nics", "app"], o)}
+
+
+def test_vmware_tools_filesystems_are_compared_with_the_sources() -> None:
+    g = tools_grade(tools_report(), tools_report())
+    assert {c: (r.grade, r.evidence["channel"]) for c, r in g.items() if c in ("boots", "disks", "nics")} == {
+        "boots": (Grade.PASS, "vmware-tools"),
+        "disks": (Grade.PASS, "vmware-tools"),
+        "nics": (Grade.PASS, "vmware-tools"),
+    }
+    assert g["disks"].evidence["marker"].startswith("not compared")
+    assert "simulated" not in g["boots"].evidence  # a real vCenter's answer is not labelled
+    lost = tools_grade(tools_report(), tools_report(fs=(("/", 10 << 30),)))["disks"]
+    assert (lost.grade, lost.reason) == (
+        Grade.FAIL,
+        "filesystem /data, mounted on the source, is not mounted on the target",
+    )
+    small = tools_grade(tools_report(), tools_report(fs=(("/", 9 << 30), ("/data", 5 << 30))))["disks"]
+    assert (
+        small.grade == Grade.FAIL
+        and small.reason == f"filesystem / is {-(1 << 30):+d} bytes off its size on the source"
+    )
+    assert tools_grade(tools_report(), tools_report())["cpu_memory"].grade == Grade.UNOBSERVABLE
+
+
+def test_vmware_tools_guest_not_running_fails_boots_and_skips_the_rest() -> None:
+    g = tools_grade(tools_report(), tools_report(state="notRunning"))
+    assert (g["boots"].grade, g["boots"].reason) == (Grade.FAIL, "VMware Tools run but report the guest notRunning")
+    assert g["nics"].grade == g["disks"].grade == Grade.SKIPPED
+
+
+def test_vmware_tools_nics_against_a_source_seen_on_its_console() -> None:
+    # kvm -> vSphere: the source's NICs from crossvisor's evidence lines, the target's from the tools
+    g = tools_grade({}, tools_report(), source_guest=observation.from_console(SOURCE))
+    assert (g["nics"].grade, g["nics"].evidence["channel"]) == (Grade.PASS, "vmware-tools")
+    assert g["nics"].reason == "changed: MAC 52:54:00:00:00:01 -> 00:50:56:00:00:01"
+    assert g["boots"].evidence["channel"] == "vmware-tools"
+    # the source's filesystems were never listed by the tools: nothing to compare disks with
+    assert g["disks"].grade == Grade.UNOBSERVABLE and "cv-evidence" in g["disks"].reason
+    two = tools_report()
+    two["nics"].append({"mac": "00:50:56:00:00:02", "ips": [], "connected": False})
+    bad = tools_grade(tools_report(), two)["nics"]
+    assert (bad.grade, bad.reason) == (Grade.FAIL, "interface 00:50:56:00:00:02 is disconnected")

@@ -171,10 +171,11 @@ def boot_and_observe(
         drv.power_on(name)
         state = drv.inspect(name).power_state
         seen = GuestObservation(observed=False, note=f"{drv.describe()} runs no guest crossvisor can observe")
-        tools = drv.guest_tools(name)
-        if tools:  # evidence beside the (skipped) grades: the simulator's answer is labelled simulated
-            seen.tools = tools_channel.summary(tools)
-        return seen, AppProbe(detail="no guest runs here"), state
+        # VMware Tools, where the guest has them, observe it through vCenter (the simulator's answer
+        # is labelled simulated); without them nothing is observed and guest-side checks are skipped
+        with steps.step("vmware tools"):
+            tools_channel.apply(drv.guest_tools(name), seen)
+        return seen, AppProbe(detail="no guest runs here" if not seen.observed else "no service probed"), state
     with boot_slot(host):
         drv.power_on(name)
         watch = drv.watch_console(

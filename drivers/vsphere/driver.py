@@ -15,7 +15,9 @@ reported, never papered over:
   stages see the real bytes; ``last_import_evidence["nfc_persisted"]`` records that this happened.
 * CreateImportSpec ignores OVF firmware (vmw:Config) and ProductSection metadata; the driver
   applies them with one ReconfigVM after the import, as ovftool does with vApp properties.
-* There is no guest (``runs_guests`` False): guest-side checks are skipped, never passed.
+* There is no guest console (``runs_guests`` False): a guest is observed only through VMware Tools'
+  guest info (``guest_tools``; on the simulator a test sets it, and the evidence says simulated).
+  Without running tools guest-side checks are skipped, never passed.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class NoDiskContent(RuntimeError):
 
 class VsphereDriver(Driver):
     kind = "vsphere"
-    runs_guests = False  # no guest console path on vSphere yet: guest-side checks are skipped
+    runs_guests = False  # no guest console path on vSphere: the guest is seen through VMware Tools only
     _rewrite_lease_host = False
 
     def __init__(
