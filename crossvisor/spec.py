@@ -134,6 +134,8 @@ class PlatformSpec(_Strict):
 
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 CREDENTIALS_REF_PATTERN = r"^(file|env):.+$"
+# a VM's name on a libvirt or vSphere host: letters, digits, space and ._+- (no path, no quoting)
+TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}$"
 HttpStatus = Annotated[int, Field(strict=True, ge=100, le=599)]
 
 
@@ -180,11 +182,14 @@ class ImageSpec(_Strict):
     # what crossvisor may observe on an operator's image besides its console (README "Bring your own image")
     app: AppProbeSpec | None = None
     ssh: SshSpec | None = None
+    # an existing VM or template on the source host (its name there), cloned for each cell
+    template: Annotated[str, Field(strict=True, pattern=TEMPLATE_NAME_PATTERN)] = ""
 
     @model_validator(mode="after")
     def _one_origin(self):
-        if self.builtin and self.source:
-            raise ValueError("give either builtin or source, not both")
+        given = [k for k in ("builtin", "source", "template") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one of builtin, source or template, not {' and '.join(given)}")
         return self
 
 
@@ -307,6 +312,8 @@ _PATTERN_RULES = {
     NAME_PATTERN: _NAME_RULE,
     _MODEL_PATTERN: _MODEL_RULE,
     CREDENTIALS_REF_PATTERN: "must be a reference to the key, file:/path/to/key or env:NAME (never the key itself)",
+    TEMPLATE_NAME_PATTERN: "must be the name of a VM or template on the source host: 1-80 letters, digits, "
+    "spaces and ._+-, starting with a letter or digit",
 }
 
 
@@ -578,6 +585,9 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
         doc = img.model_dump()
         if i in sources:
             doc["source"] = sources[i][0]  # absolute: the worker does not run in the spec's directory
+        if doc.get("template"):  # the template's own vCPUs and memory unless the spec gives them
+            doc["cpus"] = img.cpus if "cpus" in img.model_fields_set else 0
+            doc["memory_mib"] = img.memory_mib if "memory_mib" in img.model_fields_set else 0
         if doc.get("builtin"):  # a built image's firmware is what it was built for, not a declaration
             doc["firmware"] = "efi" if doc["builtin"] == "uefi" else "bios"
         app, ssh = doc.pop("app", None), doc.pop("ssh", None)

@@ -381,9 +381,10 @@ def _disks(o: Observed) -> CheckResult:
     # the content the source guest read there
     src_first = s.disks[0] if s.disks else None
     expected = o.marker[:64]
-    if src_first is not None and src_first.marker and not src_first.marker.startswith(expected):
+    if src_first is not None and src_first.marker and (not expected or not src_first.marker.startswith(expected)):
         expected = src_first.marker[:64]
-        ev["marker_written"] = "none (the image uses those bytes): compared with the source's content"
+        why = "the image uses those bytes" if o.marker else "a clone of a template: nothing written"
+        ev["marker_written"] = f"none ({why}): compared with the source's content"
     if first is None or not first.marker.startswith(expected):
         return CheckResult(
             "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev

@@ -126,17 +126,20 @@ class GuestImage:
     builtin: str = ""  # a guest image the project builds (toolbox.guest_images.IMAGES), e.g. legacy-bios
     app: ServiceProbe | None = None  # a service the operator declares on the image
     ssh: SshAccess | None = None  # how crossvisor may log in (read-only commands)
+    # an existing VM or template on the source host, cloned for each cell and never changed; its
+    # cpus/memory_mib are the template's where they are 0 (not given in the spec)
+    template: str = ""
 
 
 # fields added after plans were fingerprinted: left out while unset, so earlier keys stay the same
-_LATE_IMAGE_FIELDS = ("app", "ssh")
+_LATE_IMAGE_FIELDS = ("app", "ssh", "template")
 
 
 def image_identity(img: GuestImage) -> dict:
     """The image as cache keys and fingerprints hash it."""
     doc = asdict(img)
     for k in _LATE_IMAGE_FIELDS:
-        if doc.get(k) is None:
+        if doc.get(k) in (None, ""):
             doc.pop(k, None)
     return doc
 

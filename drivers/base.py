@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossvisor.core.errors import InfraFault, InteropFailure, NameTaken
+from crossvisor.core.errors import BadInput, InfraFault, InteropFailure, NameTaken
 from domain.profiles import HardwareProfile
 from domain.vm import DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 
@@ -59,6 +59,15 @@ class ConsoleWatch:
     idle: bool = False  # the console stayed silent for ``idle_s`` (while ``quiet_ok`` said nothing follows)
     # seconds the guest's vCPU waited for a host core while watched (0 when the host does not say)
     starved_s: float = 0.0
+
+
+class TemplateMissing(BadInput):
+    """An image's template that the source host does not have: bad input (the spec names a VM the
+    host does not hold), never retried. The stage names the image."""
+
+    def __init__(self, template: str, where: str):
+        super().__init__(f"template {template!r} does not exist on {where}")
+        self.template, self.where = template, where
 
 
 class Driver(abc.ABC):
@@ -130,6 +139,12 @@ class Driver(abc.ABC):
     def guest_port(self, name: str, port: int) -> tuple[str, int] | None:
         """Where the worker reaches TCP ``port`` of the guest (through the guest's own NIC), or None."""
         return None
+
+    def clone_template(self, template: str, spec: VmSpec) -> Hardware:
+        """A new VM ``spec.name`` cloned from the VM or template ``template`` on this host, which is
+        never started nor changed. ``spec.cpus``/``spec.memory_mib`` 0: the template's. Raises
+        ``TemplateMissing`` when the host has no such VM."""
+        raise BadInput(f"{self.describe()} cannot clone a template (template: images need a libvirt or vSphere host)")
 
     def guest_tools(self, name: str) -> dict:
         """What VMware Tools report about the guest through the host's API (vSphere), else {}."""

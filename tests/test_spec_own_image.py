@@ -71,3 +71,35 @@ def test_bad_probe_or_key_is_refused_naming_the_image_field(
         load_spec(spec(tmp_path, f"  - {image}\n"))
     msg = str(e.value)
     assert where in msg and reason in msg, msg
+
+
+def test_a_template_image_takes_cpus_and_memory_from_the_template_unless_given(tmp_path: Path) -> None:
+    plan = load_spec(
+        spec(
+            tmp_path,
+            "  - {name: golden, template: rhel9-golden, app: {tcp: 22}}\n"
+            "  - {name: sized, template: 'Win 2022 tpl', cpus: 4, memory_mib: 4096}\n",
+        )
+    )
+    golden, sized = plan.images
+    assert (golden.template, golden.cpus, golden.memory_mib, golden.source) == ("rhel9-golden", 0, 0, "")
+    assert golden.app == ServiceProbe("tcp", 22)
+    assert (sized.template, sized.cpus, sized.memory_mib) == ("Win 2022 tpl", 4, 4096)
+    # the template is part of the image's identity (cached source sides are per template)
+    assert fingerprint(plan, "a", "b", "golden") != fingerprint(plan, "a", "b", "sized")
+
+
+@pytest.mark.parametrize(
+    "image,where,reason",
+    [
+        ("{name: x, template: t1, source: disk.qcow2}", "images.0", "not source and template"),
+        ("{name: x, template: t1, builtin: uefi}", "images.0", "not builtin and template"),
+        ("{name: x, template: '../etc/passwd'}", "images.0.template", "name of a VM or template on the source host"),
+        ("{name: x, template: 7}", "images.0.template", ""),
+    ],
+)
+def test_a_bad_template_is_refused_naming_the_image_field(tmp_path: Path, image: str, where: str, reason: str) -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec(spec(tmp_path, f"  - {image}\n"))
+    msg = str(e.value)
+    assert where in msg and reason in msg, msg

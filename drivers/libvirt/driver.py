@@ -51,11 +51,11 @@ import structlog
 
 from crossvisor.core import steps
 from crossvisor.core.credentials import CredentialError, resolve_secret
-from crossvisor.core.errors import HostUnreachable
+from crossvisor.core.errors import BadInput, HostUnreachable
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, check_owner
+from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, TemplateMissing, check_owner
 from drivers.libvirt.storage import HostStorage, volume_of_source
 from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 from toolbox import diskconv, packaging
@@ -468,8 +468,8 @@ class LibvirtDriver(Driver):
         # QEMU runs as root here so that it can open the pool's volumes whatever their owner
         return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
 
-    def _define(self, spec: VmSpec) -> libvirt.virDomain:
-        xml = self.domain_xml(spec, self._disk_sources(spec))
+    def _define(self, spec: VmSpec, sources: list[str] | None = None) -> libvirt.virDomain:
+        xml = self.domain_xml(spec, self._disk_sources(spec) if sources is None else sources)
         try:
             with steps.step("define"):
                 return self.conn.defineXML(xml)
@@ -495,6 +495,56 @@ class LibvirtDriver(Driver):
             dom = self._define(spec)
         self._check_owner(dom, spec.owner)
         return self.inspect(spec.name)
+
+    def clone_template(self, template: str, spec: VmSpec) -> Hardware:
+        """A new domain whose disks are qcow2 overlays on the template domain's disks: the template
+        is only read (never started, its XML and disks never written). The clone keeps the
+        template's disk buses and firmware (what its guest was installed for) and vCPUs/memory
+        unless the image gives them; its NICs are the platform profile's (``spec.nics``)."""
+        dom = self._dom(spec.name)
+        if dom is None:
+            if self._dom(template) is None:
+                raise TemplateMissing(template, f"libvirt host {self.host} ({redact(self.uri)})")
+            tpl = self.inspect(template)
+            root = ET.fromstring(self._need(template).XMLDesc(0))
+            disks = root.findall("./devices/disk[@device='disk']")
+            if not disks:
+                raise BadInput(f"template {template!r} on libvirt host {self.host} has no disk to clone")
+            bases = [self._template_base(template, d) for d in disks]
+            clone = replace(
+                spec,
+                cpus=spec.cpus or tpl.cpus,
+                memory_mib=spec.memory_mib or tpl.memory_mib,
+                firmware=tpl.firmware or spec.firmware,
+                disks=[DiskSpec("", "qcow2", d.bus, d.capacity_bytes) for d in tpl.disks],
+            )
+            with steps.step("overlay on template"):
+                sources = self._overlay_sources(spec.name, bases)
+            dom = self._define(clone, sources)
+        self._check_owner(dom, spec.owner)
+        return self.inspect(spec.name)
+
+    def _template_base(self, template: str, disk: ET.Element) -> tuple[str, str, int]:
+        """A template disk's file on the host, its format and virtual size."""
+        drv = disk.find("driver")
+        fmt = drv.get("type", "raw") if drv is not None else "raw"
+        try:
+            vol = volume_of_source(self.conn, disk.find("source"))
+        except libvirt.libvirtError as e:
+            raise BadInput(
+                f"template {template!r} on libvirt host {self.host}: a disk is no storage volume the host knows "
+                f"({e.get_error_message()})"
+            ) from None
+        if vol is None:
+            raise BadInput(f"template {template!r} on libvirt host {self.host}: a disk has no file or volume source")
+        return vol.path(), fmt, vol.info()[1]
+
+    def _overlay_sources(self, name: str, bases: list[tuple[str, str, int]]) -> list[str]:
+        pool = escape(self.storage.pool_name)
+        return [
+            f"type='volume'|<source pool='{pool}' volume={quoteattr(self.storage.overlay(name, i, p, f, n))}/>|qcow2"
+            for i, (p, f, n) in enumerate(bases)
+        ]
 
     def _check_owner(self, dom: libvirt.virDomain, owner: str) -> None:
         if not owner:
@@ -1061,6 +1111,29 @@ class LibvirtTestDriver(LibvirtDriver):
         path = src.get("file", "") if src is not None else ""
         drv = disk.find("driver")
         return path, _size(path, drv.get("type", "raw") if drv is not None else "raw")
+
+    def _template_base(self, template: str, disk: ET.Element) -> tuple[str, str, int]:
+        src, drv = disk.find("source"), disk.find("driver")
+        path = src.get("file", "") if src is not None else ""
+        fmt = drv.get("type", "raw") if drv is not None else "raw"
+        if not path or not Path(path).is_file():
+            raise BadInput(f"template {template!r} on {self.uri}: its disk {path or '(none)'} is not a file")
+        return path, fmt, _size(path, fmt)
+
+    def _overlay_sources(self, name: str, bases: list[tuple[str, str, int]]) -> list[str]:
+        # the in-process "host" keeps its disks in the worker's files: the overlays beside its records
+        out = []
+        for i, (path, fmt, _n) in enumerate(bases):
+            overlay = self._records / f"{name}-disk{i}.qcow2"
+            overlay.unlink(missing_ok=True)
+            diskconv.create_overlay(overlay, Path(path), fmt)
+            out.append(f"type='file'|<source file={quoteattr(str(overlay))}/>|qcow2")
+        return out
+
+    def clone_template(self, template: str, spec: VmSpec) -> Hardware:
+        hw = super().clone_template(template, spec)
+        self._persist(spec.name)
+        return hw
 
     def export(self, name: str, out_dir: Path, package_format: str = "ova") -> ExportedVm:
         self.last_export_evidence = {"export_path": "the worker's own disk files (in-process test driver)"}

@@ -352,13 +352,18 @@ class HostStorage:
         below, below_fmt = None, ""
         for path, fmt, _size in reversed(chain):
             below, below_fmt = self.content_volume(path, fmt, below, below_fmt), fmt
+        return self.overlay(vm, index, below.path(), below_fmt, chain[0][2])
+
+    def overlay(self, vm: str, index: int, below: str, below_fmt: str, size: int) -> str:
+        """A fresh qcow2 overlay volume for disk ``index`` of ``vm`` on the host's file ``below``
+        (a content volume, or a template VM's disk: only read through the overlay, never written).
+        Returns the overlay volume's name."""
         name = f"{vm}-disk{index}.qcow2"
         overlay = self.state_dir / "staging" / f"{name}.{os.getpid()}.{threading.get_ident()}"
+        overlay.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # -u: the backing file is the host's, unreadable here; the size comes from the local copy
-            _qemu_img(
-                "create", "-q", "-f", "qcow2", "-u", "-b", below.path(), "-F", below_fmt, str(overlay), str(chain[0][2])
-            )
+            # -u: the backing file is the host's, unreadable here; the size comes from the caller
+            _qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", below, "-F", below_fmt, str(overlay), str(size))
             for tries_left in range(OVERLAY_TRIES - 1, -1, -1):
                 # an earlier attempt's overlay (killed, or still uploading beside this one after a
                 # server restart): replaced, a fresh overlay on the same layers is the same disk;

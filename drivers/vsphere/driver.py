@@ -38,7 +38,7 @@ from crossvisor.core.errors import HostUnreachable
 from domain import ovf
 from domain.model import Host
 from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers.base import Driver, InfraFault, InteropFailure, check_owner
+from drivers.base import Driver, InfraFault, InteropFailure, TemplateMissing, check_owner
 from drivers.vsphere import devices as dev
 from drivers.vsphere.transfer import HttpSession, folder_url
 
@@ -272,6 +272,42 @@ class VsphereDriver(Driver):
         )
         task = self.dc.vmFolder.CreateVM_Task(config=config, pool=self.cluster.resourcePool)
         return self._wait(task, f"create VM {spec.name}")
+
+    def clone_template(self, template: str, spec: VmSpec) -> Hardware:
+        """CloneVM_Task of the VM or template ``template`` in this datacenter: its disks and devices
+        copied by vCenter, the clone powered off and not a template; the original is only read.
+        The clone carries the cell's metadata and owner; cpus/memory set only when given."""
+        vm = self._find_vm(spec.name)
+        if vm is None:
+            src = self._find_vm(template)
+            if src is None:
+                raise TemplateMissing(template, f"vCenter {self.url} (datacenter {self.dc.name})")
+            clone = vim.vm.CloneSpec(
+                location=vim.vm.RelocateSpec(pool=self.cluster.resourcePool, datastore=self.datastore),
+                powerOn=False,
+                template=False,
+                config=vim.vm.ConfigSpec(extraConfig=dev.metadata_options(_owned(spec.metadata, spec.owner))),
+            )
+            try:
+                vm = self._wait(
+                    src.CloneVM_Task(folder=self.dc.vmFolder, name=spec.name, spec=clone), f"clone {template}"
+                )
+            except InfraFault:
+                vm = self._find_vm(spec.name)  # an earlier attempt's clone that landed late
+                if vm is None:
+                    raise
+        self._check_owner(vm, spec.owner)
+        hw = self._hardware(vm)
+        # asked of the clone, not the template (vCenter's clone spec may leave them as they were)
+        size = vim.vm.ConfigSpec()
+        if spec.cpus and spec.cpus != hw.cpus:
+            size.numCPUs = spec.cpus
+        if spec.memory_mib and spec.memory_mib != hw.memory_mib:
+            size.memoryMB = spec.memory_mib
+        if size.numCPUs or size.memoryMB:
+            self._wait(vm.ReconfigVM_Task(size), f"size {spec.name}")
+            hw = self._hardware(vm)
+        return hw
 
     def _check_owner(self, vm: vim.VirtualMachine, owner: str) -> None:
         if owner:
