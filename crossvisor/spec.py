@@ -190,6 +190,11 @@ class ImageSpec(_Strict):
         given = [k for k in ("builtin", "source", "template") if getattr(self, k)]
         if len(given) > 1:
             raise ValueError(f"give one of builtin, source or template, not {' and '.join(given)}")
+        own = [k for k in ("disk_mib", "disk_bus", "firmware") if self.template and k in self.model_fields_set]
+        if own:
+            raise ValueError(
+                f"{', '.join(own)}: a template's disks and firmware are its own; give only cpus/memory_mib"
+            )
         return self
 
 

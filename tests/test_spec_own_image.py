@@ -96,6 +96,7 @@ def test_a_template_image_takes_cpus_and_memory_from_the_template_unless_given(t
         ("{name: x, template: t1, builtin: uefi}", "images.0", "not builtin and template"),
         ("{name: x, template: '../etc/passwd'}", "images.0.template", "name of a VM or template on the source host"),
         ("{name: x, template: 7}", "images.0.template", ""),
+        ("{name: x, template: t1, firmware: efi, disk_mib: 9}", "images.0", "disk_mib, firmware: a template's disks"),
     ],
 )
 def test_a_bad_template_is_refused_naming_the_image_field(tmp_path: Path, image: str, where: str, reason: str) -> None:
