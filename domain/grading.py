@@ -31,8 +31,12 @@ def after_stage_failure(checks: list[str], stage: str, reason: str, evidence: di
     return [CheckResult(c, Grade.FAIL, f"{stage} failed: {reason}", evidence) for c in checks]
 
 
-def after_infra_error(checks: list[str], stage: str, reason: str) -> list[CheckResult]:
-    return [CheckResult(c, Grade.ERROR, f"{stage}: infrastructure error after retries: {reason}") for c in checks]
+def after_infra_error(checks: list[str], stage: str, reason: str, bad_input: bool = False) -> list[CheckResult]:
+    """Grades when a stage kept failing for a reason that is not the guest's: a host fault retried
+    to the end of the policy, or bad input (a package, an image, a record, a credential), refused
+    at once and never retried, and said so."""
+    said = "bad input, not retried" if bad_input else "infrastructure error after retries"
+    return [CheckResult(c, Grade.ERROR, f"{stage}: {said}: {reason}") for c in checks]
 
 
 def merge(checks: list[str], decided: list[CheckResult]) -> list[CheckResult]:

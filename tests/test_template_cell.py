@@ -60,6 +60,8 @@ async def test_template_images_are_cloned_per_cell_and_a_missing_one_is_bad_inpu
         assert gone.grade == Grade.ERROR, gone
         reason = gone.checks[0].reason
         assert "image 'gone': template 'tpl-nowhere' does not exist on source host kvm-1" in reason, reason
+        # refused once as bad input, and said so: not "infrastructure error after retries"
+        assert "provision: bad input, not retried: BadInput:" in reason, reason
         prov = [s for s in gone.stages if s.stage == "provision"]
         assert prov and prov[0].attempts == 1, prov
 

@@ -143,7 +143,9 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                     fixed = (
                         _cancelled(inp.cell.checks)
                         if cancelled
-                        else grading.after_infra_error(inp.cell.checks, f"{stage.name} after {rung}", reason)
+                        else grading.after_infra_error(
+                            inp.cell.checks, f"{stage.name} after {rung}", reason, _bad_input(reason)
+                        )
                     )
                     return ctx, unmodified, "", records, tried, fixed
                 records.append(
@@ -290,7 +292,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                     break
                 reason = cause_of(e)
                 records.append(StageRecord(stage.name, "error", _since(t0), reason=reason, started_at=t0.isoformat()))
-                verdict = grading.after_infra_error(cell.checks, stage.name, reason)
+                verdict = grading.after_infra_error(cell.checks, stage.name, reason, _bad_input(reason))
                 break
             except asyncio.CancelledError:
                 records.append(
@@ -380,6 +382,11 @@ async def _run_to_the_end(coro) -> StageResult:
 def _timing(out: StageResult) -> dict:
     """The stage's sub-step times for its record (histories before the patch kept none)."""
     return out.timing if workflow.patched(STAGE_TIMING) else {}
+
+
+def _bad_input(reason: str) -> bool:
+    """``cause_of`` says "<type>: <message>": a type the retry policy never retries is bad input."""
+    return reason.partition(":")[0] in NON_RETRYABLE
 
 
 def _since(t0) -> float:
