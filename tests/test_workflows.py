@@ -20,6 +20,7 @@ from activities.stages import StageEnv, stage_activities
 from domain.control import CancelRequest, ConcurrencyRequest, PauseRequest, SkipRequest
 from domain.messages import ProgressReport
 from domain.model import Grade, GuestImage, Platform
+from domain.stages import BY_NAME as StageDefs
 from inventory.file_source import FileInventory
 from tests.harness import (
     campaign_result,
@@ -129,6 +130,33 @@ async def test_transient_fault_is_retried_then_passes(env, settings, tmp_path: P
         res = await run_campaign(env.client, plan, tq, home=settings.home)
     assert res.cells[0].grade == Grade.PASS
     assert calls == ["import"] * 3
+
+
+async def test_a_dead_worker_does_not_use_up_the_hosts_retries(env, settings, tmp_path: Path, executor) -> None:
+    """Issue 26's chaos run: three worker kills during one long birth ran the provision out of its
+    three attempts (each ended on a heartbeat timeout) and graded the cell ERROR, 'infrastructure
+    error after retries: activity Heartbeat timeout'. A stage whose attempts end on heartbeat
+    timeouts gets a fresh set of attempts, a bounded number of times."""
+    plan = small_plan(tmp_path, pairs=[["kvm", "xen"]])  # max_attempts 3
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    w, sab = make_worker(env.client, settings, tq, executor, sabotage=True)
+    silent = []
+
+    def dies(call):
+        # the first four attempts stop heartbeating, as a killed worker does: the server times
+        # each out (heartbeat 10 s); what the abandoned thread does after that is never heard
+        if len(silent) < 4:
+            silent.append(activity.info().attempt)
+            time.sleep(StageDefs["import"].heartbeat_s + 2)
+            raise RuntimeError("this attempt's worker is gone")
+
+    sab.before["import"] = dies
+    async with w:
+        res = await run_campaign(env.client, plan, tq, home=settings.home)
+    cell = res.cells[0]
+    assert len(silent) == 4  # more than the policy's three attempts
+    assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks]
+    assert leaked_vms() == []
 
 
 async def test_infra_fault_exhausts_retries_to_error_and_cleans_up(env, settings, tmp_path: Path, executor) -> None:

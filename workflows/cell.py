@@ -15,7 +15,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.stages import STAGE_ACTIVITIES
@@ -40,6 +41,11 @@ CLEANUP_OUTLASTS_CANCEL = "cleanup-outlasts-cancel"
 CLEANUP_AFTER_STAGE_ENDS = "cleanup-after-stage-ends"
 # a stage's sub-step times (upload, define, console wait, ...) kept in its record of the result
 STAGE_TIMING = "stage-timing"
+# a stage whose attempts ran out on a heartbeat timeout (its worker died: killed, restarted, its
+# machine lost) gets a fresh set of attempts, a few times: a worker's death is not the host's
+# fault, and three kills during one long birth had graded the cell ERROR (issue 26's chaos run)
+WORKER_LOSS_IS_NOT_A_HOST_FAULT = "worker-loss-is-not-a-host-fault"
+WORKER_LOSSES_FORGIVEN = 3
 
 
 def base_result(inp: CellInput) -> CellResult:
@@ -236,14 +242,28 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             # a stage blocked in a host call sees the cancel only when the call returns: wait for
             # that, so that what it made is there when cleanup looks
             extra["cancellation_type"] = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        out = await workflow.execute_activity_method(
-            STAGE_ACTIVITIES[stage.name].run,
-            StageCall(inp, ctx, round_, rung, side),
-            start_to_close_timeout=timedelta(seconds=stage.timeout_s),
-            heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
-            retry_policy=retry_policy(inp, stage),
-            **extra,
-        )
+        forgiven = 0
+        while True:
+            try:
+                out = await workflow.execute_activity_method(
+                    STAGE_ACTIVITIES[stage.name].run,
+                    StageCall(inp, ctx, round_, rung, side),
+                    start_to_close_timeout=timedelta(seconds=stage.timeout_s),
+                    heartbeat_timeout=timedelta(seconds=stage.heartbeat_s),
+                    retry_policy=retry_policy(inp, stage),
+                    **extra,
+                )
+                break
+            except ActivityError as e:
+                # asked only on this path: histories without it replay the old raise
+                if (
+                    forgiven < WORKER_LOSSES_FORGIVEN
+                    and _worker_lost(e)
+                    and workflow.patched(WORKER_LOSS_IS_NOT_A_HOST_FAULT)
+                ):
+                    forgiven += 1
+                    continue
+                raise
         task = asyncio.current_task()
         if wait_for_end and task is not None and task.cancelling():
             # the cancel came while the stage ran and the stage finished anyway (its result
@@ -382,6 +402,12 @@ async def _run_to_the_end(coro) -> StageResult:
 def _timing(out: StageResult) -> dict:
     """The stage's sub-step times for its record (histories before the patch kept none)."""
     return out.timing if workflow.patched(STAGE_TIMING) else {}
+
+
+def _worker_lost(e: ActivityError) -> bool:
+    """The last attempt stopped heartbeating: its worker is gone (a stage blocked in a host call
+    keeps heartbeating and ends on its start-to-close timeout instead)."""
+    return isinstance(e.cause, ActivityTimeout) and e.cause.type == TimeoutType.HEARTBEAT
 
 
 def _bad_input(reason: str) -> bool:
