@@ -172,6 +172,31 @@ def small_plan(tmp: Path, **kw) -> CampaignPlan:
     return CampaignPlan(**base)
 
 
+def demo_run(home: Path, name: str) -> tuple[CampaignPlan, Settings]:
+    """examples/demo.yaml under a fresh campaign name, and settings whose home is ``home`` (made)."""
+    from crossvisor.spec import load_spec
+
+    settings = Settings()
+    settings.home = home
+    settings.home.mkdir(parents=True)
+    plan = load_spec(Path(__file__).resolve().parents[1] / "examples/demo.yaml")
+    plan.name = f"{name}-{uuid.uuid4().hex[:6]}"
+    return plan, settings
+
+
+async def run_on_own_server(plan: CampaignPlan, settings: Settings, max_workers: int = 4) -> CampaignResult:
+    """The plan on a time-skipping server of its own, with one worker of the real activities: what
+    the real-guest tests each wrote out (server, executor, worker, run, shutdown)."""
+    env = await time_skipping_env()
+    try:
+        with ThreadPoolExecutor(max_workers=max_workers) as ex:
+            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
+            async with w:
+                return await run_campaign(env.client, plan, w.task_queue, home=settings.home)
+    finally:
+        await env.shutdown()
+
+
 class Sabotage:
     """Fault injection around the real stage activities (the activities themselves are untouched):
     ``before[stage](call)`` may raise (an infrastructure fault, retried), ``after[stage](call, out)``

@@ -320,16 +320,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
                 )
                 verdict = _cancelled(cell.checks)
                 break
-            records.append(
-                StageRecord(
-                    stage.name,
-                    out.status,
-                    _since(t0),
-                    reason=out.reason,
-                    started_at=t0.isoformat(),
-                    timing=_timing(out),
-                )
-            )
+            records.append(_ended(stage.name, out, t0))
             if out.status == "fail":
                 verdict = grading.after_stage_failure(cell.checks, stage.name, out.reason, out.evidence)
                 break
@@ -354,16 +345,7 @@ class CellWorkflow(ReportsToCampaign):  # a campaign that continued as new hears
             t0 = workflow.now()
             try:
                 out = await _run_to_the_end(self._run_sides(inp, stage, ctx))
-                records.append(
-                    StageRecord(
-                        stage.name,
-                        out.status,
-                        _since(t0),
-                        reason=out.reason,
-                        started_at=t0.isoformat(),
-                        timing=_timing(out),
-                    )
-                )
+                records.append(_ended(stage.name, out, t0))
             except ActivityError as e:
                 records.append(
                     StageRecord(stage.name, "error", _since(t0), reason=cause_of(e), started_at=t0.isoformat())
@@ -413,6 +395,11 @@ def _worker_lost(e: ActivityError) -> bool:
 def _bad_input(reason: str) -> bool:
     """``cause_of`` says "<type>: <message>": a type the retry policy never retries is bad input."""
     return reason.partition(":")[0] in NON_RETRYABLE
+
+
+def _ended(stage: str, out: StageResult, t0) -> StageRecord:
+    """The record of a stage that ran to its end (ok, fail, or what cleanup reports)."""
+    return StageRecord(stage, out.status, _since(t0), reason=out.reason, started_at=t0.isoformat(), timing=_timing(out))
 
 
 def _since(t0) -> float:

@@ -220,10 +220,7 @@ class HostStorage:
                         _send_all(stream, b)
             stream.finish()
         except BaseException:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
+            _abort(stream)
             self.delete(name)
             raise
         if expect_sha and h.hexdigest() != expect_sha:
@@ -258,10 +255,7 @@ class HostStorage:
                 os.fsync(f.fileno())
             stream.finish()
         except BaseException:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
+            _abort(stream)
             tmp.unlink(missing_ok=True)
             raise
         tmp.replace(dest)
@@ -504,6 +498,14 @@ def volume_of_source(conn: libvirt.virConnect, src: ET.Element | None) -> libvir
     if src is not None and src.get("file"):
         return conn.storageVolLookupByPath(src.get("file"))
     return None
+
+
+def _abort(stream: libvirt.virStream) -> None:
+    """Ends a stream that failed half-way; a stream libvirt already closed has nothing to end."""
+    try:
+        stream.abort()
+    except libvirt.libvirtError:
+        pass
 
 
 def _send_all(stream: libvirt.virStream, data: bytes) -> None:

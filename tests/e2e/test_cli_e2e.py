@@ -215,15 +215,19 @@ def test_report_finds_the_store_from_another_directory(stack: LocalStack, tmp_pa
     env["XDG_STATE_HOME"] = str(tmp_path / "xdg")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+
+    def report_from(cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "crossvisor.cli", "report", "done-1", "--json", "-"],
+            cwd=cwd,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     # without a home to find: loud
-    r = subprocess.run(
-        [sys.executable, "-m", "crossvisor.cli", "report", "done-1", "--json", "-"],
-        cwd=elsewhere,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = report_from(elsewhere)
     assert r.returncode == 0 and "WARNING: no result store" in r.stderr, r.stderr
     # the home the last `crossvisor up` recorded is found from any directory
     from crossvisor.core import config
@@ -233,14 +237,7 @@ def test_report_finds_the_store_from_another_directory(stack: LocalStack, tmp_pa
         config.record_home(stack.settings.home)
     finally:
         del os.environ["XDG_STATE_HOME"]
-    r = subprocess.run(
-        [sys.executable, "-m", "crossvisor.cli", "report", "done-1", "--json", "-"],
-        cwd=elsewhere,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = report_from(elsewhere)
     assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
     cells = json.loads(r.stdout)["cells"]
     assert any(c["stages"] for c in cells)

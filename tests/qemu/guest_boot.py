@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,17 @@ class BootObservation:
     shutdown_s: float | None = None  # ACPI power button -> domain off
     off_s: float | None = None  # power-on -> off, for a boot that powers itself off (birth)
     milestones_s: dict[str, float] = field(default_factory=dict)
+
+
+def product_driver(work: Path, prefix: str) -> Iterator[LibvirtDriver]:
+    """The product's driver on the local libvirtd (the same domain XML a campaign defines), with a
+    pool of its own; afterwards the module's VMs and the disks it put on the host are gone."""
+    d = LibvirtDriver(URI, state_dir=work / "driver", pool=f"{prefix}pool", pool_path=str(work / "pool"))
+    yield d
+    for name in d.list_vms(prefix):
+        d.destroy(name)
+    d.storage.remove_pool()
+    d.close()
 
 
 def overlay_with_marker(base: Path, out: Path, marker: str) -> str:

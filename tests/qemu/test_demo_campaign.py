@@ -5,18 +5,15 @@ are what the guests reported, and nothing in the spec declares them."""
 
 from __future__ import annotations
 
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import libvirt
 import pytest
 import pytest_asyncio
 
-from crossvisor.spec import load_spec
 from domain.model import Grade
 from inventory.file_source import FileInventory
-from tests.harness import make_worker, run_campaign, time_skipping_env
+from tests.harness import demo_run, run_on_own_server
 
 pytestmark = [pytest.mark.qemu, pytest.mark.demo, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,22 +59,8 @@ EXPECTED = {
 
 @pytest_asyncio.fixture(scope="module")
 async def demo(libvirt_conn, tmp_path_factory):
-    from crossvisor.core.config import Settings
-
-    settings = Settings()
-    settings.home = tmp_path_factory.mktemp("demo") / "state"
-    settings.home.mkdir()
-    plan = load_spec(ROOT / "examples/demo.yaml")
-    plan.name = f"demo-{uuid.uuid4().hex[:6]}"
-
-    env = await time_skipping_env()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as ex:
-            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
-            async with w:
-                res = await run_campaign(env.client, plan, w.task_queue, home=settings.home)
-    finally:
-        await env.shutdown()
+    plan, settings = demo_run(tmp_path_factory.mktemp("demo") / "state", "demo")
+    res = await run_on_own_server(plan, settings, max_workers=8)
     return res, plan, settings
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from domain.guest_evidence import boot_failure, parse
 from domain.profiles import PROFILES
-from drivers.libvirt.driver import LibvirtDriver
-from tests.qemu.guest_boot import URI, boot, overlay_with_marker
+from tests.qemu.guest_boot import boot, overlay_with_marker, product_driver
 from toolbox.guest_images import IMAGES, BuiltImage, build_image
 
 pytestmark = pytest.mark.qemu
@@ -43,13 +42,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def drv(libvirt_conn, work):
-    """The product's driver on the local libvirtd (the same domain XML a campaign defines)."""
-    d = LibvirtDriver(URI, state_dir=work / "driver", pool=f"{PREFIX}pool", pool_path=str(work / "pool"))
-    yield d
-    for name in d.list_vms(PREFIX):
-        d.destroy(name)
-    d.storage.remove_pool()  # the disks this module put on the host
-    d.close()
+    yield from product_driver(work, PREFIX)
 
 
 def _boot(drv, work: Path, base: Path, profile_key: str, firmware: str, **kw):

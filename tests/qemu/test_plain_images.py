@@ -23,8 +23,7 @@ from domain.model import Grade, GuestImage, ServiceProbe, SshAccess
 from domain.profiles import PROFILES
 from domain.stage_io import AppProbe, GuestObservation
 from domain.vm import DiskSpec, Hardware, NicSpec, VmSpec
-from drivers.libvirt.driver import LibvirtDriver
-from tests.qemu.guest_boot import URI, overlay_with_marker
+from tests.qemu.guest_boot import overlay_with_marker, product_driver
 from toolbox.guest_images import build_plain_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(3600)]  # three boots a test, each minutes under TCG
@@ -42,12 +41,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def drv(libvirt_conn, work):
-    d = LibvirtDriver(URI, state_dir=work / "driver", pool=f"{PREFIX}pool", pool_path=str(work / "pool"))
-    yield d
-    for name in d.list_vms(PREFIX):
-        d.destroy(name)
-    d.storage.remove_pool()
-    d.close()
+    yield from product_driver(work, PREFIX)
 
 
 def _boot(drv, work: Path, base: Path, profile: str, image: GuestImage) -> tuple[GuestObservation, AppProbe, Hardware]:

@@ -6,8 +6,6 @@ reads them back against the cell's boot."""
 from __future__ import annotations
 
 import json
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,8 @@ import pytest_asyncio
 
 from activities.execlog import ExecutionLog
 from bench import cell_time
-from crossvisor.spec import load_spec
 from domain import stage_time
-from tests.harness import make_worker, run_campaign, time_skipping_env
+from tests.harness import demo_run, run_on_own_server
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,23 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest_asyncio.fixture(scope="module")
 async def one_cell(libvirt_conn, tmp_path_factory):
-    from crossvisor.core.config import Settings
-
-    settings = Settings()
-    settings.home = tmp_path_factory.mktemp("stage-time") / "state"
-    settings.home.mkdir()
-    plan = load_spec(ROOT / "examples/demo.yaml")
-    plan.name = f"steps-{uuid.uuid4().hex[:6]}"
+    plan, settings = demo_run(tmp_path_factory.mktemp("stage-time") / "state", "steps")
     plan.pairs = [["esxi", "kvm"]]
     plan.images = [i for i in plan.images if i.name == "portable"]
-    env = await time_skipping_env()
-    try:
-        with ThreadPoolExecutor(max_workers=4) as ex:
-            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
-            async with w:
-                res = await run_campaign(env.client, plan, w.task_queue, home=settings.home)
-    finally:
-        await env.shutdown()
+    res = await run_on_own_server(plan, settings)
     return res, ExecutionLog(settings.home / "executions.jsonl").read(), settings
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from crossvisor.spec import load_spec
 from domain.model import Grade
-from tests.harness import make_worker, run_campaign, time_skipping_env
+from tests.harness import run_on_own_server
 
 pytestmark = [pytest.mark.qemu, pytest.mark.v2v, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +38,7 @@ async def test_virt_v2v_makes_a_vm_born_on_esxi_boot_on_kvm(libvirt_conn, settin
         .replace("  - {name: portable, builtin: portable-bios, cpus: 1, memory_mib: 512}\n", "")
     )
     plan = load_spec(spec)
-    env = await time_skipping_env()
-    try:
-        with ThreadPoolExecutor(max_workers=4) as ex:
-            w, _ = make_worker(env.client, settings, f"tq-{uuid.uuid4().hex[:6]}", ex)
-            async with w:
-                res = await run_campaign(env.client, plan, w.task_queue, home=settings.home)
-    finally:
-        await env.shutdown()
+    res = await run_on_own_server(plan, settings)
     [cell] = res.cells
     checks = {c.check: c for c in cell.checks}
     boots = checks["boots"]

@@ -235,6 +235,17 @@ async def _histories(client, campaign_id: str, cell_id: str) -> str:
     return "\n".join(texts)
 
 
+async def _run_on_both_sites(client, plan: CampaignPlan, home: Path, executor):
+    """The plan with a worker per site (lab-a: this host, lab-b: the remote one): its result, the
+    histories of the campaign and its first cell, and the site workers (what each one opened)."""
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    async with site_workers(client, home, tq, ["lab-a", "lab-b"], executor) as sites:
+        handle = await start_campaign(client, plan, tq)
+        res = await campaign_result(handle, home)
+        history = await _histories(client, handle.id, res.cells[0].cell_id)
+    return res, history, sites
+
+
 def _plan(lab: Path, image: GuestImage, checks: list[str]) -> CampaignPlan:
     return CampaignPlan(
         name=f"remote-{uuid.uuid4().hex[:6]}",
@@ -261,12 +272,8 @@ async def test_a_cell_moves_from_this_host_to_the_remote_host(
     lab = _lab(tmp_path, rh, local_pool, f"env:{rh.password_env}")
     checks = ["boots", "disks", "cpu_memory", "nics", "app", "metadata", "lifecycle"]
     plan = _plan(lab, GuestImage("portable", cpus=1, memory_mib=512, builtin="portable-bios"), checks)
-    tq = f"tq-{uuid.uuid4().hex[:6]}"
     home = tmp_path / "state"
-    async with site_workers(dev_env.client, home, tq, ["lab-a", "lab-b"], executor) as sites:
-        handle = await start_campaign(dev_env.client, plan, tq)
-        res = await campaign_result(handle, home)
-        history = await _histories(dev_env.client, handle.id, res.cells[0].cell_id)
+    res, history, sites = await _run_on_both_sites(dev_env.client, plan, home, executor)
     cell = res.cells[0]
     assert cell.grade == Grade.PASS, [(c.check, c.grade, c.reason) for c in cell.checks]
     assert {c.check for c in cell.checks if c.grade == Grade.PASS} == set(checks)
@@ -302,12 +309,8 @@ async def test_a_rejected_password_ends_the_cell_at_once_naming_the_host(
     lab = _lab(tmp_path, rh, local_pool, "env:CVR_STALE_PW")
     plan = _plan(lab, GuestImage("blank", disk_mib=8), ["boots"])
     plan.retry = RetryPolicySpec(max_attempts=5, initial_interval_s=0.2, backoff=1.0, max_interval_s=0.2)
-    tq = f"tq-{uuid.uuid4().hex[:6]}"
     home = tmp_path / "state"
-    async with site_workers(dev_env.client, home, tq, ["lab-a", "lab-b"], executor) as sites:
-        handle = await start_campaign(dev_env.client, plan, tq)
-        res = await campaign_result(handle, home)
-        history = await _histories(dev_env.client, handle.id, res.cells[0].cell_id)
+    res, history, sites = await _run_on_both_sites(dev_env.client, plan, home, executor)
     cell = res.cells[0]
     assert cell.grade == Grade.ERROR
     reserve = next(s for s in cell.stages if s.stage == "reserve")
