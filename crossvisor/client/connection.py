@@ -1,5 +1,6 @@
-"""The Temporal connection every campaign client call shares: one client per process, and its
-failures as one line for the operator (``CliError``, with the exit code the CLI returns)."""
+"""The Temporal connection every campaign client call shares: one client per process and server
+(address and namespace), and its failures as one line for the operator (``CliError``, with the exit
+code the CLI returns)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ class CliError(Exception):
         self.code = code
 
 
-_CLIENT: Any = None
+# keyed by (address, namespace): a process that talks to a second server (``serve`` embedded in
+# tests, a program using the client) must not be handed the first server's connection
+_CLIENTS: dict[tuple[str, str], Any] = {}
 
 
 def unreachable(settings: Settings, detail: str = "") -> CliError:
@@ -50,20 +53,20 @@ def unreachable(settings: Settings, detail: str = "") -> CliError:
 
 
 async def connect(settings: Settings):
-    """One client per process; a server that does not answer is one line naming the address."""
-    global _CLIENT
-    if _CLIENT is None:
+    """One client per process and server; a server that does not answer is one line naming the address."""
+    key = (settings.temporal_address, settings.temporal_namespace)
+    if key not in _CLIENTS:
         from crossvisor.core.temporal_client import connect as _connect
 
         try:
-            _CLIENT = await _connect(settings)
+            _CLIENTS[key] = await _connect(settings)
         except RuntimeError as e:
             if "connect" in str(e).lower():
                 raise unreachable(settings, str(e)) from None
             raise
         except OSError as e:
             raise unreachable(settings, str(e)) from None
-    return _CLIENT
+    return _CLIENTS[key]
 
 
 def rpc_error(e: Exception, settings: Settings, cid: str = "") -> CliError:
@@ -87,5 +90,4 @@ def rpc_error(e: Exception, settings: Settings, cid: str = "") -> CliError:
 
 
 def close_client() -> None:
-    global _CLIENT
-    _CLIENT = None
+    _CLIENTS.clear()
