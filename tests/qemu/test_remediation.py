@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from activities.execlog import ExecutionLog
+from activities.stages.base import vm_prefix
 from bench.localstack import LocalStack
 from tests.e2e.conftest import wait_for
 
@@ -91,4 +92,6 @@ def test_three_tiers_and_a_killed_worker_repeats_no_finished_remediation(libvirt
     events = ExecutionLog(tmp_path / "home" / "executions.jsonl").read()
     ends = [(e["cell"]) for e in events if e["stage"] == "remediate" and e["event"] == "end"]
     assert sorted(ends) == sorted(set(ends)), ends
-    assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith("cv-")]
+    # none of this campaign's VMs is left (other runs on the same libvirtd are theirs to clean)
+    mine = vm_prefix("ladder")
+    assert not [d.name() for d in libvirt_conn.listAllDomains() if d.name().startswith(mine)]
