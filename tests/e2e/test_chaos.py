@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import chaos
+from tests.qemu.conftest import libvirt_conn  # noqa: F401 - session fixture: libvirtd for the real-guest run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(170)]
 
@@ -41,6 +42,7 @@ def test_chaos_kills_and_server_restart_keep_the_matrix(tmp_path: Path) -> None:
 @pytest.mark.qemu
 @pytest.mark.timeout(5400)
 def test_the_demo_on_real_guests_survives_kills_in_a_boot_an_export_an_import_and_a_server_restart(
+    libvirt_conn,  # noqa: F811 - the imported session fixture: this machine's libvirtd, started if down
     tmp_path: Path,
 ) -> None:
     """Issue 26, as an operator tried it: the demo spec (real guests on this machine's libvirtd),
