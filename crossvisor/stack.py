@@ -81,13 +81,24 @@ def _alive(pidfile: Path, expect: str = "") -> int:
             return 0
         if started > written + _STARTED_SLACK_S:
             return 0
-        if expect:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if not any(expect.encode() in arg for arg in argv):
-                return 0
+        if expect and not any(expect.encode() in arg for arg in _cmdline(pid)):
+            return 0
         return pid
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    """The process's argv. Empty for a moment while it is in ``execve``: the kernel releases a
+    vfork/posix_spawn parent (so ``Popen`` returns) when the new memory map is in place, before
+    the new program's arguments are written to it. CI read that empty command line once on a
+    loaded machine and called a just-started process dead; so an empty one is read again."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if raw or time.monotonic() > deadline:
+            return raw.split(b"\0")
+        time.sleep(0.01)
 
 
 # what the command line of each process we start contains (a recycled pid runs something else)

@@ -115,3 +115,15 @@ def test_worker_up_replaces_a_zombie_worker(tmp_path: Path, monkeypatch) -> None
                 os.waitpid(pid, 0)  # worker_up's Popen is our child: reap it
             except ChildProcessError:
                 pass
+
+
+def test_a_process_just_started_is_alive_by_its_command_line(tmp_path: Path) -> None:
+    """Right after ``Popen`` returns, the child may still be inside ``execve`` with an empty
+    command line (measured: 288 of 300 reads). CI once judged a just-started process dead that way."""
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cvi-fresh-mark"])
+        try:
+            assert stack._alive(_pidfile(tmp_path, proc.pid), "cvi-fresh-mark") == proc.pid
+        finally:
+            proc.kill()
+            proc.wait()
