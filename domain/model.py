@@ -242,8 +242,17 @@ class CellResult:
     @property
     def mismatches(self) -> list[str]:
         """Checks whose prediction disagrees with the observed grade (a wrong rule or trait)."""
-        observed = {c.check: c.grade for c in self.checks}
+        observed = {c.check: unmodified(c) for c in self.checks}
         return [p.check for p in self.predictions if p.check in observed and not agrees(p.grade, observed[p.check])]
+
+
+def unmodified(check: CheckResult) -> Grade:
+    """The grade of the move as it was made, before any remedy: what a prediction is about. A
+    check that failed unmodified and works after a rung (warn, ``failed_unmodified``) was a fail
+    for the traits that predicted it would work."""
+    if check.grade == Grade.WARN and "failed_unmodified" in check.evidence:
+        return Grade.FAIL
+    return check.grade
 
 
 def agrees(predicted: Grade, observed: Grade) -> bool:

@@ -10,6 +10,7 @@ naming the rungs applied and the failure they cured; one still failing after the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from domain.model import CheckResult, Grade
@@ -23,6 +24,12 @@ class Remedy:
     name: str
     does: str  # what it changes, in the words of the person who would do it by hand
     kvm_only: bool = False  # virt-v2v converts for KVM-like targets only
+    # The failing checks this rung addresses, and causes it cannot touch (a phrase of the failing
+    # check's reason). An operator does not rewrite the network configuration of a guest whose disk
+    # was not found, nor of one that has no driver for its NIC: the rung is skipped with that said,
+    # and costs no appliance run, import or boot.
+    cures: tuple[str, ...] = WORKS
+    not_for: tuple[str, ...] = ()
 
 
 REMEDIES: dict[str, Remedy] = {
@@ -37,18 +44,32 @@ REMEDIES: dict[str, Remedy] = {
             "generic-initramfs",
             "rebuild the initramfs with every storage driver (MODULES=most) and point fstab and the "
             "bootloader at the root file system's UUID instead of a device name",
+            cures=("boots", "disks"),
         ),
-        Remedy("nic-config", "make the network configuration take DHCP on any interface name"),
+        Remedy(
+            "nic-config",
+            "make the network configuration take DHCP on any interface name",
+            cures=("nics",),  # a failing app that follows from the NIC (see nics) is cured with it
+            not_for=("has no driver for the NIC",),  # configuration cannot add a driver
+        ),
     )
 }
 
 
-def applicable(name: str, target_profile: str) -> str:
-    """ "" when the rung can run for this target, else why not."""
+def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = ()) -> str:
+    """ "" when the rung can run for this target and addresses one of the ``failing`` checks (the
+    last verification's: rungs are cumulative, so what is left to cure), else why not. No failing
+    checks known: the rung runs."""
     r = REMEDIES[name]
     if r.kvm_only and target_profile != "kvm":
         return f"{name} converts for KVM targets; {target_profile} is not one"
-    return ""
+    failed = [c for c in failing if c.grade == Grade.FAIL and c.check in WORKS]
+    if not failed:
+        return ""
+    if any(c.check in r.cures and not any(p in c.reason for p in r.not_for) for c in failed):
+        return ""
+    why = "; ".join(f"{c.check}: {c.reason}" for c in failed)
+    return f"{name} addresses {'/'.join(r.cures)} failures it can change; this move failed on {why}"
 
 
 def move_failed(checks: list[CheckResult]) -> bool:

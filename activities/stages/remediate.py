@@ -76,7 +76,8 @@ class Remediate(Stage):
         if rung not in remedies.REMEDIES:
             raise BadInput(f"unknown remediation {rung!r}; known: {sorted(remedies.REMEDIES)}")
         prof = profiles.for_platform(c.target.kind, c.target.profile)
-        why_not = remedies.applicable(rung, prof.name)
+        failing = ctx.verify.checks if ctx.verify is not None else []
+        why_not = remedies.applicable(rung, prof.name, failing)
         inputs = (
             ctx.remediate.disks
             if ctx.remediate is not None and ctx.remediate.disks

@@ -16,6 +16,7 @@ from domain.model import (
     CellResult,
     Grade,
     agrees,
+    unmodified,
 )
 
 # ----------------------------------------------------------------------------- time, durations
@@ -99,7 +100,7 @@ class Tally:
         self.grades[grade] += 1
         if grade == Grade.WARN:
             self.remedies[cell.remedy or "unnamed remedy"] += 1
-        observed = {c.check: c.grade for c in cell.checks}
+        observed = {c.check: unmodified(c) for c in cell.checks}
         for p in cell.predictions:
             obs = observed.get(p.check)
             if obs in VERDICTS and p.grade in VERDICTS:

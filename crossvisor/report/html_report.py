@@ -47,6 +47,7 @@ from domain.model import (
     Grade,
     Prediction,
     agrees,
+    unmodified,
 )
 
 # ---------------------------------------------------------------------------------------- HTML
@@ -393,7 +394,9 @@ def cell_detail_html(cell: CellResult, links: Links, *, heading: str = "h3") -> 
     # seven with one reason: one line, each check's own evidence inside it)
     rows: dict[tuple[str, str, str], list[CheckResult]] = {}
     for ch in cell.checks:
-        rows.setdefault((ch.grade.value, ch.reason, _prediction_html(predicted.get(ch.check), ch.grade)), []).append(ch)
+        rows.setdefault(
+            (ch.grade.value, ch.reason, _prediction_html(predicted.get(ch.check), unmodified(ch))), []
+        ).append(ch)
     for (grade, reason, pred), group in rows.items():
         names = " ".join(ch.check for ch in group)
         evidence = []

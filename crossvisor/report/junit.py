@@ -15,6 +15,7 @@ from domain.model import (
     Grade,
     StageRecord,
     agrees,
+    unmodified,
 )
 
 # --------------------------------------------------------------------------------------- JUnit
@@ -81,7 +82,7 @@ def render_junit(result: CampaignResult) -> str:
                 p = predicted.get(check.check)
                 if p is not None:
                     props |= {"predicted": p.grade.value, "prediction_rule": scrub(p.rule)}
-                    props["prediction_held"] = str(agrees(p.grade, check.grade)).lower()
+                    props["prediction_held"] = str(agrees(p.grade, unmodified(check))).lower()
                 pe = ET.SubElement(case, "properties")
                 for k, v in props.items():
                     ET.SubElement(pe, "property", name=k, value=v)

@@ -1,0 +1,58 @@
+"""Which rung of the remediation ladder runs for a failed move: one an operator would try for the
+failure in front of them. Pure: the failing checks are what a verification graded."""
+
+from __future__ import annotations
+
+from domain import remedies
+from domain.model import CheckResult, Grade, agrees, unmodified
+
+ROOT_NOT_FOUND = CheckResult(
+    "boots",
+    Grade.FAIL,
+    "root device /dev/sda1 not found: the guest's initramfs has no driver for the disk controller 8086:7010",
+)
+NIC_UNCONFIGURED = CheckResult(
+    "nics", Grade.FAIL, "interface ens4 (8139cp) is not configured: the guest's network config names ens10, not ens4"
+)
+NIC_NO_DRIVER = CheckResult(
+    "nics", Grade.FAIL, "the guest has no driver for the NIC 10ec:8139 (Realtek RTL8139): no interface"
+)
+APP_UNREACHABLE = CheckResult(
+    "app", Grade.FAIL, "the guest's service runs but is unreachable: the guest has no network address (see nics)"
+)
+PASSED = CheckResult("disks", Grade.PASS, "")
+
+
+def test_nic_config_runs_for_a_nic_configured_under_its_old_name() -> None:
+    assert remedies.applicable("nic-config", "xen-hvm", [PASSED, NIC_UNCONFIGURED, APP_UNREACHABLE]) == ""
+
+
+def test_nic_config_is_skipped_when_the_guest_has_no_driver_for_the_nic() -> None:
+    why = remedies.applicable("nic-config", "xen-hvm", [NIC_NO_DRIVER, APP_UNREACHABLE])
+    assert why.startswith("nic-config addresses nics failures")
+    assert "no driver for the NIC 10ec:8139" in why
+
+
+def test_nic_config_is_skipped_when_the_disk_was_not_found() -> None:
+    why = remedies.applicable("nic-config", "esxi", [ROOT_NOT_FOUND])
+    assert "boots: root device /dev/sda1 not found" in why
+
+
+def test_generic_initramfs_runs_for_a_root_not_found_and_not_for_a_nic() -> None:
+    assert remedies.applicable("generic-initramfs", "hyperv-gen1", [ROOT_NOT_FOUND]) == ""
+    assert remedies.applicable("generic-initramfs", "xen-hvm", [NIC_UNCONFIGURED]) != ""
+
+
+def test_without_known_failures_a_rung_runs_and_virt_v2v_only_for_kvm() -> None:
+    assert remedies.applicable("nic-config", "esxi") == ""
+    assert remedies.applicable("virt-v2v", "kvm", [NIC_NO_DRIVER, ROOT_NOT_FOUND]) == ""
+    assert remedies.applicable("virt-v2v", "esxi").startswith("virt-v2v converts for KVM targets")
+
+
+def test_a_move_that_works_only_after_a_rung_was_a_fail_for_its_prediction() -> None:
+    cured = CheckResult("nics", Grade.PASS, "")
+    [combined], by = remedies.combine([NIC_UNCONFIGURED], [(["nic-config"], [cured])])
+    assert by == "nic-config" and combined.grade == Grade.WARN
+    assert unmodified(combined) == Grade.FAIL  # the traits said it would work as moved: they missed
+    assert not agrees(Grade.PASS, unmodified(combined))
+    assert unmodified(cured) == Grade.PASS
