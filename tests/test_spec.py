@@ -62,7 +62,8 @@ def test_example_spec_validates(root: Path) -> None:
     assert {p.profile for p in plan.platforms} == {"kvm", "esxi", "hyperv-gen1", "xen-hvm"}
     assert [i.builtin for i in plan.images] == ["legacy-bios", "portable-bios"]
     odca = load_spec(root / "examples/odca.yaml")
-    assert len(expand(odca)) == 4 * 3 * 3 and odca.remediate == ["virt-v2v", "generic-initramfs", "nic-config"]
+    assert len(expand(odca)) == 4 * 3 * 5
+    assert odca.remediate == ["virt-v2v", "generic-initramfs", "dracut-generic", "nic-config"]
     assert plan.inventory == f"file:{(root / 'examples/lab.yaml').resolve()}"  # examples/ links to deploy/examples
 
 

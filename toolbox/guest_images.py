@@ -65,6 +65,22 @@ def build_image(name: str, timeout_s: float = 900.0) -> BuiltImage:
 # Reference images with no crossvisor part in them (deploy/guests/build-plain-image.sh): what an
 # operator's own Debian template looks like, to prove grading from the channels any VM has.
 PLAIN_IMAGES = ("plain-agent", "plain-sshd")
+# Guest families (deploy/guests/build-family-image.sh): no crossvisor part either, each carrying a
+# behaviour that breaks real moves (README "Guest families").
+FAMILY_IMAGES = ("dracut-lvm-nm", "netplan-cloudinit")
+FIRMWARE.update(dict.fromkeys(FAMILY_IMAGES, "bios"))
+
+
+def instrumented(builtin: str) -> bool:
+    """A built image that carries crossvisor's own evidence (cv-evidence, cv-app); a family image
+    does not, and is observed through the channels any VM has (console, guest agent, SSH)."""
+    return builtin in IMAGES
+
+
+def family_ssh_key(name: str) -> Path:
+    """Where the last build of family image ``name`` leaves the key root logs in with (a stable
+    path, known before the build: a spec names the image, the worker builds it)."""
+    return cache_dir() / "guests" / f"{name}.ssh" / "id_ed25519"
 
 
 @dataclass(frozen=True)
@@ -77,13 +93,15 @@ class PlainImage:
 
 
 def build_plain_image(name: str, timeout_s: float = 1200.0) -> PlainImage:
-    if name not in PLAIN_IMAGES:
-        raise ValueError(f"unknown reference image {name!r} (expected one of {', '.join(PLAIN_IMAGES)})")
+    if name not in PLAIN_IMAGES + FAMILY_IMAGES:
+        known = ", ".join(PLAIN_IMAGES + FAMILY_IMAGES)
+        raise ValueError(f"unknown reference image {name!r} (expected one of {known})")
+    script = "build-family-image.sh" if name in FAMILY_IMAGES else "build-plain-image.sh"
     with steps.step("image build"):
-        proc = steps.run(["bash", str(deploy_file("guests", "build-plain-image.sh")), name], timeout=timeout_s)
+        proc = steps.run(["bash", str(deploy_file("guests", script)), name], timeout=timeout_s)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
-        raise RuntimeError(f"build-plain-image.sh {name} failed ({proc.returncode}):\n{tail}")
+        raise RuntimeError(f"{script} {name} failed ({proc.returncode}):\n{tail}")
     paths = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     disk, manifest, key = Path(paths["DISK"]), Path(paths["MANIFEST"]), Path(paths["SSH_KEY"])
     host_key = (key.parent / "host_ed25519_key.pub").read_text().split()

@@ -181,7 +181,7 @@ def boot_and_observe(
         watch = drv.watch_console(
             name,
             observation.ready,
-            BOOT_TIMEOUT_S if image is None or image.builtin else OWN_IMAGE_BOOT_TIMEOUT_S,
+            BOOT_TIMEOUT_S if image is None or guest_images.instrumented(image.builtin) else OWN_IMAGE_BOOT_TIMEOUT_S,
             heartbeat=heartbeat,
             idle_s=SILENT_S,
             idle_counts=observation.silence_means_dead,

@@ -159,15 +159,16 @@ class Provision(SourceSide):
             cpus=img.cpus,
             memory_mib=img.memory_mib,
             disks=[DiskSpec(str(disk), "qcow2", prof.disk_controller, capacity)],
-            nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
+            nics=[NicSpec(prof.nic_model, mac=self._source_mac(img), pci_slot=prof.nic_slot)],
             firmware=firmware,
             hardware_version=c.source.hardware_version,
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
             machine=prof.machine,
             forward_ports=guest.forward_ports(img),
             owner=vm_owner(c.campaign_id, c.cell.id),
-            # an operator's image gets the agent channel where the platform has one (real KVM does)
-            guest_agent=not img.builtin and prof.guest_agent_channel,
+            # an operator's image (and a family image, which has no crossvisor part either) gets
+            # the agent channel where the platform has one (real KVM does)
+            guest_agent=not guest_images.instrumented(img.builtin) and prof.guest_agent_channel,
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -175,6 +176,14 @@ class Provision(SourceSide):
         finally:
             drv.close()
         return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
+
+    @staticmethod
+    def _source_mac(img) -> str:
+        """The MAC a family image was installed with (its network configuration is bound to it,
+        as an installer leaves it): its source VM has that NIC. "" = the host's own choice."""
+        if img.builtin not in guest_images.FAMILY_IMAGES:
+            return ""
+        return guest_images.build_plain_image(img.builtin).manifest.get("source_mac", "")
 
     def _clone_template(self, c: CellInput, prof) -> ProvisionOutput:
         """The source VM of a ``template:`` image: a clone of the operator's VM or template on the
@@ -244,7 +253,11 @@ class Provision(SourceSide):
         wd = self.env.workdir(c)
         disk = wd / "source-disk0.qcow2"
         birth = ""
-        if c.image.builtin:
+        if c.image.builtin in guest_images.FAMILY_IMAGES:
+            # no birth: what a family image carries of its source hardware was made at its build
+            if not disk.exists():
+                diskconv.create_overlay(disk, guest_images.build_plain_image(c.image.builtin).disk, "qcow2")
+        elif c.image.builtin:
             built = guest_images.build_image(c.image.builtin)
             base = built.disk
             if built.born_on_first_boot:
