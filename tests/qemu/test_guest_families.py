@@ -211,5 +211,6 @@ def test_netplan_written_by_cloud_init_for_the_source_mac_and_nic_config_cures_i
     assert "netplan: replaced /etc/netplan/50-cloud-init.yaml" in report
     assert "netplan:   was macaddress: " in report
     assert "cloud-init: network rendering disabled" in report
+    assert "netplan: DHCP on any interface named e* in /etc/netplan/90-cv-any.yaml" in report
     after = _grades(src, _boot(drv, work, cured, "kvm", image))
     assert {c: gr for c, (gr, _ch, _r) in after.items()} == {c: Grade.PASS for c in CHECKS}, after
