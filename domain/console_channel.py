@@ -32,7 +32,9 @@ _KSTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("firmware:seabios", re.compile(r"SeaBIOS \(version [^)]*\)")),
     ("firmware:ovmf", re.compile(r"BdsDxe: (?:loading|starting) Boot\w+|UEFI Interactive Shell")),
-    ("firmware:handoff", re.compile(r"Booting from (?:Hard Disk|DVD/CD|Floppy)\.\.\.")),
+    # SeaBIOS's serial mirror sends a character once the next one is written: when the code it
+    # hands over to writes nothing through the BIOS, the line's last dot never arrives
+    ("firmware:handoff", re.compile(r"Booting from (?:Hard Disk|DVD/CD|Floppy)\.\.")),
     ("loader:grub", re.compile(r"Welcome to GRUB!|GNU GRUB\s+version|Booting `[^']*'|Loading Linux \S+ \.\.\.")),
     ("loader:systemd-boot", re.compile(r"systemd-boot \d+|Boot Loader Specification|Linux Boot Manager")),
     ("loader:syslinux", re.compile(r"(?:SYS|ISO|EXT|PXE)LINUX \d+\.\d+")),
@@ -298,6 +300,11 @@ def _nics(ls: list[str]) -> tuple[ConsoleNic, ...]:
     return tuple(named.values())
 
 
+# A boot loader that writes to the serial port says so after this line; one that writes to the
+# screen only (Windows' bootmgr) leaves the same silence as a disk without boot code.
+HANDOFF_SILENCE = "SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed"
+
+
 def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
     for kind, pat, detail in _FAILURES:
         m = pat.search(joined) if not pat.pattern.startswith("^") else re.search(pat.pattern, joined, re.M)
@@ -314,10 +321,7 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
     if r.reached("kernel") and not r.reached("init:run") and not r.reached("init:systemd"):
         return "init-not-reached", "the kernel started but never ran an init"
     if r.reached("firmware:handoff") and not r.loader and not r.reached("kernel"):
-        return (
-            "no-bootable-device",
-            "SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed: no BIOS boot code on the disk",
-        )
+        return "no-bootable-device", f"{HANDOFF_SILENCE}: no BIOS boot code on the disk"
     units = f"; failed units: {', '.join(r.failed_units[:4])}" if r.failed_units else ""
     return (
         "init-not-reached",

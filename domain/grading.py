@@ -329,6 +329,8 @@ def _boots(o: Observed) -> CheckResult:
     }
     if g.console_artifact:
         ev["console_log"] = g.console_artifact
+    if g.screenshot_artifact:
+        ev["screenshot"] = g.screenshot_artifact
     if g.milestones:
         ev["milestones"] = " > ".join(g.milestones)
     if g.reached_init:

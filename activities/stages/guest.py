@@ -18,7 +18,7 @@ from pathlib import Path
 from activities.channels import service, ssh
 from activities.stages.base import StageEnv
 from crossvisor.core import steps
-from domain import agent_channel, observation, tools_channel
+from domain import agent_channel, console_channel, observation, tools_channel
 from domain.model import GuestImage, Host
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver, InfraFault
@@ -187,6 +187,7 @@ def boot_and_observe(
             idle_counts=observation.silence_means_dead,
         )
     seen = observe(watch, artifact, env)
+    silent_on_serial = not seen.reached_init
     if seen.failure_kind == "kernel-panic" and TIMER_PANIC in seen.failure and watch.starved_s > watch.seconds / 2:
         # Linux's boot-time check that timer interrupts arrive fails when the host does not run
         # the vCPU for long stretches: the host's load, not the guest's; retried, never graded
@@ -213,4 +214,18 @@ def boot_and_observe(
         app.channel = "cv-app"
     else:
         app = AppProbe(detail="the guest never got ready")
+    if silent_on_serial:  # the serial console did not show the init: keep what the screen shows
+        with steps.step("screenshot"):
+            png = drv.screenshot(name)
+        if png:
+            shot = artifact.with_suffix(".png")
+            shot.write_bytes(png)
+            seen.screenshot_artifact = env.relative(shot)
+            if seen.failure.startswith(console_channel.HANDOFF_SILENCE):
+                # with a screen, serial silence after the hand-over is no proof that nothing booted
+                seen.failure_kind = "init-not-reached"
+                seen.failure = (
+                    f"{console_channel.HANDOFF_SILENCE} on the serial console: a disk without BIOS boot code, or a "
+                    "boot loader and system that write to the screen only (as Windows does); see the screenshot"
+                )
     return seen, app, drv.inspect(name).power_state

@@ -168,6 +168,7 @@ class Provision(SourceSide):
             owner=vm_owner(c.campaign_id, c.cell.id),
             # an operator's image gets the agent channel where the platform has one (real KVM does)
             guest_agent=not img.builtin and prof.guest_agent_channel,
+            video="" if img.builtin else prof.video,
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -197,6 +198,7 @@ class Provision(SourceSide):
             forward_ports=guest.forward_ports(img),
             owner=vm_owner(c.campaign_id, c.cell.id),
             guest_agent=prof.guest_agent_channel,
+            video=prof.video,
         )
         drv = self.env.driver(c.source_host)
         try:

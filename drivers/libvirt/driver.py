@@ -33,6 +33,7 @@ way a real host would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -58,7 +59,7 @@ from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, TemplateMissing, check_owner
 from drivers.libvirt.storage import HostStorage, volume_of_source
 from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
-from toolbox import diskconv, packaging
+from toolbox import diskconv, packaging, screens
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
 FORWARD_NS = "https://crossvisor.dev/ns/forward/1"  # live metadata: where each guest port is reachable
@@ -443,7 +444,7 @@ class LibvirtDriver(Driver):
             f"{self._os_xml(spec)}<features><acpi/></features>{self._cpu_xml()}"
             # a reboot ends the observation: a panicking guest (panic=-1) stops instead of looping
             "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
-            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}{self._agent_xml(spec)}"
+            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}{self._agent_xml(spec)}{self._video_xml(spec)}"
             "<memballoon model='none'/></devices>"
             f"{self._seclabel_xml()}</domain>"
         )
@@ -453,6 +454,10 @@ class LibvirtDriver(Driver):
         if not spec.guest_agent:
             return ""
         return "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+
+    def _video_xml(self, spec: VmSpec) -> str:
+        # no <graphics>: QEMU runs without a display, and libvirt's screenshot reads the adapter itself
+        return f"<video><model type={quoteattr(spec.video)}/></video>" if spec.video else ""
 
     def _cpu_xml(self) -> str:
         # TCG's qemu64 advertises SVM: the guest's udev would load kvm_amd at every boot for nothing
@@ -764,6 +769,7 @@ class LibvirtDriver(Driver):
             forward_ports=list(package.forward_ports),
             owner=owner,
             guest_agent=package.guest_agent and prof.guest_agent_channel,
+            video=prof.video if package.screen else "",
         )
         self.last_import_evidence = evidence
         return self.provision(spec)
@@ -952,6 +958,30 @@ class LibvirtDriver(Driver):
             return None
         host_port = self._wanted_forwards(dom).get(port)  # defined before live records: fixed loopback port
         return ("127.0.0.1", host_port) if host_port else None
+
+    def screenshot(self, name: str) -> bytes | None:
+        """The screen of a running domain with a display adapter, as PNG (QEMU's screendump; libvirt
+        asks for PNG where QEMU can write it, else PPM, converted here)."""
+        dom = self._dom(name)
+        if dom is None or not dom.isActive() or "<video>" not in dom.XMLDesc(0):
+            return None
+        stream = self.conn.newStream(0)
+        try:
+            mime = dom.screenshot(stream, 0, 0)
+            chunks = []
+            while True:
+                got = stream.recv(256 * 1024)
+                if not got:
+                    break
+                chunks.append(got)
+            stream.finish()
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            _log().info("libvirt.screenshot_failed", domain=name, error=str(e)[:200])
+            return None
+        data = b"".join(chunks)
+        return data if mime == "image/png" else screens.ppm_to_png(data)
 
     def guest_agent(self, name: str, timeout_s: float, beat: Callable[[str], None]) -> dict | None:
         """guest-ping until the agent answers, then guestInfo(), the agent's interface addresses and
