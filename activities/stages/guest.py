@@ -201,7 +201,9 @@ def boot_and_observe(
             agent_channel.apply(drv.guest_agent(name, AGENT_TIMEOUT_S, heartbeat), seen)
     if image is not None and image.ssh is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
         with steps.step("ssh"):
-            ssh.observe(drv, name, image.ssh, seen, heartbeat)
+            ssh.observe(drv, name, image.ssh, seen, heartbeat, manifest=artifact.with_suffix(".files.gz"))
+        if seen.manifest_artifact:
+            seen.manifest_artifact = env.relative(Path(seen.manifest_artifact))
         if not seen.reached_init and "ssh" in seen.channels:
             # silent on serial, but logged in: the system is up (its console is not on ttyS0)
             seen.reached_init, seen.failure_kind, seen.failure = True, "", ""
