@@ -43,6 +43,9 @@ _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("initramfs:dracut", re.compile(r"dracut-\d+ \(Initramfs\)|Starting dracut-\w+|dracut(?:-\w+)?\[\d+\]|dracut: ")),
     ("init:run", re.compile(r"Run (\S+) as init process")),
     ("init:systemd", re.compile(r"^Welcome to (?!GRUB)(.+)!$|systemd\[1\]: systemd \d+")),
+    # the other inits an operator's template may run (Alpine, Gentoo, Devuan, older appliances)
+    ("init:openrc", re.compile(r"OpenRC \S+ is starting up")),
+    ("init:sysvinit", re.compile(r"INIT: version \S+ booting")),
     ("target:multi-user", re.compile(r"Reached target (?:multi-user\.target|Multi-User System)")),
     ("target:graphical", re.compile(r"Reached target (?:graphical\.target|Graphical Interface)")),
     ("cloud-init", re.compile(r"Cloud-init v\. \S+ (?:running|finished)")),
@@ -236,12 +239,12 @@ def read(console_text: str) -> ConsoleReport:
                 kernel = m.group(1)
             elif name == "init:run":
                 init = m.group(1)
-            elif name == "init:systemd":
-                init = "systemd"
+            elif name in ("init:systemd", "init:openrc", "init:sysvinit"):
+                init = name.split(":")[1]
         if not os_name and (w := _WELCOME.search(line)):
             os_name = w.group(1).strip()
-    if init.endswith("/init") and "init:systemd" in seen:
-        init = "systemd"
+    if init.endswith("/init"):  # the initramfs's /init: the system's own init is the one it handed to
+        init = next((x for x in ("systemd", "openrc", "sysvinit") if f"init:{x}" in seen), init)
     order = [m for _i, m in sorted(seen.values(), key=lambda x: x[0])]
     smp = _SMP.search(joined)
     mem = _MEM.search(joined)
@@ -318,7 +321,7 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
         if not joined.strip():
             return "no-output", "nothing on the serial console (firmware, boot loader and kernel all silent)"
         return "init-not-reached", "console output, but no firmware, boot loader or kernel line this channel knows"
-    if r.reached("kernel") and not r.reached("init:run") and not r.reached("init:systemd"):
+    if r.reached("kernel") and not any(m.name.startswith("init:") for m in r.milestones):
         return "init-not-reached", "the kernel started but never ran an init"
     if r.reached("firmware:handoff") and not r.loader and not r.reached("kernel"):
         return "no-bootable-device", f"{HANDOFF_SILENCE}: no BIOS boot code on the disk"

@@ -264,3 +264,52 @@ def test_agent_report_fills_the_observation_and_names_its_channel() -> None:
         {"error": "the agent channel is present, no agent answered within 45 s"}, observation.from_console("")
     )
     assert silent.channels == [] and "no agent answered" in silent.agent_note
+
+
+ALPINE = """\
+SeaBIOS (version 1.16.2-debian-1.16.2-1)
+Booting from Hard Disk...
+[    0.000000] Linux version 6.6.14-0-virt (buildozer@build-3-19-x86_64) (gcc (Alpine 13.2.1_git20231014) 13.2.1) #1-Alpine SMP
+[    0.912345] Run /init as init process
+Alpine Init 3.9.0-r1
+ * Loading boot drive modules ...
+ * Mounting root: ok.
+
+   OpenRC 0.52.1 is starting up Linux 6.6.14-0-virt (x86_64)
+
+ * /proc is already mounted
+ * Starting networking ... [ ok ]
+ * Starting sshd ... [ ok ]
+
+Welcome to Alpine Linux 3.19
+Kernel 6.6.14-0-virt on an x86_64 (/dev/ttyS0)
+
+alpine-golden login: """
+
+DEVUAN = """\
+[    0.000000] Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org)
+[    1.2] Run /init as init process
+INIT: version 3.06 booting
+Starting hotplug events dispatcher: udevd.
+INIT: Entering runlevel: 2
+Starting OpenBSD Secure Shell server: sshd.
+
+Devuan GNU/Linux 5 devuan-golden ttyS0
+
+devuan-golden login: """
+
+
+@pytest.mark.parametrize(
+    ("text", "init", "host"), [(ALPINE, "openrc", "alpine-golden"), (DEVUAN, "sysvinit", "devuan-golden")]
+)
+def test_guests_with_other_inits_are_up_at_their_login_prompt(text: str, init: str, host: str) -> None:
+    r = cc.read(text)
+    assert r.up and r.init == init and r.hostname == host and r.failure_kind == ""
+    assert observation.ready(text)
+
+
+def test_an_openrc_boot_that_hangs_is_not_called_init_never_ran() -> None:
+    hung = ALPINE.split("Welcome to")[0]
+    r = cc.read(hung)
+    assert not r.up and r.failure_kind == "init-not-reached"
+    assert "never ran an init" not in r.failure and "(last: init:openrc)" in r.failure
