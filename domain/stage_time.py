@@ -202,5 +202,48 @@ def remaining_s(
     return total
 
 
-def eta_s(remaining: float, lanes: int) -> float:
-    return remaining / max(1, lanes)
+def longest_remaining_s(
+    model: LabModel,
+    cells: list,
+    done: set[str],
+    running_at: dict[str, str],
+    pipeline: list[str],
+    sources_done: set[tuple[str, str]],
+) -> float | None:
+    """The longest chain of stages one unfinished cell still has to go through: its source side
+    (the least left of it among the cells sharing it, unless it is done or the cell is past it),
+    then its own stages. However many lanes there are, the campaign lasts at least this long."""
+    side_left: dict[tuple[str, str], float] = {}
+    own: dict[str, float] = {}
+    for c in cells:
+        if c.id in done:
+            continue
+        names = list(pipeline)
+        at = running_at.get(c.id, "")
+        if at in names:
+            names = names[names.index(at) :]
+        src_part = tgt_part = 0.0
+        for i, stage in enumerate(names):
+            s = model.stage_s(stage, c.source if stage in SOURCE_SIDE else c.target, c.image)
+            if s is None:
+                return None
+            s = s / 2 if (i == 0 and at) else s
+            if stage in SOURCE_SIDE:
+                src_part += s
+            else:
+                tgt_part += s
+        side = (c.source, c.image)
+        if side not in sources_done and src_part:
+            side_left[side] = min(side_left.get(side, src_part), src_part)
+        own[c.id] = tgt_part
+    longest = 0.0
+    for c in cells:
+        if c.id in own:
+            longest = max(longest, side_left.get((c.source, c.image), 0.0) + own[c.id])
+    return longest
+
+
+def eta_s(remaining: float, lanes: int, longest: float = 0.0) -> float:
+    """Seconds left: the work left spread over the lanes, but never less than the longest chain
+    one cell still has (with as many lanes as cells, the campaign waits for its slowest cell)."""
+    return max(remaining / max(1, lanes), longest)
