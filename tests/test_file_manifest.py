@@ -96,3 +96,18 @@ def test_disks_is_graded_on_the_files_after_the_marker(tmp_path: Path) -> None:
 
 def test_a_guest_without_gnu_tools_says_so() -> None:
     assert file_manifest.parse("MANIFEST-NONE no GNU find/md5sum\n") is None
+
+
+def test_the_ssh_channel_writes_the_manifest_and_counts_its_files(tmp_path: Path) -> None:
+    from activities.channels import ssh
+
+    root = tmp_path / "guest"
+    _tree(root)
+    seen = GuestObservation()
+    out = tmp_path / "target-console.files.gz"
+    # the login's place taken by this machine's own shell, reading the same commands on stdin
+    ssh.take_manifest(["sh", "-s"], out, seen, script=file_manifest.script(str(root)))
+    assert seen.manifest_note == "" and seen.manifest_artifact == str(out)
+    assert seen.manifest_files == len(file_manifest.read(out.read_bytes()).files) == 5
+    ssh.take_manifest(["sh", "-c", "echo 'MANIFEST-NONE no GNU find/md5sum'"], out, seen)
+    assert seen.manifest_note == "no manifest of the guest's files: MANIFEST-NONE no GNU find/md5sum"

@@ -45,9 +45,10 @@ def _host_key(known_hosts: Path) -> str:
     return keys[0] if keys else ""
 
 
-def _take_manifest(cmd: list[str], out: Path, seen: GuestObservation) -> None:
+def take_manifest(cmd: list[str], out: Path, seen: GuestObservation, script: str = file_manifest.SCRIPT) -> None:
+    """Run the manifest's commands through ``cmd`` (the login), write the manifest to ``out``."""
     try:
-        proc = subprocess.run(cmd, input=file_manifest.SCRIPT, capture_output=True, timeout=MANIFEST_RUN_S, check=False)
+        proc = subprocess.run(cmd, input=script.encode(), capture_output=True, timeout=MANIFEST_RUN_S, check=False)
     except subprocess.TimeoutExpired:
         seen.manifest_note = f"the manifest of the guest's files took longer than {MANIFEST_RUN_S:.0f} s: not taken"
         return
@@ -112,7 +113,7 @@ def observe(
                 seen.ssh_note = ""
                 if manifest is not None:
                     beat("ssh manifest")
-                    _take_manifest(
+                    take_manifest(
                         ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}"]
                         + [f"{access.user}@{host}", "sh", "-s"],
                         manifest,
