@@ -51,6 +51,9 @@ class VmSpec:
     # present the QEMU guest agent's channel (profiles that have one, for operators' images: the
     # project's own images keep the hardware their pinned outcomes were measured on)
     guest_agent: bool = False
+    # EFI only: the VM's own UEFI variable store (a file on the worker: its boot entries), copied
+    # for the VM at its first start; "" = the firmware's empty store, as every imported VM gets
+    nvram: str = ""
 
 
 @dataclass
