@@ -58,7 +58,17 @@ BOOT_FAMILY_REMEDIES = (
         "install the distribution's boot loader at the removable-media fallback path "
         "\\EFI\\BOOT\\BOOTX64.EFI, which firmware with no boot entry for the disk tries",
         cures=("boots",),
-        not_for=("SeaBIOS (BIOS)", "initramfs", "dracut", "root device", "kernel panic", "emergency mode", "GRUB"),
+        # a guest installed for BIOS has no EFI boot loader to copy; the later boot stages are not firmware's
+        not_for=(
+            "SeaBIOS (BIOS)",
+            "installed for BIOS",
+            "initramfs",
+            "dracut",
+            "root device",
+            "kernel panic",
+            "emergency mode",
+            "GRUB",
+        ),
     ),
 )
 

@@ -79,6 +79,12 @@ def test_uefi_fallback_runs_only_for_firmware_that_found_no_boot_option() -> Non
     assert remedies.applicable("uefi-fallback", "kvm", [OVMF_NOTHING]) == ""
     assert remedies.applicable("uefi-fallback", "kvm", [ROOT_NAMED_OTHERWISE]) != ""
     assert remedies.applicable("uefi-fallback", "xen-hvm", [NIC_UNCONFIGURED]) != ""
+    bios_guest = CheckResult(
+        "boots",
+        Grade.FAIL,
+        "OVMF (UEFI) could not load any boot option; the guest was installed for BIOS, the target boots it with EFI",
+    )
+    assert "installed for BIOS" in remedies.applicable("uefi-fallback", "kvm", [bios_guest])
 
 
 def test_guest_agent_cures_no_failing_check_so_a_ladder_skips_it_saying_why() -> None:
