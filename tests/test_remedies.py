@@ -91,3 +91,20 @@ def test_guest_agent_cures_no_failing_check_so_a_ladder_skips_it_saying_why() ->
     why = remedies.applicable("guest-agent", "kvm", [ROOT_NAMED_OTHERWISE])
     assert why.startswith("guest-agent cures no failing check; this move failed on boots: root device /dev/sda1")
     assert remedies.applicable("guest-agent", "kvm") == ""  # applied where nothing failed
+
+
+def test_boot_families_are_observed_as_operators_images_with_their_own_ssh_port() -> None:
+    """The families carry no crossvisor part: the stages give them the agent channel, the operator
+    image's boot timeout and their sshd's port, and their firmware is what they were built for."""
+    from activities.stages import guest
+    from domain.model import GuestImage
+    from toolbox import guest_images
+
+    assert [guest_images.instrumented(n) for n in ("portable-bios", "vmware-born", "uefi-nvram")] == [
+        True,
+        False,
+        False,
+    ]
+    assert [guest_images.firmware_of(n) for n in ("vmware-born", "uefi-nvram")] == ["bios", "efi"]
+    assert guest.forward_ports(GuestImage("v", builtin="vmware-born")) == [guest.APP_PORT, 22]
+    assert guest.forward_ports(GuestImage("p", builtin="portable-bios")) == [guest.APP_PORT]
