@@ -18,7 +18,9 @@ machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+
 * the guest's service is forwarded with QEMU's ``hostfwd`` (Debian's libvirt 9.0 has no passt)
   on the address the worker reaches the host at: 127.0.0.1 for a local URI, the URI's host for a
   remote one (``forward_address`` overrides), on a port free on the host.
-* NVRAM of EFI guests lives where the host's libvirt keeps it (its own default path).
+* NVRAM of EFI guests lives where the host's libvirt keeps it (its own default path), copied at
+  the first start from OVMF's empty store, or from the VM's own (``VmSpec.nvram``: a file on the
+  worker, uploaded as a content volume like a disk layer).
 
 Credentials are resolved inside the activity: a password (``credentials_ref``: SASL on
 qemu+tcp/tls, ESX, Hyper-V) through libvirt's auth callback; key-based connections through files
