@@ -178,7 +178,7 @@ class ImageSpec(_Strict):
     os: ModelName = "linux"
     source: Str = ""
     # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
-    builtin: Literal["", "legacy-bios", "uefi", "portable-bios"] = ""
+    builtin: Literal["", "legacy-bios", "uefi", "portable-bios", "vmware-born", "uefi-nvram"] = ""
     # what crossvisor may observe on an operator's image besides its console (README "Bring your own image")
     app: AppProbeSpec | None = None
     ssh: SshSpec | None = None
@@ -246,7 +246,9 @@ class CampaignSpec(_Strict):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export_format: Literal["ova", "ovf"] = "ova"
     # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
-    remediate: list[Literal["virt-v2v", "generic-initramfs", "nic-config"]] = Field(default_factory=list)
+    remediate: list[
+        Literal["virt-v2v", "generic-initramfs", "nic-config", "fstab-uuid", "guest-agent", "uefi-fallback"]
+    ] = Field(default_factory=list)
     netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)
     # seconds between inventory refreshes while the campaign runs (0 = never); default: 300 for
     # netbox, never for a file inventory (set it to re-read the file)
@@ -594,7 +596,7 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
             doc["cpus"] = img.cpus if "cpus" in img.model_fields_set else 0
             doc["memory_mib"] = img.memory_mib if "memory_mib" in img.model_fields_set else 0
         if doc.get("builtin"):  # a built image's firmware is what it was built for, not a declaration
-            doc["firmware"] = "efi" if doc["builtin"] == "uefi" else "bios"
+            doc["firmware"] = "efi" if doc["builtin"] in ("uefi", "uefi-nvram") else "bios"
         app, ssh = doc.pop("app", None), doc.pop("ssh", None)
         if app and app.get("tcp") is not None:
             doc["app"] = m.ServiceProbe("tcp", app["tcp"])

@@ -316,7 +316,10 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
         if kind in ("no-bootable-device", "grub-error", "loader-error") and r.reached("kernel"):
             continue  # a firmware or loader message from before the kernel that then started anyway
         groups = [g for g in m.groups() if g] if m.groups() else []
-        return kind, detail.format((groups[0] if groups else "").strip())
+        detail = detail.format((groups[0] if groups else "").strip())
+        if kind == "root-device-not-found":
+            detail += _named_otherwise(r.root_spec or (groups[0] if groups else ""), joined)
+        return kind, detail
     if r.silent:
         if not joined.strip():
             return "no-output", "nothing on the serial console (firmware, boot loader and kernel all silent)"
@@ -330,6 +333,25 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
         "init-not-reached",
         f"the boot never reached a login prompt, a default target or crossvisor's evidence on the console "
         f"(last: {r.last_milestone}){units}",
+    )
+
+
+# the kernel naming a disk it found: "sd 2:0:0:0: [sda] 4194304 512-byte logical blocks",
+# "virtio_blk virtio2: [vda] 4194304 512-byte logical blocks"
+_DISK_NAMED = re.compile(r"\[((?:sd|vd|hd|xvd)[a-z]+)\] \d+ \d+-byte logical blocks")
+_KERNEL_DISK_NAME = re.compile(r"^/dev/((?:sd|vd|hd|xvd)[a-z]+)\d*$")
+
+
+def _named_otherwise(root: str, joined: str) -> str:
+    """A root named by a kernel device name the kernel gave no disk, while it named others: the
+    disk is there, under another name (a VM born on SCSI, sda, moved to virtio-blk, vda)."""
+    m = _KERNEL_DISK_NAME.match(root)
+    disks = list(dict.fromkeys(_DISK_NAMED.findall(joined)))
+    if not m or not disks or m.group(1) in disks:
+        return ""
+    return (
+        f"; the kernel named the disk {', '.join(disks)}: the root is named {root}, "
+        "a kernel device name this hardware does not give"
     )
 
 

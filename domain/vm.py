@@ -56,6 +56,9 @@ class VmSpec:
     # (Windows, a console on tty0 only) still shows its screen (``Driver.screenshot``); the
     # project's own images keep the hardware their pinned outcomes were measured on
     video: str = ""
+    # EFI only: the VM's own UEFI variable store (a file on the worker: its boot entries), copied
+    # for the VM at its first start; "" = the firmware's empty store, as every imported VM gets
+    nvram: str = ""
 
 
 @dataclass

@@ -313,3 +313,19 @@ def test_an_openrc_boot_that_hangs_is_not_called_init_never_ran() -> None:
     r = cc.read(hung)
     assert not r.up and r.failure_kind == "init-not-reached"
     assert "never ran an init" not in r.failure and "(last: init:openrc)" in r.failure
+
+
+def test_boot_family_consoles_say_their_cause_in_one_line() -> None:
+    """The boot families moved (tests/qemu/test_boot_families.py): a root named by a device name the
+    target does not give, and OVMF with a fresh variable store finding no boot option."""
+    r = cc.read(plain("vmware-born--kvm--root-by-device-name.log"))
+    assert (r.failure_kind, r.root_spec) == ("root-device-not-found", "/dev/sda1")
+    assert r.failure == (
+        "initramfs-tools gave up waiting for root /dev/sda1 and dropped to its shell; the kernel named the disk "
+        "vda: the root is named /dev/sda1, a kernel device name this hardware does not give"
+    )
+    r = cc.read(plain("uefi-nvram--kvm--fresh-nvram-shell.log"))
+    assert (r.failure_kind, r.failure) == ("no-bootable-device", "OVMF (UEFI) could not load any boot option")
+    assert cc.dead_end(plain("uefi-nvram--kvm--fresh-nvram-shell.log"))
+    # a disk named as the root names it adds nothing: the cause lies elsewhere
+    assert "the kernel named" not in cc.read(plain("initramfs-tools--root-uuid-missing.log")).failure

@@ -19,7 +19,7 @@ from activities.channels import service, ssh
 from activities.stages.base import StageEnv
 from crossvisor.core import steps
 from domain import agent_channel, console_channel, observation, tools_channel
-from domain.model import GuestImage, Host
+from domain.model import GuestImage, Host, SshAccess
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver, InfraFault
 from drivers.libvirt.uri import is_remote
@@ -153,7 +153,19 @@ def forward_ports(image: GuestImage | None) -> list[int]:
         ports.append(image.app.port)
     if image is not None and image.ssh is not None:
         ports.append(image.ssh.port)
+    elif image is not None and image.builtin in guest_images.BOOT_FAMILIES:
+        ports.append(SshAccess("").port)  # the family's own key logs in (see _ssh_access)
     return list(dict.fromkeys(ports))
+
+
+def _ssh_access(image: GuestImage | None) -> SshAccess | None:
+    """The SSH access the spec gave, or a boot family's own (the key made for its build: an operator
+    logs in to such a VM with the key it was built with)."""
+    if image is None:
+        return None
+    if image.ssh is None and image.builtin in guest_images.BOOT_FAMILIES:
+        return SshAccess(f"file:{guest_images.build_plain_image(image.builtin).ssh_key}")
+    return image.ssh
 
 
 def boot_and_observe(
@@ -181,7 +193,7 @@ def boot_and_observe(
         watch = drv.watch_console(
             name,
             observation.ready,
-            BOOT_TIMEOUT_S if image is None or image.builtin else OWN_IMAGE_BOOT_TIMEOUT_S,
+            BOOT_TIMEOUT_S if image is None or guest_images.instrumented(image.builtin) else OWN_IMAGE_BOOT_TIMEOUT_S,
             heartbeat=heartbeat,
             idle_s=SILENT_S,
             idle_counts=observation.silence_means_dead,
@@ -199,9 +211,10 @@ def boot_and_observe(
     if seen.reached_init:  # the agent first: SSH, where the operator gave a key, sees more and wins
         with steps.step("guest agent"):
             agent_channel.apply(drv.guest_agent(name, AGENT_TIMEOUT_S, heartbeat), seen)
-    if image is not None and image.ssh is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
+    access = _ssh_access(image)
+    if access is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
         with steps.step("ssh"):
-            ssh.observe(drv, name, image.ssh, seen, heartbeat, manifest=artifact.with_suffix(".files.gz"))
+            ssh.observe(drv, name, access, seen, heartbeat, manifest=artifact.with_suffix(".files.gz"))
         if seen.manifest_artifact:
             seen.manifest_artifact = env.relative(Path(seen.manifest_artifact))
         if not seen.reached_init and "ssh" in seen.channels:

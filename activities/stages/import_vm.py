@@ -16,6 +16,7 @@ from crossvisor.core.errors import BadInput
 from domain import profiles
 from domain.stage_io import ImportOutput, StageCall
 from domain.vm import DiskSpec, ExportedVm
+from toolbox import guest_images
 
 
 def target_vm_name(campaign_id: str, cell_id: str, round_: int) -> str:
@@ -42,8 +43,8 @@ class Import(Stage):
             package=conv.descriptor,
             disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in disks],
             forward_ports=guest.forward_ports(c.image),
-            guest_agent=not c.image.builtin,
-            screen=not c.image.builtin,
+            guest_agent=not guest_images.instrumented(c.image.builtin),
+            screen=not guest_images.instrumented(c.image.builtin),
         )
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         drv = self.env.driver(c.target_host)

@@ -167,8 +167,11 @@ class Provision(SourceSide):
             forward_ports=guest.forward_ports(img),
             owner=vm_owner(c.campaign_id, c.cell.id),
             # an operator's image gets the agent channel where the platform has one (real KVM does)
-            guest_agent=not img.builtin and prof.guest_agent_channel,
-            video="" if img.builtin else prof.video,
+            guest_agent=not guest_images.instrumented(img.builtin) and prof.guest_agent_channel,
+            video="" if guest_images.instrumented(img.builtin) else prof.video,
+            # a boot family's own UEFI variable store goes with its source VM only (an import
+            # gets a fresh one, as an OVF import does)
+            nvram=self._own_nvram(img.builtin, firmware),
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -176,6 +179,13 @@ class Provision(SourceSide):
         finally:
             drv.close()
         return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
+
+    @staticmethod
+    def _own_nvram(builtin: str, firmware: str) -> str:
+        if firmware != "efi" or builtin not in guest_images.BOOT_FAMILIES:
+            return ""
+        nvram = guest_images.build_plain_image(builtin).nvram
+        return str(nvram) if nvram else ""
 
     def _clone_template(self, c: CellInput, prof) -> ProvisionOutput:
         """The source VM of a ``template:`` image: a clone of the operator's VM or template on the
@@ -246,7 +256,10 @@ class Provision(SourceSide):
         wd = self.env.workdir(c)
         disk = wd / "source-disk0.qcow2"
         birth = ""
-        if c.image.builtin:
+        if c.image.builtin in guest_images.BOOT_FAMILIES:
+            if not disk.exists():
+                diskconv.create_overlay(disk, guest_images.build_plain_image(c.image.builtin).disk, "qcow2")
+        elif c.image.builtin:
             built = guest_images.build_image(c.image.builtin)
             base = built.disk
             if built.born_on_first_boot:
