@@ -139,6 +139,19 @@ def combine(
                         reason=f"works after {cured_by}; unmodified: {before.reason}",
                         evidence=evidence,
                     )
+                elif before.grade == Grade.SKIPPED and after is not None and before.reason.startswith("not reached"):
+                    # unmodified the guest never got this far (see boots); what the cured round saw
+                    # is the verdict: a pass that needed the remedy is ODCA's middle tier too
+                    evidence = {**after.evidence, "not_reached_unmodified": before.reason, "remedy": cured_by}
+                    if after.grade == Grade.PASS:
+                        final[name] = replace(
+                            after,
+                            grade=Grade.WARN,
+                            reason=f"works after {cured_by}; unmodified: {before.reason}",
+                            evidence=evidence,
+                        )
+                    else:
+                        final[name] = replace(after, reason=f"after {cured_by}: {after.reason}", evidence=evidence)
             break
     if not cured_by and rounds:
         last_rungs, last = rounds[-1]

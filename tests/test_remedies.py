@@ -108,3 +108,24 @@ def test_boot_families_are_observed_as_operators_images_with_their_own_ssh_port(
     assert [guest_images.firmware_of(n) for n in ("vmware-born", "uefi-nvram")] == ["bios", "efi"]
     assert guest.forward_ports(GuestImage("v", builtin="vmware-born")) == [guest.APP_PORT, 22]
     assert guest.forward_ports(GuestImage("p", builtin="portable-bios")) == [guest.APP_PORT]
+
+
+def test_checks_the_guest_never_reached_unmodified_are_graded_by_the_cured_round() -> None:
+    """A boot cured by a rung: the checks that were 'not reached' unmodified take what the cured
+    round saw (a pass that needed the remedy is warn), not 'skipped' (famboot's finding)."""
+    not_reached = "not reached: the guest did not boot on the target (see boots)"
+    unmod = [
+        ROOT_NOT_FOUND,
+        CheckResult("disks", Grade.SKIPPED, not_reached),
+        CheckResult("app", Grade.SKIPPED, not_reached),
+    ]
+    cured = [
+        CheckResult("boots", Grade.PASS, ""),
+        CheckResult("disks", Grade.PASS, "", {"channel": "ssh"}),
+        CheckResult("app", Grade.UNOBSERVABLE, "no channel of this guest reports a service"),
+    ]
+    (boots, disks, app), by = remedies.combine(unmod, [(["fstab-uuid"], cured)])
+    assert by == "fstab-uuid" and boots.grade == Grade.WARN
+    assert disks.grade == Grade.WARN and disks.reason == f"works after fstab-uuid; unmodified: {not_reached}"
+    assert disks.evidence["channel"] == "ssh" and unmodified(disks) == Grade.WARN  # no verdict unmodified
+    assert app.grade == Grade.UNOBSERVABLE and app.reason.startswith("after fstab-uuid: no channel")
