@@ -35,7 +35,6 @@ from domain import model as m
 from domain.matrix import cell_id, slug
 from domain.plan import CampaignPlan
 from inventory.selection import SELECT_KEYS
-from toolbox import guest_images
 
 MAX_SPEC_BYTES = 1024 * 1024  # the demo spec is 1.5 KiB; a 10,000-cell lab spec is a few dozen
 MAX_YAML_DEPTH = 16  # a spec nests 5 levels deep
@@ -179,7 +178,9 @@ class ImageSpec(_Strict):
     os: ModelName = "linux"
     source: Str = ""
     # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
-    builtin: Literal["", "legacy-bios", "uefi", "portable-bios", "dracut-lvm-nm", "netplan-cloudinit"] = ""
+    builtin: Literal[
+        "", "legacy-bios", "uefi", "portable-bios", "vmware-born", "uefi-nvram", "dracut-lvm-nm", "netplan-cloudinit"
+    ] = ""
     # what crossvisor may observe on an operator's image besides its console (README "Bring your own image")
     app: AppProbeSpec | None = None
     ssh: SshSpec | None = None
@@ -247,9 +248,17 @@ class CampaignSpec(_Strict):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export_format: Literal["ova", "ovf"] = "ova"
     # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
-    remediate: list[Literal["virt-v2v", "generic-initramfs", "nic-config", "dracut-generic"]] = Field(
-        default_factory=list
-    )
+    remediate: list[
+        Literal[
+            "virt-v2v",
+            "generic-initramfs",
+            "nic-config",
+            "fstab-uuid",
+            "guest-agent",
+            "uefi-fallback",
+            "dracut-generic",
+        ]
+    ] = Field(default_factory=list)
     netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)
     # seconds between inventory refreshes while the campaign runs (0 = never); default: 300 for
     # netbox, never for a file inventory (set it to re-read the file)
@@ -597,17 +606,8 @@ def _to_plan(spec: CampaignSpec, checker: _Checker) -> CampaignPlan:
             doc["cpus"] = img.cpus if "cpus" in img.model_fields_set else 0
             doc["memory_mib"] = img.memory_mib if "memory_mib" in img.model_fields_set else 0
         if doc.get("builtin"):  # a built image's firmware is what it was built for, not a declaration
-            doc["firmware"] = "efi" if doc["builtin"] == "uefi" else "bios"
+            doc["firmware"] = "efi" if doc["builtin"] in ("uefi", "uefi-nvram") else "bios"
         app, ssh = doc.pop("app", None), doc.pop("ssh", None)
-        if doc.get("builtin") in guest_images.FAMILY_IMAGES:
-            # a family image has no crossvisor part: observed by SSH with the key made for its build
-            # and its sshd as the service, unless the spec says otherwise
-            ssh = ssh or {
-                "credentials_ref": f"file:{guest_images.family_ssh_key(doc['builtin'])}",
-                "user": "root",
-                "port": 22,
-            }
-            app = app or {"tcp": 22}
         if app and app.get("tcp") is not None:
             doc["app"] = m.ServiceProbe("tcp", app["tcp"])
         elif app:

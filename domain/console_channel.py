@@ -32,7 +32,9 @@ _KSTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("firmware:seabios", re.compile(r"SeaBIOS \(version [^)]*\)")),
     ("firmware:ovmf", re.compile(r"BdsDxe: (?:loading|starting) Boot\w+|UEFI Interactive Shell")),
-    ("firmware:handoff", re.compile(r"Booting from (?:Hard Disk|DVD/CD|Floppy)\.\.\.")),
+    # SeaBIOS's serial mirror sends a character once the next one is written: when the code it
+    # hands over to writes nothing through the BIOS, the line's last dot never arrives
+    ("firmware:handoff", re.compile(r"Booting from (?:Hard Disk|DVD/CD|Floppy)\.\.")),
     ("loader:grub", re.compile(r"Welcome to GRUB!|GNU GRUB\s+version|Booting `[^']*'|Loading Linux \S+ \.\.\.")),
     ("loader:systemd-boot", re.compile(r"systemd-boot \d+|Boot Loader Specification|Linux Boot Manager")),
     ("loader:syslinux", re.compile(r"(?:SYS|ISO|EXT|PXE)LINUX \d+\.\d+")),
@@ -41,6 +43,9 @@ _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("initramfs:dracut", re.compile(r"dracut-\d+ \(Initramfs\)|Starting dracut-\w+|dracut(?:-\w+)?\[\d+\]|dracut: ")),
     ("init:run", re.compile(r"Run (\S+) as init process")),
     ("init:systemd", re.compile(r"^Welcome to (?!GRUB)(.+)!$|systemd\[1\]: systemd \d+")),
+    # the other inits an operator's template may run (Alpine, Gentoo, Devuan, older appliances)
+    ("init:openrc", re.compile(r"OpenRC \S+ is starting up")),
+    ("init:sysvinit", re.compile(r"INIT: version \S+ booting")),
     ("target:multi-user", re.compile(r"Reached target (?:multi-user\.target|Multi-User System)")),
     ("target:graphical", re.compile(r"Reached target (?:graphical\.target|Graphical Interface)")),
     ("cloud-init", re.compile(r"Cloud-init v\. \S+ (?:running|finished)")),
@@ -235,12 +240,12 @@ def read(console_text: str) -> ConsoleReport:
                 kernel = m.group(1)
             elif name == "init:run":
                 init = m.group(1)
-            elif name == "init:systemd":
-                init = "systemd"
+            elif name in ("init:systemd", "init:openrc", "init:sysvinit"):
+                init = name.split(":")[1]
         if not os_name and (w := _WELCOME.search(line)):
             os_name = w.group(1).strip()
-    if init.endswith("/init") and "init:systemd" in seen:
-        init = "systemd"
+    if init.endswith("/init"):  # the initramfs's /init: the system's own init is the one it handed to
+        init = next((x for x in ("systemd", "openrc", "sysvinit") if f"init:{x}" in seen), init)
     order = [m for _i, m in sorted(seen.values(), key=lambda x: x[0])]
     smp = _SMP.search(joined)
     mem = _MEM.search(joined)
@@ -301,6 +306,11 @@ def _nics(ls: list[str]) -> tuple[ConsoleNic, ...]:
     return tuple(named.values())
 
 
+# A boot loader that writes to the serial port says so after this line; one that writes to the
+# screen only (Windows' bootmgr) leaves the same silence as a disk without boot code.
+HANDOFF_SILENCE = "SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed"
+
+
 def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
     for kind, pat, detail in _FAILURES:
         m = pat.search(joined) if not pat.pattern.startswith("^") else re.search(pat.pattern, joined, re.M)
@@ -309,23 +319,42 @@ def _failure(joined: str, r: ConsoleReport) -> tuple[str, str]:
         if kind in ("no-bootable-device", "grub-error", "loader-error") and r.reached("kernel"):
             continue  # a firmware or loader message from before the kernel that then started anyway
         groups = [g for g in m.groups() if g] if m.groups() else []
-        return kind, detail.format((groups[0] if groups else "").strip())
+        detail = detail.format((groups[0] if groups else "").strip())
+        if kind == "root-device-not-found":
+            detail += _named_otherwise(r.root_spec or (groups[0] if groups else ""), joined)
+        return kind, detail
     if r.silent:
         if not joined.strip():
             return "no-output", "nothing on the serial console (firmware, boot loader and kernel all silent)"
         return "init-not-reached", "console output, but no firmware, boot loader or kernel line this channel knows"
-    if r.reached("kernel") and not r.reached("init:run") and not r.reached("init:systemd"):
+    if r.reached("kernel") and not any(m.name.startswith("init:") for m in r.milestones):
         return "init-not-reached", "the kernel started but never ran an init"
     if r.reached("firmware:handoff") and not r.loader and not r.reached("kernel"):
-        return (
-            "no-bootable-device",
-            "SeaBIOS (BIOS) handed over to the disk's MBR and nothing followed: no BIOS boot code on the disk",
-        )
+        return "no-bootable-device", f"{HANDOFF_SILENCE}: no BIOS boot code on the disk"
     units = f"; failed units: {', '.join(r.failed_units[:4])}" if r.failed_units else ""
     return (
         "init-not-reached",
         f"the boot never reached a login prompt, a default target or crossvisor's evidence on the console "
         f"(last: {r.last_milestone}){units}",
+    )
+
+
+# the kernel naming a disk it found: "sd 2:0:0:0: [sda] 4194304 512-byte logical blocks",
+# "virtio_blk virtio2: [vda] 4194304 512-byte logical blocks"
+_DISK_NAMED = re.compile(r"\[((?:sd|vd|hd|xvd)[a-z]+)\] \d+ \d+-byte logical blocks")
+_KERNEL_DISK_NAME = re.compile(r"^/dev/((?:sd|vd|hd|xvd)[a-z]+)\d*$")
+
+
+def _named_otherwise(root: str, joined: str) -> str:
+    """A root named by a kernel device name the kernel gave no disk, while it named others: the
+    disk is there, under another name (a VM born on SCSI, sda, moved to virtio-blk, vda)."""
+    m = _KERNEL_DISK_NAME.match(root)
+    disks = list(dict.fromkeys(_DISK_NAMED.findall(joined)))
+    if not m or not disks or m.group(1) in disks:
+        return ""
+    return (
+        f"; the kernel named the disk {', '.join(disks)}: the root is named {root}, "
+        "a kernel device name this hardware does not give"
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain import console_channel, stages, tools_channel
+from domain import console_channel, file_manifest, stages, tools_channel
 from domain.model import CHECKS, CheckResult, Grade
 from domain.observation import bus_pci_ids, pci_name
 from domain.stage_io import AppProbe, GuestDisk, GuestObservation
@@ -66,6 +66,8 @@ class Observed:
     target_power: str = ""
     marker_on_target: str = ""  # read from the target's storage when no guest could be observed
     import_evidence: dict[str, str] = field(default_factory=dict)
+    # the guest's files on the target against the source's (SSH manifests), when both were taken
+    files: file_manifest.ManifestDiff | None = None
 
 
 # -- channels: which of the guest's channels decides which check ----------------------------------
@@ -331,6 +333,8 @@ def _boots(o: Observed) -> CheckResult:
     }
     if g.console_artifact:
         ev["console_log"] = g.console_artifact
+    if g.screenshot_artifact:
+        ev["screenshot"] = g.screenshot_artifact
     if g.milestones:
         ev["milestones"] = " > ".join(g.milestones)
     if g.reached_init:
@@ -395,6 +399,13 @@ def _disks(o: Observed) -> CheckResult:
         return CheckResult(
             "disks", Grade.FAIL, "the guest reads different content at the marker offset of its disk", ev
         )
+    if o.files is not None:
+        why, files_ev = file_manifest.verdict(o.files)
+        ev.update(files_ev)
+        if why:
+            return CheckResult("disks", Grade.FAIL, why, ev)
+    elif s.manifest_note or g.manifest_note:
+        ev["files"] = g.manifest_note or s.manifest_note
     return CheckResult("disks", Grade.PASS, "", ev)
 
 

@@ -38,6 +38,9 @@ class HardwareProfile:
     # The QEMU guest agent's virtio-serial channel (org.qemu.guest_agent.0), as real KVM, Proxmox and
     # OpenStack present it; ESXi, Hyper-V and Xen HVM do not (VMware Tools and Hyper-V KVP are theirs).
     guest_agent_channel: bool = False
+    # The display adapter (libvirt video model) the platform shows its VMs: VMware's SVGA II, Xen
+    # HVM's Cirrus, standard VGA for Hyper-V Gen 1 (its S3 Trio is a VGA) and for KVM.
+    video: str = "vga"
 
     @property
     def disk_controller(self) -> str:
@@ -88,6 +91,7 @@ PROFILES: dict[str, HardwareProfile] = {
             nic_pci="15ad:07b0",
             nic_slot=0x0B,
             efi_boots=False,
+            video="vmvga",
         ),
         HardwareProfile(
             "esxi-lsisas",
@@ -101,6 +105,7 @@ PROFILES: dict[str, HardwareProfile] = {
             nic_pci="8086:10d3",
             nic_slot=0x0B,
             efi_boots=False,
+            video="vmvga",
         ),
         HardwareProfile(
             "hyperv-gen1",
@@ -123,6 +128,7 @@ PROFILES: dict[str, HardwareProfile] = {
             disk_pci="8086:7010",
             nic_pci="10ec:8139",
             nic_slot=0x04,
+            video="cirrus",
         ),
         HardwareProfile(
             "xen-hvm-e1000",
@@ -134,6 +140,7 @@ PROFILES: dict[str, HardwareProfile] = {
             disk_pci="8086:7010",
             nic_pci="8086:100e",
             nic_slot=0x04,
+            video="cirrus",
         ),
     )
 }

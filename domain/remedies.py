@@ -32,6 +32,46 @@ class Remedy:
     not_for: tuple[str, ...] = ()
 
 
+# -- rungs for the boot families (vmware-born, uefi-nvram) ----------------------------------------
+# Causes that come before or beside the root file system's name: firmware that found nothing, an
+# initramfs without a driver for the controller, dracut's own root discovery.
+_FIRMWARE_FOUND_NOTHING = ("OVMF (UEFI)", "SeaBIOS (BIOS)")
+BOOT_FAMILY_REMEDIES = (
+    Remedy(
+        "fstab-uuid",
+        "name the root file system by its UUID instead of a kernel device name, in /etc/fstab and in "
+        "GRUB's root= (update-grub)",
+        cures=("boots", "disks"),
+        not_for=(*_FIRMWARE_FOUND_NOTHING, "no driver for the disk controller", "dracut"),
+    ),
+    Remedy(
+        "guest-agent",
+        "install the QEMU guest agent and remove VMware Tools (open-vm-tools)",
+        # Its effect is a channel, not a check: the guest-agent channel answers on a KVM target, so
+        # checks no other channel of the guest could see become observable. It cures no failing
+        # check, so a ladder (which climbs only after a failure) skips it saying so; it is applied
+        # where the failure is the missing agent itself (the remediate stage run for that move).
+        cures=(),
+    ),
+    Remedy(
+        "uefi-fallback",
+        "install the distribution's boot loader at the removable-media fallback path "
+        "\\EFI\\BOOT\\BOOTX64.EFI, which firmware with no boot entry for the disk tries",
+        cures=("boots",),
+        # a guest installed for BIOS has no EFI boot loader to copy; the later boot stages are not firmware's
+        not_for=(
+            "SeaBIOS (BIOS)",
+            "installed for BIOS",
+            "initramfs",
+            "dracut",
+            "root device",
+            "kernel panic",
+            "emergency mode",
+            "GRUB",
+        ),
+    ),
+)
+
 REMEDIES: dict[str, Remedy] = {
     r.name: r
     for r in (
@@ -56,6 +96,7 @@ REMEDIES: dict[str, Remedy] = {
             cures=("nics",),  # a failing app that follows from the NIC (see nics) is cured with it
             not_for=("has no driver for the NIC",),  # configuration cannot add a driver
         ),
+        *BOOT_FAMILY_REMEDIES,
     )
 }
 
@@ -85,7 +126,8 @@ def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = 
     if any(c.check in r.cures and not any(p in c.reason for p in r.not_for) for c in failed):
         return ""
     why = "; ".join(f"{c.check}: {c.reason}" for c in failed)
-    return f"{name} addresses {'/'.join(r.cures)} failures it can change; this move failed on {why}"
+    aim = f"addresses {'/'.join(r.cures)} failures it can change" if r.cures else "cures no failing check"
+    return f"{name} {aim}; this move failed on {why}"
 
 
 def move_failed(checks: list[CheckResult]) -> bool:
@@ -113,6 +155,19 @@ def combine(
                         reason=f"works after {cured_by}; unmodified: {before.reason}",
                         evidence=evidence,
                     )
+                elif before.grade == Grade.SKIPPED and after is not None and before.reason.startswith("not reached"):
+                    # unmodified the guest never got this far (see boots); what the cured round saw
+                    # is the verdict: a pass that needed the remedy is ODCA's middle tier too
+                    evidence = {**after.evidence, "not_reached_unmodified": before.reason, "remedy": cured_by}
+                    if after.grade == Grade.PASS:
+                        final[name] = replace(
+                            after,
+                            grade=Grade.WARN,
+                            reason=f"works after {cured_by}; unmodified: {before.reason}",
+                            evidence=evidence,
+                        )
+                    else:
+                        final[name] = replace(after, reason=f"after {cured_by}: {after.reason}", evidence=evidence)
             break
     if not cured_by and rounds:
         last_rungs, last = rounds[-1]

@@ -85,6 +85,13 @@ class GuestObservation:
     failure: str = ""  # ...in one line, from the console
     console_excerpt: str = ""  # the evidence lines and the console's tail
     console_artifact: str = ""  # the whole console, relative to CROSSVISOR_HOME
+    # a PNG of the VM's screen (relative to CROSSVISOR_HOME) when its serial console did not show
+    # the guest's init: what a guest silent on serial (Windows, a console on tty0) showed instead
+    screenshot_artifact: str = ""
+    # ssh: the manifest of the guest's files (domain.file_manifest), relative to CROSSVISOR_HOME
+    manifest_artifact: str = ""
+    manifest_files: int = 0
+    manifest_note: str = ""  # why no manifest was taken, when SSH answered
     seconds: float = 0.0  # power-on to the guest's last line (or to giving up)
     # The guest's channels that answered on this host, e.g. ["cv-evidence"] for crossvisor's own
     # images, ["console"] for any Linux on serial. Empty in observations recorded before channels.

@@ -170,6 +170,22 @@ def lab_model(results) -> LabModel:
     return model
 
 
+def _left(model: LabModel, c, running_at: dict[str, str], pipeline: list[str]) -> list[tuple[str, float]] | None:
+    """The stages cell ``c`` has left with their measured seconds, from the stage it is in (half
+    of that one counted as left); None when one of them was never measured here."""
+    names = list(pipeline)
+    at = running_at.get(c.id, "")
+    if at in names:
+        names = names[names.index(at) :]
+    out = []
+    for i, stage in enumerate(names):
+        s = model.stage_s(stage, c.source if stage in SOURCE_SIDE else c.target, c.image)
+        if s is None:
+            return None
+        out.append((stage, s / 2 if (i == 0 and at) else s))
+    return out
+
+
 def remaining_s(
     model: LabModel,
     cells: list,
@@ -186,21 +202,45 @@ def remaining_s(
     for c in cells:
         if c.id in done:
             continue
-        names = list(pipeline)
-        at = running_at.get(c.id, "")
-        if at in names:
-            names = names[names.index(at) :]
-        src = (c.source, c.image)
-        for i, stage in enumerate(names):
-            if stage in SOURCE_SIDE and src in claimed and not (at and at in SOURCE_SIDE):
-                continue
-            s = model.stage_s(stage, c.source if stage in SOURCE_SIDE else c.target, c.image)
-            if s is None:
-                return None
-            total += s / 2 if (i == 0 and at) else s
+        left = _left(model, c, running_at, pipeline)
+        if left is None:
+            return None
+        src, at = (c.source, c.image), running_at.get(c.id, "")
+        for stage, s in left:
+            if not (stage in SOURCE_SIDE and src in claimed and not (at and at in SOURCE_SIDE)):
+                total += s
         claimed.add(src)
     return total
 
 
-def eta_s(remaining: float, lanes: int) -> float:
-    return remaining / max(1, lanes)
+def longest_remaining_s(
+    model: LabModel,
+    cells: list,
+    done: set[str],
+    running_at: dict[str, str],
+    pipeline: list[str],
+    sources_done: set[tuple[str, str]],
+) -> float | None:
+    """The longest chain of stages one unfinished cell still has to go through: its source side
+    (the least left of it among the cells sharing it, unless it is done or the cell is past it),
+    then its own stages. However many lanes there are, the campaign lasts at least this long."""
+    side_left: dict[tuple[str, str], float] = {}
+    own: dict[str, float] = {}
+    for c in cells:
+        if c.id in done:
+            continue
+        left = _left(model, c, running_at, pipeline)
+        if left is None:
+            return None
+        side = (c.source, c.image)
+        src_part = sum(s for stage, s in left if stage in SOURCE_SIDE)
+        if side not in sources_done and src_part:
+            side_left[side] = min(side_left.get(side, src_part), src_part)
+        own[c.id] = sum(s for stage, s in left if stage not in SOURCE_SIDE)
+    return max((side_left.get((c.source, c.image), 0.0) + own[c.id] for c in cells if c.id in own), default=0.0)
+
+
+def eta_s(remaining: float, lanes: int, longest: float = 0.0) -> float:
+    """Seconds left: the work left spread over the lanes, but never less than the longest chain
+    one cell still has (with as many lanes as cells, the campaign waits for its slowest cell)."""
+    return max(remaining / max(1, lanes), longest)

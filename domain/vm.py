@@ -51,6 +51,14 @@ class VmSpec:
     # present the QEMU guest agent's channel (profiles that have one, for operators' images: the
     # project's own images keep the hardware their pinned outcomes were measured on)
     guest_agent: bool = False
+    # the display adapter (libvirt video model, ``HardwareProfile.video``), "" = none: operators'
+    # images get the one their platform presents, so that a guest silent on its serial port
+    # (Windows, a console on tty0 only) still shows its screen (``Driver.screenshot``); the
+    # project's own images keep the hardware their pinned outcomes were measured on
+    video: str = ""
+    # EFI only: the VM's own UEFI variable store (a file on the worker: its boot entries), copied
+    # for the VM at its first start; "" = the firmware's empty store, as every imported VM gets
+    nvram: str = ""
 
 
 @dataclass
@@ -85,3 +93,4 @@ class ExportedVm:
     # guest TCP ports the imported VM should expose to the worker (see VmSpec.forward_ports)
     forward_ports: list[int] = field(default_factory=list)
     guest_agent: bool = False  # present the guest agent channel where the target's profile has one
+    screen: bool = False  # present the target profile's display adapter (see VmSpec.video)

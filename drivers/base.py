@@ -150,6 +150,11 @@ class Driver(abc.ABC):
         """What VMware Tools report about the guest through the host's API (vSphere), else {}."""
         return {}
 
+    def screenshot(self, name: str) -> bytes | None:
+        """What the VM's screen shows now, as PNG, or None when it has no display adapter or this
+        host cannot take one. Evidence for a person, never a grade."""
+        return None
+
     def guest_agent(self, name: str, timeout_s: float, beat: Callable[[str], None]) -> dict | None:
         """What the QEMU guest agent in the guest reports (``domain.agent_channel`` reads it), or None
         when this host presents no agent channel to the VM. ``{"error": ...}`` when the channel is

@@ -285,3 +285,68 @@ def test_cloud_init_table_on_the_target_shows_the_nic_the_old_mac_left_unconfigu
         "source's address 10.0.2.15/24 was on 52:54:00:aa:00:01; a network configuration bound to the old MAC "
         "does not apply to it"
     )
+
+
+ALPINE = """\
+SeaBIOS (version 1.16.2-debian-1.16.2-1)
+Booting from Hard Disk...
+[    0.000000] Linux version 6.6.14-0-virt (buildozer@build-3-19-x86_64) (gcc (Alpine 13.2.1_git20231014) 13.2.1) #1-Alpine SMP
+[    0.912345] Run /init as init process
+Alpine Init 3.9.0-r1
+ * Loading boot drive modules ...
+ * Mounting root: ok.
+
+   OpenRC 0.52.1 is starting up Linux 6.6.14-0-virt (x86_64)
+
+ * /proc is already mounted
+ * Starting networking ... [ ok ]
+ * Starting sshd ... [ ok ]
+
+Welcome to Alpine Linux 3.19
+Kernel 6.6.14-0-virt on an x86_64 (/dev/ttyS0)
+
+alpine-golden login: """
+
+DEVUAN = """\
+[    0.000000] Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org)
+[    1.2] Run /init as init process
+INIT: version 3.06 booting
+Starting hotplug events dispatcher: udevd.
+INIT: Entering runlevel: 2
+Starting OpenBSD Secure Shell server: sshd.
+
+Devuan GNU/Linux 5 devuan-golden ttyS0
+
+devuan-golden login: """
+
+
+@pytest.mark.parametrize(
+    ("text", "init", "host"), [(ALPINE, "openrc", "alpine-golden"), (DEVUAN, "sysvinit", "devuan-golden")]
+)
+def test_guests_with_other_inits_are_up_at_their_login_prompt(text: str, init: str, host: str) -> None:
+    r = cc.read(text)
+    assert r.up and r.init == init and r.hostname == host and r.failure_kind == ""
+    assert observation.ready(text)
+
+
+def test_an_openrc_boot_that_hangs_is_not_called_init_never_ran() -> None:
+    hung = ALPINE.split("Welcome to")[0]
+    r = cc.read(hung)
+    assert not r.up and r.failure_kind == "init-not-reached"
+    assert "never ran an init" not in r.failure and "(last: init:openrc)" in r.failure
+
+
+def test_boot_family_consoles_say_their_cause_in_one_line() -> None:
+    """The boot families moved (tests/qemu/test_boot_families.py): a root named by a device name the
+    target does not give, and OVMF with a fresh variable store finding no boot option."""
+    r = cc.read(plain("vmware-born--kvm--root-by-device-name.log"))
+    assert (r.failure_kind, r.root_spec) == ("root-device-not-found", "/dev/sda1")
+    assert r.failure == (
+        "initramfs-tools gave up waiting for root /dev/sda1 and dropped to its shell; the kernel named the disk "
+        "vda: the root is named /dev/sda1, a kernel device name this hardware does not give"
+    )
+    r = cc.read(plain("uefi-nvram--kvm--fresh-nvram-shell.log"))
+    assert (r.failure_kind, r.failure) == ("no-bootable-device", "OVMF (UEFI) could not load any boot option")
+    assert cc.dead_end(plain("uefi-nvram--kvm--fresh-nvram-shell.log"))
+    # a disk named as the root names it adds nothing: the cause lies elsewhere
+    assert "the kernel named" not in cc.read(plain("initramfs-tools--root-uuid-missing.log")).failure

@@ -68,3 +68,76 @@ def test_dracut_generic_runs_for_dracut_giving_up_and_not_before_the_kernel_or_f
     assert remedies.applicable("dracut-generic", "esxi", [DRACUT_TIMEOUT]) == ""
     assert remedies.applicable("dracut-generic", "esxi", [FIRMWARE_NOTHING]).startswith("dracut-generic addresses")
     assert "nics: interface ens4" in remedies.applicable("dracut-generic", "xen-hvm", [NIC_UNCONFIGURED])
+
+
+# -- the boot families' rungs (vmware-born, uefi-nvram): reasons as grading words them -------------
+ROOT_NAMED_OTHERWISE = CheckResult(
+    "boots",
+    Grade.FAIL,
+    "root device /dev/sda1 not found: initramfs-tools gave up waiting for root /dev/sda1 and dropped to its "
+    "shell; the kernel named the disk vda: the root is named /dev/sda1, a kernel device name this hardware "
+    "does not give",
+)
+OVMF_NOTHING = CheckResult("boots", Grade.FAIL, "OVMF (UEFI) could not load any boot option")
+
+
+def test_fstab_uuid_runs_for_a_root_named_by_device_name_and_not_for_firmware_or_a_missing_driver() -> None:
+    assert remedies.applicable("fstab-uuid", "kvm", [ROOT_NAMED_OTHERWISE]) == ""
+    assert remedies.applicable("fstab-uuid", "kvm", [OVMF_NOTHING]).startswith("fstab-uuid addresses boots/disks")
+    assert "no driver for the disk controller 8086:7010" in remedies.applicable("fstab-uuid", "esxi", [ROOT_NOT_FOUND])
+
+
+def test_uefi_fallback_runs_only_for_firmware_that_found_no_boot_option() -> None:
+    assert remedies.applicable("uefi-fallback", "kvm", [OVMF_NOTHING]) == ""
+    assert remedies.applicable("uefi-fallback", "kvm", [ROOT_NAMED_OTHERWISE]) != ""
+    assert remedies.applicable("uefi-fallback", "xen-hvm", [NIC_UNCONFIGURED]) != ""
+    bios_guest = CheckResult(
+        "boots",
+        Grade.FAIL,
+        "OVMF (UEFI) could not load any boot option; the guest was installed for BIOS, the target boots it with EFI",
+    )
+    assert "installed for BIOS" in remedies.applicable("uefi-fallback", "kvm", [bios_guest])
+
+
+def test_guest_agent_cures_no_failing_check_so_a_ladder_skips_it_saying_why() -> None:
+    why = remedies.applicable("guest-agent", "kvm", [ROOT_NAMED_OTHERWISE])
+    assert why.startswith("guest-agent cures no failing check; this move failed on boots: root device /dev/sda1")
+    assert remedies.applicable("guest-agent", "kvm") == ""  # applied where nothing failed
+
+
+def test_boot_families_are_observed_as_operators_images_with_their_own_ssh_port() -> None:
+    """The families carry no crossvisor part: the stages give them the agent channel, the operator
+    image's boot timeout and their sshd's port, and their firmware is what they were built for."""
+    from activities.stages import guest
+    from domain.model import GuestImage
+    from toolbox import guest_images
+
+    assert [guest_images.instrumented(n) for n in ("portable-bios", "vmware-born", "uefi-nvram")] == [
+        True,
+        False,
+        False,
+    ]
+    assert [guest_images.firmware_of(n) for n in ("vmware-born", "uefi-nvram")] == ["bios", "efi"]
+    assert guest.forward_ports(GuestImage("v", builtin="vmware-born")) == [guest.APP_PORT, 22]
+    assert guest.forward_ports(GuestImage("p", builtin="portable-bios")) == [guest.APP_PORT]
+
+
+def test_checks_the_guest_never_reached_unmodified_are_graded_by_the_cured_round() -> None:
+    """A boot cured by a rung: the checks that were 'not reached' unmodified take what the cured
+    round saw (a pass that needed the remedy is warn), not 'skipped' (famboot's finding)."""
+    not_reached = "not reached: the guest did not boot on the target (see boots)"
+    unmod = [
+        ROOT_NOT_FOUND,
+        CheckResult("disks", Grade.SKIPPED, not_reached),
+        CheckResult("app", Grade.SKIPPED, not_reached),
+    ]
+    cured = [
+        CheckResult("boots", Grade.PASS, ""),
+        CheckResult("disks", Grade.PASS, "", {"channel": "ssh"}),
+        CheckResult("app", Grade.UNOBSERVABLE, "no channel of this guest reports a service"),
+    ]
+    (boots, disks, app), by = remedies.combine(unmod, [(["fstab-uuid"], cured)])
+    assert by == "fstab-uuid" and boots.grade == Grade.WARN
+    assert disks.grade == Grade.WARN and disks.reason == f"works after fstab-uuid; unmodified: {not_reached}"
+    assert disks.evidence["channel"] == "ssh" and unmodified(disks) == Grade.WARN  # no verdict unmodified
+    assert app.grade == Grade.UNOBSERVABLE and app.reason.startswith("after fstab-uuid: no channel")

@@ -90,3 +90,22 @@ def test_the_lab_model_estimates_what_is_left_from_measured_stage_times() -> Non
     # "c" is half-way in its boot: past its source side, which "d" then reuses
     assert stage_time.remaining_s(model, cells, set(), {"c": "boot"}, pipeline, set()) == 12.5 + 29
     assert stage_time.remaining_s(model, cells, set(), {}, [*pipeline, "never-measured"], set()) is None
+
+
+def test_the_eta_is_never_shorter_than_the_slowest_cells_own_chain() -> None:
+    from domain.model import Cell, CellResult, StageRecord
+
+    stages = [StageRecord(n, "ok", s) for n, s in (("provision", 10.0), ("baseline", 20.0), ("export", 10.0))]
+    stages += [StageRecord(n, "ok", s) for n, s in (("import", 4.0), ("boot", 25.0))]
+    model = stage_time.lab_model([CellResult(x, "esxi", "kvm", "p", [], stages) for x in "ab"])
+    pipeline = ["provision", "baseline", "export", "import", "boot"]
+    cells = [Cell("c", "esxi", "hyperv", "p", [], ""), Cell("d", "esxi", "kvm", "p", [], "")]
+    # both cells wait for one source side (40 s), then import + boot (29 s) each
+    total = stage_time.remaining_s(model, cells, set(), {}, pipeline, set())
+    longest = stage_time.longest_remaining_s(model, cells, set(), {}, pipeline, set())
+    assert (total, longest) == (40 + 29 + 29, 40 + 29)
+    # eight lanes for two cells: the work over the lanes would say 12 s; the slowest cell needs 69
+    assert stage_time.eta_s(total, 2, longest) == 69.0
+    assert stage_time.eta_s(total, 1, longest) == 98.0
+    # "c" is half-way in its baseline: "d" waits for the same side, which has 10 + 10 s left
+    assert stage_time.longest_remaining_s(model, cells, set(), {"c": "baseline"}, pipeline, set()) == 20 + 29

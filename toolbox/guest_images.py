@@ -24,7 +24,13 @@ FIRMWARE = {"legacy-bios": "bios", "uefi": "efi", "portable-bios": "bios"}
 
 def firmware_of(name: str) -> str:
     """What an image was built to boot with (known before it is built)."""
-    return FIRMWARE[name]
+    return FIRMWARE[name] if name in FIRMWARE else FAMILY_FIRMWARE[name]
+
+
+def instrumented(name: str) -> bool:
+    """Whether built image ``name`` carries crossvisor's own evidence parts (cv-evidence, cv-app):
+    the boot families do not, and are observed as an operator's image is."""
+    return name in IMAGES
 
 
 @dataclass(frozen=True)
@@ -65,22 +71,6 @@ def build_image(name: str, timeout_s: float = 900.0) -> BuiltImage:
 # Reference images with no crossvisor part in them (deploy/guests/build-plain-image.sh): what an
 # operator's own Debian template looks like, to prove grading from the channels any VM has.
 PLAIN_IMAGES = ("plain-agent", "plain-sshd")
-# Guest families (deploy/guests/build-family-image.sh): no crossvisor part either, each carrying a
-# behaviour that breaks real moves (README "Guest families").
-FAMILY_IMAGES = ("dracut-lvm-nm", "netplan-cloudinit")
-FIRMWARE.update(dict.fromkeys(FAMILY_IMAGES, "bios"))
-
-
-def instrumented(builtin: str) -> bool:
-    """A built image that carries crossvisor's own evidence (cv-evidence, cv-app); a family image
-    does not, and is observed through the channels any VM has (console, guest agent, SSH)."""
-    return builtin in IMAGES
-
-
-def family_ssh_key(name: str) -> Path:
-    """Where the last build of family image ``name`` leaves the key root logs in with (a stable
-    path, known before the build: a spec names the image, the worker builds it)."""
-    return cache_dir() / "guests" / f"{name}.ssh" / "id_ed25519"
 
 
 @dataclass(frozen=True)
@@ -90,13 +80,34 @@ class PlainImage:
     ssh_key: Path  # the private key root logs in with (made for this build)
     ssh_host_key: str  # "ssh-ed25519 AAAA..." the image's sshd answers with
     manifest: dict
+    nvram: Path | None = None  # EFI images: the VM's own UEFI variable store (its boot entries)
+
+    @property
+    def firmware(self) -> str:
+        return self.manifest.get("firmware", "bios")
+
+
+# Guest families with no crossvisor part, named for the boot behaviour that breaks their moves
+# (deploy/guests/build-boot-family.sh, issue 23): root named by a VMware-era device name with
+# VMware Tools and no QEMU guest agent; UEFI booting only through its own NVRAM entry.
+BOOT_FAMILIES = ("vmware-born", "uefi-nvram")
+# Guest families of deploy/guests/build-family-image.sh (issue 23): a dracut host-only initramfs with
+# root on LVM and a NetworkManager keyfile bound to its MAC; netplan written by cloud-init for the
+# first boot's MAC.
+FAMILY_IMAGES = ("dracut-lvm-nm", "netplan-cloudinit")
+FAMILIES = BOOT_FAMILIES + FAMILY_IMAGES  # every family: observed as an operator's image is
+FAMILY_FIRMWARE = {"vmware-born": "bios", "uefi-nvram": "efi", "dracut-lvm-nm": "bios", "netplan-cloudinit": "bios"}
 
 
 def build_plain_image(name: str, timeout_s: float = 1200.0) -> PlainImage:
-    if name not in PLAIN_IMAGES + FAMILY_IMAGES:
-        known = ", ".join(PLAIN_IMAGES + FAMILY_IMAGES)
+    if name not in PLAIN_IMAGES and name not in FAMILIES:
+        known = ", ".join((*PLAIN_IMAGES, *FAMILIES))
         raise ValueError(f"unknown reference image {name!r} (expected one of {known})")
-    script = "build-family-image.sh" if name in FAMILY_IMAGES else "build-plain-image.sh"
+    script = "build-plain-image.sh"
+    if name in BOOT_FAMILIES:
+        script = "build-boot-family.sh"
+    elif name in FAMILY_IMAGES:
+        script = "build-family-image.sh"
     with steps.step("image build"):
         proc = steps.run(["bash", str(deploy_file("guests", script)), name], timeout=timeout_s)
     if proc.returncode != 0:
@@ -105,4 +116,5 @@ def build_plain_image(name: str, timeout_s: float = 1200.0) -> PlainImage:
     paths = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     disk, manifest, key = Path(paths["DISK"]), Path(paths["MANIFEST"]), Path(paths["SSH_KEY"])
     host_key = (key.parent / "host_ed25519_key.pub").read_text().split()
-    return PlainImage(name, disk, key, " ".join(host_key[:2]), json.loads(manifest.read_text()))
+    nvram = Path(paths["NVRAM"]) if paths.get("NVRAM") else None
+    return PlainImage(name, disk, key, " ".join(host_key[:2]), json.loads(manifest.read_text()), nvram)

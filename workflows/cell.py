@@ -412,7 +412,9 @@ def _cancelled(checks: list[str]):
 
 def _artifacts(ctx: CellContext) -> dict[str, str]:
     out = {}
-    for name, seen in (("source console", ctx.baseline), ("target console", ctx.boot)):
+    for side, seen in (("source", ctx.baseline), ("target", ctx.boot)):
         if seen is not None and seen.guest.console_artifact:
-            out[name] = seen.guest.console_artifact
+            out[f"{side} console"] = seen.guest.console_artifact
+        if seen is not None and seen.guest.screenshot_artifact:
+            out[f"{side} screen"] = seen.guest.screenshot_artifact
     return out

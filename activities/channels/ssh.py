@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crossvisor.core.credentials import CredentialError, resolve_secret
-from domain import ssh_channel
+from domain import file_manifest, ssh_channel
 from domain.model import SshAccess
 from domain.stage_io import GuestObservation
 from drivers.base import Driver
@@ -21,6 +21,9 @@ from drivers.base import Driver
 # Under TCG with other guests on the cores, a login and the commands take seconds (key exchange,
 # a shell, lsblk, dd): generous bounds, the stage heartbeats from its side thread meanwhile.
 SSH_RUN_S = 45.0
+# Reading every file of the guest under TCG: ~20-60 s for a minimal Debian; a manifest that takes
+# longer is left out (said in the evidence), never a failure of the guest
+MANIFEST_RUN_S = 240.0
 OPTS = [
     "-o", "BatchMode=yes",
     # the first key seen is accepted and written to a known_hosts of this login only: it is the
@@ -42,6 +45,24 @@ def _host_key(known_hosts: Path) -> str:
     return keys[0] if keys else ""
 
 
+def take_manifest(cmd: list[str], out: Path, seen: GuestObservation, script: str = file_manifest.SCRIPT) -> None:
+    """Run the manifest's commands through ``cmd`` (the login), write the manifest to ``out``."""
+    try:
+        proc = subprocess.run(cmd, input=script.encode(), capture_output=True, timeout=MANIFEST_RUN_S, check=False)
+    except subprocess.TimeoutExpired:
+        seen.manifest_note = f"the manifest of the guest's files took longer than {MANIFEST_RUN_S:.0f} s: not taken"
+        return
+    text = proc.stdout.decode(errors="surrogateescape")
+    got = file_manifest.parse(text)
+    if got is None:
+        why = next((x for x in text.splitlines() if x.startswith("MANIFEST-NONE")), "") or f"exit {proc.returncode}"
+        seen.manifest_note = f"no manifest of the guest's files: {why}"
+        return
+    out.write_bytes(got.render())
+    seen.manifest_files = len(got.files)
+    seen.manifest_artifact = str(out)
+
+
 def observe(
     drv: Driver,
     name: str,
@@ -49,8 +70,10 @@ def observe(
     seen: GuestObservation,
     beat: Callable[[str], None],
     timeout_s: float = 120.0,
+    manifest: Path | None = None,
 ) -> None:
-    """Add what SSH shows to ``seen`` (or why it showed nothing, in ``seen.ssh_note``)."""
+    """Add what SSH shows to ``seen`` (or why it showed nothing, in ``seen.ssh_note``); with
+    ``manifest``, also the manifest of the guest's files, written there (gzip)."""
     addr = drv.guest_port(name, access.port)
     if addr is None:
         seen.ssh_note = f"{type(drv).__name__} offers no path to a guest port"
@@ -88,6 +111,14 @@ def observe(
                 seen.ssh_host_key = _host_key(known)
                 ssh_channel.apply(proc.stdout, seen)
                 seen.ssh_note = ""
+                if manifest is not None:
+                    beat("ssh manifest")
+                    take_manifest(
+                        ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}"]
+                        + [f"{access.user}@{host}", "sh", "-s"],
+                        manifest,
+                        seen,
+                    )
                 return
             last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
             if time.monotonic() >= deadline:

@@ -18,8 +18,8 @@ from pathlib import Path
 from activities.channels import service, ssh
 from activities.stages.base import StageEnv
 from crossvisor.core import steps
-from domain import agent_channel, observation, tools_channel
-from domain.model import GuestImage, Host
+from domain import agent_channel, console_channel, observation, tools_channel
+from domain.model import GuestImage, Host, SshAccess
 from domain.stage_io import AppProbe, GuestObservation
 from drivers.base import ConsoleWatch, Driver, InfraFault
 from drivers.libvirt.uri import is_remote
@@ -153,7 +153,19 @@ def forward_ports(image: GuestImage | None) -> list[int]:
         ports.append(image.app.port)
     if image is not None and image.ssh is not None:
         ports.append(image.ssh.port)
+    elif image is not None and image.builtin in guest_images.FAMILIES:
+        ports.append(SshAccess("").port)  # the family's own key logs in (see _ssh_access)
     return list(dict.fromkeys(ports))
+
+
+def _ssh_access(image: GuestImage | None) -> SshAccess | None:
+    """The SSH access the spec gave, or a boot family's own (the key made for its build: an operator
+    logs in to such a VM with the key it was built with)."""
+    if image is None:
+        return None
+    if image.ssh is None and image.builtin in guest_images.FAMILIES:
+        return SshAccess(f"file:{guest_images.build_plain_image(image.builtin).ssh_key}")
+    return image.ssh
 
 
 def boot_and_observe(
@@ -187,6 +199,7 @@ def boot_and_observe(
             idle_counts=observation.silence_means_dead,
         )
     seen = observe(watch, artifact, env)
+    silent_on_serial = not seen.reached_init
     if seen.failure_kind == "kernel-panic" and TIMER_PANIC in seen.failure and watch.starved_s > watch.seconds / 2:
         # Linux's boot-time check that timer interrupts arrive fails when the host does not run
         # the vCPU for long stretches: the host's load, not the guest's; retried, never graded
@@ -198,9 +211,12 @@ def boot_and_observe(
     if seen.reached_init:  # the agent first: SSH, where the operator gave a key, sees more and wins
         with steps.step("guest agent"):
             agent_channel.apply(drv.guest_agent(name, AGENT_TIMEOUT_S, heartbeat), seen)
-    if image is not None and image.ssh is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
+    access = _ssh_access(image)
+    if access is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
         with steps.step("ssh"):
-            ssh.observe(drv, name, image.ssh, seen, heartbeat)
+            ssh.observe(drv, name, access, seen, heartbeat, manifest=artifact.with_suffix(".files.gz"))
+        if seen.manifest_artifact:
+            seen.manifest_artifact = env.relative(Path(seen.manifest_artifact))
         if not seen.reached_init and "ssh" in seen.channels:
             # silent on serial, but logged in: the system is up (its console is not on ttyS0)
             seen.reached_init, seen.failure_kind, seen.failure = True, "", ""
@@ -213,4 +229,18 @@ def boot_and_observe(
         app.channel = "cv-app"
     else:
         app = AppProbe(detail="the guest never got ready")
+    if silent_on_serial:  # the serial console did not show the init: keep what the screen shows
+        with steps.step("screenshot"):
+            png = drv.screenshot(name)
+        if png:
+            shot = artifact.with_suffix(".png")
+            shot.write_bytes(png)
+            seen.screenshot_artifact = env.relative(shot)
+            if seen.failure.startswith(console_channel.HANDOFF_SILENCE):
+                # with a screen, serial silence after the hand-over is no proof that nothing booted
+                seen.failure_kind = "init-not-reached"
+                seen.failure = (
+                    f"{console_channel.HANDOFF_SILENCE} on the serial console: a disk without BIOS boot code, or a "
+                    "boot loader and system that write to the screen only (as Windows does); see the screenshot"
+                )
     return seen, app, drv.inspect(name).power_state

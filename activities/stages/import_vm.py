@@ -44,6 +44,7 @@ class Import(Stage):
             disks=[DiskSpec(d.path, d.format, d.controller, d.capacity_bytes) for d in disks],
             forward_ports=guest.forward_ports(c.image),
             guest_agent=not guest_images.instrumented(c.image.builtin),
+            screen=not guest_images.instrumented(c.image.builtin),
         )
         prof = profiles.for_platform(c.target.kind, c.target.profile)
         drv = self.env.driver(c.target_host)

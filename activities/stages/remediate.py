@@ -21,7 +21,7 @@ from crossvisor.core.errors import BadInput, InfraFault
 from crossvisor.core.resources import deploy_file
 from domain import profiles, remedies
 from domain.stage_io import ConvertedDisk, RemediateOutput, StageCall
-from toolbox import diskconv
+from toolbox import diskconv, guest_images
 
 REPORT_KEPT = 3000  # characters of a tool's output kept as evidence
 TOOL_TIMEOUT_S = 1800  # virt-v2v takes minutes on two cores under TCG
@@ -52,6 +52,94 @@ sh "f=/etc/lvm/devices/system.devices; if [ -f $f ]; then grep -E '^IDTYPE' $f |
 sh "command -v dracut >/dev/null || exit 0; dracut --no-hostonly --regenerate-all -f >/tmp/cv-dracut.log 2>&1; echo dracut --no-hostonly --regenerate-all -f: rc=$?; tail -n 3 /tmp/cv-dracut.log; for i in /boot/initrd.img-* /boot/initramfs-*.img; do [ -f $i ] && echo initramfs: $i $(stat -c %s $i) bytes; done; true"
 """
 
+# -- the boot families' rungs (domain.remedies.BOOT_FAMILY_REMEDIES) ------------------------------
+# Shell scripts run by the guest's own /bin/sh in its root (uploaded by guestfish, then removed);
+# each prints what it changes, so that the rung's report says it.
+#
+# fstab-uuid: every fstab line whose source is a kernel disk name (/dev/sdX, hdX, vdX, xvdX) and
+# whose mount point the appliance mounted gets that file system's UUID; GRUB's root= follows
+# (update-grub without GRUB_DISABLE_LINUX_UUID). A line it cannot map is printed and left as is.
+FSTAB_UUID = r"""
+cp /etc/fstab /etc/fstab.before-uuid
+awk '$1 ~ "^/dev/(sd|hd|vd|xvd)[a-z]+[0-9]*$" {print $1, $2}' /etc/fstab | while read -r dev mnt; do
+  u=$(findmnt -no UUID --mountpoint "$mnt" 2>/dev/null)
+  if [ -n "$u" ]; then
+    sed -i -E "s#^$dev([[:space:]]+$mnt[[:space:]])#UUID=$u\1#" /etc/fstab
+    echo "fstab: $mnt $dev -> UUID=$u"
+  else
+    echo "fstab: $mnt $dev left as is (not mounted here)"
+  fi
+done
+sed -i -E '/^GRUB_DISABLE_LINUX_(PART)?UUID=/d' /etc/default/grub && echo "grub: GRUB_DISABLE_LINUX_UUID removed"
+update-grub >/tmp/cv-ug.log 2>&1; echo "update-grub: rc=$?"; rm -f /tmp/cv-ug.log
+echo "grub: $(sed -n 's/^[[:space:]]*linux[[:space:]].* \(root=[^ ]*\).*/\1/p' /boot/grub/grub.cfg | head -n 1)"
+"""
+# uefi-fallback: the boot loader the NVRAM entry starts (shim where there is one, else GRUB) copied
+# to the removable-media path, as Debian's grub-install --force-extra-removable does.
+UEFI_FALLBACK = r"""
+esp=/boot/efi; [ -d $esp/EFI ] || esp=/efi
+[ -d $esp/EFI ] || { echo "uefi-fallback: no EFI system partition mounted at /boot/efi or /efi"; exit 0; }
+[ -f $esp/EFI/BOOT/BOOTX64.EFI ] && echo "uefi-fallback: $esp/EFI/BOOT/BOOTX64.EFI exists, replaced"
+src=""
+for d in $esp/EFI/*/; do
+  case "$d" in */BOOT/ | */boot/ | */Boot/) continue ;; esac
+  for f in shimx64.efi grubx64.efi; do [ -z "$src" ] && [ -f "$d$f" ] && src="$d$f"; done
+done
+[ -n "$src" ] || { echo "uefi-fallback: no shimx64.efi or grubx64.efi under $esp/EFI"; exit 0; }
+mkdir -p $esp/EFI/BOOT && cp "$src" $esp/EFI/BOOT/BOOTX64.EFI && echo "uefi-fallback: $src -> $esp/EFI/BOOT/BOOTX64.EFI"
+case "$src" in *shimx64.efi) cp "$(dirname "$src")/grubx64.efi" $esp/EFI/BOOT/ && echo "uefi-fallback: grubx64.efi beside it (shim loads it)" ;; esac
+"""
+# guest-agent: the worker's staged .debs (no network in the appliance) installed by the guest's own
+# dpkg (only what it lacks), VMware Tools purged.
+GUEST_AGENT = r"""
+cd /var/tmp/cv-agent || exit 0
+todo=""
+for f in *.deb; do
+  p=$(dpkg-deb -f $f Package); v=$(dpkg-deb -f $f Version)
+  if [ "$(dpkg-query -W -f '${Version}' $p 2>/dev/null)" = "$v" ]; then echo "guest-agent: $p $v was installed"; else todo="$todo $f"; fi
+done
+if [ -n "$todo" ]; then
+  dpkg -i $todo >/tmp/cv-dpkg.log 2>&1; echo "dpkg -i: rc=$?"; tail -n 2 /tmp/cv-dpkg.log
+  for f in $todo; do echo "guest-agent: installed $(dpkg-deb -f $f Package) $(dpkg-deb -f $f Version)"; done
+fi
+for p in open-vm-tools open-vm-tools-desktop; do
+  dpkg-query -W -f '${Status}' $p 2>/dev/null | grep -q ' installed' || continue
+  v=$(dpkg-query -W -f '${Version}' $p)
+  if dpkg --purge $p >/tmp/cv-dpkg.log 2>&1; then echo "guest-agent: removed $p $v"; else echo "guest-agent: dpkg --purge $p failed"; tail -n 3 /tmp/cv-dpkg.log; fi
+done
+cd / && rm -rf /var/tmp/cv-agent /tmp/cv-dpkg.log
+dpkg-query -W -f '${Package} ${Version} ${Status}\n' qemu-guest-agent
+"""
+FAMILY_SCRIPTS = {"fstab-uuid": FSTAB_UUID, "uefi-fallback": UEFI_FALLBACK, "guest-agent": GUEST_AGENT}
+# the agent and the libraries it needs that a minimal Debian may lack (its Depends)
+AGENT_PACKAGES = ("qemu-guest-agent", "libglib2.0-0", "libnuma1", "liburing2")
+
+
+def _agent_debs() -> list[Path]:
+    """qemu-guest-agent's .debs from the worker's Debian archive (apt-get download), kept in the
+    image cache under a key of their versions: downloaded once per version, never per move."""
+    pol = subprocess.run(
+        ["apt-cache", "policy", *AGENT_PACKAGES], capture_output=True, text=True, timeout=120, check=False
+    )
+    versions = [x.split()[-1] for x in pol.stdout.splitlines() if "Candidate:" in x]
+    if pol.returncode != 0 or len(versions) != len(AGENT_PACKAGES) or "(none)" in versions:
+        raise InfraFault(f"the worker's apt knows no candidate for {AGENT_PACKAGES}: {pol.stdout.strip()[-400:]}")
+    d = guest_images.cache_dir() / "debs-agent" / key("agent-debs", list(zip(AGENT_PACKAGES, versions, strict=True)))
+    if not (d / "done").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        got = subprocess.run(
+            ["apt-get", "download", *(f"{p}={v}" for p, v in zip(AGENT_PACKAGES, versions, strict=True))],
+            cwd=d,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if got.returncode != 0:
+            raise InfraFault(f"apt-get download {' '.join(AGENT_PACKAGES)}: {got.stderr.strip()[-400:]}")
+        (d / "done").write_text("\n".join(versions) + "\n")
+    return sorted(d.glob("*.deb"))
+
 
 def _libguestfs_env() -> dict[str, str]:
     """The environment that lets libguestfs run here (kernel for the appliance, TCG)."""
@@ -74,6 +162,40 @@ def _run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
     if p.returncode != 0:
         raise InfraFault(f"{cmd[0]} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
     return (p.stdout + p.stderr).strip()
+
+
+def _guestfish(
+    inputs: list[ConvertedDisk], d: Path, env: dict[str, str], script: str
+) -> tuple[list[ConvertedDisk], str]:
+    """``script`` run by guestfish with the guest's file systems mounted, on qcow2 overlays (in
+    ``d``) of ``inputs``: the overlays and what the script printed."""
+    out = []
+    for i, disk in enumerate(inputs):
+        overlay = d / f"disk{i}.qcow2"
+        diskconv.create_overlay(overlay, Path(disk.path), disk.format)
+        out.append(ConvertedDisk(str(overlay), "qcow2", disk.controller, disk.capacity_bytes))
+    args = ["guestfish", "--rw", "-i"]
+    for x in out:
+        args += ["--format=qcow2", "-a", x.path]
+    return out, _run(args, env, stdin=script)
+
+
+def apply_family_rung(
+    rung: str, inputs: list[ConvertedDisk], d: Path, env: dict[str, str]
+) -> tuple[list[ConvertedDisk], str]:
+    """A boot family's rung on overlays of ``inputs`` in ``d``: its script (and, for guest-agent,
+    the staged .debs) uploaded and run by the guest's own shell in its root, then removed."""
+    script = d / f"{rung}.sh"
+    script.write_text(FAMILY_SCRIPTS[rung])
+    debs = _agent_debs() if rung == "guest-agent" else []
+    gf = "".join(["mkdir-p /var/tmp/cv-agent\n"] * bool(debs) + [f"copy-in {p} /var/tmp/cv-agent\n" for p in debs])
+    gf += (
+        f"upload {script} /var/tmp/cv-rung.sh\n" + 'sh "/bin/sh /var/tmp/cv-rung.sh 2>&1; rm -f /var/tmp/cv-rung.sh"\n'
+    )
+    try:
+        return _guestfish(inputs, d, env, gf)
+    finally:
+        script.unlink(missing_ok=True)
 
 
 class Remediate(Stage):
@@ -118,6 +240,8 @@ class Remediate(Stage):
             env = _libguestfs_env()
             if rung == "virt-v2v":
                 disks, report = self._virt_v2v(inputs[0], d, env)
+            elif rung in FAMILY_SCRIPTS:
+                disks, report = apply_family_rung(rung, inputs, d, env)
             elif rung == "dracut-generic":
                 disks, report = self._guestfish(inputs, d, env, DRACUT_GENERIC)
             else:
@@ -141,15 +265,7 @@ class Remediate(Stage):
     def _guestfish(
         self, inputs: list[ConvertedDisk], d: Path, env: dict[str, str], script: str
     ) -> tuple[list[ConvertedDisk], str]:
-        out = []
-        for i, disk in enumerate(inputs):
-            overlay = d / f"disk{i}.qcow2"
-            diskconv.create_overlay(overlay, Path(disk.path), disk.format)
-            out.append(ConvertedDisk(str(overlay), "qcow2", disk.controller, disk.capacity_bytes))
-        args = ["guestfish", "--rw", "-i"]
-        for x in out:
-            args += ["--format=qcow2", "-a", x.path]
-        return out, _run(args, env, stdin=script)
+        return _guestfish(inputs, d, env, script)
 
     def _virt_v2v(self, disk: ConvertedDisk, d: Path, env: dict[str, str]) -> tuple[list[ConvertedDisk], str]:
         report = _run(

@@ -159,16 +159,19 @@ class Provision(SourceSide):
             cpus=img.cpus,
             memory_mib=img.memory_mib,
             disks=[DiskSpec(str(disk), "qcow2", prof.disk_controller, capacity)],
-            nics=[NicSpec(prof.nic_model, mac=self._source_mac(img), pci_slot=prof.nic_slot)],
+            nics=[NicSpec(prof.nic_model, mac=self._source_mac(img.builtin), pci_slot=prof.nic_slot)],
             firmware=firmware,
             hardware_version=c.source.hardware_version,
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
             machine=prof.machine,
             forward_ports=guest.forward_ports(img),
             owner=vm_owner(c.campaign_id, c.cell.id),
-            # an operator's image (and a family image, which has no crossvisor part either) gets
-            # the agent channel where the platform has one (real KVM does)
+            # an operator's image gets the agent channel where the platform has one (real KVM does)
             guest_agent=not guest_images.instrumented(img.builtin) and prof.guest_agent_channel,
+            video="" if guest_images.instrumented(img.builtin) else prof.video,
+            # a boot family's own UEFI variable store goes with its source VM only (an import
+            # gets a fresh one, as an OVF import does)
+            nvram=self._own_nvram(img.builtin, firmware),
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -178,12 +181,19 @@ class Provision(SourceSide):
         return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
 
     @staticmethod
-    def _source_mac(img) -> str:
-        """The MAC a family image was installed with (its network configuration is bound to it,
-        as an installer leaves it): its source VM has that NIC. "" = the host's own choice."""
-        if img.builtin not in guest_images.FAMILY_IMAGES:
+    def _source_mac(builtin: str) -> str:
+        """The MAC a family image was installed with (dracut-lvm-nm: its NetworkManager keyfile is
+        bound to it, as an installer leaves it): its source VM has that NIC. "" = the host's choice."""
+        if builtin not in guest_images.FAMILY_IMAGES:
             return ""
-        return guest_images.build_plain_image(img.builtin).manifest.get("source_mac", "")
+        return guest_images.build_plain_image(builtin).manifest.get("source_mac", "")
+
+    @staticmethod
+    def _own_nvram(builtin: str, firmware: str) -> str:
+        if firmware != "efi" or builtin not in guest_images.BOOT_FAMILIES:
+            return ""
+        nvram = guest_images.build_plain_image(builtin).nvram
+        return str(nvram) if nvram else ""
 
     def _clone_template(self, c: CellInput, prof) -> ProvisionOutput:
         """The source VM of a ``template:`` image: a clone of the operator's VM or template on the
@@ -206,6 +216,7 @@ class Provision(SourceSide):
             forward_ports=guest.forward_ports(img),
             owner=vm_owner(c.campaign_id, c.cell.id),
             guest_agent=prof.guest_agent_channel,
+            video=prof.video,
         )
         drv = self.env.driver(c.source_host)
         try:
@@ -253,8 +264,7 @@ class Provision(SourceSide):
         wd = self.env.workdir(c)
         disk = wd / "source-disk0.qcow2"
         birth = ""
-        if c.image.builtin in guest_images.FAMILY_IMAGES:
-            # no birth: what a family image carries of its source hardware was made at its build
+        if c.image.builtin in guest_images.FAMILIES:
             if not disk.exists():
                 diskconv.create_overlay(disk, guest_images.build_plain_image(c.image.builtin).disk, "qcow2")
         elif c.image.builtin:

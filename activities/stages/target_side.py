@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+
 from temporalio import activity
 
 from activities.stages import guest
 from activities.stages.base import Stage, stands_in
 from activities.stages.source_side import disk_marker
 from crossvisor.core.errors import BadInput, InteropFailure
-from domain import grading, profiles
+from domain import file_manifest, grading, profiles
 from domain.model import CheckResult, Grade
 from domain.stage_io import BootOutput, GuestObservation, LifecycleOutput, StageCall, VerifyOutput
 from domain.vm import MARKER_OFFSET
@@ -92,9 +94,25 @@ class Verify(Stage):
                 target_power=ctx.boot.power_state,
                 marker_on_target=marker_on_target,
                 import_evidence=ctx.import_.evidence if ctx.import_ else {},
+                files=self._files(ctx.baseline.guest, ctx.boot.guest),
             ),
         )
         return VerifyOutput(hardware=target_hw, checks=checks)
+
+    def _files(self, source: GuestObservation, target: GuestObservation) -> file_manifest.ManifestDiff | None:
+        """Both sides' manifests of the guest's files, compared; None unless both were taken and
+        this worker can read them (they are in CROSSVISOR_HOME, which a remote site's worker may
+        not share: then the files are not compared, and ``disks`` says nothing of them)."""
+        if not source.manifest_artifact or not target.manifest_artifact:
+            return None
+        home = self.env.settings.home
+        try:
+            return file_manifest.compare(
+                file_manifest.read((home / source.manifest_artifact).read_bytes()),
+                file_manifest.read((home / target.manifest_artifact).read_bytes()),
+            )
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return None
 
 
 class Lifecycle(Stage):

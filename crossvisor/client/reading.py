@@ -180,7 +180,8 @@ def lab_eta(
     # left spreads over the lanes (scaling it by the campaign's own pace instead was tried: -22 %
     # on a fresh demo at two cells, but +100 % on a warm one, whose age held a long source wait)
     lanes = min(max_cells or 1, len(left)) if left else 1
-    return stage_time.eta_s(rem, lanes)
+    longest = stage_time.longest_remaining_s(model, left, finished, at, pipeline, sources_done) or 0.0
+    return stage_time.eta_s(rem, lanes, longest)
 
 
 async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool = True) -> dict[str, Any]:

@@ -20,6 +20,18 @@ def _silent(_text: str) -> None:
     pass
 
 
+def refuse_missing_templates(plan, settings: Settings, notify: Notify) -> None:
+    """Ask the source hosts for the spec's templates; bad input names the image, template and host.
+    A host this machine cannot reach is said, not refused: provision checks it there."""
+    from crossvisor.client.templates import check_templates
+
+    found = check_templates(plan, settings.home)
+    for line in found.unchecked:
+        notify(f"template not checked: {line}")
+    if found.missing:
+        raise CliError("; ".join(found.missing), EXIT_INPUT)
+
+
 async def start_campaign(
     settings: Settings, spec: str, cid: str | None, notify: Notify | None = None
 ) -> tuple[str, bool, str]:
@@ -34,6 +46,8 @@ async def start_campaign(
     from domain.messages import CampaignInput
 
     plan = load_spec(spec)  # validated before anything starts
+    # a template the source hosts do not have is refused now, not at each cell's provision
+    refuse_missing_templates(plan, settings, notify or _silent)
     cid = cid or campaign_id_for(plan.name)
     client = await connect(settings)
     try:

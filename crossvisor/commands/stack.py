@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from crossvisor.commands.common import EXIT_OK, emit_json, note, output_options
+from crossvisor.commands.common import EXIT_INPUT, EXIT_OK, emit_json, note, output_options
 from crossvisor.core.config import Settings
 
 
@@ -40,8 +40,14 @@ def register(sub) -> None:
         default=os.environ.get("CROSSVISOR_METRICS_HOST", "127.0.0.1"),
         help="address the metrics endpoints bind (default 127.0.0.1)",
     )
-    v = sub.add_parser("validate", help="validate a campaign spec without running it (never connects)")
+    v = sub.add_parser("validate", help="validate a campaign spec without running it (connects only with --hosts)")
     v.add_argument("spec", help="campaign spec (YAML)")
+    v.add_argument(
+        "--hosts",
+        action="store_true",
+        help="also ask each source host for the templates the spec's template: images name "
+        "(campaign start does this too)",
+    )
     output_options(v)
 
 
@@ -103,7 +109,11 @@ async def dispatch(a, settings: Settings) -> int:
         if netbox:  # the spec is fine; can it run on this NetBox?
             from crossvisor import netbox_cli
 
-            return netbox_cli.check_plan(plan, a.spec)
+            rc = netbox_cli.check_plan(plan, a.spec)
+            if rc != EXIT_OK:
+                return rc
+        if a.hosts:
+            return _validate_templates(plan, a.spec, settings)
         return EXIT_OK
     # worker: its own program (python -m worker); the CLI only hands it its settings
     env = dict(
@@ -122,6 +132,19 @@ async def dispatch(a, settings: Settings) -> int:
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "worker"], env)
     return EXIT_OK  # not reached
+
+
+def _validate_templates(plan, spec: str, settings: Settings) -> int:
+    from crossvisor.client.templates import check_templates
+
+    found = check_templates(plan, settings.home)
+    for line in found.found:
+        print(f"{spec}: {line}: found")
+    for line in found.unchecked:
+        print(f"{spec}: template not checked: {line}")
+    for line in found.missing:
+        print(f"{spec}: {line}", file=sys.stderr)
+    return EXIT_INPUT if found.missing else EXIT_OK
 
 
 def floor_line(settings: Settings, cid: str) -> str:

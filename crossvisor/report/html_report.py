@@ -443,6 +443,8 @@ def cell_detail_html(cell: CellResult, links: Links, *, heading: str = "h3") -> 
             href = links.artifact(cell, name)
             shown = f"<a href='{_a(href)}'>{_e(name)}</a>" if href else f"<b>{_e(name)}</b>"
             items.append(f"<li>{shown} <span class='muted small'>{_e(path)}</span></li>")
+            if href and name.endswith(" screen"):  # a guest silent on serial: its screen, shown
+                items.append(f"<li><img class='screen' src='{_a(href)}' alt='{_e(name)}' width='360'></li>")
         out.append(f"<p class='small'>Artifacts:</p><ul class='artifacts small'>{''.join(items)}</ul>")
     out.append("</section>")
     return "".join(out)

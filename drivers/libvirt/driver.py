@@ -18,7 +18,9 @@ machine (``qemu:///system``) or one across the network (``qemu+ssh://``, ``qemu+
 * the guest's service is forwarded with QEMU's ``hostfwd`` (Debian's libvirt 9.0 has no passt)
   on the address the worker reaches the host at: 127.0.0.1 for a local URI, the URI's host for a
   remote one (``forward_address`` overrides), on a port free on the host.
-* NVRAM of EFI guests lives where the host's libvirt keeps it (its own default path).
+* NVRAM of EFI guests lives where the host's libvirt keeps it (its own default path), copied at
+  the first start from OVMF's empty store, or from the VM's own (``VmSpec.nvram``: a file on the
+  worker, uploaded as a content volume like a disk layer).
 
 Credentials are resolved inside the activity: a password (``credentials_ref``: SASL on
 qemu+tcp/tls, ESX, Hyper-V) through libvirt's auth callback; key-based connections through files
@@ -33,6 +35,7 @@ way a real host would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -58,7 +61,7 @@ from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
 from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, TemplateMissing, check_owner
 from drivers.libvirt.storage import HostStorage, volume_of_source
 from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
-from toolbox import diskconv, packaging
+from toolbox import diskconv, packaging, screens
 
 META_NS = "https://crossvisor.dev/ns/metadata/1"
 FORWARD_NS = "https://crossvisor.dev/ns/forward/1"  # live metadata: where each guest port is reachable
@@ -375,14 +378,16 @@ class LibvirtDriver(Driver):
             self.storage.delete(flat.name())
 
     # -- definition ---------------------------------------------------------------------------------
-    def _os_xml(self, spec: VmSpec) -> str:
+    def _os_xml(self, spec: VmSpec, nvram_template: str = "") -> str:
         machine = f" machine={quoteattr(spec.machine)}" if spec.machine else ""
         typ = f"<type arch='x86_64'{machine}>hvm</type>"
         if spec.firmware == "efi":
             # Debian's OVMF without Secure Boot (lab images are unsigned), a variable store per VM
             # that the host's libvirt copies from the template to its own nvram directory: the
-            # guest's boot entries are its own
-            fw = f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram template='{OVMF_VARS}'/>"
+            # guest's boot entries are its own. A VM that brings its own store (its boot entries,
+            # VmSpec.nvram) starts from a copy of that instead of the firmware's empty one.
+            template = quoteattr(nvram_template or OVMF_VARS)
+            fw = f"<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader><nvram template={template}/>"
         else:
             fw = "<bios useserial='yes'/>"  # SeaBIOS's own words ("No bootable device") on the serial console
         return f"<os>{typ}{fw}<boot dev='hd'/></os>"
@@ -425,9 +430,10 @@ class LibvirtDriver(Driver):
         # user-mode networking: DHCP for the guest, no bridge and no host address outside loopback
         return f"<interface type='user'>{mac}<model type={quoteattr(n.model)}/>{slot}</interface>"
 
-    def domain_xml(self, spec: VmSpec, sources: list[str] | None = None) -> str:
+    def domain_xml(self, spec: VmSpec, sources: list[str] | None = None, nvram_template: str = "") -> str:
         if sources is None:
             sources = [f"type='file'|<source file={quoteattr(d.path)}/>|{d.format}" for d in spec.disks]
+            nvram_template = nvram_template or spec.nvram
         nics = "".join(self._nic_xml(n) for n in spec.nics)
         items = dict(spec.metadata)
         items.pop(OWNER_KEY, None)  # a package's claim to an owner is not one: only the cell's own counts
@@ -440,10 +446,10 @@ class LibvirtDriver(Driver):
             f"<domain type='{self.dtype}'><name>{escape(spec.name)}</name>"
             f"<memory unit='MiB'>{spec.memory_mib}</memory><vcpu>{spec.cpus}</vcpu>"
             f"<metadata><cv:meta xmlns:cv='{META_NS}'>{meta}</cv:meta></metadata>"
-            f"{self._os_xml(spec)}<features><acpi/></features>{self._cpu_xml()}"
+            f"{self._os_xml(spec, nvram_template)}<features><acpi/></features>{self._cpu_xml()}"
             # a reboot ends the observation: a panicking guest (panic=-1) stops instead of looping
             "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
-            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}{self._agent_xml(spec)}"
+            f"<devices>{self._disks_xml(spec, sources)}{nics}{self._serial_xml(spec.name)}{self._agent_xml(spec)}{self._video_xml(spec)}"
             "<memballoon model='none'/></devices>"
             f"{self._seclabel_xml()}</domain>"
         )
@@ -453,6 +459,10 @@ class LibvirtDriver(Driver):
         if not spec.guest_agent:
             return ""
         return "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+
+    def _video_xml(self, spec: VmSpec) -> str:
+        # no <graphics>: QEMU runs without a display, and libvirt's screenshot reads the adapter itself
+        return f"<video><model type={quoteattr(spec.video)}/></video>" if spec.video else ""
 
     def _cpu_xml(self) -> str:
         # TCG's qemu64 advertises SVM: the guest's udev would load kvm_amd at every boot for nothing
@@ -468,8 +478,18 @@ class LibvirtDriver(Driver):
         # QEMU runs as root here so that it can open the pool's volumes whatever their owner
         return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
 
+    def _nvram_template(self, spec: VmSpec) -> str:
+        """The host's copy of the VM's own UEFI variable store (uploaded once per host, by
+        content, like a disk layer), or "" for the firmware's empty one."""
+        if spec.firmware != "efi" or not spec.nvram:
+            return ""
+        with steps.step("upload nvram"):
+            return self.storage.content_volume(Path(spec.nvram), "raw", None, "raw").path()
+
     def _define(self, spec: VmSpec, sources: list[str] | None = None) -> libvirt.virDomain:
-        xml = self.domain_xml(spec, self._disk_sources(spec) if sources is None else sources)
+        xml = self.domain_xml(
+            spec, self._disk_sources(spec) if sources is None else sources, self._nvram_template(spec)
+        )
         try:
             with steps.step("define"):
                 return self.conn.defineXML(xml)
@@ -764,6 +784,7 @@ class LibvirtDriver(Driver):
             forward_ports=list(package.forward_ports),
             owner=owner,
             guest_agent=package.guest_agent and prof.guest_agent_channel,
+            video=prof.video if package.screen else "",
         )
         self.last_import_evidence = evidence
         return self.provision(spec)
@@ -952,6 +973,30 @@ class LibvirtDriver(Driver):
             return None
         host_port = self._wanted_forwards(dom).get(port)  # defined before live records: fixed loopback port
         return ("127.0.0.1", host_port) if host_port else None
+
+    def screenshot(self, name: str) -> bytes | None:
+        """The screen of a running domain with a display adapter, as PNG (QEMU's screendump; libvirt
+        asks for PNG where QEMU can write it, else PPM, converted here)."""
+        dom = self._dom(name)
+        if dom is None or not dom.isActive() or "<video>" not in dom.XMLDesc(0):
+            return None
+        stream = self.conn.newStream(0)
+        try:
+            mime = dom.screenshot(stream, 0, 0)
+            chunks = []
+            while True:
+                got = stream.recv(256 * 1024)
+                if not got:
+                    break
+                chunks.append(got)
+            stream.finish()
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            _log().info("libvirt.screenshot_failed", domain=name, error=str(e)[:200])
+            return None
+        data = b"".join(chunks)
+        return data if mime == "image/png" else screens.ppm_to_png(data)
 
     def guest_agent(self, name: str, timeout_s: float, beat: Callable[[str], None]) -> dict | None:
         """guest-ping until the agent answers, then guestInfo(), the agent's interface addresses and
@@ -1152,8 +1197,11 @@ class LibvirtTestDriver(LibvirtDriver):
         )
 
     # the test driver knows no firmware auto-selection, serial files or security labels
-    def _os_xml(self, spec: VmSpec) -> str:
+    def _os_xml(self, spec: VmSpec, nvram_template: str = "") -> str:
         return "<os><type arch='x86_64'>hvm</type></os>"
+
+    def _nvram_template(self, spec: VmSpec) -> str:
+        return ""  # no firmware runs here
 
     def _serial_xml(self, name: str) -> str:
         return ""

@@ -452,6 +452,8 @@ class HostStorage:
         try:
             for dom in self.conn.listAllDomains():
                 root = ET.fromstring(dom.XMLDesc(0))
+                # the variable store a VM's firmware copies at its first start (a content volume)
+                todo.extend(nv.get("template", "") for nv in root.iterfind("./os/nvram[@template]"))
                 for src in root.iterfind("./devices/disk/source"):
                     try:
                         vol = volume_of_source(self.conn, src)

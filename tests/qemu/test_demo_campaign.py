@@ -103,6 +103,38 @@ def test_predictions_are_recorded_beside_the_observation_and_compared(demo) -> N
     assert predicted["nics"].grade == Grade.PASS and predicted["nics"].rule == "declared nic_models"
 
 
+def test_the_ladder_runs_only_the_rung_that_addresses_a_failure_and_cures_the_warn_cell(demo) -> None:
+    """ODCA's three tiers in one campaign: pass, warn (naming the remedy and what it cured) and fail;
+    the rung ran for the NIC configured under its old name, and was skipped, saying why, where the
+    guest had no driver for its NIC or did not find its root disk (no appliance run, no boot)."""
+    res, _, _ = demo
+    by = {c.cell_id: c for c in res.cells}
+    assert {c.grade.value for c in res.cells} == {"pass", "warn", "fail"}
+    warn = by["hyperv--xen--legacy"]
+    assert warn.remedy == "nic-config"
+    [rung] = warn.remediations
+    assert rung.status == "cured" and "not configured: the guest's network config names ens10" in rung.cured
+    assert "replaced: /etc/systemd/network/10-cv.network" in rung.evidence["report"]
+    nics = next(c for c in warn.checks if c.check == "nics")
+    assert nics.evidence["remedy"] == "nic-config" and nics.evidence["failed_unmodified"].startswith("interface ens4")
+    assert [(s.stage, s.round) for s in warn.stages if s.round] == [
+        ("remediate", 1),
+        ("import", 1),
+        ("boot", 1),
+        ("verify", 1),
+    ]
+    for cid, why in (
+        ("hyperv--xen--portable", "this move failed on nics: the guest has no driver for the NIC 10ec:8139"),
+        ("esxi--hyperv--portable", "this move failed on nics: the guest has no driver for the NIC 1011:0019"),
+        ("kvm--esxi--legacy", "this move failed on boots: root device /dev/vda1 not found"),
+    ):
+        [skipped] = by[cid].remediations
+        assert skipped.status == "skipped" and why in skipped.changed, (cid, skipped)
+        assert [s.stage for s in by[cid].stages if s.round] == ["remediate"], cid
+    # a prediction is about the move as made: the traits said this one would work unmodified
+    assert "nics" in warn.mismatches
+
+
 def test_the_source_side_ran_once_per_source_and_image_and_nothing_leaked(demo, libvirt_conn) -> None:
     res, plan, settings = demo
     provisions = sorted(s.status for c in res.cells for s in c.stages if s.stage == "provision")

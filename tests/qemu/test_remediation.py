@@ -1,7 +1,7 @@
-"""The remediation ladder for real, with ODCA's three tiers in one campaign: a move that works
-unmodified (pass), one that works only after a remediation crossvisor applied (warn, naming the
-remedy and the failure it cured), one that no remediation on the ladder cures (fail). The worker is
-killed with SIGKILL once a remediation has finished: the resumed campaign does not repeat it."""
+"""The remediation ladder for real, and a worker killed with SIGKILL once a remediation has
+finished: the resumed campaign does not repeat it, and the cell still ends as ODCA's middle tier
+(warn, naming the remedy and the failure it cured). The demo campaign (test_demo_campaign.py)
+pins the ladder's outcomes across all three tiers; this test is about the kill."""
 
 from __future__ import annotations
 
@@ -30,15 +30,14 @@ platforms:
   - {{name: xen, kind: xen, profile: xen-hvm, select: {{site: lab-a}}, disk_format: raw, firmware: [bios]}}
 images:
   - {{name: legacy, builtin: legacy-bios, cpus: 1, memory_mib: 512}}
-  - {{name: portable, builtin: portable-bios, cpus: 1, memory_mib: 512}}
-pairs: [[hyperv, xen], [kvm, esxi]]
+pairs: [[hyperv, xen]]
 remediate: [nic-config]
 concurrency: {{max_cells: 2}}
 retry: {{max_attempts: 3, initial_interval_s: 1, backoff: 2.0, max_interval_s: 10}}
 """
 
 
-def test_three_tiers_and_a_killed_worker_repeats_no_finished_remediation(libvirt_conn, tmp_path: Path) -> None:
+def test_a_killed_worker_repeats_no_finished_remediation(libvirt_conn, tmp_path: Path) -> None:
     spec = tmp_path / "ladder.yaml"
     spec.write_text(SPEC.format(lab=ROOT / "examples/lab.yaml"))
     s = LocalStack(tmp_path / "home")
@@ -62,21 +61,10 @@ def test_three_tiers_and_a_killed_worker_repeats_no_finished_remediation(libvirt
     finally:
         s.stop()
     cells = {c["cell_id"]: c for c in json.loads(out.read_text())["cells"]}
-    grades = {cid: c["grade"] for cid, c in cells.items()}
-    assert grades == {
-        "kvm--esxi--portable": "pass",  # works unmodified
-        "kvm--esxi--legacy": "fail",  # its initramfs has no PVSCSI driver: nic-config is not tried
-        "hyperv--xen--legacy": "warn",  # the NIC config bound to the old name: nic-config cures it
-        "hyperv--xen--portable": "fail",  # no RTL8139 driver in the cloud kernel: nic-config is not tried
-    }, grades
     warn = cells["hyperv--xen--legacy"]
-    assert warn["remedy"] == "nic-config"
-    nics = next(c for c in warn["checks"] if c["check"] == "nics")
-    assert nics["grade"] == "warn" and nics["reason"].startswith("works after nic-config; unmodified: interface ens4")
-    assert "not configured: the guest's network config names ens10" in nics["evidence"]["failed_unmodified"]
+    assert warn["grade"] == "warn" and warn["remedy"] == "nic-config", warn["grade"]
     [rung] = warn["remediations"]
     assert rung["name"] == "nic-config" and rung["status"] == "cured"
-    assert "replaced: /etc/systemd/network/10-cv.network" in rung["evidence"]["report"]
     # the round after the rung ran on its own VM, in the cell's history
     assert [(x["stage"], x["round"]) for x in warn["stages"] if x["round"]] == [
         ("remediate", 1),
@@ -84,15 +72,6 @@ def test_three_tiers_and_a_killed_worker_repeats_no_finished_remediation(libvirt
         ("boot", 1),
         ("verify", 1),
     ]
-    # a rung runs only for a failure it can change: no configuration adds a missing NIC driver or
-    # finds a root disk, so those moves skip it (no appliance, no import, no boot) and say why
-    still = cells["hyperv--xen--portable"]
-    [skipped] = still["remediations"]
-    assert skipped["status"] == "skipped", skipped
-    assert "this move failed on nics: the guest has no driver for the NIC 10ec:8139" in skipped["changed"]
-    assert not [x for x in still["stages"] if x["round"] and x["stage"] != "remediate"]
-    [no_disk] = cells["kvm--esxi--legacy"]["remediations"]
-    assert no_disk["status"] == "skipped" and "boots: root device /dev/vda1 not found" in no_disk["changed"]
     # no remediation that finished ran again after the kill: one end per rung and input, and the
     # only repeated starts are of the attempt the kill interrupted
     events = ExecutionLog(tmp_path / "home" / "executions.jsonl").read()
