@@ -178,7 +178,9 @@ class ImageSpec(_Strict):
     os: ModelName = "linux"
     source: Str = ""
     # a guest image the project builds and boots from its own disk (deploy/guests): the real thing
-    builtin: Literal["", "legacy-bios", "uefi", "portable-bios", "vmware-born", "uefi-nvram"] = ""
+    builtin: Literal[
+        "", "legacy-bios", "uefi", "portable-bios", "vmware-born", "uefi-nvram", "dracut-lvm-nm", "netplan-cloudinit"
+    ] = ""
     # what crossvisor may observe on an operator's image besides its console (README "Bring your own image")
     app: AppProbeSpec | None = None
     ssh: SshSpec | None = None
@@ -247,7 +249,15 @@ class CampaignSpec(_Strict):
     export_format: Literal["ova", "ovf"] = "ova"
     # the remediation ladder (ODCA's "manual intervention"), tried in order after an unmodified move failed
     remediate: list[
-        Literal["virt-v2v", "generic-initramfs", "nic-config", "fstab-uuid", "guest-agent", "uefi-fallback"]
+        Literal[
+            "virt-v2v",
+            "generic-initramfs",
+            "nic-config",
+            "fstab-uuid",
+            "guest-agent",
+            "uefi-fallback",
+            "dracut-generic",
+        ]
     ] = Field(default_factory=list)
     netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)
     # seconds between inventory refreshes while the campaign runs (0 = never); default: 300 for

@@ -49,7 +49,8 @@ _MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("target:multi-user", re.compile(r"Reached target (?:multi-user\.target|Multi-User System)")),
     ("target:graphical", re.compile(r"Reached target (?:graphical\.target|Graphical Interface)")),
     ("cloud-init", re.compile(r"Cloud-init v\. \S+ (?:running|finished)")),
-    ("login", re.compile(r"^(\S+) login: ?$")),
+    # the getty's prompt; a kernel or cloud-init line may follow it on the same line (both write to ttyS0)
+    ("login", re.compile(r"^(\S+) login: ?(?:$|\[\s*\d+\.\d+\] |[\w.@-]+\[\d+\]: )")),
 )
 
 # -- failures: (kind, pattern, detail); checked in this order, the first that matches decides -----
@@ -280,7 +281,9 @@ def _nics(ls: list[str]) -> tuple[ConsoleNic, ...]:
         if dev in rows and rows[dev].ipv4:
             continue
         ipv4 = addr if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", addr) else ""
-        prefix = sum(bin(int(o)).count("1") for o in mask.split(".")) if re.fullmatch(r"[\d.]+", mask) else 0
+        prefix = (
+            sum(bin(int(o)).count("1") for o in mask.split(".")) if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", mask) else 0
+        )
         rows[dev] = ConsoleNic(
             dev,
             f"{ipv4}/{prefix}" if ipv4 and prefix else ipv4,

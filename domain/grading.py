@@ -188,6 +188,8 @@ def grade_observed(checks: list[str], o: Observed) -> list[CheckResult]:
             r = _agent_disks(o)
         elif (check, channel) == ("nics", AGENT):
             r = _agent_nics(o)
+        elif (check, channel) == ("nics", CONSOLE):
+            r = _agent_nics(o, "cloud-init's table on the console")  # it names no driver
         elif (check, channel) == ("app", SERVICE):
             r = _service_app(o)
         elif (check, channel) == ("disks", TOOLS):
@@ -483,7 +485,9 @@ def _nics(o: Observed) -> CheckResult:
             )
         if n.link == "down":
             return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) has no link", ev)
-        return CheckResult("nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address", ev)
+        return CheckResult(
+            "nics", Grade.FAIL, f"interface {n.name} ({n.driver}) got no address{_new_mac(s.nics, n)}", ev
+        )
     return _nics_pass(s.nics, g.nics, ev, drivers=True)
 
 
@@ -541,21 +545,38 @@ def _agent_disks(o: Observed) -> CheckResult:
     return CheckResult("disks", Grade.PASS, "", ev)
 
 
-def _agent_nics(o: Observed) -> CheckResult:
-    """The agent's interfaces and their IPv4 addresses, against the source's."""
+def _agent_nics(o: Observed, lister: str = "the guest agent") -> CheckResult:
+    """The agent's interfaces and their IPv4 addresses, against the source's (also cloud-init's
+    table on the console: names, MACs and addresses, no drivers either)."""
     g, s = o.target_guest, o.source_guest
     ev = {
         "source": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in s.nics) or "-",
         "target": " ".join(f"{n.name}/{n.mac}/{n.ipv4 or 'no-ip'}" for n in g.nics) or "-",
     }
     if not g.nics:
-        return CheckResult("nics", Grade.FAIL, "the guest agent reports no network interface but lo", ev)
+        return CheckResult("nics", Grade.FAIL, f"{lister} reports no network interface but lo", ev)
     if len(g.nics) < len(s.nics):
         return CheckResult("nics", Grade.FAIL, f"{len(g.nics)} interfaces where the source had {len(s.nics)}", ev)
-    bare = [n.name for n in g.nics if not n.ipv4]
+    bare = [n for n in g.nics if not n.ipv4]
     if bare:
-        return CheckResult("nics", Grade.FAIL, f"interface {bare[0]} got no IPv4 address", ev)
+        return CheckResult(
+            "nics", Grade.FAIL, f"interface {bare[0].name} got no IPv4 address{_new_mac(s.nics, bare[0])}", ev
+        )
     return _nics_pass(s.nics, g.nics, ev, drivers=False)
+
+
+def _new_mac(source: list, nic) -> str:
+    """Why a NIC that is there and driven got no address, when the channels show it: the source had
+    its address on another MAC, and configuration bound to a MAC (a NetworkManager keyfile's
+    mac-address, netplan's match: macaddress, ifcfg's HWADDR, a .link file) does not apply to a new one."""
+    had = [n for n in source if n.ipv4 and n.mac]
+    if not nic.mac or not had or any(n.mac.lower() == nic.mac.lower() for n in had):
+        return ""
+    a = had[0]
+    return (
+        f": its MAC changed ({a.mac} -> {nic.mac}) and the source's address {a.ipv4} was on {a.mac}; "
+        "a network configuration bound to the old MAC does not apply to it"
+    )
 
 
 def _service_app(o: Observed) -> CheckResult:

@@ -88,13 +88,29 @@ REMEDIES: dict[str, Remedy] = {
         ),
         Remedy(
             "nic-config",
-            "make the network configuration take DHCP on any interface name",
+            "make the network configuration neutral to the NIC's name and MAC address: DHCP on any "
+            "interface name for systemd-networkd, netplan and ifupdown; NetworkManager profiles "
+            "unbound from their MAC address or interface name (they keep their own addressing, a "
+            "static address moves to the new NIC); systemd .link files that rename by MAC removed; "
+            "cloud-init kept from rendering a MAC-bound configuration again",
             cures=("nics",),  # a failing app that follows from the NIC (see nics) is cured with it
             not_for=("has no driver for the NIC",),  # configuration cannot add a driver
         ),
         *BOOT_FAMILY_REMEDIES,
     )
 }
+
+# -- the network families' rung (dracut-lvm-nm, netplan-cloudinit) -------------------------------
+# A dracut host-only initramfs and lvm2's devices file, both made on the old hardware.
+REMEDIES["dracut-generic"] = Remedy(
+    "dracut-generic",
+    "regenerate the dracut initramfs without host-only (every storage driver: "
+    "dracut --no-hostonly --regenerate-all -f, hostonly=no kept in dracut.conf.d) and reset "
+    "lvm2's devices file (/etc/lvm/devices/system.devices removed: LVM scans every disk)",
+    cures=("boots", "disks"),
+    # before the kernel (firmware, boot loader) an initramfs changes nothing
+    not_for=("OVMF (UEFI)", "SeaBIOS (BIOS)", "GRUB"),
+)
 
 
 def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = ()) -> str:

@@ -40,6 +40,13 @@ EXPECTED = {
     "grub--root-fs-zeroed-rescue.log": (False, "grub-error", ["firmware:seabios", "loader:grub"], True),
     "dracut--root-uuid-missing.log": (False, "root-device-not-found", ["kernel", "initramfs:dracut"], True),
     "systemd--emergency-target.log": (False, "emergency-mode", ["kernel", "init:systemd"], True),
+    # lvm2's devices file names /dev/vda1; on IDE lvm finds the PV on /dev/sda1 and renames the entry
+    "dracut-lvm-nm--ide-devices-file-renamed.log": (True, "", ["initramfs:dracut", "login"], False),
+    # the host-only initramfs made on virtio, on PVSCSI: no driver, dracut's initqueue gives up
+    "dracut-lvm-nm--pvscsi-host-only.log": (False, "root-device-not-found", ["initramfs:dracut"], True),
+    # a login prompt with cloud-init's next line written after it on the same line
+    "netplan-cloudinit--first-boot.log": (True, "", ["cloud-init", "login"], False),
+    "netplan-cloudinit--new-mac.log": (True, "", ["cloud-init", "login"], False),
 }
 
 
@@ -264,6 +271,20 @@ def test_agent_report_fills_the_observation_and_names_its_channel() -> None:
         {"error": "the agent channel is present, no agent answered within 45 s"}, observation.from_console("")
     )
     assert silent.channels == [] and "no agent answered" in silent.agent_note
+
+
+def test_cloud_init_table_on_the_target_shows_the_nic_the_old_mac_left_unconfigured() -> None:
+    """netplan-cloudinit (real boots): cloud-init wrote its netplan for the first boot's MAC; the same
+    instance on a NIC with another MAC renders nothing again, and its table shows the NIC down."""
+    src, tgt = plain("netplan-cloudinit--first-boot.log"), plain("netplan-cloudinit--new-mac.log")
+    assert [(n.name, n.ipv4, n.mac) for n in cc.read(tgt).nics] == [("enp0s3", "", "52:54:00:bb:00:02")]
+    g = _grade(src, tgt)
+    assert (g["boots"].grade, g["nics"].grade, g["nics"].evidence["channel"]) == (Grade.PASS, Grade.FAIL, "console")
+    assert g["nics"].reason == (
+        "interface enp0s3 got no IPv4 address: its MAC changed (52:54:00:aa:00:01 -> 52:54:00:bb:00:02) and the "
+        "source's address 10.0.2.15/24 was on 52:54:00:aa:00:01; a network configuration bound to the old MAC "
+        "does not apply to it"
+    )
 
 
 ALPINE = """\

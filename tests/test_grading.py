@@ -244,3 +244,20 @@ def test_vmware_tools_nics_against_a_source_seen_on_its_console() -> None:
     two["nics"].append({"mac": "00:50:56:00:00:02", "ips": [], "connected": False})
     bad = tools_grade(tools_report(), two)["nics"]
     assert (bad.grade, bad.reason) == (Grade.FAIL, "interface 00:50:56:00:00:02 is disconnected")
+
+
+def test_a_nic_without_address_whose_mac_changed_says_so() -> None:
+    """A configuration bound to the source NIC's MAC (a NetworkManager keyfile, netplan's match:
+    macaddress) leaves the new NIC unconfigured: the MAC change is the cause the channels show."""
+    moved = SOURCE.replace("CV-NETCFG names=enp2s0", "CV-NETCFG names=*").replace(
+        "mac=52:54:00:00:00:01 driver=virtio_net link=up ipv4=10.0.2.15/24",
+        "mac=52:54:00:00:00:09 driver=virtio_net link=up ipv4=none",
+    )
+    g = grade(moved)
+    assert g["nics"].reason == (
+        "interface enp2s0 (virtio_net) got no address: its MAC changed (52:54:00:00:00:01 -> 52:54:00:00:00:09) "
+        "and the source's address 10.0.2.15/24 was on 52:54:00:00:00:01; a network configuration bound to the "
+        "old MAC does not apply to it"
+    )
+    same_mac = SOURCE.replace("CV-NETCFG names=enp2s0", "CV-NETCFG names=*").replace("ipv4=10.0.2.15/24", "ipv4=none")
+    assert grade(same_mac)["nics"].reason == "interface enp2s0 (virtio_net) got no address"

@@ -58,6 +58,18 @@ def test_a_move_that_works_only_after_a_rung_was_a_fail_for_its_prediction() -> 
     assert unmodified(cured) == Grade.PASS
 
 
+DRACUT_TIMEOUT = CheckResult(
+    "boots", Grade.FAIL, "dracut: the root device never appeared (dracut-initqueue timeout, Could not boot)"
+)
+FIRMWARE_NOTHING = CheckResult("boots", Grade.FAIL, "SeaBIOS (BIOS) found nothing to boot")
+
+
+def test_dracut_generic_runs_for_dracut_giving_up_and_not_before_the_kernel_or_for_a_nic() -> None:
+    assert remedies.applicable("dracut-generic", "esxi", [DRACUT_TIMEOUT]) == ""
+    assert remedies.applicable("dracut-generic", "esxi", [FIRMWARE_NOTHING]).startswith("dracut-generic addresses")
+    assert "nics: interface ens4" in remedies.applicable("dracut-generic", "xen-hvm", [NIC_UNCONFIGURED])
+
+
 # -- the boot families' rungs (vmware-born, uefi-nvram): reasons as grading words them -------------
 ROOT_NAMED_OTHERWISE = CheckResult(
     "boots",

@@ -62,12 +62,25 @@ def test_example_spec_validates(root: Path) -> None:
     assert {p.profile for p in plan.platforms} == {"kvm", "esxi", "hyperv-gen1", "xen-hvm"}
     assert [i.builtin for i in plan.images] == ["legacy-bios", "portable-bios"]
     odca = load_spec(root / "examples/odca.yaml")
-    assert len(expand(odca)) == 4 * 3 * 5
-    assert odca.remediate == ["uefi-fallback", "fstab-uuid", "virt-v2v", "generic-initramfs", "nic-config"]
-    fam = {i.name: i for i in odca.images if i.builtin in ("vmware-born", "uefi-nvram")}
+    assert len(expand(odca)) == 4 * 3 * 7
+    assert odca.remediate == [
+        "uefi-fallback",
+        "fstab-uuid",
+        "virt-v2v",
+        "generic-initramfs",
+        "dracut-generic",
+        "nic-config",
+    ]
+    fam = {
+        i.name: i
+        for i in odca.images
+        if i.builtin in ("vmware-born", "uefi-nvram", "dracut-lvm-nm", "netplan-cloudinit")
+    }
     assert {n: (i.firmware, i.app.port) for n, i in fam.items()} == {
         "vmware-born": ("bios", 22),
         "uefi-nvram": ("efi", 22),
+        "dracut-lvm-nm": ("bios", 22),
+        "netplan-cloudinit": ("bios", 22),
     }
     assert plan.inventory == f"file:{(root / 'examples/lab.yaml').resolve()}"  # examples/ links to deploy/examples
 

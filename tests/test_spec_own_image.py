@@ -104,3 +104,17 @@ def test_a_bad_template_is_refused_naming_the_image_field(tmp_path: Path, image:
         load_spec(spec(tmp_path, f"  - {image}\n"))
     msg = str(e.value)
     assert where in msg and reason in msg, msg
+
+
+def test_the_network_families_are_builtin_images_with_their_firmware(tmp_path: Path) -> None:
+    """dracut-lvm-nm and netplan-cloudinit are named like any built image; SSH with the build's key
+    is the worker's to add (activities/stages/guest.py), the service is what the spec declares."""
+    plan = load_spec(
+        spec(
+            tmp_path,
+            "  - {name: rhel-like, builtin: dracut-lvm-nm, app: {tcp: 22}}\n  - {name: cloud, builtin: netplan-cloudinit}\n",
+        )
+    )
+    rhel, cloud = plan.images
+    assert (rhel.builtin, rhel.firmware, rhel.app, rhel.ssh) == ("dracut-lvm-nm", "bios", ServiceProbe("tcp", 22), None)
+    assert (cloud.builtin, cloud.firmware, cloud.app) == ("netplan-cloudinit", "bios", None)

@@ -91,14 +91,23 @@ class PlainImage:
 # (deploy/guests/build-boot-family.sh, issue 23): root named by a VMware-era device name with
 # VMware Tools and no QEMU guest agent; UEFI booting only through its own NVRAM entry.
 BOOT_FAMILIES = ("vmware-born", "uefi-nvram")
-FAMILY_FIRMWARE = {"vmware-born": "bios", "uefi-nvram": "efi"}
+# Guest families of deploy/guests/build-family-image.sh (issue 23): a dracut host-only initramfs with
+# root on LVM and a NetworkManager keyfile bound to its MAC; netplan written by cloud-init for the
+# first boot's MAC.
+FAMILY_IMAGES = ("dracut-lvm-nm", "netplan-cloudinit")
+FAMILIES = BOOT_FAMILIES + FAMILY_IMAGES  # every family: observed as an operator's image is
+FAMILY_FIRMWARE = {"vmware-born": "bios", "uefi-nvram": "efi", "dracut-lvm-nm": "bios", "netplan-cloudinit": "bios"}
 
 
 def build_plain_image(name: str, timeout_s: float = 1200.0) -> PlainImage:
-    if name not in PLAIN_IMAGES and name not in BOOT_FAMILIES:
-        known = ", ".join((*PLAIN_IMAGES, *BOOT_FAMILIES))
+    if name not in PLAIN_IMAGES and name not in FAMILIES:
+        known = ", ".join((*PLAIN_IMAGES, *FAMILIES))
         raise ValueError(f"unknown reference image {name!r} (expected one of {known})")
-    script = "build-boot-family.sh" if name in BOOT_FAMILIES else "build-plain-image.sh"
+    script = "build-plain-image.sh"
+    if name in BOOT_FAMILIES:
+        script = "build-boot-family.sh"
+    elif name in FAMILY_IMAGES:
+        script = "build-family-image.sh"
     with steps.step("image build"):
         proc = steps.run(["bash", str(deploy_file("guests", script)), name], timeout=timeout_s)
     if proc.returncode != 0:

@@ -153,7 +153,7 @@ def forward_ports(image: GuestImage | None) -> list[int]:
         ports.append(image.app.port)
     if image is not None and image.ssh is not None:
         ports.append(image.ssh.port)
-    elif image is not None and image.builtin in guest_images.BOOT_FAMILIES:
+    elif image is not None and image.builtin in guest_images.FAMILIES:
         ports.append(SshAccess("").port)  # the family's own key logs in (see _ssh_access)
     return list(dict.fromkeys(ports))
 
@@ -163,7 +163,7 @@ def _ssh_access(image: GuestImage | None) -> SshAccess | None:
     logs in to such a VM with the key it was built with)."""
     if image is None:
         return None
-    if image.ssh is None and image.builtin in guest_images.BOOT_FAMILIES:
+    if image.ssh is None and image.builtin in guest_images.FAMILIES:
         return SshAccess(f"file:{guest_images.build_plain_image(image.builtin).ssh_key}")
     return image.ssh
 

@@ -38,6 +38,18 @@ sh "update-grub >/tmp/cv-ug.log 2>&1; echo update-grub: rc=$?; grep -m1 -o 'root
 NIC_CONFIG = r"""
 sh "grep -l -r . /etc/systemd/network 2>/dev/null | sed 's/^/replaced: /'; rm -f /etc/systemd/network/*.network"
 sh "printf '[Match]\nType=ether\n\n[Network]\nDHCP=ipv4\n' > /etc/systemd/network/10-cv.network; echo networkd: DHCP on any Ethernet NIC"
+sh "for f in /etc/systemd/network/*.link; do grep -Eqs '^(MACAddress|OriginalName|Name)=' $f && rm -f $f && echo .link: removed $f; done; true"
+sh "for f in /etc/NetworkManager/system-connections/*; do grep -Eqs '^(mac-address|interface-name)=' $f || continue; grep -E '^(mac-address|interface-name)=' $f | sed \"s#^#NetworkManager: $f unbound from #\"; sed -i -E '/^(mac-address|interface-name)=/d' $f; grep -Eh '^(method|address1)=' $f | tr '\n' ' ' | sed 's/^/NetworkManager: keeps its own addressing on any NIC: /'; echo; done; true"
+sh "for f in /etc/netplan/*.yaml; do [ -f $f ] || continue; echo netplan: replaced $f; grep -E 'macaddress|set-name' $f | sed 's/^ */netplan:   was /'; mv $f $f.cv-before; done; if [ -d /etc/netplan ] && [ -n \"$(ls /etc/netplan/*.cv-before 2>/dev/null)\" ]; then printf 'network:\n  version: 2\n  ethernets:\n    any-ethernet:\n      match:\n        name: \"e*\"\n      dhcp4: true\n' > /etc/netplan/90-cv-any.yaml; chmod 600 /etc/netplan/90-cv-any.yaml; echo 'netplan: DHCP on any interface named e* in /etc/netplan/90-cv-any.yaml'; fi; true"
+sh "if [ -d /etc/cloud/cloud.cfg.d ]; then echo 'network: {config: disabled}' > /etc/cloud/cloud.cfg.d/99-cv-network.cfg; echo cloud-init: network rendering disabled in /etc/cloud/cloud.cfg.d/99-cv-network.cfg; fi; true"
+sh "f=/etc/network/interfaces; if grep -Eqs '^(auto|allow-hotplug|iface) +[^l ]' $f; then cp $f $f.cv-before; awk '/^(auto|allow-hotplug|iface|mapping)[ \t]/ {skip = ($2 != \"lo\")} /^[^ \t#]/ && !/^(auto|allow-hotplug|iface|mapping)[ \t]/ {skip = 0} {print (skip ? \"#cv# \" $0 : $0)}' $f.cv-before > $f; grep '^#cv# iface' $f | sed 's/^/ifupdown: disabled /'; systemctl enable -q systemd-networkd && echo ifupdown: systemd-networkd enabled for DHCP on any NIC; fi; true"
+"""
+# faminit: what an operator does to a guest whose dracut initramfs was made host-only on the old
+# hardware and whose LVM devices file names the old disk (dracut-lvm-nm)
+DRACUT_GENERIC = r"""
+sh "if ! command -v dracut >/dev/null; then echo dracut: not installed, nothing changed; exit 0; fi; grep -ls 'hostonly=' /etc/dracut.conf /etc/dracut.conf.d/*.conf | sed 's/^/dracut: had hostonly setting in /'; echo 'hostonly=\"no\"' > /etc/dracut.conf.d/99-cv-generic.conf; echo dracut: hostonly=no in /etc/dracut.conf.d/99-cv-generic.conf"
+sh "f=/etc/lvm/devices/system.devices; if [ -f $f ]; then grep -E '^IDTYPE' $f | sed 's/^/lvm: devices file listed /'; mv $f $f.cv-before; echo lvm: devices file reset: $f removed, LVM scans every disk; else echo lvm: no devices file; fi"
+sh "command -v dracut >/dev/null || exit 0; dracut --no-hostonly --regenerate-all -f >/tmp/cv-dracut.log 2>&1; echo dracut --no-hostonly --regenerate-all -f: rc=$?; tail -n 3 /tmp/cv-dracut.log; for i in /boot/initrd.img-* /boot/initramfs-*.img; do [ -f $i ] && echo initramfs: $i $(stat -c %s $i) bytes; done; true"
 """
 
 # -- the boot families' rungs (domain.remedies.BOOT_FAMILY_REMEDIES) ------------------------------
@@ -230,6 +242,8 @@ class Remediate(Stage):
                 disks, report = self._virt_v2v(inputs[0], d, env)
             elif rung in FAMILY_SCRIPTS:
                 disks, report = apply_family_rung(rung, inputs, d, env)
+            elif rung == "dracut-generic":
+                disks, report = self._guestfish(inputs, d, env, DRACUT_GENERIC)
             else:
                 disks, report = self._guestfish(
                     inputs, d, env, GENERIC_INITRAMFS if rung == "generic-initramfs" else NIC_CONFIG

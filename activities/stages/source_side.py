@@ -159,7 +159,7 @@ class Provision(SourceSide):
             cpus=img.cpus,
             memory_mib=img.memory_mib,
             disks=[DiskSpec(str(disk), "qcow2", prof.disk_controller, capacity)],
-            nics=[NicSpec(prof.nic_model, pci_slot=prof.nic_slot)],
+            nics=[NicSpec(prof.nic_model, mac=self._source_mac(img.builtin), pci_slot=prof.nic_slot)],
             firmware=firmware,
             hardware_version=c.source.hardware_version,
             metadata={"crossvisor.image": img.name, "crossvisor.os": img.os, "owner": "interop-lab"},
@@ -179,6 +179,14 @@ class Provision(SourceSide):
         finally:
             drv.close()
         return ProvisionOutput(source_vm=name, hardware=hw, marker=marker.hex(), birth=birth)
+
+    @staticmethod
+    def _source_mac(builtin: str) -> str:
+        """The MAC a family image was installed with (dracut-lvm-nm: its NetworkManager keyfile is
+        bound to it, as an installer leaves it): its source VM has that NIC. "" = the host's choice."""
+        if builtin not in guest_images.FAMILY_IMAGES:
+            return ""
+        return guest_images.build_plain_image(builtin).manifest.get("source_mac", "")
 
     @staticmethod
     def _own_nvram(builtin: str, firmware: str) -> str:
@@ -256,7 +264,7 @@ class Provision(SourceSide):
         wd = self.env.workdir(c)
         disk = wd / "source-disk0.qcow2"
         birth = ""
-        if c.image.builtin in guest_images.BOOT_FAMILIES:
+        if c.image.builtin in guest_images.FAMILIES:
             if not disk.exists():
                 diskconv.create_overlay(disk, guest_images.build_plain_image(c.image.builtin).disk, "qcow2")
         elif c.image.builtin:
