@@ -320,7 +320,8 @@ class Provision(SourceSide):
             try:
                 drv.destroy(name)  # a killed earlier attempt's VM: its disk was just recreated
                 drv.provision(spec)
-                with guest.boot_slot(c.source_host):  # a birth is a whole boot and initramfs build
+                # a birth is a whole boot and initramfs build, with its whole cell behind it: first
+                with guest.boot_slot(c.source_host, guest.BIRTH):
                     drv.power_on(name)
                     watch = drv.watch_console(name, guest.stopped, BIRTH_TIMEOUT_S, heartbeat=self.heartbeat)
                 if guest_evidence.parse(watch.text).birth.get("ok") == "1":
@@ -372,6 +373,7 @@ class Baseline(SourceSide):
                 self.heartbeat,
                 c.image,
                 c.source_host,
+                guest.BASELINE,
             )
             drv.power_off(prov.source_vm)
             hw = drv.inspect(prov.source_vm)
