@@ -170,11 +170,19 @@ def lab_model(results) -> LabModel:
     return model
 
 
+def _stage_of(running: str) -> str:
+    """The pipeline stage a running cell is in: a round of the remediation ladder ("boot (after
+    nic-config)", "remediate") is read as its re-import onwards, not as a cell at its start (the
+    fresh demo's ETA said +270 % for its one remediated cell)."""
+    stage = running.split(" (after ", 1)[0]
+    return "import" if stage == "remediate" else stage
+
+
 def _left(model: LabModel, c, running_at: dict[str, str], pipeline: list[str]) -> list[tuple[str, float]] | None:
     """The stages cell ``c`` has left with their measured seconds, from the stage it is in (half
     of that one counted as left); None when one of them was never measured here."""
     names = list(pipeline)
-    at = running_at.get(c.id, "")
+    at = _stage_of(running_at.get(c.id, ""))
     if at in names:
         names = names[names.index(at) :]
     out = []
@@ -205,7 +213,7 @@ def remaining_s(
         left = _left(model, c, running_at, pipeline)
         if left is None:
             return None
-        src, at = (c.source, c.image), running_at.get(c.id, "")
+        src, at = (c.source, c.image), _stage_of(running_at.get(c.id, ""))
         for stage, s in left:
             if not (stage in SOURCE_SIDE and src in claimed and not (at and at in SOURCE_SIDE)):
                 total += s

@@ -109,3 +109,20 @@ def test_the_eta_is_never_shorter_than_the_slowest_cells_own_chain() -> None:
     assert stage_time.eta_s(total, 1, longest) == 98.0
     # "c" is half-way in its baseline: "d" waits for the same side, which has 10 + 10 s left
     assert stage_time.longest_remaining_s(model, cells, set(), {"c": "baseline"}, pipeline, set()) == 20 + 29
+
+
+def test_a_cell_in_a_round_of_the_ladder_has_its_re_import_onwards_left() -> None:
+    from domain.model import Cell, CellResult, StageRecord
+
+    stages = [StageRecord(n, "ok", s) for n, s in (("provision", 10.0), ("baseline", 20.0), ("export", 10.0))]
+    stages += [StageRecord(n, "ok", s) for n, s in (("import", 4.0), ("boot", 25.0))]
+    model = stage_time.lab_model([CellResult(x, "esxi", "kvm", "p", [], stages) for x in "ab"])
+    pipeline = ["provision", "baseline", "export", "import", "boot"]
+    cells = [Cell("c", "esxi", "hyperv", "p", [], "")]
+    for at, left in (
+        ("boot (after nic-config)", 12.5),
+        ("remediate", 2.0 + 25),
+        ("import (after nic-config)", 2.0 + 25),
+    ):
+        assert stage_time.remaining_s(model, cells, set(), {"c": at}, pipeline, set()) == left, at
+        assert stage_time.longest_remaining_s(model, cells, set(), {"c": at}, pipeline, set()) == left, at
