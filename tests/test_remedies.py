@@ -141,3 +141,10 @@ def test_checks_the_guest_never_reached_unmodified_are_graded_by_the_cured_round
     assert disks.grade == Grade.WARN and disks.reason == f"works after fstab-uuid; unmodified: {not_reached}"
     assert disks.evidence["channel"] == "ssh" and unmodified(disks) == Grade.WARN  # no verdict unmodified
     assert app.grade == Grade.UNOBSERVABLE and app.reason.startswith("after fstab-uuid: no channel")
+
+
+def test_every_rung_on_the_ladder_has_the_code_that_applies_it() -> None:
+    from activities.stages import remediate
+
+    scripted = set(remediate.GUESTFISH_SCRIPTS) | set(remediate.FAMILY_SCRIPTS) | {"virt-v2v"}
+    assert scripted == set(remedies.REMEDIES)

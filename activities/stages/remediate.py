@@ -110,6 +110,8 @@ done
 cd / && rm -rf /var/tmp/cv-agent /tmp/cv-dpkg.log
 dpkg-query -W -f '${Package} ${Version} ${Status}\n' qemu-guest-agent
 """
+# the rungs that are guestfish commands of their own (the others: virt-v2v, FAMILY_SCRIPTS)
+GUESTFISH_SCRIPTS = {"generic-initramfs": GENERIC_INITRAMFS, "nic-config": NIC_CONFIG, "dracut-generic": DRACUT_GENERIC}
 FAMILY_SCRIPTS = {"fstab-uuid": FSTAB_UUID, "uefi-fallback": UEFI_FALLBACK, "guest-agent": GUEST_AGENT}
 # the agent and the libraries it needs that a minimal Debian may lack (its Depends)
 AGENT_PACKAGES = ("qemu-guest-agent", "libglib2.0-0", "libnuma1", "liburing2")
@@ -242,12 +244,8 @@ class Remediate(Stage):
                 disks, report = self._virt_v2v(inputs[0], d, env)
             elif rung in FAMILY_SCRIPTS:
                 disks, report = apply_family_rung(rung, inputs, d, env)
-            elif rung == "dracut-generic":
-                disks, report = self._guestfish(inputs, d, env, DRACUT_GENERIC)
             else:
-                disks, report = self._guestfish(
-                    inputs, d, env, GENERIC_INITRAMFS if rung == "generic-initramfs" else NIC_CONFIG
-                )
+                disks, report = _guestfish(inputs, d, env, GUESTFISH_SCRIPTS[rung])
             changed = remedies.REMEDIES[rung].does
             self.env.cache.commit(
                 k,
@@ -261,11 +259,6 @@ class Remediate(Stage):
             report=report[-REPORT_KEPT:],
             evidence={"report": report[-REPORT_KEPT:]},
         )
-
-    def _guestfish(
-        self, inputs: list[ConvertedDisk], d: Path, env: dict[str, str], script: str
-    ) -> tuple[list[ConvertedDisk], str]:
-        return _guestfish(inputs, d, env, script)
 
     def _virt_v2v(self, disk: ConvertedDisk, d: Path, env: dict[str, str]) -> tuple[list[ConvertedDisk], str]:
         report = _run(
