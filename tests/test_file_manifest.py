@@ -111,3 +111,12 @@ def test_the_ssh_channel_writes_the_manifest_and_counts_its_files(tmp_path: Path
     assert seen.manifest_files == len(file_manifest.read(out.read_bytes()).files) == 5
     ssh.take_manifest(["sh", "-c", "echo 'MANIFEST-NONE no GNU find/md5sum'"], out, seen)
     assert seen.manifest_note == "no manifest of the guest's files: MANIFEST-NONE no GNU find/md5sum"
+
+
+def test_a_guest_printing_without_end_is_cut_off_not_read_into_memory(tmp_path: Path, monkeypatch) -> None:
+    from activities.channels import ssh
+
+    monkeypatch.setattr(ssh, "MANIFEST_MAX_BYTES", 1 << 20)
+    seen = GuestObservation()
+    ssh.take_manifest(["sh", "-c", "cat >/dev/null; echo MANIFEST-BEGIN; yes 'S 1 1 /x'"], tmp_path / "m.gz", seen)
+    assert seen.manifest_note == "no manifest of the guest's files: more than 1 MiB" and not seen.manifest_artifact

@@ -5,6 +5,7 @@ client and removed after."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -24,6 +25,8 @@ SSH_RUN_S = 45.0
 # Reading every file of the guest under TCG: ~20-60 s for a minimal Debian; a manifest that takes
 # longer is left out (said in the evidence), never a failure of the guest
 MANIFEST_RUN_S = 240.0
+# What the guest may print for it: a guest's output is input, and a manifest of ~400,000 files fits
+MANIFEST_MAX_BYTES = 64 << 20
 OPTS = [
     "-o", "BatchMode=yes",
     # the first key seen is accepted and written to a known_hosts of this login only: it is the
@@ -47,15 +50,35 @@ def _host_key(known_hosts: Path) -> str:
 
 def take_manifest(cmd: list[str], out: Path, seen: GuestObservation, script: str = file_manifest.SCRIPT) -> None:
     """Run the manifest's commands through ``cmd`` (the login), write the manifest to ``out``."""
+    login = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        proc = subprocess.run(cmd, input=script.encode(), capture_output=True, timeout=MANIFEST_RUN_S, check=False)
+        assert login.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a login that reads no commands still answers
+            login.stdin.write(script.encode())
+            login.stdin.close()
+        # read through head: a guest printing without end fills neither memory nor the time
+        proc = subprocess.run(
+            ["head", "-c", str(MANIFEST_MAX_BYTES)],
+            stdin=login.stdout,
+            capture_output=True,
+            timeout=MANIFEST_RUN_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         seen.manifest_note = f"the manifest of the guest's files took longer than {MANIFEST_RUN_S:.0f} s: not taken"
         return
+    finally:
+        login.kill()
+        login.wait()
     text = proc.stdout.decode(errors="surrogateescape")
-    got = file_manifest.parse(text)
+    got = file_manifest.parse(text) if len(proc.stdout) < MANIFEST_MAX_BYTES else None
     if got is None:
-        why = next((x for x in text.splitlines() if x.startswith("MANIFEST-NONE")), "") or f"exit {proc.returncode}"
+        big = f"more than {MANIFEST_MAX_BYTES >> 20} MiB" if len(proc.stdout) >= MANIFEST_MAX_BYTES else ""
+        why = (
+            big
+            or next((x for x in text.splitlines() if x.startswith("MANIFEST-NONE")), "")
+            or f"exit {login.returncode}"
+        )
         seen.manifest_note = f"no manifest of the guest's files: {why}"
         return
     out.write_bytes(got.render())
