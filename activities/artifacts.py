@@ -16,17 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from toolbox import filehash
+
 
 def key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256, read once per version of the file (``toolbox.filehash``): a commit's
+    hash serves the stages after it and the lookups of later cells."""
+    return filehash.sha256(path)
 
 
 class ArtifactCache:

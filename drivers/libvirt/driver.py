@@ -82,6 +82,9 @@ SCSI_MODELS = {
 }
 SHUTDOWN_GRACE_S = 20.0  # ACPI shutdown before a hard power-off
 CONSOLE_POLL_S = 0.25
+# the guest's CPU and run-queue wait are read every this many polls (each is a call libvirtd
+# answers from /proc): once a second is enough for a deadline counted in tens of seconds
+GUEST_STATS_EVERY = 4
 # a console wait's deadline counts the time the guest could run: wall time less the time its vCPU
 # threads waited for a core (libvirt's vcpu.N.delay, the host scheduler's run-queue wait); a host
 # so loaded that the wall time reaches this many times the deadline is a fault, not a verdict
@@ -904,12 +907,14 @@ class LibvirtDriver(Driver):
         reattached = 0
         cpu_s = 0.0  # the guest's CPU so far: once it stops on its own (a birth), libvirt forgets it
         delay0 = delay = _vcpu_delay_s(self.conn, dom)
+        polls = 0
         while True:
             text = tap.text()
             stopped = not dom.isActive()
-            if not stopped:
+            if not stopped and polls % GUEST_STATS_EVERY == 0:
                 cpu_s = _guest_cpu_s(dom) or cpu_s
                 delay = _vcpu_delay_s(self.conn, dom) or delay
+            polls += 1
             if not stopped and tap.ended.is_set() and reattached < 3:
                 # the stream broke while the guest runs: attach again and go on (what the guest
                 # wrote in between is lost, and the log says so)
