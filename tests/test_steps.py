@@ -35,6 +35,17 @@ def test_a_subprocess_cpu_is_charged_to_the_open_step_from_its_own_rusage() -> N
     assert 0.25 <= rec.as_dict()["convert"]["cpu_s"] < 2.0
 
 
+def test_a_tool_fed_on_stdin_has_its_whole_process_tree_charged() -> None:
+    """A rung's guestfish reads its script on stdin and boots an appliance VM as its child: the
+    child's CPU is the rung's (the demo's floor counts it)."""
+    child = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"
+    tool = f"import subprocess, sys\nscript = sys.stdin.read()\nsubprocess.run([sys.executable, '-c', {child!r}])\nprint(script.upper())"
+    with steps.recording() as rec, steps.step("guestfish"):
+        p = steps.run([sys.executable, "-c", tool], timeout=30, input="mount /dev/sda1 /\n")
+    assert (p.returncode, p.stdout) == (0, "MOUNT /DEV/SDA1 /\n\n")
+    assert 0.25 <= rec.as_dict()["guestfish"]["cpu_s"] < 2.0
+
+
 def _log(cell: str, stage: str, t0: float, secs: float, steps_: dict) -> list[dict]:
     base = {"campaign": "c1", "cell": cell, "stage": stage, "attempt": 1}
     return [

@@ -145,11 +145,13 @@ def charge(proc: subprocess.Popen) -> None:
         add_cpu(ru.ru_utime + ru.ru_stime)
 
 
-def run(args: list[str], timeout: float | None = None, **kw) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: float | None = None, input: str | None = None, **kw) -> subprocess.CompletedProcess:  # noqa: A002 - subprocess.run's name
     """``subprocess.run(args, capture_output=True, text=True)`` whose CPU is charged to the open step."""
+    if input is not None:
+        kw["stdin"] = subprocess.PIPE
     with popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

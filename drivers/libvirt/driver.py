@@ -950,6 +950,14 @@ class LibvirtDriver(Driver):
             steps.add_cpu(cpu_s, "guest cpu")
             tap.ended.wait(timeout=3)
             text = tap.text()
+        else:
+            cpu_s = _guest_cpu_s(dom) or cpu_s
+        # where a boot's wall time went: the guest's CPU, its wait for a core, and the rest (the
+        # guest idle, or QEMU's own threads): what tells a crowded host from a waiting guest
+        _log().info(
+            "libvirt.console_watched", domain=name, wall_s=round(time.monotonic() - t0, 1),
+            guest_cpu_s=round(cpu_s, 1), run_queue_s=round(max(0.0, delay - delay0), 1), stopped=stopped,
+        )  # fmt: skip
         return ConsoleWatch(
             text, time.monotonic() - t0, stopped=stopped, timed_out=False, starved_s=max(0.0, delay - delay0)
         )
