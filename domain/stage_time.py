@@ -127,6 +127,12 @@ def image_was_cached(t: StageTime, build_max_s: float = 5.0) -> bool:
 
 SOURCE_SIDE = ("provision", "baseline", "export")  # once per (source platform, image): later cells reuse it
 ONCE_PER_IMAGE = ("image build",)  # a build serves every later cell of that image: not a per-cell cost
+# Time a stage spent waiting on other cells: for a guest slot, for the cell that makes the shared
+# source side, for another activity's upload of the same layer. Not the stage's own work: the
+# wait is what the ETA's bounds model (a slot-bound demo's boot waited 70 s for 27 s of boot, and
+# the ETA of its last cell, counting that wait again after the others were done, said +85 %).
+WAITS = ("wait for a core", "wait for source side", "wait for upload")
+SLOT_STEPS = ("start", "console wait", "birth")  # what a boot does while it holds a guest slot
 MIN_MEASURED_CELLS = 2  # below this the ETA is the static model, printed as such, without hours
 
 
@@ -134,26 +140,41 @@ MIN_MEASURED_CELLS = 2  # below this the ETA is the static model, printed as suc
 class LabModel:
     """Stage seconds measured in this lab (the result store's cells), by (stage, platform of the
     stage's side, image); a missing key falls back to the stage's mean for the image, then for
-    the platform, then overall."""
+    the platform, then overall. ``samples``: a stage's own work (its waits left out); ``slot``:
+    the part of it a guest held one of the machine's guest slots."""
 
     samples: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    slot: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
     cells: int = 0  # cells that contributed (not cached, ran their stages here)
+    slot_bound: bool = False  # boots here waited for guest slots (guests run on the worker's cores)
 
-    def add(self, stage: str, platform: str, image: str, seconds: float) -> None:
-        for k in ((stage, platform, image), (stage, "*", image), (stage, platform, "*"), (stage, "*", "*")):
+    @staticmethod
+    def _keys(stage: str, platform: str, image: str):
+        return ((stage, platform, image), (stage, "*", image), (stage, platform, "*"), (stage, "*", "*"))
+
+    def add(self, stage: str, platform: str, image: str, seconds: float, slot_s: float = 0.0) -> None:
+        for k in self._keys(stage, platform, image):
             self.samples.setdefault(k, []).append(seconds)
+            self.slot.setdefault(k, []).append(slot_s)
 
     def stage_s(self, stage: str, platform: str, image: str) -> float | None:
-        for k in ((stage, platform, image), (stage, "*", image), (stage, platform, "*"), (stage, "*", "*")):
+        for k in self._keys(stage, platform, image):
             got = self.samples.get(k)
             if got:
                 return sum(got) / len(got)
         return None
 
+    def slot_s(self, stage: str, platform: str, image: str) -> float:
+        for k in self._keys(stage, platform, image):
+            got = self.slot.get(k)
+            if got:
+                return sum(got) / len(got)
+        return 0.0
+
 
 def lab_model(results) -> LabModel:
     """From stored cell results (``CellResult``): every stage that did its work here ("ok",
-    round 0), its seconds less what it spent once per image (a build)."""
+    round 0), its seconds less its waits and what it spent once per image (a build)."""
     model = LabModel()
     for r in results:
         if getattr(r, "cached", False):
@@ -162,9 +183,20 @@ def lab_model(results) -> LabModel:
         for s in r.stages:
             if s.status != "ok" or s.round:
                 continue
+            timing = s.timing or {}
+
+            def secs(names: tuple[str, ...], timing: dict = timing) -> float:
+                return sum(float((timing.get(k) or {}).get("seconds", 0.0)) for k in names)
+
             platform = r.source if s.stage in SOURCE_SIDE else r.target
-            once = sum(float((s.timing or {}).get(k, {}).get("seconds", 0.0)) for k in ONCE_PER_IMAGE)
-            model.add(s.stage, platform, r.image, max(0.0, s.duration_s - once))
+            model.add(
+                s.stage,
+                platform,
+                r.image,
+                max(0.0, s.duration_s - secs(ONCE_PER_IMAGE) - secs(WAITS)),
+                secs(SLOT_STEPS),
+            )
+            model.slot_bound = model.slot_bound or "wait for a core" in timing
             used = True
         model.cells += used
     return model
@@ -178,18 +210,23 @@ def _stage_of(running: str) -> str:
     return "import" if stage == "remediate" else stage
 
 
-def _left(model: LabModel, c, running_at: dict[str, str], pipeline: list[str]) -> list[tuple[str, float]] | None:
-    """The stages cell ``c`` has left with their measured seconds, from the stage it is in (half
-    of that one counted as left); None when one of them was never measured here."""
+def _left(
+    model: LabModel, c, running_at: dict[str, str], pipeline: list[str], slots_only: bool = False
+) -> list[tuple[str, float]] | None:
+    """The stages cell ``c`` has left with their measured seconds (or guest-slot seconds), from
+    the stage it is in (half of that one counted as left); None when one was never measured here."""
     names = list(pipeline)
     at = _stage_of(running_at.get(c.id, ""))
     if at in names:
         names = names[names.index(at) :]
     out = []
     for i, stage in enumerate(names):
-        s = model.stage_s(stage, c.source if stage in SOURCE_SIDE else c.target, c.image)
+        platform = c.source if stage in SOURCE_SIDE else c.target
+        s = model.stage_s(stage, platform, c.image)
         if s is None:
             return None
+        if slots_only:
+            s = model.slot_s(stage, platform, c.image)
         out.append((stage, s / 2 if (i == 0 and at) else s))
     return out
 
@@ -201,16 +238,18 @@ def remaining_s(
     running_at: dict[str, str],
     pipeline: list[str],
     sources_done: set[tuple[str, str]],
+    slots_only: bool = False,
 ) -> float | None:
     """Stage-seconds of work left: every stage of each cell not done, from the stage a running
     cell is in (half of that one counted as left); the source side of a (source, image) once.
-    None when a stage has no measurement at all."""
+    ``slots_only``: only the seconds its boots will hold a guest slot. None when a stage has no
+    measurement at all."""
     total = 0.0
     claimed = set(sources_done)
     for c in cells:
         if c.id in done:
             continue
-        left = _left(model, c, running_at, pipeline)
+        left = _left(model, c, running_at, pipeline, slots_only)
         if left is None:
             return None
         src, at = (c.source, c.image), _stage_of(running_at.get(c.id, ""))
@@ -248,7 +287,10 @@ def longest_remaining_s(
     return max((side_left.get((c.source, c.image), 0.0) + own[c.id] for c in cells if c.id in own), default=0.0)
 
 
-def eta_s(remaining: float, lanes: int, longest: float = 0.0) -> float:
+def eta_s(remaining: float, lanes: int, longest: float = 0.0, slot_work: float = 0.0, slots: int = 0) -> float:
     """Seconds left: the work left spread over the lanes, but never less than the longest chain
-    one cell still has (with as many lanes as cells, the campaign waits for its slowest cell)."""
-    return max(remaining / max(1, lanes), longest)
+    one cell still has (with as many lanes as cells, the campaign waits for its slowest cell),
+    nor than the boots left spread over the machine's guest slots where guests run on the
+    worker's cores (a demo's eight lanes share two)."""
+    bound = slot_work / slots if slots > 0 else 0.0
+    return max(remaining / max(1, lanes), longest, bound)

@@ -137,3 +137,33 @@ def test_a_cell_in_a_round_of_the_ladder_has_its_re_import_onwards_left() -> Non
     ):
         assert stage_time.remaining_s(model, cells, set(), {"c": at}, pipeline, set()) == left, at
         assert stage_time.longest_remaining_s(model, cells, set(), {"c": at}, pipeline, set()) == left, at
+
+
+def test_a_stages_waits_are_not_its_work_and_a_slot_bound_lab_is_bounded_by_its_boots() -> None:
+    from domain.model import Cell, CellResult, StageRecord
+
+    # a boot that waited 70 s for a guest slot, then held it 25 s: its own work is 27 s
+    boot = StageRecord(
+        "boot",
+        "ok",
+        97.0,
+        timing={"wait for a core": {"seconds": 70.0}, "start": {"seconds": 1.0}, "console wait": {"seconds": 24.0}},
+    )
+    stages = [StageRecord("import", "ok", 4.0, timing={"wait for upload": {"seconds": 3.0}}), boot]
+    model = stage_time.lab_model([CellResult(x, "esxi", "kvm", "p", [], stages) for x in "ab"])
+    assert model.stage_s("boot", "kvm", "p") == 27.0
+    assert model.stage_s("import", "kvm", "p") == 1.0
+    assert model.slot_s("boot", "kvm", "p") == 25.0 and model.slot_s("import", "kvm", "p") == 0.0
+    assert model.slot_bound
+    pipeline = ["import", "boot"]
+    cells = [Cell(x, "esxi", "kvm", "p", [], "") for x in "cdefgh"]
+    work = stage_time.remaining_s(model, cells, set(), {}, pipeline, set())
+    slot_work = stage_time.remaining_s(model, cells, set(), {}, pipeline, set(), slots_only=True)
+    longest = stage_time.longest_remaining_s(model, cells, set(), {}, pipeline, set())
+    assert (work, slot_work, longest) == (6 * 28.0, 6 * 25.0, 28.0)
+    # six lanes on two guest slots: the six boots take three rounds of 25 s, not one of 28
+    assert stage_time.eta_s(work, 6, longest) == 28.0
+    assert stage_time.eta_s(work, 6, longest, slot_work, 2) == 75.0
+    # a lab whose boots never waited for a slot (remote hosts) is not bounded by them
+    free = stage_time.lab_model([CellResult(x, "esxi", "kvm", "p", [], [stages[0]]) for x in "ab"])
+    assert not free.slot_bound

@@ -19,6 +19,7 @@ from pathlib import Path
 from activities.channels import service, ssh
 from activities.stages.base import StageEnv
 from crossvisor.core import steps
+from crossvisor.core.config import guest_slots
 from domain import agent_channel, console_channel, observation, tools_channel
 from domain.model import GuestImage, Host, SshAccess
 from domain.stage_io import AppProbe, GuestObservation
@@ -41,12 +42,6 @@ EXCERPT_TAIL = 40  # console lines kept after the evidence lines
 
 
 SILENT_S = 45.0  # no console output that long before the kernel started: the firmware jumped into nothing
-
-
-def guest_slots() -> int:
-    """How many guests may boot at once on this machine: one per core (a TCG boot is CPU-bound
-    from power-on to its evidence), unless CROSSVISOR_GUEST_SLOTS says otherwise."""
-    return max(1, int(os.environ.get("CROSSVISOR_GUEST_SLOTS") or os.cpu_count() or 1))
 
 
 def boots_here(host: Host | None) -> bool:

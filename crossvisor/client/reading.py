@@ -17,7 +17,7 @@ from crossvisor.client.campaigns import (
     status_name,
 )
 from crossvisor.client.connection import CliError, connect, rpc_error
-from crossvisor.core.config import Settings
+from crossvisor.core.config import Settings, guest_slots
 from crossvisor.core.timefmt import iso
 from domain.matrix import human_id
 
@@ -181,7 +181,12 @@ def lab_eta(
     # on a fresh demo at two cells, but +100 % on a warm one, whose age held a long source wait)
     lanes = min(max_cells or 1, len(left)) if left else 1
     longest = stage_time.longest_remaining_s(model, left, finished, at, pipeline, sources_done) or 0.0
-    return stage_time.eta_s(rem, lanes, longest)
+    if not model.slot_bound:
+        return stage_time.eta_s(rem, lanes, longest)
+    # boots here waited for the machine's guest slots: the boots left cannot finish sooner than
+    # their slot time spread over those slots, however many lanes wait for them
+    slot_work = stage_time.remaining_s(model, left, finished, at, pipeline, sources_done, slots_only=True) or 0.0
+    return stage_time.eta_s(rem, lanes, longest, slot_work, guest_slots())
 
 
 async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool = True) -> dict[str, Any]:

@@ -92,6 +92,13 @@ def site_task_queue(task_queue: str, site: str) -> str:
     return f"{task_queue}@{site}"
 
 
+def guest_slots() -> int:
+    """How many guests may boot at once on this machine: one per core (a TCG boot is CPU-bound
+    from power-on to its evidence), unless CROSSVISOR_GUEST_SLOTS says otherwise. The worker's
+    boot slots and the ETA's bound on a slot-bound lab both read it."""
+    return max(1, int(os.environ.get("CROSSVISOR_GUEST_SLOTS") or os.cpu_count() or 1))
+
+
 def vm_name_prefix() -> str:
     """Start of every name crossvisor gives a VM, a volume or a pool (``cv`` unless
     CROSSVISOR_VM_PREFIX says otherwise, e.g. for two deployments sharing hosts). Read when used,
