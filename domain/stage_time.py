@@ -211,10 +211,16 @@ def _stage_of(running: str) -> str:
 
 
 def _left(
-    model: LabModel, c, running_at: dict[str, str], pipeline: list[str], slots_only: bool = False
+    model: LabModel,
+    c,
+    running_at: dict[str, str],
+    pipeline: list[str],
+    slots_only: bool = False,
+    under_way: bool = True,
 ) -> list[tuple[str, float]] | None:
     """The stages cell ``c`` has left with their measured seconds (or guest-slot seconds), from
-    the stage it is in (half of that one counted as left); None when one was never measured here."""
+    the stage it is in (half of that one counted as left when it is ``under_way``, all of it when
+    it still waits); None when one was never measured here."""
     names = list(pipeline)
     at = _stage_of(running_at.get(c.id, ""))
     if at in names:
@@ -227,7 +233,7 @@ def _left(
             return None
         if slots_only:
             s = model.slot_s(stage, platform, c.image)
-        out.append((stage, s / 2 if (i == 0 and at) else s))
+        out.append((stage, s / 2 if (i == 0 and at and under_way) else s))
     return out
 
 
@@ -239,20 +245,31 @@ def remaining_s(
     pipeline: list[str],
     sources_done: set[tuple[str, str]],
     slots_only: bool = False,
+    slots: int = 0,
 ) -> float | None:
     """Stage-seconds of work left: every stage of each cell not done, from the stage a running
     cell is in (half of that one counted as left); the source side of a (source, image) once.
-    ``slots_only``: only the seconds its boots will hold a guest slot. None when a stage has no
-    measurement at all."""
+    ``slots_only``: only the seconds its boots will hold a guest slot; of the cells in a stage
+    that boots, only ``slots`` can be holding one (0: any number), the others still wait for
+    theirs and have all of it left (six cells "in boot" on two slots: four have not started).
+    None when a stage has no measurement at all."""
     total = 0.0
     claimed = set(sources_done)
+    booting = 0
     for c in cells:
         if c.id in done:
             continue
-        left = _left(model, c, running_at, pipeline, slots_only)
+        at = _stage_of(running_at.get(c.id, ""))
+        under_way = True
+        if slots_only and slots and at in pipeline:
+            platform = c.source if at in SOURCE_SIDE else c.target
+            if model.slot_s(at, platform, c.image) > 0:
+                booting += 1
+                under_way = booting <= slots
+        left = _left(model, c, running_at, pipeline, slots_only, under_way)
         if left is None:
             return None
-        src, at = (c.source, c.image), _stage_of(running_at.get(c.id, ""))
+        src = (c.source, c.image)
         for stage, s in left:
             if not (stage in SOURCE_SIDE and src in claimed and not (at and at in SOURCE_SIDE)):
                 total += s

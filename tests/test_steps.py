@@ -167,3 +167,8 @@ def test_a_stages_waits_are_not_its_work_and_a_slot_bound_lab_is_bounded_by_its_
     # a lab whose boots never waited for a slot (remote hosts) is not bounded by them
     free = stage_time.lab_model([CellResult(x, "esxi", "kvm", "p", [], [stages[0]]) for x in "ab"])
     assert not free.slot_bound
+    # all six "in boot" (the status shows the stage, not the wait): two hold the slots, half done;
+    # four still wait for theirs and have all of their boot left
+    in_boot = {c.id: "boot" for c in cells}
+    assert stage_time.remaining_s(model, cells, set(), in_boot, pipeline, set(), True, 2) == 2 * 12.5 + 4 * 25
+    assert stage_time.remaining_s(model, cells, set(), in_boot, pipeline, set(), True) == 6 * 12.5

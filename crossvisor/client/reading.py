@@ -185,8 +185,9 @@ def lab_eta(
         return stage_time.eta_s(rem, lanes, longest)
     # boots here waited for the machine's guest slots: the boots left cannot finish sooner than
     # their slot time spread over those slots, however many lanes wait for them
-    slot_work = stage_time.remaining_s(model, left, finished, at, pipeline, sources_done, slots_only=True) or 0.0
-    return stage_time.eta_s(rem, lanes, longest, slot_work, guest_slots())
+    slots = guest_slots()
+    slot_work = stage_time.remaining_s(model, left, finished, at, pipeline, sources_done, True, slots) or 0.0
+    return stage_time.eta_s(rem, lanes, longest, slot_work, slots)
 
 
 async def snapshot(settings: Settings, cid: str, stages: bool = True, eta: bool = True) -> dict[str, Any]:
