@@ -257,6 +257,7 @@ class CampaignSpec(_Strict):
             "guest-agent",
             "uefi-fallback",
             "dracut-generic",
+            "emulated-first",
         ]
     ] = Field(default_factory=list)
     netbox: NetBoxSpec | None = None  # how NetBox devices map to hosts (inventory: netbox only)

@@ -11,7 +11,7 @@ presents (used for predictions, never for grades).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,37 @@ def profile(name: str) -> HardwareProfile:
 def for_platform(kind: str, name: str = "") -> HardwareProfile:
     """The profile a platform names, or its kind's default."""
     return profile(name or DEFAULT_FOR_KIND[kind])
+
+
+# -- first boot on the emulated bus (the "emulated-first" rung) --------------------------------------
+EMULATED_BUSES = ("ide", "sata")  # controllers every hypervisor emulates and every old initramfs knows
+EMULATED_PCI = {"ide": "8086:7010", "sata": "8086:2922"}  # PIIX3 IDE, ICH9 AHCI
+# the guest kernel's driver for each paravirtual controller: what its initramfs must carry to boot on it
+PARAVIRTUAL_DRIVERS = {
+    "virtio": ("virtio_blk", "virtio_pci"),
+    "scsi:virtio-scsi": ("virtio_scsi", "virtio_pci", "sd_mod"),
+    "scsi:pvscsi": ("vmw_pvscsi", "sd_mod"),
+    "scsi:lsilogic-sas": ("mptsas", "sd_mod"),
+    "scsi:lsilogic": ("mptspi", "sd_mod"),
+}
+
+
+def emulated_first(source: HardwareProfile, target: HardwareProfile) -> HardwareProfile | None:
+    """The target's hardware with the boot disk on an emulated controller, for one boot in which
+    the guest adds the target's own controller driver; None when the target's controller is itself
+    emulated (nothing to move the disk to afterwards). The controller: the one the guest was
+    installed on when that was emulated (its initramfs knows it), else IDE on an i440FX target and
+    SATA on a Q35 one (Q35 has no IDE), as an operator picks; whether the guest comes up on it is
+    the boot's to say. An IDE disk on a Q35 target moves the VM to i440FX for that boot."""
+    if target.disk_bus in EMULATED_BUSES or target.disk_controller not in PARAVIRTUAL_DRIVERS:
+        return None
+    bus = source.disk_bus if source.disk_bus in EMULATED_BUSES else ("ide" if target.machine == "pc" else "sata")
+    return replace(
+        target,
+        name=f"{target.name}+{bus}",
+        stands_in_for=f"{target.stands_in_for}, its boot disk on the emulated {bus.upper()} controller",
+        machine="pc" if bus == "ide" else target.machine,
+        disk_bus=bus,
+        scsi_model="",
+        disk_pci=EMULATED_PCI[bus],
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from domain import profiles
 from domain.model import CheckResult, Grade
 
 # checks whose failure means "the VM does not work on the target": what a remediation may cure
@@ -30,6 +31,9 @@ class Remedy:
     # and costs no appliance run, import or boot.
     cures: tuple[str, ...] = WORKS
     not_for: tuple[str, ...] = ()
+    # it boots the guest once on an emulated controller, then moves it to the target's paravirtual
+    # one: only for targets that have one (domain.profiles.emulated_first)
+    emulated_boot: bool = False
 
 
 # -- rungs for the boot families (vmware-born, uefi-nvram) ----------------------------------------
@@ -113,6 +117,21 @@ REMEDIES["dracut-generic"] = Remedy(
 )
 
 
+# -- first boot on the emulated bus: the one no tool automates -------------------------------------
+REMEDIES["emulated-first"] = Remedy(
+    "emulated-first",
+    "boot the VM once on the target with its disk on an emulated controller (the IDE or SATA it "
+    "was installed on, else the one the target's machine has: old initramfs images know it), add the target's paravirtual disk driver to the "
+    "initramfs from inside the running guest (dracut add_drivers, or initramfs-tools' modules "
+    "list; an lvm2 devices file naming the disk by the old controller's WWID or serial reset), "
+    "shut it down; the next boot is on the paravirtual controller",
+    cures=("boots", "disks"),
+    # before the kernel an initramfs changes nothing; a missing root file system name is not a driver
+    not_for=("OVMF (UEFI)", "SeaBIOS (BIOS)", "GRUB"),
+    emulated_boot=True,
+)
+
+
 def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = ()) -> str:
     """ "" when the rung can run for this target and addresses one of the ``failing`` checks (the
     last verification's: rungs are cumulative, so what is left to cure), else why not. No failing
@@ -120,6 +139,10 @@ def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = 
     r = REMEDIES[name]
     if r.kvm_only and target_profile != "kvm":
         return f"{name} converts for KVM targets; {target_profile} is not one"
+    if r.emulated_boot and target_profile in profiles.PROFILES:
+        tgt = profiles.PROFILES[target_profile]
+        if profiles.emulated_first(tgt, tgt) is None:
+            return f"{name} moves the disk to a paravirtual controller; {tgt.name}'s {tgt.disk_controller} is not one"
     failed = [c for c in failing if c.grade == Grade.FAIL and c.check in WORKS]
     if not failed:
         return ""

@@ -49,6 +49,16 @@ def check_owner(kind: str, name: str, host: str, recorded: str | None, owner: st
 
 
 @dataclass
+class GuestExec:
+    """What a command run inside a guest left: its exit code and output (stdout then stderr,
+    capped by the agent), or why it could not run (``refused``: no agent, the agent forbids it)."""
+
+    exit_code: int = -1
+    output: str = ""
+    refused: str = ""
+
+
+@dataclass
 class ConsoleWatch:
     """The serial console of one boot, as far as it was watched."""
 
@@ -160,6 +170,12 @@ class Driver(abc.ABC):
         when this host presents no agent channel to the VM. ``{"error": ...}`` when the channel is
         there and no agent answered within ``timeout_s``."""
         return None
+
+    def guest_exec(self, name: str, argv: list[str], timeout_s: float, beat: Callable[[str], None]) -> GuestExec:
+        """``argv`` run inside the guest by its own agent (what an operator's tooling does with the
+        QEMU guest agent's guest-exec), waited for up to ``timeout_s``. Hosts whose guests present no
+        such channel say so in ``GuestExec.refused``: nothing ran."""
+        return GuestExec(refused=f"{self.describe()} offers no way to run a command in a guest")
 
     @abc.abstractmethod
     def destroy(self, name: str) -> None:

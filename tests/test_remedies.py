@@ -146,5 +146,33 @@ def test_checks_the_guest_never_reached_unmodified_are_graded_by_the_cured_round
 def test_every_rung_on_the_ladder_has_the_code_that_applies_it() -> None:
     from activities.stages import remediate
 
-    scripted = set(remediate.GUESTFISH_SCRIPTS) | set(remediate.FAMILY_SCRIPTS) | {"virt-v2v"}
+    scripted = set(remediate.GUESTFISH_SCRIPTS) | set(remediate.FAMILY_SCRIPTS) | {"virt-v2v", "emulated-first"}
     assert scripted == set(remedies.REMEDIES)
+
+
+def test_the_first_boot_on_the_emulated_bus_is_for_targets_with_a_paravirtual_controller() -> None:
+    assert remedies.applicable("emulated-first", "kvm", [ROOT_NOT_FOUND]) == ""
+    assert remedies.applicable("emulated-first", "esxi", [ROOT_NOT_FOUND]) == ""
+    why = remedies.applicable("emulated-first", "xen-hvm", [ROOT_NOT_FOUND])
+    assert why == "emulated-first moves the disk to a paravirtual controller; xen-hvm's ide is not one"
+    # a failure before the kernel: an initramfs cannot change it
+    assert "emulated-first addresses boots/disks" in remedies.applicable("emulated-first", "kvm", [FIRMWARE_NOTHING])
+
+
+def test_the_first_boot_on_the_emulated_bus_keeps_the_targets_machine_unless_its_bus_needs_another() -> None:
+    from domain.profiles import PROFILES, emulated_first
+
+    # installed on IDE: IDE again, on i440FX (Q35 has none); the target's NIC and channels stay
+    on_ide = emulated_first(PROFILES["hyperv-gen1"], PROFILES["kvm"])
+    assert (on_ide.machine, on_ide.disk_controller, on_ide.nic_model) == ("pc", "ide", "virtio")
+    assert on_ide.guest_agent_channel
+    # installed on a paravirtual controller: the emulated one the target's machine has
+    assert (
+        emulated_first(PROFILES["kvm"], PROFILES["esxi"]).machine,
+        emulated_first(PROFILES["kvm"], PROFILES["esxi"]).disk_bus,
+    ) == ("pc", "ide")
+    assert (
+        emulated_first(PROFILES["esxi"], PROFILES["kvm"]).machine,
+        emulated_first(PROFILES["esxi"], PROFILES["kvm"]).disk_bus,
+    ) == ("q35", "sata")
+    assert emulated_first(PROFILES["kvm"], PROFILES["xen-hvm"]) is None  # nothing to move the disk to

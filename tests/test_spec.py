@@ -67,6 +67,7 @@ def test_example_spec_validates(root: Path) -> None:
         "uefi-fallback",
         "fstab-uuid",
         "virt-v2v",
+        "emulated-first",
         "generic-initramfs",
         "dracut-generic",
         "nic-config",

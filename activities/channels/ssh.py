@@ -17,7 +17,7 @@ from crossvisor.core.credentials import CredentialError, resolve_secret
 from domain import file_manifest, ssh_channel
 from domain.model import SshAccess
 from domain.stage_io import GuestObservation
-from drivers.base import Driver
+from drivers.base import Driver, GuestExec
 
 # Under TCG with other guests on the cores, a login and the commands take seconds (key exchange,
 # a shell, lsblk, dd): generous bounds, the stage heartbeats from its side thread meanwhile.
@@ -148,3 +148,58 @@ def observe(
                 break
             time.sleep(2.0)
     seen.ssh_note = f"no SSH login as {access.user} via {host}:{port}: {last}"
+
+
+def run_script(
+    drv: Driver,
+    name: str,
+    access: SshAccess,
+    script: str,
+    args: list[str],
+    beat: Callable[[str], None],
+    timeout_s: float,
+    login_wait_s: float = 120.0,
+) -> GuestExec:
+    """``script`` run by the guest's /bin/sh (on stdin, with ``args``) in an SSH login with the
+    operator's key: what an operator does by hand. Waits up to ``login_wait_s`` for a login (sshd
+    starts late under TCG); no login is said in ``GuestExec.refused``: nothing ran."""
+    addr = drv.guest_port(name, access.port)
+    if addr is None:
+        return GuestExec(refused=f"{type(drv).__name__} offers no path to the guest's SSH port")
+    host, port = addr
+    try:
+        key = resolve_secret(access.credentials_ref)
+    except CredentialError as e:
+        return GuestExec(refused=f"the SSH key {access.credentials_ref!r} cannot be read: {e}")
+    deadline = time.monotonic() + login_wait_s
+    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
+        keyfile = Path(d) / "id"
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.reveal().rstrip("\n") + "\n")
+        base = ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={Path(d) / 'known'}"]
+        last = ""
+        while True:  # a login first (sshd may not be up yet), then the script once
+            beat("ssh")
+            probe = subprocess.run(
+                [*base, f"{access.user}@{host}", "true"], capture_output=True, text=True, timeout=SSH_RUN_S, check=False
+            )
+            if probe.returncode == 0:
+                break
+            last = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1][:200]
+            if time.monotonic() >= deadline:
+                return GuestExec(refused=f"no SSH login as {access.user} via {host}:{port}: {last}")
+            time.sleep(2.0)
+        beat("ssh script")
+        try:
+            proc = subprocess.run(
+                [*base, f"{access.user}@{host}", "sh", "-s", "--", *args],
+                input=script,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return GuestExec(exit_code=124, output=f"the script did not finish within {timeout_s:.0f} s over SSH")
+    return GuestExec(exit_code=proc.returncode, output=(proc.stdout + proc.stderr)[-20000:])

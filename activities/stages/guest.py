@@ -194,11 +194,11 @@ def forward_ports(image: GuestImage | None) -> list[int]:
     if image is not None and image.ssh is not None:
         ports.append(image.ssh.port)
     elif image is not None and image.builtin in guest_images.FAMILIES:
-        ports.append(SshAccess("").port)  # the family's own key logs in (see _ssh_access)
+        ports.append(SshAccess("").port)  # the family's own key logs in (see ssh_access)
     return list(dict.fromkeys(ports))
 
 
-def _ssh_access(image: GuestImage | None) -> SshAccess | None:
+def ssh_access(image: GuestImage | None) -> SshAccess | None:
     """The SSH access the spec gave, or a boot family's own (the key made for its build: an operator
     logs in to such a VM with the key it was built with)."""
     if image is None:
@@ -252,7 +252,7 @@ def boot_and_observe(
     if seen.reached_init:  # the agent first: SSH, where the operator gave a key, sees more and wins
         with steps.step("guest agent"):
             agent_channel.apply(drv.guest_agent(name, AGENT_TIMEOUT_S, heartbeat), seen)
-    access = _ssh_access(image)
+    access = ssh_access(image)
     if access is not None and (seen.reached_init or not seen.failure_kind.startswith(DEAD)):
         with steps.step("ssh"):
             ssh.observe(drv, name, access, seen, heartbeat, manifest=artifact.with_suffix(".files.gz"))

@@ -1,7 +1,8 @@
 """remediate: one rung of the remediation ladder, applied to the disk the target got.
 
 The rungs do what a person would do by hand (domain/remedies.py): virt-v2v for KVM targets;
-libguestfs edits inside the guest for the others. Each rung writes a qcow2 overlay on its input
+libguestfs edits inside the guest for the others; emulated-first boots the guest on the target
+(activities/stages/emulated_first.py). Each rung writes a qcow2 overlay on its input
 (the shared conversion, or the previous rung's overlay: rungs are cumulative), cached by content:
 a rerun or a worker killed after a rung completed never repeats it.
 """
@@ -17,6 +18,7 @@ from temporalio import activity
 
 from activities.artifacts import key
 from activities.stages.base import Stage
+from activities.stages.emulated_first import first_boot_on_emulated_bus
 from crossvisor.core import steps
 from crossvisor.core.errors import BadInput, InfraFault
 from crossvisor.core.resources import deploy_file
@@ -243,13 +245,14 @@ class Remediate(Stage):
                 if f.name != ".lock":
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
             self.heartbeat(f"remediate {rung}")
-            env = _libguestfs_env()
-            if rung == "virt-v2v":
-                disks, report = self._virt_v2v(inputs[0], d, env)
+            if rung == "emulated-first":  # in the guest itself, booted on the target
+                disks, report = first_boot_on_emulated_bus(self.env, call, inputs, d, self.heartbeat)
+            elif rung == "virt-v2v":
+                disks, report = self._virt_v2v(inputs[0], d, _libguestfs_env())
             elif rung in FAMILY_SCRIPTS:
-                disks, report = apply_family_rung(rung, inputs, d, env)
+                disks, report = apply_family_rung(rung, inputs, d, _libguestfs_env())
             else:
-                disks, report = _guestfish(inputs, d, env, GUESTFISH_SCRIPTS[rung])
+                disks, report = _guestfish(inputs, d, _libguestfs_env(), GUESTFISH_SCRIPTS[rung])
             changed = remedies.REMEDIES[rung].does
             self.env.cache.commit(
                 k,

@@ -30,8 +30,15 @@ fi
 # libvirtd hands QEMU's stdout/stderr to virtlogd; without it domains fail to start. Both start under
 # subreaper.py, which reaps the orphans they leave (see there: where PID 1 does not reap, libvirtd
 # waited on zombie QEMU probes for 20 s to minutes on every define).
+# A virtlogd is "there" when its socket answers, not when a process of that name exists: the
+# remote test host's virtlogd (tests/remote, its own mount namespace and /run/libvirt) has the
+# name too, and seeing it this script once left this host without one (every domain start failed).
+virtlogd_answers() {
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])' \
+    /run/libvirt/virtlogd-sock 2>/dev/null
+}
 start=""
-if ! pgrep -x virtlogd >/dev/null; then
+if ! virtlogd_answers; then
   start+="LIBVIRT_LOG_OUTPUTS='3:file:$run/virtlogd.log' virtlogd -d -p '$run/virtlogd.pid'; "
 fi
 if ! alive "$run/libvirtd.pid"; then

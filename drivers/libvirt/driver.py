@@ -35,6 +35,7 @@ way a real host would.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -58,7 +59,7 @@ from crossvisor.core.errors import BadInput, HostUnreachable
 from domain import profiles
 from domain.profiles import HardwareProfile
 from domain.vm import OWNER_KEY, DiskSpec, ExportedVm, Hardware, NicSpec, VmSpec
-from drivers.base import ConsoleWatch, Driver, InfraFault, InteropFailure, TemplateMissing, check_owner
+from drivers.base import ConsoleWatch, Driver, GuestExec, InfraFault, InteropFailure, TemplateMissing, check_owner
 from drivers.libvirt.storage import HostStorage, volume_of_source
 from drivers.libvirt.uri import domain_type, host_of, is_remote, needs_password, redact, transport, with_params
 from toolbox import diskconv, packaging, screens
@@ -81,6 +82,7 @@ SCSI_MODELS = {
     "buslogic": "buslogic",
 }
 SHUTDOWN_GRACE_S = 20.0  # ACPI shutdown before a hard power-off
+AGENT_EXEC_WAIT_S = 60.0  # for the agent to answer before a guest-exec: it starts late under TCG
 CONSOLE_POLL_S = 0.25
 # the guest's CPU and run-queue wait are read every this many polls (each is a call libvirtd
 # answers from /proc): once a second is enough for a deadline counted in tens of seconds
@@ -1057,6 +1059,35 @@ class LibvirtDriver(Driver):
         except (libvirt.libvirtError, ValueError) as e:
             out["vcpus_error"] = str(e)[:200]
         return out
+
+    def guest_exec(self, name: str, argv: list[str], timeout_s: float, beat: Callable[[str], None]) -> GuestExec:
+        """The QEMU guest agent's guest-exec, then guest-exec-status until the command exits (its
+        output base64 in the reply, capped by the agent); an agent that refuses the command (RHEL's
+        default forbids guest-exec) or never answers is said in ``refused``."""
+        import libvirt_qemu
+
+        dom = self._need(name)
+        if "org.qemu.guest_agent.0" not in dom.XMLDesc(0):
+            return GuestExec(refused="the VM has no guest-agent channel")
+        answered = self.guest_agent(name, AGENT_EXEC_WAIT_S, beat)
+        if answered is None or "error" in answered:
+            return GuestExec(refused=(answered or {}).get("error", "the VM has no guest-agent channel"))
+        cmd = {"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True}}
+        try:
+            pid = json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(cmd), 10, 0))["return"]["pid"]
+        except libvirt.libvirtError as e:
+            return GuestExec(refused=f"the guest agent refused guest-exec: {str(e).splitlines()[0][:200]}")
+        deadline = time.monotonic() + timeout_s
+        status = {"execute": "guest-exec-status", "arguments": {"pid": pid}}
+        while True:
+            beat("guest-exec")
+            reply = json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(status), 10, 0))["return"]
+            if reply.get("exited"):
+                out = b"".join(base64.b64decode(reply.get(k, "")) for k in ("out-data", "err-data"))
+                return GuestExec(exit_code=int(reply.get("exitcode", -1)), output=out.decode(errors="replace"))
+            if time.monotonic() >= deadline:
+                raise InteropFailure(f"{name}: {argv[0]} in the guest did not exit within {timeout_s:.0f} s")
+            time.sleep(1.0)
 
     # -- removal ----------------------------------------------------------------------------------
     def destroy(self, name: str) -> None:
