@@ -35,12 +35,26 @@ def bindable(port: int) -> bool:
         return True
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of client sockets and of binds to port 0."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_base() -> int:
     # the dev server uses base, base+1 (metrics), base+10 (http), base+11 (Web UI); the worker
-    # base+2, base+3
+    # base+2, base+3. Below the kernel's ephemeral range: in it, any client socket (the NetBox
+    # tests leave hundreds of connections) or a server's bind to port 0 can take one of these
+    # between this check and the dev server's bind, which a connect-only check does not see (CI
+    # once failed so: "can't set frontend HTTP port 42090: bind: address already in use").
+    lo, _hi = _ephemeral_ports()
+    top = max(lo - 40, 12000)
     for _ in range(200):
-        base = random.SystemRandom().randrange(20000, 60000, 20)
-        if all(port_free(base + d) for d in (0, 1, 2, 3, 10, 11)):
+        base = random.SystemRandom().randrange(10000, top, 20)
+        if all(bindable(base + d) and port_free(base + d) for d in (0, 1, 2, 3, 10, 11)):
             return base
     raise RuntimeError("no free ports")
 
