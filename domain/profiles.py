@@ -177,6 +177,12 @@ PARAVIRTUAL_DRIVERS = {
 }
 
 
+def paravirtual_disk(profile: HardwareProfile) -> bool:
+    """Whether the profile's boot disk controller is a paravirtual one a guest needs a driver for
+    (what the emulated-first rung moves a disk to)."""
+    return profile.disk_bus not in EMULATED_BUSES and profile.disk_controller in PARAVIRTUAL_DRIVERS
+
+
 def emulated_first(source: HardwareProfile, target: HardwareProfile) -> HardwareProfile | None:
     """The target's hardware with the boot disk on an emulated controller, for one boot in which
     the guest adds the target's own controller driver; None when the target's controller is itself
@@ -184,7 +190,7 @@ def emulated_first(source: HardwareProfile, target: HardwareProfile) -> Hardware
     installed on when that was emulated (its initramfs knows it), else IDE on an i440FX target and
     SATA on a Q35 one (Q35 has no IDE), as an operator picks; whether the guest comes up on it is
     the boot's to say. An IDE disk on a Q35 target moves the VM to i440FX for that boot."""
-    if target.disk_bus in EMULATED_BUSES or target.disk_controller not in PARAVIRTUAL_DRIVERS:
+    if not paravirtual_disk(target):
         return None
     bus = source.disk_bus if source.disk_bus in EMULATED_BUSES else ("ide" if target.machine == "pc" else "sata")
     return replace(

@@ -141,7 +141,7 @@ def applicable(name: str, target_profile: str, failing: Sequence[CheckResult] = 
         return f"{name} converts for KVM targets; {target_profile} is not one"
     if r.emulated_boot and target_profile in profiles.PROFILES:
         tgt = profiles.PROFILES[target_profile]
-        if profiles.emulated_first(tgt, tgt) is None:
+        if not profiles.paravirtual_disk(tgt):
             return f"{name} moves the disk to a paravirtual controller; {tgt.name}'s {tgt.disk_controller} is not one"
     failed = [c for c in failing if c.grade == Grade.FAIL and c.check in WORKS]
     if not failed:

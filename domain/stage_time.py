@@ -157,19 +157,18 @@ class LabModel:
             self.samples.setdefault(k, []).append(seconds)
             self.slot.setdefault(k, []).append(slot_s)
 
-    def stage_s(self, stage: str, platform: str, image: str) -> float | None:
+    def _mean(self, table: dict[tuple[str, str, str], list[float]], stage: str, platform: str, image: str):
         for k in self._keys(stage, platform, image):
-            got = self.samples.get(k)
+            got = table.get(k)
             if got:
                 return sum(got) / len(got)
         return None
 
+    def stage_s(self, stage: str, platform: str, image: str) -> float | None:
+        return self._mean(self.samples, stage, platform, image)
+
     def slot_s(self, stage: str, platform: str, image: str) -> float:
-        for k in self._keys(stage, platform, image):
-            got = self.slot.get(k)
-            if got:
-                return sum(got) / len(got)
-        return 0.0
+        return self._mean(self.slot, stage, platform, image) or 0.0
 
 
 def lab_model(results) -> LabModel:

@@ -52,3 +52,13 @@ def test_the_script_runs_in_a_posix_shell_and_every_line_parses() -> None:
     assert o.mem_kib > 0 and o.root_mode in ("rw", "ro") and o.system_state
     lines = [x for x in proc.stdout.splitlines() if x]
     assert all(x.startswith("SSH-") for x in lines), lines
+
+
+def test_a_guest_script_keeps_its_exit_code_and_cannot_print_without_end() -> None:
+    from activities.channels import ssh
+
+    # the login (here a local shell) reads the script on stdin; its own exit code comes back
+    assert ssh._run_bounded(["sh", "-s"], "echo fixed; echo oops >&2; exit 3", 1000, 30, True) == (3, b"fixed\noops\n")
+    # a guest that prints without end: read up to the bound, in bounded time, and stopped
+    rc, out = ssh._run_bounded(["sh", "-c", "cat >/dev/null; yes x"], "", 4096, 30, True)
+    assert len(out) == 4096 and rc != 0

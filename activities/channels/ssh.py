@@ -10,7 +10,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crossvisor.core.credentials import CredentialError, resolve_secret
@@ -27,6 +27,7 @@ SSH_RUN_S = 45.0
 MANIFEST_RUN_S = 240.0
 # What the guest may print for it: a guest's output is input, and a manifest of ~400,000 files fits
 MANIFEST_MAX_BYTES = 64 << 20
+SCRIPT_MAX_BYTES = 1 << 20  # what a script run in the guest (a remediation rung) may print for its report
 OPTS = [
     "-o", "BatchMode=yes",
     # the first key seen is accepted and written to a known_hosts of this login only: it is the
@@ -48,42 +49,66 @@ def _host_key(known_hosts: Path) -> str:
     return keys[0] if keys else ""
 
 
-def take_manifest(cmd: list[str], out: Path, seen: GuestObservation, script: str = file_manifest.SCRIPT) -> None:
-    """Run the manifest's commands through ``cmd`` (the login), write the manifest to ``out``."""
-    login = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def _run_bounded(cmd: list[str], script: str, limit: int, timeout_s: float, merge_stderr: bool) -> tuple[int, bytes]:
+    """``script`` fed to ``cmd`` (an SSH login), its output read through ``head -c limit``: a
+    guest that prints without end fills neither the worker's memory nor more than ``timeout_s``
+    (``subprocess.TimeoutExpired``). Returns the login's exit code and at most ``limit`` bytes."""
+    login = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.DEVNULL,
+    )
+    head = subprocess.Popen(["head", "-c", str(limit)], stdin=login.stdout, stdout=subprocess.PIPE)
+    assert login.stdin is not None and login.stdout is not None
+    login.stdout.close()  # head's alone: at the bound the login gets SIGPIPE, not a full pipe
     try:
-        assert login.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # a login that reads no commands still answers
             login.stdin.write(script.encode())
             login.stdin.close()
-        # read through head: a guest printing without end fills neither memory nor the time
-        proc = subprocess.run(
-            ["head", "-c", str(MANIFEST_MAX_BYTES)],
-            stdin=login.stdout,
-            capture_output=True,
-            timeout=MANIFEST_RUN_S,
-            check=False,
-        )
+        out, _ = head.communicate(timeout=timeout_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # at its output's end the login exits: its own code
+            login.wait(timeout=10)
+    finally:
+        for p in (head, login):
+            p.kill()
+            p.wait()
+    return login.returncode, out
+
+
+def take_manifest(cmd: list[str], out: Path, seen: GuestObservation, script: str = file_manifest.SCRIPT) -> None:
+    """Run the manifest's commands through ``cmd`` (the login), write the manifest to ``out``."""
+    try:
+        rc, raw = _run_bounded(cmd, script, MANIFEST_MAX_BYTES, MANIFEST_RUN_S, merge_stderr=False)
     except subprocess.TimeoutExpired:
         seen.manifest_note = f"the manifest of the guest's files took longer than {MANIFEST_RUN_S:.0f} s: not taken"
         return
-    finally:
-        login.kill()
-        login.wait()
-    text = proc.stdout.decode(errors="surrogateescape")
-    got = file_manifest.parse(text) if len(proc.stdout) < MANIFEST_MAX_BYTES else None
+    text = raw.decode(errors="surrogateescape")
+    got = file_manifest.parse(text) if len(raw) < MANIFEST_MAX_BYTES else None
     if got is None:
-        big = f"more than {MANIFEST_MAX_BYTES >> 20} MiB" if len(proc.stdout) >= MANIFEST_MAX_BYTES else ""
-        why = (
-            big
-            or next((x for x in text.splitlines() if x.startswith("MANIFEST-NONE")), "")
-            or f"exit {login.returncode}"
-        )
+        big = f"more than {MANIFEST_MAX_BYTES >> 20} MiB" if len(raw) >= MANIFEST_MAX_BYTES else ""
+        why = big or next((x for x in text.splitlines() if x.startswith("MANIFEST-NONE")), "") or f"exit {rc}"
         seen.manifest_note = f"no manifest of the guest's files: {why}"
         return
     out.write_bytes(got.render())
     seen.manifest_files = len(got.files)
     seen.manifest_artifact = str(out)
+
+
+@contextlib.contextmanager
+def _key_file(key) -> Iterator[Path]:
+    """The operator's key (a resolved secret) in a private temporary file for the client; the
+    file and its directory (where the login's known_hosts goes too) are removed after."""
+    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
+        keyfile = Path(d) / "id"
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.reveal().rstrip("\n") + "\n")
+        yield keyfile
+
+
+def _ssh(keyfile: Path, port: int, known: Path, login: str, *remote: str) -> list[str]:
+    return ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}", login, *remote]
 
 
 def observe(
@@ -108,20 +133,16 @@ def observe(
         seen.ssh_note = f"the SSH key {access.credentials_ref!r} cannot be read: {e}"
         return
     deadline = time.monotonic() + timeout_s
-    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
-        keyfile = Path(d) / "id"
-        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.reveal().rstrip("\n") + "\n")
+    with _key_file(key) as keyfile:
+        known = keyfile.parent / "known_hosts"
+        login = _ssh(keyfile, port, known, f"{access.user}@{host}", "sh", "-s")
         last = ""
         while True:
             beat("ssh")
-            known = Path(d) / "known_hosts"
             known.unlink(missing_ok=True)
             try:
                 proc = subprocess.run(
-                    ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}"]
-                    + [f"{access.user}@{host}", "sh", "-s"],
+                    login,
                     input=ssh_channel.SCRIPT,
                     capture_output=True,
                     text=True,
@@ -136,12 +157,7 @@ def observe(
                 seen.ssh_note = ""
                 if manifest is not None:
                     beat("ssh manifest")
-                    take_manifest(
-                        ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={known}"]
-                        + [f"{access.user}@{host}", "sh", "-s"],
-                        manifest,
-                        seen,
-                    )
+                    take_manifest(login, manifest, seen)
                 return
             last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]
             if time.monotonic() >= deadline:
@@ -172,17 +188,18 @@ def run_script(
     except CredentialError as e:
         return GuestExec(refused=f"the SSH key {access.credentials_ref!r} cannot be read: {e}")
     deadline = time.monotonic() + login_wait_s
-    with tempfile.TemporaryDirectory(prefix="cv-ssh-") as d:
-        keyfile = Path(d) / "id"
-        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.reveal().rstrip("\n") + "\n")
-        base = ["ssh", "-i", str(keyfile), "-p", str(port), *OPTS, "-o", f"UserKnownHostsFile={Path(d) / 'known'}"]
+    with _key_file(key) as keyfile:
+        known = keyfile.parent / "known_hosts"
+        target = f"{access.user}@{host}"
         last = ""
         while True:  # a login first (sshd may not be up yet), then the script once
             beat("ssh")
             probe = subprocess.run(
-                [*base, f"{access.user}@{host}", "true"], capture_output=True, text=True, timeout=SSH_RUN_S, check=False
+                _ssh(keyfile, port, known, target, "true"),
+                capture_output=True,
+                text=True,
+                timeout=SSH_RUN_S,
+                check=False,
             )
             if probe.returncode == 0:
                 break
@@ -192,14 +209,12 @@ def run_script(
             time.sleep(2.0)
         beat("ssh script")
         try:
-            proc = subprocess.run(
-                [*base, f"{access.user}@{host}", "sh", "-s", "--", *args],
-                input=script,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
+            rc, raw = _run_bounded(
+                _ssh(keyfile, port, known, target, "sh", "-s", "--", *args), script, SCRIPT_MAX_BYTES, timeout_s, True
             )
         except subprocess.TimeoutExpired:
             return GuestExec(exit_code=124, output=f"the script did not finish within {timeout_s:.0f} s over SSH")
-    return GuestExec(exit_code=proc.returncode, output=(proc.stdout + proc.stderr)[-20000:])
+    out = raw.decode(errors="replace")
+    if len(raw) >= SCRIPT_MAX_BYTES:
+        out += f"\n(cut: more than {SCRIPT_MAX_BYTES >> 10} KiB)"
+    return GuestExec(exit_code=rc, output=out[-20000:])

@@ -98,7 +98,7 @@ def first_boot_on_emulated_bus(
             watch = drv.watch_console(
                 name,
                 observation.ready,
-                guest.BOOT_TIMEOUT_S if guest_images.instrumented(c.image.builtin) else guest.OWN_IMAGE_BOOT_TIMEOUT_S,
+                guest.boot_timeout_s(c.image),
                 heartbeat=beat,
                 idle_s=guest.SILENT_S,
                 idle_counts=observation.silence_means_dead,

@@ -208,6 +208,12 @@ def ssh_access(image: GuestImage | None) -> SshAccess | None:
     return image.ssh
 
 
+def boot_timeout_s(image: GuestImage | None) -> float:
+    """How long a boot of ``image`` may take to its ready line: the project's images print their
+    evidence quickly, an operator's boots its stock way."""
+    return BOOT_TIMEOUT_S if image is None or guest_images.instrumented(image.builtin) else OWN_IMAGE_BOOT_TIMEOUT_S
+
+
 def boot_and_observe(
     drv: Driver,
     name: str,
@@ -234,7 +240,7 @@ def boot_and_observe(
         watch = drv.watch_console(
             name,
             observation.ready,
-            BOOT_TIMEOUT_S if image is None or guest_images.instrumented(image.builtin) else OWN_IMAGE_BOOT_TIMEOUT_S,
+            boot_timeout_s(image),
             heartbeat=heartbeat,
             idle_s=SILENT_S,
             idle_counts=observation.silence_means_dead,
