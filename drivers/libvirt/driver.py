@@ -1091,10 +1091,21 @@ class LibvirtDriver(Driver):
         status = {"execute": "guest-exec-status", "arguments": {"pid": pid}}
         while True:
             beat("guest-exec")
-            reply = json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(status), 10, 0))["return"]
-            if reply.get("exited"):
-                out = b"".join(base64.b64decode(reply.get(k, "")) for k in ("out-data", "err-data"))
-                return GuestExec(exit_code=int(reply.get("exitcode", -1)), output=out.decode(errors="replace"))
+            # the agent is the guest's: one that stops answering mid-command or replies with
+            # something else is what the guest did (the rung's result), not a host fault to retry
+            try:
+                reply = json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(status), 10, 0))["return"]
+                if reply.get("exited"):
+                    out = b"".join(base64.b64decode(reply.get(k, "")) for k in ("out-data", "err-data"))
+                    return GuestExec(exit_code=int(reply.get("exitcode", -1)), output=out.decode(errors="replace"))
+            except libvirt.libvirtError as e:
+                raise InteropFailure(
+                    f"{name}: the guest agent stopped answering while {argv[0]} ran: {str(e).splitlines()[0][:200]}"
+                ) from None
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise InteropFailure(
+                    f"{name}: the guest agent's guest-exec-status reply is not one: {e!r:.200}"
+                ) from None
             if time.monotonic() >= deadline:
                 raise InteropFailure(f"{name}: {argv[0]} in the guest did not exit within {timeout_s:.0f} s")
             time.sleep(1.0)
